@@ -1,0 +1,319 @@
+"""ParlAI 1.7.2 on today's torch / numpy / transformers / Python: one narrow patch per breakage.
+
+ParlAI is archived; its last release predates torch 2.2+, numpy 2, transformers 5 and
+setuptools 81. Each function below fixes exactly one upstream breakage, is keyed to the
+ParlAI module it patches (``PATCHES``), and is applied by the start-up finder right after
+that module is executed (``parlai_conkd._startup``), in every process including spawned
+workers. Every patch first checks that the breakage is present, so on a stack where the
+upstream code works it changes nothing. Nothing here edits site-packages.
+
+| patch | upstream location (parlai 1.7.2) | breakage |
+|---|---|---|
+| ``reduce_on_plateau_without_verbose`` | nn/lr_scheduler.py:338 | torch >= 2.7 removed ``verbose`` |
+| ``lenient_iopath_kwargs`` | agents/hugging_face/dict.py:166, gpt2.py:75 | iopath rejects ``recursive=True`` |
+| ``txt2vec_without_np_int`` | core/dict.py:754 | numpy 2 removed ``np.int`` |
+| ``gpt2_reorder_cache`` | agents/hugging_face/gpt2.py:196 | transformers 5 returns a ``Cache`` |
+| ``cpu_distributed_context`` | utils/distributed.py:260-295 | CUDA/NCCL assumed, hangs at exit |
+| ``cpu_all_gather_list`` | utils/distributed.py:128-137 | CUDA buffers assumed |
+| ``cpu_ddp_device_ids`` | core/torch_generator_agent.py:584, torch_ranker_agent.py:255 | ``device_ids=[-1]`` on CPU |
+| ``cpu_join_device`` | utils/fsdp.py:234, :286 | join device ``-1`` on CPU |
+| ``cpu_world_size_default`` | scripts/multiprocessing_train.py:92 | default world size 0 on CPU |
+
+``core/opt.py:18`` imports ``pkg_resources``, which setuptools 81 removed: that one is fixed by
+the pin ``setuptools<81`` in requirements/parlai-runtime.txt, not by code.
+"""
+import contextlib
+import functools
+import inspect
+import logging
+import pickle
+import sys
+
+logger = logging.getLogger(__name__)
+
+_ATTEMPTED = set()
+_EFFECTIVE = set()
+
+
+# --------------------------------------------------------------------------- torch >= 2.7
+def reduce_on_plateau_without_verbose(module):
+    """``ReduceLROnPlateau(verbose=True)`` raises TypeError since torch 2.7; every train_model
+    with ParlAI's default scheduler died. Build it without ``verbose`` (it only printed)."""
+    import torch
+
+    if 'verbose' in inspect.signature(torch.optim.lr_scheduler.ReduceLROnPlateau).parameters:
+        return False
+    scheduler_cls = module.ReduceOnPlateauLRScheduler
+
+    def __init__(self, optimizer, patience, decay, warmup_updates, warmup_rate):
+        module.ParlAILRScheduler.__init__(self, warmup_updates, warmup_rate)
+        self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, 'min', factor=decay, patience=patience
+        )
+
+    scheduler_cls.__init__ = __init__
+    return True
+
+
+# --------------------------------------------------------------------------- iopath
+def lenient_iopath_kwargs(module):
+    """ParlAI's HF agents call ``PathManager.get_local_path(dir, recursive=True)``; iopath's
+    strict kwargs checking rejects the unknown keyword. Turn the check off (as iopath allows)."""
+    path_manager = module.PathManager
+    if not hasattr(path_manager, 'set_strict_kwargs_checking'):
+        return False
+    path_manager.set_strict_kwargs_checking(False)
+    return True
+
+
+# --------------------------------------------------------------------------- numpy 2
+def txt2vec_without_np_int(module):
+    """``DictionaryAgent.txt2vec(text, np.ndarray)`` uses ``np.int``, removed in numpy 2."""
+    import numpy as np
+
+    if hasattr(np, 'int'):
+        return False
+    dict_cls = module.DictionaryAgent
+    original = dict_cls.txt2vec
+
+    @functools.wraps(original)
+    def txt2vec(self, text, vec_type=list):
+        if vec_type is np.ndarray:
+            return np.fromiter(
+                (self._word_lookup(token) for token in self.tokenize(text)), dtype=np.int64
+            )
+        return original(self, text, vec_type)
+
+    dict_cls.txt2vec = txt2vec
+    return True
+
+
+# --------------------------------------------------------------------------- transformers 5
+def gpt2_reorder_cache(module):
+    """transformers 5 hands back ``past_key_values`` as a ``Cache`` object, which ParlAI's
+    tuple-of-tensors reordering cannot index: beam search and greedy generation failed.
+    A Cache reorders itself along the batch dimension."""
+    try:
+        from transformers.cache_utils import Cache
+    except ImportError:
+        return False
+    model_cls = module.HFGPT2Model
+    original = model_cls.reorder_decoder_incremental_state
+
+    @functools.wraps(original)
+    def reorder_decoder_incremental_state(self, incremental_state, inds):
+        if isinstance(incremental_state, Cache):
+            incremental_state.reorder_cache(inds)
+            return incremental_state
+        return original(self, incremental_state, inds)
+
+    model_cls.reorder_decoder_incremental_state = reorder_decoder_incremental_state
+    return True
+
+
+# --------------------------------------------------------------------------- CPU multiprocessing
+def _cuda_available():
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def cpu_distributed_context(module):
+    """``distributed_context`` assumes CUDA: it divides by ``cuda.device_count()``, uses NCCL and
+    calls ``torch.cuda.init()``. On a machine without CUDA, run the same protocol with gloo on
+    CPU (gpu = -1). A barrier before ``destroy_process_group`` stops a worker from tearing the
+    group down while another still syncs (seen as a hang at exit in about half the runs)."""
+    original = module.distributed_context
+
+    @contextlib.contextmanager
+    def distributed_context(rank, opt, rank_offset=0, gpu=None, init_method="tcp://localhost:61337"):
+        if _cuda_available() and gpu != -1:
+            with original(rank, opt, rank_offset, gpu, init_method) as worker_opt:
+                yield worker_opt
+            return
+        import copy
+
+        import torch
+        import torch.distributed as dist
+
+        opt = copy.deepcopy(opt)
+        rank = rank + rank_offset
+        opt['rank'] = rank
+        opt['gpu'] = -1
+        opt.setdefault('override', {})['gpu'] = -1
+        print_prefix = 'rank:{:3d} |'.format(rank) if (opt.get('verbose') or rank != 0) else None
+        suppress_output = not opt.get('verbose') and rank != 0
+        with module.override_print(suppress_output, print_prefix):
+            dist.init_process_group(
+                backend='gloo',
+                init_method=init_method,
+                world_size=opt['distributed_world_size'],
+                rank=rank,
+            )
+            module.logging.info("Distributed group initialized (gloo, CPU)")
+            torch.manual_seed(42)
+            module.sync_object(None)
+            try:
+                yield opt
+            finally:
+                with contextlib.suppress(Exception):
+                    dist.barrier()
+                dist.destroy_process_group()
+
+    distributed_context.__wrapped__ = original
+    module.distributed_context = distributed_context
+    return True
+
+
+def cpu_all_gather_list(module):
+    """``all_gather_list`` builds its exchange buffers with ``.cuda()``; gloo needs CPU tensors."""
+    original = module.all_gather_list
+
+    @functools.wraps(original)
+    def all_gather_list(data):
+        import torch
+        import torch.distributed as dist
+
+        if not module.is_distributed() or dist.get_backend() != 'gloo':
+            return original(data)
+        rank, world_size = dist.get_rank(), dist.get_world_size()
+        encoded = pickle.dumps(data)
+        sizes = torch.zeros(world_size, dtype=torch.long)
+        sizes[rank] = len(encoded)
+        dist.all_reduce(sizes)
+        positions = sizes.cumsum(dim=0)
+        buffer = torch.zeros(int(positions[-1]), dtype=torch.uint8)
+        start = int(positions[rank]) - len(encoded)
+        buffer[start : int(positions[rank])] = torch.frombuffer(bytearray(encoded), dtype=torch.uint8)
+        dist.all_reduce(buffer)
+        result = []
+        for i in range(world_size):
+            chunk = buffer[int(positions[i] - sizes[i]) : int(positions[i])]
+            try:
+                result.append(pickle.loads(chunk.numpy().tobytes()))
+            except pickle.UnpicklingError:
+                raise RuntimeError(
+                    'There was an unpickling error in all_gather_list: workers are out of '
+                    'sync (one expects to sync and another does not).'
+                )
+        return result
+
+    module.all_gather_list = all_gather_list
+    # Scripts bind the name at import time; rebind the ones already imported.
+    for name in ('parlai.scripts.train_model', 'parlai.scripts.eval_model'):
+        script = sys.modules.get(name)
+        if script is not None and getattr(script, 'all_gather_list', None) is original:
+            script.all_gather_list = all_gather_list
+    return True
+
+
+def _rebind_all_gather_list(module):
+    """train_model / eval_model do ``from parlai.utils.distributed import all_gather_list``."""
+    distributed = sys.modules.get('parlai.utils.distributed')
+    patched = getattr(distributed, 'all_gather_list', None)
+    if patched is None or getattr(module, 'all_gather_list', None) is patched:
+        return False
+    module.all_gather_list = patched
+    return True
+
+
+def cpu_ddp_device_ids(module):
+    """The agents wrap their model in DDP with ``device_ids=[opt['gpu']]``, i.e. ``[-1]`` on CPU,
+    which DDP rejects. ``[-1]`` is never a valid device list, so we read it as "CPU module"
+    (``device_ids=None``) and pass everything else through unchanged."""
+    import torch
+
+    ddp = torch.nn.parallel.DistributedDataParallel
+    if getattr(ddp, '_parlai_conkd_cpu_ids', False):
+        return True
+
+    class DistributedDataParallel(ddp):
+        _parlai_conkd_cpu_ids = True
+
+        def __init__(self, module, device_ids=None, *args, **kwargs):
+            if device_ids is not None and list(device_ids) == [-1]:
+                device_ids = None
+            super().__init__(module, device_ids, *args, **kwargs)
+
+    DistributedDataParallel.__qualname__ = ddp.__qualname__
+    DistributedDataParallel.__module__ = ddp.__module__
+    torch.nn.parallel.DistributedDataParallel = DistributedDataParallel
+    return True
+
+
+def cpu_join_device(module):
+    """``JoinableTrainLoop`` / ``JoinableEvaluator`` report ``opt['gpu']`` (-1 on CPU) as their
+    join device; torch's Join needs a real device."""
+    import torch
+
+    for cls_name in ('JoinableTrainLoop', 'JoinableEvaluator'):
+        cls = getattr(module, cls_name)
+        original = cls.join_device
+
+        def join_device(self, _original=original):
+            device = _original.fget(self)
+            return torch.device('cpu') if device == -1 else device
+
+        cls.join_device = property(join_device)
+    return True
+
+
+def cpu_world_size_default(module):
+    """``multiprocessing_train`` defaults its world size to ``cuda.device_count()``: 0 on CPU,
+    which launches no worker at all. Default to 1 there (pass ``--distributed-world-size N``)."""
+    if _cuda_available():
+        return False
+    original = module.setup_args
+
+    @functools.wraps(original)
+    def setup_args():
+        parser = original()
+        parser.set_defaults(distributed_world_size=1)
+        return parser
+
+    module.setup_args = setup_args
+    return True
+
+
+#: ParlAI module -> patches applied right after it is executed.
+PATCHES = {
+    'parlai.nn.lr_scheduler': (reduce_on_plateau_without_verbose,),
+    'parlai.utils.io': (lenient_iopath_kwargs,),
+    'parlai.core.dict': (txt2vec_without_np_int,),
+    'parlai.agents.hugging_face.gpt2': (gpt2_reorder_cache,),
+    'parlai.utils.distributed': (cpu_distributed_context, cpu_all_gather_list),
+    'parlai.scripts.train_model': (_rebind_all_gather_list,),
+    'parlai.scripts.eval_model': (_rebind_all_gather_list,),
+    'parlai.core.torch_generator_agent': (cpu_ddp_device_ids,),
+    'parlai.core.torch_ranker_agent': (cpu_ddp_device_ids,),
+    'parlai.utils.fsdp': (cpu_join_device,),
+    'parlai.scripts.multiprocessing_train': (cpu_world_size_default,),
+}
+
+
+def apply_patches(module_name, module):
+    """Apply the patches registered for ``module_name`` once; never let one break an import."""
+    for patch in PATCHES.get(module_name, ()):
+        key = (module_name, patch.__name__)
+        if key in _ATTEMPTED:
+            continue
+        _ATTEMPTED.add(key)
+        try:
+            if patch(module):
+                _EFFECTIVE.add(key)
+                logger.debug('parlai_conkd.compat: applied %s to %s', patch.__name__, module_name)
+        except Exception as exc:  # an unexpected ParlAI version: warn, leave upstream as is
+            logger.warning('parlai_conkd.compat: %s could not patch %s: %s', patch.__name__, module_name, exc)
+
+
+def apply_to_loaded_modules():
+    """Patch ParlAI modules imported before our finder was installed (e.g. no .pth processing)."""
+    for module_name in PATCHES:
+        module = sys.modules.get(module_name)
+        if module is not None:
+            apply_patches(module_name, module)
+
+
+def applied_patches():
+    """Patches that changed something in this process, as ``module:patch`` strings."""
+    return sorted(f'{m}:{p}' for m, p in _EFFECTIVE)

@@ -1,0 +1,96 @@
+"""parlai-conkd: Contextualized Knowledge Distillation for conversational recommendation, as a ParlAI plugin.
+
+Install with ``bash scripts/setup.sh`` (see README.md): ParlAI 1.7.2 must be installed
+without its dependency pins, so this distribution does not list it in install_requires.
+"""
+import os
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+from setuptools.command.editable_wheel import editable_wheel
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+STARTUP_PTH = 'parlai_conkd_startup.pth'
+
+
+class BuildPyWithStartupHook(build_py):
+    """Ship the start-up .pth next to the package so site.py runs it in every interpreter.
+
+    Regular installs copy build_lib into site-packages; setuptools' editable wheels
+    include build_py outputs that are not Python modules, so both routes get the hook.
+    """
+
+    def run(self):
+        super().run()
+        self.copy_file(os.path.join(HERE, 'parlai_conkd', STARTUP_PTH),
+                       os.path.join(self.build_lib, STARTUP_PTH), preserve_mode=0)
+
+    def get_outputs(self, include_bytecode=True):
+        return super().get_outputs(include_bytecode) + [os.path.join(self.build_lib, STARTUP_PTH)]
+
+    def get_output_mapping(self):
+        mapping = super().get_output_mapping()
+        mapping[os.path.join(self.build_lib, STARTUP_PTH)] = os.path.join(
+            HERE, 'parlai_conkd', STARTUP_PTH)
+        return mapping
+
+
+class EditableWheelWithStartupHook(editable_wheel):
+    """``pip install -e .`` builds its wheel through a strategy object rather than build_py's
+    outputs; add the start-up .pth to that wheel too. Its name sorts after setuptools'
+    ``__editable__.*.pth``, so the package is importable when site.py runs our hook."""
+
+    def _select_strategy(self, name, tag, build_lib):
+        strategy = super()._select_strategy(name, tag, build_lib)
+        with open(os.path.join(HERE, 'parlai_conkd', STARTUP_PTH), 'rb') as f:
+            startup_pth = f.read()
+
+        class WithStartupHook:
+            def __enter__(self):
+                strategy.__enter__()
+                return self
+
+            def __exit__(self, *exc):
+                return strategy.__exit__(*exc)
+
+            def __call__(self, wheel, files, mapping):
+                strategy(wheel, files, mapping)
+                wheel.writestr(STARTUP_PTH, startup_pth)
+
+        return WithStartupHook()
+
+
+def _packages(root_dir, dist_prefix):
+    """Packages under root_dir, named as they are installed (under dist_prefix)."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(os.path.join(HERE, root_dir)):
+        dirnames[:] = [d for d in dirnames if d != '__pycache__']
+        if '__init__.py' in filenames:
+            rel = os.path.relpath(dirpath, os.path.join(HERE, root_dir))
+            found.append(dist_prefix if rel == '.' else dist_prefix + '.' + rel.replace(os.sep, '.'))
+    return found
+
+
+setup(
+    name='parlai-conkd',
+    version='0.1.0',
+    description='ConKD (Jung, Jung & Chen, EMNLP 2023) for conversational recommendation in ParlAI',
+    long_description=open(os.path.join(HERE, 'README.md'), encoding='utf-8').read(),
+    long_description_content_type='text/markdown',
+    license='MIT',
+    python_requires='>=3.10',
+    # tasks/ and zoo/ follow ParlAI's repository layout in the source tree but are installed
+    # under parlai_conkd so the distribution owns no top-level `tasks`/`zoo`/`projects`.
+    package_dir={
+        'parlai_conkd': 'parlai_conkd',
+        'parlai_conkd.tasks': 'tasks',
+        'parlai_conkd.zoo': 'zoo',
+    },
+    packages=_packages('parlai_conkd', 'parlai_conkd')
+    + _packages('tasks', 'parlai_conkd.tasks')
+    + _packages('zoo', 'parlai_conkd.zoo'),
+    package_data={'': ['*.json', '*.md', '*.html', '*.js', '*.css']},
+    cmdclass={'build_py': BuildPyWithStartupHook, 'editable_wheel': EditableWheelWithStartupHook},
+    # ParlAI and torch are deliberately absent: see requirements/*.txt and scripts/setup.sh.
+    install_requires=[],
+)
