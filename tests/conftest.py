@@ -1,0 +1,58 @@
+"""Shared test helpers: where the shared ReDial data is, and how to run the real `parlai` CLI."""
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get('CONKD_SHARED_DATA', REPO_ROOT.parent / 'shared' / 'data'))
+SHARED_REDIAL = SHARED_DATA / 'redial'
+SHARED_REDIAL_META = SHARED_DATA / 'redial-meta'
+PARLAI = str(Path(sys.executable).with_name('parlai'))
+
+
+def shared_redial_or_skip():
+    """Path of the shared ReDial copy; skips the calling test with the reason when it is absent."""
+    if not (SHARED_REDIAL / 'train_data.jsonl').is_file():
+        pytest.skip(f'shared ReDial data not found at {SHARED_REDIAL} (set CONKD_SHARED_DATA)')
+    return SHARED_REDIAL
+
+
+def shared_meta_or_skip():
+    if not (SHARED_REDIAL_META / 'kg.json').is_file():
+        pytest.skip(f'shared movie KG not found at {SHARED_REDIAL_META} (set CONKD_SHARED_DATA)')
+    return SHARED_REDIAL_META
+
+
+@pytest.fixture
+def shared_redial():
+    return shared_redial_or_skip()
+
+
+@pytest.fixture
+def shared_meta():
+    return shared_meta_or_skip()
+
+
+def run_parlai(args, cwd=None, env=None, input=None, timeout=300, check=True):
+    """Run the installed `parlai` CLI in a subprocess; on failure show its output."""
+    full_env = dict(os.environ)
+    full_env.setdefault('PYTHONUNBUFFERED', '1')
+    full_env.update(env or {})
+    proc = subprocess.run(
+        [PARLAI, *[str(a) for a in args]],
+        cwd=cwd, env=full_env, input=input, capture_output=True, text=True, timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(
+            f'parlai {" ".join(map(str, args))} exited {proc.returncode}\n'
+            f'--- stdout ---\n{proc.stdout[-6000:]}\n--- stderr ---\n{proc.stderr[-6000:]}'
+        )
+    return proc
+
+
+@pytest.fixture
+def parlai_cli():
+    return run_parlai
