@@ -115,6 +115,7 @@ class ParlaiPluginFinder(importlib.abc.MetaPathFinder):
             from parlai_conkd import compat
         except ImportError:
             return None
+        compat.prepare_import(fullname)
         if fullname not in compat.PATCHES:
             return None
         for finder in sys.meta_path:

@@ -275,6 +275,21 @@ def cpu_world_size_default(module):
     return True
 
 
+# --------------------------------------------------------------------------- setuptools >= 80
+def quiet_pkg_resources_warning():
+    """``core/opt.py`` imports ``pkg_resources`` (kept working by the setuptools<81 pin); since
+    setuptools 80 that prints a deprecation UserWarning in every ParlAI command. Silence just it."""
+    import warnings
+
+    warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
+    return True
+
+
+#: ParlAI module -> fixes that must run before it is executed.
+BEFORE_IMPORT = {
+    'parlai.core.opt': (quiet_pkg_resources_warning,),
+}
+
 #: ParlAI module -> patches applied right after it is executed.
 PATCHES = {
     'parlai.nn.lr_scheduler': (reduce_on_plateau_without_verbose,),
@@ -304,6 +319,20 @@ def apply_patches(module_name, module):
                 logger.debug('parlai_conkd.compat: applied %s to %s', patch.__name__, module_name)
         except Exception as exc:  # an unexpected ParlAI version: warn, leave upstream as is
             logger.warning('parlai_conkd.compat: %s could not patch %s: %s', patch.__name__, module_name, exc)
+
+
+def prepare_import(module_name):
+    """Run the BEFORE_IMPORT fixes for ``module_name`` (once)."""
+    for fix in BEFORE_IMPORT.get(module_name, ()):
+        key = (module_name, fix.__name__)
+        if key in _ATTEMPTED:
+            continue
+        _ATTEMPTED.add(key)
+        try:
+            if fix():
+                _EFFECTIVE.add(key)
+        except Exception as exc:
+            logger.warning('parlai_conkd.compat: %s failed: %s', fix.__name__, exc)
 
 
 def apply_to_loaded_modules():
