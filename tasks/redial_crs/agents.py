@@ -1,0 +1,99 @@
+"""ReDial teachers for conversational recommendation (fields: docs/architecture.md "Example fields").
+
+- ``-t redial_crs`` (DefaultTeacher = ResponseTeacher): one example per recommender turn, one
+  episode per dialogue.
+- ``-t redial_crs:rec`` (RecTeacher): one single-example episode per new item a recommender turn
+  mentions.
+- ``-t redial_crs:readable`` / ``redial_crs:rec_readable``: the same with movie titles in place of
+  item tokens, for ``parlai display_data`` (``--redial-readable true`` does it for any of them).
+
+Folds: ``train`` / ``valid`` (10% of the official train dialogues, salted hash of conversationId)
+/ ``test`` (the official test file). See README.md next to this file.
+"""
+import copy
+from typing import Dict, List, Optional
+
+from parlai.core.message import Message
+from parlai.core.params import ParlaiParser
+from parlai.core.opt import Opt
+from parlai.core.teachers import DialogTeacher
+from parlai.utils.data import DatatypeHelper
+
+from parlai_conkd.items import ItemCatalog
+
+from .build import add_redial_args, build, load_catalog, load_episodes
+from .examples import dialogue_examples, rec_examples
+
+
+class ResponseTeacher(DialogTeacher):
+    """One example per recommender turn: seeker text -> gold response, with item fields."""
+
+    TEACHER_ID = 'redial_crs'
+
+    @classmethod
+    def add_cmdline_args(
+        cls, parser: ParlaiParser, partial_opt: Optional[Opt] = None
+    ) -> ParlaiParser:
+        super().add_cmdline_args(parser, partial_opt)
+        add_redial_args(parser)
+        return parser
+
+    def __init__(self, opt, shared=None):
+        opt = copy.deepcopy(opt)
+        self.fold = DatatypeHelper.fold(opt['datatype'])
+        opt['datafile'] = self.fold
+        self.id = self.TEACHER_ID
+        self.readable = bool(opt.get('redial_readable', False))
+        if shared is None:
+            build(opt)
+        super().__init__(opt, shared)
+
+    def make_examples(self, episode: Dict, catalog: ItemCatalog) -> List[Dict]:
+        return dialogue_examples(episode)
+
+    def setup_data(self, fold: str):
+        catalog = load_catalog(self.opt)
+        for episode in load_episodes(self.opt, fold):
+            for position, example in enumerate(self.make_examples(episode, catalog)):
+                # DialogTeacher sets episode_done itself from the new-episode flags.
+                del example['episode_done']
+                if self.readable:
+                    example['text'] = catalog.render(example['text'])
+                    example['labels'] = [catalog.render(label) for label in example['labels']]
+                yield Message(example), position == 0
+
+
+class RecTeacher(ResponseTeacher):
+    """One example per new item a recommender turn mentions (KBRD/CRSLab convention)."""
+
+    TEACHER_ID = 'redial_crs:rec'
+
+    def make_examples(self, episode: Dict, catalog: ItemCatalog) -> List[Dict]:
+        return rec_examples(episode, catalog.tokens())
+
+    def setup_data(self, fold: str):
+        # Every rec example is its own episode (its text carries the whole dialogue so far).
+        for message, _ in super().setup_data(fold):
+            yield message, True
+
+
+class ReadableTeacher(ResponseTeacher):
+    """The default teacher with titles instead of item tokens (``parlai display_data``)."""
+
+    def __init__(self, opt, shared=None):
+        opt = copy.deepcopy(opt)
+        opt['redial_readable'] = True
+        super().__init__(opt, shared)
+
+
+class RecReadableTeacher(RecTeacher):
+    """The ``:rec`` teacher with titles instead of item tokens."""
+
+    def __init__(self, opt, shared=None):
+        opt = copy.deepcopy(opt)
+        opt['redial_readable'] = True
+        super().__init__(opt, shared)
+
+
+class DefaultTeacher(ResponseTeacher):
+    pass

@@ -1,0 +1,75 @@
+"""Processed episodes -> example dicts (the field contract in docs/architecture.md).
+
+Pure functions over the episode JSON written by build.py, so the teachers stay thin and the
+contract is unit-testable without ParlAI.
+"""
+from typing import Dict, List
+
+from parlai_conkd.items import dedupe
+
+from .preprocess import RECOMMENDER
+
+#: ``text`` of the first example when the recommender opens the dialogue (ParlAI's convention for
+#: "the other side said nothing yet").
+SILENCE = '__SILENCE__'
+
+
+def dialogue_examples(episode: Dict) -> List[Dict]:
+    """One example per recommender turn; ``text`` = seeker turn(s) since the previous one."""
+    examples: List[Dict] = []
+    pending: List[str] = []
+    mentioned: List[int] = []
+    for turn in episode['turns']:
+        if turn['role'] != RECOMMENDER:
+            pending.append(turn['text'])
+            mentioned = dedupe(mentioned + turn['items'])
+            continue
+        context = list(mentioned)
+        label_items = list(turn['items'])
+        new_items = [i for i in label_items if i not in set(context)]
+        examples.append(
+            {
+                'text': '\n'.join(pending) if pending else SILENCE,
+                'labels': [turn['text']],
+                'context_items': context,
+                'label_items': label_items,
+                'new_items': new_items,
+                'is_rec': bool(label_items),
+                'conversation_id': episode['conversation_id'],
+                'episode_done': False,
+            }
+        )
+        pending = []
+        mentioned = dedupe(mentioned + turn['items'])
+    if examples:
+        examples[-1]['episode_done'] = True
+    return examples
+
+
+def rec_examples(episode: Dict, catalog_tokens: List[str]) -> List[Dict]:
+    """One example per new item a recommender turn mentions (KBRD/CRSLab convention).
+
+    Each is its own episode (``episode_done`` True) whose ``text`` is the whole dialogue so far,
+    turns joined by newlines: one response can recommend several items, and repeating its seeker
+    text inside one ParlAI episode would duplicate it in every agent's history.
+    """
+    examples: List[Dict] = []
+    history: List[str] = []
+    for example in dialogue_examples(episode):
+        if example['text'] != SILENCE:
+            history.append(example['text'])
+        for index in example['new_items']:
+            examples.append(
+                {
+                    'text': '\n'.join(history) if history else SILENCE,
+                    'labels': [catalog_tokens[index]],
+                    'context_items': list(example['context_items']),
+                    'label_items': [index],
+                    'new_items': [index],
+                    'is_rec': True,
+                    'conversation_id': example['conversation_id'],
+                    'episode_done': True,
+                }
+            )
+        history.append(example['labels'][0])
+    return examples
