@@ -1,0 +1,337 @@
+"""``-m conkd_dialogue_teacher``: a generator over words + item tokens (ConKD's dialogue teacher).
+
+Trained with NLL alone it is also the paper's "no distillation" baseline. The student
+(``conkd_student``) subclasses this agent; the hooks it relies on are:
+
+* ``item_token_ids``: ``LongTensor[N]``, the vocabulary id of catalog item i at position i, on the
+  model's device; ``item_index_of_token``: the inverse map (vocab id -> catalog index);
+  ``rec_token_id`` / ``gen_token_id``: the [REC]/[GEN] flag ids.
+* ``teacher_forced_log_probs(batch)``: no-grad, eval-mode per-step log-probabilities over the full
+  vocabulary and the per-step item mass (the ConKD gate), aligned with ``batch.label_vec``.
+* ``compute_loss(batch, return_output=True)`` is ParlAI's: ``model_output[0]`` are the logits
+  ``[B, T, V]`` aligned with ``batch.label_vec`` (flag token first). A subclass adds a loss term by
+  calling ``super().compute_loss(batch, return_output=True)`` and adding to the returned loss.
+* ``record_response_metrics(batch, preds)``: ReR@k, item precision/F1, item ratio, Dist-n; called
+  from ``_add_generation_metrics`` for every generator of this project.
+
+Backbones (``--backbone``): ``transformer`` = ParlAI's TransformerGeneratorModel from scratch over
+a word dictionary; ``hf`` = ParlAI's HF GPT-2 model class (``parlai.agents.hugging_face.gpt2``) on
+a local GPT-2/DialoGPT directory (``--hf-model-path``), embeddings resized for the added tokens.
+"""
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+from parlai.agents.transformer.transformer import TransformerGeneratorAgent
+from parlai.core.metrics import AverageMetric
+from parlai.utils.torch import padded_tensor
+
+from parlai_conkd.items import GEN_TOKEN, ITEM_TOKEN_RE, REC_TOKEN, CatalogError
+from parlai_conkd.metrics import (
+    DIST_NS,
+    RER_KS,
+    distinct_tokens,
+    first_item_slot,
+    generated_items,
+    item_mass,
+    item_overlap,
+    response_recall_at_k,
+)
+
+from .dictionary import (
+    ConkdDictionaryAgent,
+    build_hf_dictionary,
+    model_catalog_path,
+    resolve_catalog,
+)
+from .response_metrics import DistinctNgramMetric
+
+BACKBONES = ('transformer', 'hf')
+
+
+@dataclass
+class TeacherForcedOutput:
+    """What the student distils. All aligned with ``batch.label_vec`` ([B, T])."""
+
+    #: log-probabilities over the full vocabulary, ``[B, T, V]`` (float32)
+    log_probs: torch.Tensor
+    #: total probability of the item tokens per step, ``[B, T]`` (the ConKD gate lambda_t)
+    item_mass: torch.Tensor
+    #: True at real target tokens, False at padding, ``[B, T]``
+    mask: torch.Tensor
+
+
+class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
+    @classmethod
+    def add_cmdline_args(cls, parser, partial_opt=None):
+        super().add_cmdline_args(parser, partial_opt=partial_opt)
+        group = parser.add_argument_group('ConKD dialogue teacher')
+        group.add_argument(
+            '--backbone', type=str, default='transformer', choices=BACKBONES,
+            help='transformer: ParlAI transformer generator trained from scratch (word vocab); '
+            'hf: a local Hugging Face GPT-2/DialoGPT causal LM (--hf-model-path).',
+        )
+        group.add_argument(
+            '--hf-model-path', type=str, default=None,
+            help='Directory with a HF GPT-2-family model and its tokenizer (--backbone hf).',
+        )
+        group.add_argument(
+            '--item-catalog', type=str, default=None,
+            help='Item catalog JSON (ItemCatalog.save). Default: the model file\'s saved catalog, '
+            'else the redial_crs task\'s catalog.',
+        )
+        group.add_argument(
+            '--render-items', type='bool', default=False,
+            help='Show item tokens as "Title (Year)" in the reply text (always on in interactive '
+            'mode). Leave off for eval_model: text metrics compare against item-token labels.',
+        )
+        return parser
+
+    @staticmethod
+    def dictionary_class():
+        return ConkdDictionaryAgent
+
+    def __init__(self, opt, shared=None):
+        if opt.get('backbone') == 'hf':
+            if not opt.get('hf_model_path'):
+                raise CatalogError('--backbone hf needs --hf-model-path DIR (a local HF model)')
+            # what ParlAI's GPT-2 classes read: fixed here, not user options
+            opt['model_name'] = opt['hf_model_path']
+            opt['add_special_tokens'] = True
+            opt['add_start_token'] = False
+            opt.setdefault('gpt2_size', 'small')
+        super().__init__(opt, shared)
+        if shared:
+            self.catalog = shared['catalog']
+        else:
+            self.catalog = resolve_catalog(self.opt)
+        self._init_item_tokens()
+        if self.is_hf:
+            # ParlAI's GPT-2 model keeps its own copies of the special ids
+            model = self._unwrapped_model()
+            self.START_IDX, self.END_IDX, self.NULL_IDX = model.START_IDX, model.END_IDX, model.NULL_IDX
+
+    # ------------------------------------------------------------------ vocabulary
+    @property
+    def is_hf(self) -> bool:
+        return self.opt.get('backbone') == 'hf'
+
+    def build_dictionary(self):
+        if self.is_hf:
+            # special and item tokens are added inside the tokenizer (see dictionary.py)
+            self.special_toks = []
+            return build_hf_dictionary(self.opt)
+        return super().build_dictionary()
+
+    def _get_special_tokens(self) -> List[str]:
+        return [REC_TOKEN, GEN_TOKEN] + super()._get_special_tokens()
+
+    def _init_item_tokens(self):
+        tokens = self.catalog.tokens()
+        ids = [self.dict.tok2ind.get(token) for token in tokens]
+        missing = [tok for tok, i in zip(tokens, ids) if i is None]
+        if missing:
+            raise CatalogError(
+                f'{len(missing)} catalog item tokens are not in the vocabulary (e.g. {missing[0]}): '
+                'the dictionary was built for another catalog'
+            )
+        device = next(self._unwrapped_model().parameters()).device
+        self.item_token_ids = torch.tensor(ids, dtype=torch.long, device=device)
+        self.item_index_of_token: Dict[int, int] = {vocab_id: index for index, vocab_id in enumerate(ids)}
+        self.rec_token_id = self.dict.tok2ind[REC_TOKEN]
+        self.gen_token_id = self.dict.tok2ind[GEN_TOKEN]
+        self._flag_ids = {self.rec_token_id, self.gen_token_id}
+
+    def share(self):
+        shared = super().share()
+        shared['catalog'] = self.catalog
+        return shared
+
+    def _unwrapped_model(self):
+        model = self.model
+        return model.module if hasattr(model, 'module') else model
+
+    # ------------------------------------------------------------------ model
+    def build_model(self, states=None):
+        if self.is_hf:
+            from parlai.agents.hugging_face.gpt2 import HFGPT2Model
+
+            return HFGPT2Model(self.opt, self.dict)
+        return super().build_model(states)
+
+    def _pad_tensor(self, items, is_label=False):
+        if self.is_hf:
+            # GPT-2 reads context and label as one left-padded stream (ParlAI's Gpt2Agent rule)
+            return padded_tensor(items, pad_idx=self.NULL_IDX, left_padded=True, fp16friendly=False)
+        return super()._pad_tensor(items, is_label=is_label)
+
+    def load_state_dict(self, state_dict):
+        if self.is_hf:
+            # checkpoints from older transformers lack attn.masked_bias (as in Gpt2Agent)
+            current = self.model.state_dict()
+            for key in set(current) - set(state_dict):
+                if 'masked_bias' in key:
+                    state_dict[key] = current[key]
+        return super().load_state_dict(state_dict)
+
+    def save(self, path=None):
+        super().save(path)
+        path = self.opt.get('model_file', None) if path is None else path
+        if path and hasattr(self, 'catalog'):
+            self.catalog.save(model_catalog_path(path))
+
+    # ------------------------------------------------------------------ targets
+    def _is_rec(self, obs, label: str) -> bool:
+        if obs.get('is_rec') is not None:
+            return bool(obs['is_rec'])
+        return ITEM_TOKEN_RE.search(label) is not None
+
+    def _set_label_vec(self, obs, add_start, add_end, truncate):
+        """Prefix the target with [REC]/[GEN] (from the example's ``is_rec``)."""
+        obs = super()._set_label_vec(obs, add_start, add_end, truncate)
+        if obs is None:
+            return obs
+        key = 'labels_vec' if 'labels_vec' in obs else 'eval_labels_vec' if 'eval_labels_vec' in obs else None
+        if key is None:
+            return obs
+        vec = obs[key]
+        vec = vec.tolist() if torch.is_tensor(vec) else list(vec)
+        if vec and vec[0] in self._flag_ids:
+            return obs
+        label = obs.get(key[: -len('_vec')], [''])
+        label = label[0] if label else ''
+        flag = self.rec_token_id if self._is_rec(obs, label) else self.gen_token_id
+        vec = [flag] + vec
+        if truncate is not None and len(vec) > truncate:
+            vec = vec[:truncate]
+        obs.force_set(key, torch.LongTensor(vec))
+        return obs
+
+    def _v2t(self, vec):
+        """Token ids -> reply text without the flag token; titles when rendering for people."""
+        ids = [int(i) for i in (vec.cpu() if hasattr(vec, 'cpu') else vec) if int(i) not in self._flag_ids]
+        text = super()._v2t(ids)
+        if self.opt.get('render_items') or getattr(self, '_interactive', False):
+            text = self.catalog.render(text)
+        return text
+
+    def set_interactive_mode(self, mode, shared=False):
+        super().set_interactive_mode(mode, shared)
+        self._interactive = bool(mode)
+
+    def batchify(self, obs_batch, sort=False):
+        """ParlAI's batch + ``gold_new_items`` (one list per valid example, None when unknown)."""
+        batch = super().batchify(obs_batch, sort=sort)
+        valid = batch.valid_indices if batch.valid_indices is not None else []
+        batch['gold_new_items'] = [self._gold_new_items(obs_batch[i]) for i in valid]
+        return batch
+
+    # ------------------------------------------------------------------ distillation hook
+    @torch.no_grad()
+    def teacher_forced_log_probs(self, batch) -> TeacherForcedOutput:
+        """Per-step log p(y_t | y_<t, context) over the full vocabulary, teacher-forced on
+        ``batch.label_vec`` (flag token first), in eval mode (no dropout) and without gradients.
+
+        ``log_probs[b, t]`` is the distribution the model predicts for ``label_vec[b, t]``;
+        ``item_mass[b, t] = sum_i exp(log_probs[b, t, item_token_ids[i]])``.
+        """
+        if batch.label_vec is None:
+            raise ValueError('teacher_forced_log_probs needs a batch with labels')
+        model = self._unwrapped_model()
+        was_training = model.training
+        model.eval()
+        try:
+            scores, *_ = model(*self._model_input(batch), ys=batch.label_vec)
+        finally:
+            model.train(was_training)
+        log_probs = F.log_softmax(scores.float(), dim=-1)
+        return TeacherForcedOutput(
+            log_probs=log_probs,
+            item_mass=item_mass(log_probs, self.item_token_ids),
+            mask=batch.label_vec.ne(self.NULL_IDX),
+        )
+
+    # ------------------------------------------------------------------ response metrics
+    def _add_generation_metrics(self, batch, preds):
+        super()._add_generation_metrics(batch, preds)
+        self.record_response_metrics(batch, preds)
+
+    def _response_ids(self, pred) -> List[int]:
+        """Generated ids of the reply: no start/flag tokens, stop at the end token."""
+        out = []
+        for token in pred.tolist():
+            if token == self.END_IDX:
+                break
+            if token == self.START_IDX or token in self._flag_ids or token == self.NULL_IDX:
+                continue
+            out.append(token)
+        return out
+
+    def _gold_new_items(self, obs) -> Optional[List[int]]:
+        """``new_items`` from the task, else label items not mentioned in the history."""
+        if obs.get('new_items') is not None:
+            return list(obs['new_items'])
+        labels = obs.get('labels', obs.get('eval_labels'))
+        if not labels:
+            return None
+        seen = set(self.catalog.items_in_text(obs.get('full_text', obs.get('text', ''))))
+        return [i for i in self.catalog.items_in_text(labels[0]) if i not in seen]
+
+    def _slot_item_scores(self, batch, preds, slots) -> torch.Tensor:
+        """Item-token logits at each response's first item slot, ``[B, N]`` (zeros without slot).
+
+        One teacher-forced pass over the generated tokens: the distribution from which the model
+        chose its first item, over all N items.
+        """
+        model = self._unwrapped_model()
+        targets = [p[1:] if len(p) and int(p[0]) == self.START_IDX else p for p in preds]
+        ys, _ = self._pad_tensor([t.tolist() or [self.END_IDX] for t in targets], is_label=True)
+        ys = ys.to(self.item_token_ids.device)
+        encoder_states = model.encoder(*self._encoder_input(batch))
+        logits, _ = model.decode_forced(encoder_states, ys)
+        out = torch.zeros(len(preds), len(self.item_token_ids), device=logits.device)
+        for b, slot in enumerate(slots):
+            if slot is None:
+                continue
+            offset = ys.size(1) - len(targets[b]) if self.is_hf else 0  # left padding
+            out[b] = logits[b, offset + slot].float().index_select(0, self.item_token_ids)
+        return out
+
+    @torch.no_grad()
+    def record_response_metrics(self, batch, preds):
+        """ReR@k, item precision/F1, item ratio, Dist-n (both conventions) for generated replies.
+
+        Definitions: parlai_conkd/metrics.py and projects/conkd/README.md.
+        """
+        responses = [self._response_ids(p) for p in preds]
+        gen_items = [generated_items(r, self.item_index_of_token) for r in responses]
+        gold_new = batch.get('gold_new_items') or [None] * len(preds)
+        # slot positions are taken in the raw prediction (after the start token, flag included)
+        targets = [p[1:] if len(p) and int(p[0]) == self.START_IDX else p for p in preds]
+        slots = [first_item_slot(t.tolist(), self.item_index_of_token) for t in targets]
+        has_slot = [s is not None for s in slots]
+        if any(has_slot[b] and gold_new[b] for b in range(len(preds))):
+            scores = self._slot_item_scores(batch, preds, slots)
+        else:
+            scores = torch.zeros(len(preds), len(self.item_token_ids))
+        rer = response_recall_at_k(scores, has_slot, [g or [] for g in gold_new], ks=RER_KS)
+        for k in RER_KS:
+            self.record_local_metric(
+                f'rer@{k}', [None if v is None else AverageMetric(v) for v in rer[k]]
+            )
+        overlaps = [item_overlap(gen, gold or []) for gen, gold in zip(gen_items, gold_new)]
+        for name in ('precision', 'f1'):
+            self.record_local_metric(
+                f'item_{name}',
+                [None if o[name] is None else AverageMetric(o[name]) for o in overlaps],
+            )
+        self.record_local_metric('item_ratio', [AverageMetric(bool(g)) for g in gen_items])
+        tokens = [distinct_tokens(self.dict.vec2txt(r)) if r else [] for r in responses]
+        for n in DIST_NS:
+            self.record_local_metric(
+                f'dist-{n}', [DistinctNgramMetric.of_response(t, n, per_response=False) for t in tokens]
+            )
+            self.record_local_metric(
+                f'dist_crs-{n}', [DistinctNgramMetric.of_response(t, n, per_response=True) for t in tokens]
+            )

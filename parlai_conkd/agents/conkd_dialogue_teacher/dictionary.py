@@ -1,0 +1,120 @@
+"""Vocabularies = words (or BPE pieces) + one token per catalog item + [REC]/[GEN].
+
+Where the catalog comes from (first that applies), see :func:`resolve_catalog`:
+1. ``<model_file>.catalog.json`` (the catalog a trained model was saved with);
+2. ``--item-catalog PATH`` (a file written by ``ItemCatalog.save``);
+3. the redial_crs task's ``load_catalog(opt)`` (builds the task data if needed).
+"""
+import os
+from typing import Dict
+
+from parlai.core.dict import DictionaryAgent
+
+from parlai_conkd.items import GEN_TOKEN, REC_TOKEN, CatalogError, ItemCatalog
+
+CATALOG_SUFFIX = '.catalog.json'
+#: Frequency given to item tokens so that sorting the dictionary keeps them in one block, in
+#: catalog order, right after ParlAI's special tokens (whose counts are ~1e9) and never trims them.
+_ITEM_FREQ_BASE = 900_000_000
+
+_CATALOG_CACHE: Dict[str, ItemCatalog] = {}
+
+
+def model_catalog_path(model_file: str) -> str:
+    return model_file + CATALOG_SUFFIX
+
+
+def resolve_catalog(opt) -> ItemCatalog:
+    """The item catalog this agent's vocabulary is built on (cached per file)."""
+    model_file = opt.get('model_file')
+    candidates = []
+    if model_file:
+        candidates.append(model_catalog_path(model_file))
+    if opt.get('item_catalog'):
+        path = opt['item_catalog']
+        if not os.path.isfile(path):
+            raise CatalogError(f'--item-catalog {path}: file not found')
+        candidates.append(path)
+    for path in candidates:
+        if os.path.isfile(path):
+            key = os.path.abspath(path)
+            if key not in _CATALOG_CACHE:
+                _CATALOG_CACHE[key] = ItemCatalog.load(path)
+            return _CATALOG_CACHE[key]
+    try:
+        from parlai_conkd.tasks.redial_crs.build import load_catalog
+    except ImportError as exc:
+        raise CatalogError(
+            'no item catalog: pass --item-catalog PATH or train on -t redial_crs '
+            f'(its build could not be imported: {exc})'
+        ) from exc
+    return load_catalog(opt)
+
+
+class ConkdDictionaryAgent(DictionaryAgent):
+    """ParlAI word dictionary that always holds every catalog item token.
+
+    Item tokens get fixed counts (``_ITEM_FREQ_BASE - index``), so after ParlAI sorts the
+    dictionary they form one block in catalog order, are present even when never seen in training
+    and survive ``--dict-maxtokens``. [REC]/[GEN] are added by the agent as special tokens.
+    With ``--backbone hf`` the vocabulary is the HF tokenizer's (:class:`ConkdHFDictionaryAgent`)
+    and this class only tells ``build_dict`` that there is nothing to build.
+    """
+
+    def __init__(self, opt, shared=None):
+        super().__init__(opt, shared)
+        self._item_tokens = []
+        if not shared and not self._is_hf(opt):
+            self._item_tokens = resolve_catalog(opt).tokens()
+            for token in self._item_tokens:
+                self.add_token(token)
+            self._fix_item_counts()
+
+    @staticmethod
+    def _is_hf(opt) -> bool:
+        return opt.get('backbone', 'transformer') == 'hf'
+
+    def is_prebuilt(self):
+        return self._is_hf(self.opt) or super().is_prebuilt()
+
+    def _fix_item_counts(self):
+        for index, token in enumerate(self._item_tokens):
+            self.freq[token] = _ITEM_FREQ_BASE - index
+
+    def sort(self, trim=True):
+        # counting the training data raised the counts of seen items: restore the fixed ones
+        self._fix_item_counts()
+        return super().sort(trim=trim)
+
+
+def load_hf_tokenizer(path: str):
+    """The tokenizer saved in a local HF model directory (no hub access)."""
+    from transformers import AutoTokenizer
+
+    if not path or not os.path.isdir(path):
+        raise CatalogError(f'--hf-model-path {path!r}: not a directory holding a HF model')
+    return AutoTokenizer.from_pretrained(path)
+
+
+def _hf_dictionary_class():
+    from parlai.agents.hugging_face.dict import SPECIAL_TOKENS, Gpt2DictionaryAgent
+
+    class ConkdHFDictionaryAgent(Gpt2DictionaryAgent):
+        """The local HF tokenizer + ParlAI's GPT-2 pad/bos/eos/unk + [REC]/[GEN] + item tokens.
+
+        Everything is added before ParlAI reads the vocabulary, so tok2ind and the HF ids agree
+        and reloading (same tokenizer dir, same catalog) gives the same ids.
+        """
+
+        def get_tokenizer(self, opt):
+            tokenizer = load_hf_tokenizer(opt.get('hf_model_path'))
+            tokenizer.add_special_tokens(dict(SPECIAL_TOKENS))
+            tokenizer.add_special_tokens({'additional_special_tokens': [REC_TOKEN, GEN_TOKEN]})
+            tokenizer.add_tokens(resolve_catalog(opt).tokens())
+            return tokenizer
+
+    return ConkdHFDictionaryAgent
+
+
+def build_hf_dictionary(opt):
+    return _hf_dictionary_class()(opt)

@@ -1,0 +1,49 @@
+"""Thin ParlAI Metric wrappers for the corpus-level Dist-n conventions of parlai_conkd.metrics.
+
+Per-response averages (ReR@k, item precision/F1, item ratio) are plain ``AverageMetric``s; only
+Dist-n needs a metric that merges n-gram sets across responses and batches.
+"""
+from typing import FrozenSet, Sequence, Tuple
+
+from parlai.core.metrics import Metric
+
+from parlai_conkd.metrics import ngrams
+
+
+class DistinctNgramMetric(Metric):
+    """Distinct n-grams over every response added so far.
+
+    ``per_response=False``: distinct / all n-grams (``dist-n``, corpus ratio).
+    ``per_response=True``: distinct n-grams / responses (``dist_crs-n``, KBRD/KGSF/CRSLab).
+    """
+
+    __slots__ = ('_grams', '_total', '_responses', '_per_response')
+
+    def __init__(self, grams: FrozenSet[Tuple[str, ...]], total: int, responses: int, per_response: bool):
+        self._grams = grams
+        self._total = total
+        self._responses = responses
+        self._per_response = per_response
+
+    @classmethod
+    def of_response(cls, tokens: Sequence[str], n: int, per_response: bool) -> 'DistinctNgramMetric':
+        grams = ngrams(tokens, n)
+        return cls(frozenset(grams), len(grams), 1, per_response)
+
+    @property
+    def macro_average(self) -> bool:
+        return False
+
+    def __add__(self, other):
+        if other is None:
+            return self
+        return DistinctNgramMetric(
+            self._grams | other._grams,
+            self._total + other._total,
+            self._responses + other._responses,
+            self._per_response,
+        )
+
+    def value(self) -> float:
+        denominator = self._responses if self._per_response else self._total
+        return len(self._grams) / denominator if denominator else 0.0
