@@ -1,0 +1,196 @@
+"""build.py: sources (dir, zip, env, download), atomic builds, keyed caches, clear errors."""
+import json
+import os
+
+import pytest
+
+from parlai_conkd.items import UNKNOWN_ITEM_TOKEN
+from parlai_conkd.tasks.redial_crs import build as redial_build
+from parlai_conkd.tasks.redial_crs.preprocess import RedialDataError
+from tests.task.conftest import default_dialogues, dialogue, task_opt, write_redial, zip_redial
+
+pytestmark = pytest.mark.usefixtures('no_redial_env')
+
+
+def is_built(path):
+    return os.path.isfile(os.path.join(path, '.built'))
+
+
+def leftovers(datapath):
+    """Temporary build/download directories left behind (there should be none)."""
+    root = os.path.join(datapath, 'redial_crs')
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        found += [os.path.join(dirpath, n) for n in dirnames + filenames if n.startswith('.') and n != '.built']
+    return found
+
+
+def test_local_directory_builds_folds_catalog_and_stats(tmp_path, tiny_redial):
+    opt = task_opt(tmp_path / 'dp', redial_path=str(tiny_redial))
+    built = redial_build.build(opt)
+    assert is_built(built) and built.startswith(str(tmp_path / 'dp' / 'redial_crs'))
+    episodes = {fold: redial_build.load_episodes(opt, fold) for fold in redial_build.FOLDS}
+    assert len(episodes['train']) + len(episodes['valid']) == 6 and len(episodes['test']) == 2
+    assert [i.movie_id for i in redial_build.load_catalog(opt)] == ['111', '222', '333', '444']
+    stats = json.load(open(os.path.join(built, 'stats.json')))
+    assert stats['files']['train_data.jsonl']['mentions'] == 6 * 5
+    assert redial_build.meta_path(opt) is None
+    assert leftovers(tmp_path / 'dp') == []
+
+
+def test_env_var_is_used_when_option_is_absent(tmp_path, tiny_redial, monkeypatch):
+    monkeypatch.setenv('CONKD_REDIAL_PATH', str(tiny_redial))
+    opt = task_opt(tmp_path / 'dp')
+    assert redial_build.source_path(opt) == str(tiny_redial)
+    assert len(redial_build.load_episodes(opt, 'test')) == 2
+
+
+def test_official_zip_is_accepted_as_local_source(tmp_path, tiny_redial):
+    archive = zip_redial(tiny_redial, tmp_path / 'redial_dataset.zip')
+    opt = task_opt(tmp_path / 'dp', redial_path=str(archive))
+    assert len(redial_build.load_episodes(opt, 'test')) == 2
+    assert len(redial_build.load_catalog(opt)) == 4
+
+
+def test_switching_source_never_reuses_the_other_build(tmp_path, tiny_redial):
+    other = write_redial(tmp_path / 'other', test=default_dialogues(5))
+    dp = tmp_path / 'dp'
+    first = redial_build.build(task_opt(dp, redial_path=str(tiny_redial)))
+    second = redial_build.build(task_opt(dp, redial_path=str(other)))
+    assert first != second
+    assert len(redial_build.load_episodes(task_opt(dp, redial_path=str(other)), 'test')) == 5
+    assert len(redial_build.load_episodes(task_opt(dp, redial_path=str(tiny_redial)), 'test')) == 2
+
+
+def test_edited_source_is_rebuilt_in_place(tmp_path, tiny_redial):
+    opt = task_opt(tmp_path / 'dp', redial_path=str(tiny_redial))
+    assert len(redial_build.load_episodes(opt, 'test')) == 2
+    write_redial(tiny_redial, test=default_dialogues(3) + default_dialogues(1))
+    os.utime(tiny_redial / 'test_data.jsonl', (1, 1))  # size and mtime both change
+    assert len(redial_build.load_episodes(opt, 'test')) == 4
+    assert leftovers(tmp_path / 'dp') == []
+
+
+def test_max_dialogues_limits_each_fold(tmp_path, tiny_redial):
+    opt = task_opt(tmp_path / 'dp', redial_path=str(tiny_redial), redial_max_dialogues=1)
+    assert [len(redial_build.load_episodes(opt, f)) for f in ('train', 'test')] == [1, 1]
+
+
+def test_missing_file_names_expected_path_and_both_ways_to_supply(tmp_path, tiny_redial):
+    (tiny_redial / 'test_data.jsonl').unlink()
+    with pytest.raises(RedialDataError) as info:
+        redial_build.build(task_opt(tmp_path / 'dp', redial_path=str(tiny_redial)))
+    message = str(info.value)
+    assert str(tiny_redial / 'test_data.jsonl') in message
+    assert '--redial-path' in message and 'CONKD_REDIAL_PATH' in message and 'download' in message
+
+
+def test_missing_path_names_it(tmp_path):
+    with pytest.raises(RedialDataError, match='does not exist: .*nowhere'):
+        redial_build.build(task_opt(tmp_path / 'dp', redial_path=str(tmp_path / 'nowhere')))
+
+
+def test_zip_without_a_required_member_names_it(tmp_path, tiny_redial):
+    archive = tmp_path / 'partial.zip'
+    import zipfile
+
+    with zipfile.ZipFile(archive, 'w') as zf:
+        zf.write(tiny_redial / 'train_data.jsonl', 'redial/train_data.jsonl')
+    with pytest.raises(RedialDataError, match=r'partial\.zip has no member test_data\.jsonl'):
+        redial_build.build(task_opt(tmp_path / 'dp', redial_path=str(archive)))
+
+
+def test_malformed_line_fails_the_build_naming_file_and_line_and_marks_nothing(tmp_path):
+    good = json.dumps(default_dialogues(1)[0])
+    source = write_redial(tmp_path / 'bad', train_text=f'{good}\n{good}\n{{"conversationId": "7",\n')
+    dp = tmp_path / 'dp'
+    opt = task_opt(dp, redial_path=str(source))
+    with pytest.raises(RedialDataError, match=r'train_data\.jsonl:3: malformed JSON'):
+        redial_build.build(opt)
+    assert not os.path.exists(redial_build.built_dir(opt)) and leftovers(dp) == []
+
+
+def test_unknown_movie_ids_are_counted_in_stats_not_fatal(tmp_path):
+    source = write_redial(tmp_path / 'unk', train=[dialogue(1, [(1, 'saw @5555'), (2, 'then @111')])])
+    opt = task_opt(tmp_path / 'dp', redial_path=str(source))
+    built = redial_build.build(opt)
+    stats = json.load(open(os.path.join(built, 'stats.json')))['files']['train_data.jsonl']
+    assert stats['unknown_mentions'] == 1 and stats['unknown_movie_ids'] == {'5555': 1}
+    turns = [t for e in redial_build.load_episodes(opt, 'train') + redial_build.load_episodes(opt, 'valid')
+             for t in e['turns']]
+    assert turns[0]['text'] == f'saw {UNKNOWN_ITEM_TOKEN}'
+
+
+def test_interrupted_build_is_not_taken_as_done(tmp_path, tiny_redial, monkeypatch):
+    dp = tmp_path / 'dp'
+    opt = task_opt(dp, redial_path=str(tiny_redial))
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(redial_build.ItemCatalog, 'save', crash)
+    with pytest.raises(KeyboardInterrupt):
+        redial_build.build(opt)
+    assert not os.path.exists(redial_build.built_dir(opt)) and leftovers(dp) == []
+    monkeypatch.undo()
+    monkeypatch.delenv('CONKD_REDIAL_PATH', raising=False)
+    assert is_built(redial_build.build(opt))
+
+
+def test_half_written_build_directory_without_marker_is_replaced(tmp_path, tiny_redial):
+    opt = task_opt(tmp_path / 'dp', redial_path=str(tiny_redial))
+    stale = redial_build.built_dir(opt)
+    os.makedirs(stale)
+    open(os.path.join(stale, 'test.json'), 'w').write('[')  # what a crash mid-write would leave
+    assert len(redial_build.load_episodes(opt, 'test')) == 2
+
+
+def test_meta_path_requires_the_redial_meta_layout(tmp_path, tiny_redial, monkeypatch):
+    meta = tmp_path / 'meta'
+    meta.mkdir()
+    (meta / 'id2info.json').write_text('{"111": {"name": "Alien (1979)", "genre": ["Horror"]}}')
+    (meta / 'entity2id.json').write_text('{"Alien (1979)": 42}')
+    opt = task_opt(tmp_path / 'dp', redial_path=str(tiny_redial), redial_meta_path=str(meta))
+    with pytest.raises(RedialDataError, match=r"lacks \['kg.json'\]"):
+        redial_build.meta_path(opt)
+    (meta / 'kg.json').write_text('{}')
+    assert redial_build.meta_path(opt) == str(meta)
+    catalog = redial_build.load_catalog(opt)
+    assert catalog[0].kg_entity == 42 and catalog[0].metadata['genre'] == ['Horror']
+    plain = task_opt(tmp_path / 'dp', redial_path=str(tiny_redial))
+    assert redial_build.built_dir(plain) != redial_build.built_dir(opt)
+    monkeypatch.setenv('CONKD_REDIAL_META_PATH', str(meta))
+    assert redial_build.meta_path(plain) == str(meta)
+
+
+# ---------------------------------------------------------------------------- download route
+def test_download_with_matching_checksum_builds_and_caches(tmp_path, served_archive, monkeypatch):
+    monkeypatch.setenv('NO_PROXY', '127.0.0.1')
+    url, sha256 = served_archive
+    dp = tmp_path / 'dp'
+    opt = task_opt(dp, redial_url=url, redial_sha256=sha256)
+    assert redial_build.source_path(opt) is None
+    built = redial_build.build(opt)
+    assert is_built(built) and os.path.basename(built).startswith(f'{redial_build.VERSION}-official-')
+    assert len(redial_build.load_episodes(opt, 'test')) == 2
+    cached = os.listdir(dp / 'redial_crs' / 'downloads')
+    assert cached == [f'{sha256[:16]}-redial_dataset.zip'] and leftovers(dp) == []
+
+
+def test_checksum_mismatch_says_so_and_leaves_nothing_built(tmp_path, served_archive, monkeypatch):
+    monkeypatch.setenv('NO_PROXY', '127.0.0.1')
+    url, sha256 = served_archive
+    dp = tmp_path / 'dp'
+    wrong = '0' * 64
+    opt = task_opt(dp, redial_url=url, redial_sha256=wrong)
+    with pytest.raises(RedialDataError) as info:
+        redial_build.build(opt)
+    message = str(info.value)
+    assert 'checksum mismatch' in message and sha256 in message and wrong in message
+    assert not os.path.exists(redial_build.built_dir(opt))
+    assert os.listdir(dp / 'redial_crs' / 'downloads') == [] and leftovers(dp) == []
+
+
+def test_official_defaults_are_the_published_archive():
+    assert redial_build.OFFICIAL_URL == 'https://github.com/ReDialData/website/raw/data/redial_dataset.zip'
+    assert redial_build.OFFICIAL_SHA256 == 'b48756681ec6f84e0af36979c5e9baa21ea8d9e7036b8764ea9b787bb0baf69b'
