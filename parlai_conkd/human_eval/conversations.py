@@ -1,0 +1,181 @@
+"""Conversation logs from model files, in ParlAI's Conversations format, and their ACUTE form.
+
+``collect_logs`` runs ParlAI's own ``parlai eval_model --world-logs X.jsonl --save-format
+conversations`` once per model (subprocess), on the same task/datatype/number of examples, so
+episode *i* of every log continues the same ReDial test context. Each log line is ParlAI's
+Conversations shape: ``{"dialog": [[teacher_act, model_act], ...], "context": [...],
+"metadata_path": ...}``; the teacher act carries the seeker's turn(s), the model act the reply.
+
+``to_acute_dialogue`` turns one such episode into an ACUTE-Eval dialogue dict (speakers,
+dialogue[{id, text}]) with text made readable: flag tokens dropped, ParlAI's ``normalize_reply``
+applied, item tokens rendered as titles by ``ItemCatalog.render``.
+"""
+import json
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterator, List, Optional, Sequence
+
+from parlai_conkd.items import GEN_TOKEN, REC_TOKEN, ITEM_TOKEN_RE, CatalogError, ItemCatalog
+
+#: The speaker id given to the replayed human side (the ReDial seeker) in ACUTE dialogues.
+SEEKER_ID = 'seeker'
+_FLAG_RE = re.compile(r'\s*(%s|%s)\s*' % (re.escape(REC_TOKEN), re.escape(GEN_TOKEN)))
+
+
+class LogError(ValueError):
+    """A conversation log that cannot be used; the message names the file and line."""
+
+
+def model_name(model_file: str) -> str:
+    """A speaker name for a model file or zoo name: 'zoo:conkd/soft/model' -> 'zoo_conkd_soft'."""
+    name = model_file
+    if name.startswith('zoo:'):
+        name = name[4:]
+        if name.endswith('/model'):
+            name = name[: -len('/model')]
+        name = 'zoo_' + name
+    else:
+        path = Path(name)
+        name = path.parent.name if path.name == 'model' else path.stem
+    return re.sub(r'[^A-Za-z0-9_.-]+', '_', name).strip('_') or 'model'
+
+
+@dataclass
+class LogRun:
+    name: str
+    model_file: str
+    log_path: str
+
+
+def eval_model_command(model_file: str, log_path: str, task: str, datatype: str,
+                       num_examples: int, extra_args: Sequence[str] = ()) -> List[str]:
+    """The ``parlai eval_model`` command that writes one model's Conversations log."""
+    parlai = str(Path(sys.executable).with_name('parlai'))
+    return [
+        parlai, 'eval_model', '--model-file', model_file, '--task', task, '--datatype', datatype,
+        '--num-examples', str(num_examples), '--batchsize', '1',
+        '--world-logs', log_path, '--save-format', 'conversations',
+        # a model trained with --skip-generation true would otherwise log no replies
+        '--skip-generation', 'false', '--report-filename', '',
+        *extra_args,
+    ]
+
+
+def collect_logs(model_files: Sequence[str], outdir: str, task: str = 'redial_crs',
+                 datatype: str = 'test', num_examples: int = 50, names: Optional[Sequence[str]] = None,
+                 extra_args: Sequence[str] = ()) -> List[LogRun]:
+    """Run ``parlai eval_model --world-logs`` for every model; returns where each log went."""
+    names = list(names) if names else [model_name(m) for m in model_files]
+    if len(names) != len(model_files):
+        raise ValueError(f'{len(names)} --name values for {len(model_files)} model files')
+    if len(set(names)) != len(names):
+        raise ValueError(f'model names must be distinct, got {names}; pass --name for each model')
+    os.makedirs(outdir, exist_ok=True)
+    runs = []
+    for name, model_file in zip(names, model_files):
+        final = os.path.join(outdir, f'{name}.jsonl')
+        # ParlAI writes the log in place; write under a temporary name so a crashed run never
+        # leaves a partial log that looks complete.
+        partial = os.path.join(outdir, f'.{name}.partial.jsonl')
+        cmd = eval_model_command(model_file, partial, task, datatype, num_examples, extra_args)
+        print(f'[human_eval] {name}: {" ".join(cmd)}', file=sys.stderr)
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f'parlai eval_model failed for {model_file} (exit {proc.returncode}):\n'
+                f'{proc.stderr[-4000:]}'
+            )
+        os.replace(partial, final)
+        meta_partial = os.path.splitext(partial)[0] + '.metadata'
+        if os.path.exists(meta_partial):
+            os.replace(meta_partial, os.path.splitext(final)[0] + '.metadata')
+        runs.append(LogRun(name, model_file, final))
+    return runs
+
+
+def read_log(path: str) -> Iterator[Dict]:
+    """Episodes of a Conversations jsonl log, with line-numbered errors."""
+    if not os.path.isfile(path):
+        raise LogError(f'conversation log not found: {path}')
+    with open(path, encoding='utf-8') as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                episode = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise LogError(f'{path}:{line_no}: invalid JSON ({exc.msg})') from exc
+            if not isinstance(episode, dict) or not isinstance(episode.get('dialog'), list):
+                raise LogError(f'{path}:{line_no}: not a Conversations episode (no "dialog" list)')
+            yield episode
+
+
+def readable(text: str, catalog: Optional[ItemCatalog]) -> str:
+    """Model/dataset text as raters should see it."""
+    from parlai.utils.strings import normalize_reply
+
+    text = _FLAG_RE.sub(' ', text).strip()
+    if not text:
+        return ''
+    # normalize_reply lower-cases, so titles are put in only afterwards
+    text = normalize_reply(text)
+    if catalog is not None:
+        text = catalog.render(text)
+    return text
+
+
+def to_acute_dialogue(episode: Dict, speaker: str, catalog: Optional[ItemCatalog] = None,
+                      max_turns: Optional[int] = None, source: str = '?') -> Dict:
+    """One logged episode -> ``{"speakers": [speaker, "seeker"], "dialogue": [{id, text}], "context": [...]}``.
+
+    The teacher side of each act pair is the seeker (may hold several "\n"-joined turns, or none
+    when the recommender speaks first); the other side is the model being evaluated.
+    """
+    dialogue = []
+    for pair_no, act_pair in enumerate(episode['dialog']):
+        if max_turns is not None and pair_no >= max_turns:
+            break
+        if len(act_pair) != 2:
+            raise LogError(f'{source}: turn {pair_no} has {len(act_pair)} acts, expected 2')
+        seeker_act, model_act = act_pair
+        if 'text' not in model_act:
+            raise LogError(
+                f'{source}: turn {pair_no}: the model act has no "text" (was the log made with '
+                '--skip-generation true?)'
+            )
+        for line in (seeker_act.get('text') or '').split('\n'):
+            line = readable(line, catalog)
+            if line:
+                dialogue.append({'id': SEEKER_ID, 'text': line})
+        dialogue.append({'id': speaker, 'text': readable(model_act['text'], catalog) or '...'})
+    return {'speakers': [speaker, SEEKER_ID], 'dialogue': dialogue,
+            'context': list(episode.get('context') or [])}
+
+
+def seeker_turns(episode: Dict) -> List[str]:
+    """The replayed side of an episode: two logs are comparable only when these agree."""
+    return [(pair[0].get('text') or '') for pair in episode['dialog']]
+
+
+def load_catalog(path: Optional[str]) -> Optional[ItemCatalog]:
+    """A catalog from a saved catalog JSON or ReDial's movies_with_mentions.csv (by extension)."""
+    if not path:
+        return None
+    if path.endswith('.csv'):
+        return ItemCatalog.from_redial(path)
+    return ItemCatalog.load(path)
+
+
+def has_item_tokens(text: str) -> bool:
+    return ITEM_TOKEN_RE.search(text) is not None
+
+
+__all__ = [
+    'CatalogError', 'LogError', 'LogRun', 'SEEKER_ID', 'collect_logs', 'eval_model_command',
+    'has_item_tokens', 'load_catalog', 'model_name', 'read_log', 'readable', 'seeker_turns',
+    'to_acute_dialogue',
+]
