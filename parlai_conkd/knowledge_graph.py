@@ -1,0 +1,159 @@
+"""The movie knowledge graph (redial-meta layout) as edge tensors aligned to an ItemCatalog.
+
+Files read from the meta directory (see ``/work/shared/data/README.md``):
+``kg.json`` (adjacency ``{head_entity_id: [[relation_id, tail_entity_id], ...]}``),
+``relation2id.json`` (name -> id) and ``entity2id.json`` (name -> id).
+
+Graph nodes are the KG's entities ``0..E-1`` followed by one extra, unconnected node per catalog
+item that has no KG entity, so every catalog item has a node (``item_nodes[i]``). Edges are
+directed ``src -> dst`` (a message from ``src`` to ``dst``). As in R-GCN (Schlichtkrull et al.
+2018) every KG relation ``r`` also gets an inverse relation ``r + R`` (tail -> head), and every
+node a self-loop of relation ``2R``. ``edge_norm`` is ``1 / c_{dst,r}``: the number of edges of
+the same relation entering the same node, so each relation contributes the mean of its messages.
+"""
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import torch
+
+from parlai_conkd.items import CatalogError, ItemCatalog
+
+SELF_LOOP = 'self_loop'
+INVERSE_SUFFIX = '_inv'
+
+
+@dataclass
+class KnowledgeGraph:
+    num_nodes: int
+    #: [E] source node of each edge
+    src: torch.Tensor
+    #: [E] destination node of each edge
+    dst: torch.Tensor
+    #: [E] relation id of each edge (KG relations, then their inverses, then the self-loop)
+    edge_type: torch.Tensor
+    #: [E] 1 / (edges of this relation entering dst)
+    edge_norm: torch.Tensor
+    #: names of the relation ids, e.g. ['genre', ..., 'genre_inv', ..., 'self_loop']
+    relations: List[str]
+    #: [num_items] graph node of every catalog item, catalog index order
+    item_nodes: torch.Tensor
+    #: entity name -> node id (KG entities only); empty for a graph without names
+    entity_ids: Dict[str, int] = field(default_factory=dict)
+
+    @property
+    def num_relations(self) -> int:
+        return len(self.relations)
+
+    @property
+    def num_edges(self) -> int:
+        return int(self.src.numel())
+
+
+def build_graph(
+    heads: List[int],
+    relations_of_edges: List[int],
+    tails: List[int],
+    relation_names: List[str],
+    num_entities: int,
+    item_entities: List[Optional[int]],
+    entity_ids: Optional[Dict[str, int]] = None,
+) -> KnowledgeGraph:
+    """Edge lists (head, relation, tail) -> a graph with inverse relations, self-loops and norms.
+
+    ``item_entities[i]`` is catalog item i's entity id, or None (it then gets a node of its own).
+    """
+    num_kg_relations = len(relation_names)
+    item_nodes, next_node = [], num_entities
+    for entity in item_entities:
+        if entity is None:
+            item_nodes.append(next_node)
+            next_node += 1
+        else:
+            item_nodes.append(int(entity))
+    num_nodes = next_node
+    head = torch.tensor(heads, dtype=torch.long)
+    tail = torch.tensor(tails, dtype=torch.long)
+    rel = torch.tensor(relations_of_edges, dtype=torch.long)
+    loops = torch.arange(num_nodes)
+    src = torch.cat([head, tail, loops])
+    dst = torch.cat([tail, head, loops])
+    edge_type = torch.cat([rel, rel + num_kg_relations, torch.full_like(loops, 2 * num_kg_relations)])
+    num_relations = 2 * num_kg_relations + 1
+    # c_{dst, r}: edges of relation r entering dst
+    key = dst * num_relations + edge_type
+    counts = torch.zeros(num_nodes * num_relations, dtype=torch.float).index_add_(
+        0, key, torch.ones(key.numel())
+    )
+    edge_norm = 1.0 / counts[key]
+    names = (
+        list(relation_names) + [name + INVERSE_SUFFIX for name in relation_names] + [SELF_LOOP]
+    )
+    return KnowledgeGraph(
+        num_nodes=num_nodes, src=src, dst=dst, edge_type=edge_type, edge_norm=edge_norm,
+        relations=names, item_nodes=torch.tensor(item_nodes, dtype=torch.long),
+        entity_ids=dict(entity_ids or {}),
+    )
+
+
+def item_only_graph(num_items: int) -> KnowledgeGraph:
+    """A graph with one node per item and self-loops only: the no-KG variant's shape."""
+    return build_graph([], [], [], [], 0, [None] * num_items)
+
+
+def load_knowledge_graph(meta_dir: str, catalog: ItemCatalog) -> KnowledgeGraph:
+    """Read ``kg.json`` / ``relation2id.json`` / ``entity2id.json`` from ``meta_dir``.
+
+    Raises :class:`CatalogError` naming the file when something does not fit (missing file,
+    bad JSON, an edge whose relation or entity id is out of range, a catalog item whose
+    ``kg_entity`` is not an entity of this graph).
+    """
+    kg_path = os.path.join(meta_dir, 'kg.json')
+    relation_path = os.path.join(meta_dir, 'relation2id.json')
+    entity_path = os.path.join(meta_dir, 'entity2id.json')
+    adjacency = _read_json(kg_path)
+    relation_ids = _read_json(relation_path)
+    entity_ids = _read_json(entity_path)
+    if sorted(relation_ids.values()) != list(range(len(relation_ids))):
+        raise CatalogError(f'{relation_path}: relation ids must be 0..{len(relation_ids) - 1}')
+    relation_names = sorted(relation_ids, key=relation_ids.get)
+    num_entities = max(entity_ids.values(), default=-1) + 1
+    heads, rels, tails = [], [], []
+    for head, edges in adjacency.items():
+        for position, edge in enumerate(edges):
+            try:
+                rel, tail = int(edge[0]), int(edge[1])
+                head_id = int(head)
+            except (TypeError, ValueError, IndexError) as exc:
+                raise CatalogError(f'{kg_path}: entity {head} edge {position}: {edge!r} ({exc})')
+            if not 0 <= rel < len(relation_names):
+                raise CatalogError(f'{kg_path}: entity {head} edge {position}: unknown relation {rel}')
+            for entity in (head_id, tail):
+                if not 0 <= entity < num_entities:
+                    raise CatalogError(
+                        f'{kg_path}: entity {head} edge {position}: entity {entity} not in '
+                        f'{entity_path} (0..{num_entities - 1})'
+                    )
+            heads.append(head_id)
+            rels.append(rel)
+            tails.append(tail)
+    item_entities = []
+    for item in catalog:
+        if item.kg_entity is not None and not 0 <= item.kg_entity < num_entities:
+            raise CatalogError(
+                f'catalog item {item.movie_id} has kg_entity {item.kg_entity}, not an entity of '
+                f'{entity_path}: the catalog was built with a different KG'
+            )
+        item_entities.append(item.kg_entity)
+    return build_graph(heads, rels, tails, relation_names, num_entities, item_entities, entity_ids)
+
+
+def _read_json(path: str):
+    if not os.path.isfile(path):
+        raise CatalogError(f'knowledge graph file not found: {path}')
+    with open(path, encoding='utf-8') as f:
+        try:
+            return json.load(f)
+        except json.JSONDecodeError as exc:
+            raise CatalogError(f'{path}:{exc.lineno}: invalid JSON ({exc.msg})') from exc

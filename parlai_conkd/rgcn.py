@@ -1,0 +1,215 @@
+"""Relational graph convolution, attention pooling and the item recommender. Plain torch.
+
+The reference design is KBRD (Chen et al. 2019): one R-GCN layer with basis decomposition
+(Schlichtkrull et al. 2018) over the movie KG gives every entity a representation; the entities
+of the dialogue so far are pooled by self-attention into a user vector; every catalog item is
+scored by ``user . item_representation + item_bias``. Without a KG the item representations are
+free embeddings (same pooling and scoring).
+
+No torch_geometric: the convolution is one sparse-dense matrix product per call.
+"""
+import math
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class RelationalGraphConv(nn.Module):
+    """One R-GCN layer: ``h'_i = sum_r sum_{j in N_r(i)} norm_ij W_r h_j`` (+ bias).
+
+    The self-connection ``W_0 h_i`` of the paper is expected as a self-loop relation in the edge
+    list (see :mod:`parlai_conkd.knowledge_graph`), so every relation is treated the same way.
+    With ``num_bases`` > 0, ``W_r = sum_b coeff[r, b] basis[b]``; with ``num_bases`` = 0 every
+    relation has its own full matrix.
+    """
+
+    def __init__(self, in_dim: int, out_dim: int, num_relations: int, num_bases: int = 0, bias=True):
+        super().__init__()
+        self.in_dim, self.out_dim = in_dim, out_dim
+        self.num_relations = num_relations
+        self.decomposed = 0 < num_bases < num_relations
+        num_matrices = num_bases if self.decomposed else num_relations
+        self.basis = nn.Parameter(torch.empty(num_matrices, in_dim, out_dim))
+        self.coeff = nn.Parameter(torch.empty(num_relations, num_matrices)) if self.decomposed else None
+        self.bias = nn.Parameter(torch.zeros(out_dim)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        nn.init.xavier_uniform_(self.basis.view(-1, self.in_dim, self.out_dim))
+        if self.coeff is not None:
+            nn.init.xavier_uniform_(self.coeff)
+
+    def relation_weights(self) -> torch.Tensor:
+        """``[R, in, out]``: every relation's matrix (for inspection and tests)."""
+        if self.coeff is None:
+            return self.basis
+        return torch.einsum('rb,bio->rio', self.coeff, self.basis)
+
+    def forward(self, x: torch.Tensor, adjacency: torch.Tensor) -> torch.Tensor:
+        """``x``: [num_src_nodes, in]; ``adjacency`` from :func:`relation_adjacency`.
+
+        Returns ``[num_dst, out]``. Rows with no incoming edge get only the bias.
+        """
+        num_dst = adjacency.size(0) // self.num_relations
+        # The adjacency is constant, so the sparse product only needs a gradient for x.
+        per_relation = torch.sparse.mm(adjacency, x).view(self.num_relations, num_dst, self.in_dim)
+        out = torch.einsum('rni,rio->no', per_relation, self.relation_weights())
+        if self.bias is not None:
+            out = out + self.bias
+        return out
+
+
+def relation_adjacency(src, dst, edge_type, edge_norm, num_relations, num_dst, num_src):
+    """Stacked normalised adjacency ``[num_relations * num_dst, num_src]`` (sparse, coalesced).
+
+    Row ``r * num_dst + i`` holds ``norm_e`` at column ``src_e`` for every edge ``e`` of relation
+    ``r`` entering ``i``: multiplying it by node features gives each relation's mean message.
+    """
+    rows = edge_type * num_dst + dst
+    return torch.sparse_coo_tensor(
+        torch.stack([rows, src]), edge_norm.to(torch.float), (num_relations * num_dst, num_src),
+        check_invariants=False,
+    ).coalesce()
+
+
+class AttentionPooling(nn.Module):
+    """KBRD's self-attention pooling: ``a = softmax(w2 . tanh(W1 h_l))``, ``u = sum_l a_l h_l``.
+
+    Padding positions get no weight; an example with no position at all gets the zero vector
+    (KBRD's choice for a dialogue with no entity yet: scores then reduce to the item biases).
+    """
+
+    def __init__(self, dim: int, hidden: Optional[int] = None):
+        super().__init__()
+        hidden = hidden or dim
+        self.project = nn.Linear(dim, hidden, bias=False)
+        self.score = nn.Linear(hidden, 1, bias=False)
+
+    def attention(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``h``: [B, L, dim], ``mask``: [B, L] (True = real) -> weights [B, L], rows sum to 1 or 0."""
+        logits = self.score(torch.tanh(self.project(h))).squeeze(-1)
+        logits = logits.masked_fill(~mask, float('-inf'))
+        # an all-padding row would be softmax(-inf...) = NaN; give it zeros instead
+        any_real = mask.any(dim=1, keepdim=True)
+        logits = torch.where(any_real, logits, torch.zeros_like(logits))
+        return torch.softmax(logits, dim=1) * mask
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return torch.bmm(self.attention(h, mask).unsqueeze(1), h).squeeze(1)
+
+
+def incoming_edges(targets, src, dst, edge_type, edge_norm, num_nodes):
+    """The edges entering ``targets`` only, for a layer whose outputs are needed at ``targets``.
+
+    Returns ``(unique_targets, position, src, dst, edge_type, edge_norm)``: ``dst`` renumbered to
+    rows of ``unique_targets`` and ``position[k]`` = the row of ``targets[k]`` (targets may repeat,
+    e.g. two catalog items that are the same KG movie). ``src`` keeps global node ids. A one-layer
+    convolution then costs in-edges of the targets, not the whole graph.
+    """
+    unique_targets, position = torch.unique(targets, return_inverse=True)
+    row_of_node = torch.full((num_nodes,), -1, dtype=torch.long, device=targets.device)
+    row_of_node[unique_targets] = torch.arange(unique_targets.numel(), device=targets.device)
+    keep = row_of_node[dst] >= 0
+    return (
+        unique_targets, position, src[keep], row_of_node[dst[keep]], edge_type[keep],
+        edge_norm[keep],
+    )
+
+
+class KnowledgeRecommender(nn.Module):
+    """Scores every catalog item given the items/entities mentioned in each context.
+
+    Contexts are ``LongTensor[B, L]`` of *context ids* padded with -1: ids ``0..N-1`` are the
+    catalog items (catalog index order), ids ``N..N+M-1`` the extra KG entities of
+    ``extra_nodes`` (e.g. genres or people named in the text).
+
+    Args:
+        num_items: catalog size N.
+        item_nodes: ``LongTensor[N]``: graph node of every catalog item (KG variant only).
+        graph: dict with ``src, dst, edge_type, edge_norm`` (``[E]`` tensors), ``num_nodes``,
+            ``num_relations`` (see :mod:`parlai_conkd.knowledge_graph`), or None for the no-KG
+            variant (a free embedding per item, no extra entities).
+        extra_nodes: ``LongTensor[M]`` graph nodes usable as extra context entities (KG only).
+        dim, num_bases, dropout: sizes; KBRD uses dim 128 and 8 bases.
+    """
+
+    def __init__(
+        self, num_items, item_nodes=None, graph=None, extra_nodes=None, dim=128, num_bases=8,
+        dropout=0.0,
+    ):
+        super().__init__()
+        self.num_items = num_items
+        self.use_kg = graph is not None
+        if self.use_kg:
+            extra_nodes = extra_nodes if extra_nodes is not None else torch.zeros(0, dtype=torch.long)
+            targets = torch.cat([item_nodes.long(), extra_nodes.long()])
+            unique, position, src, dst, edge_type, edge_norm = incoming_edges(
+                targets, graph['src'], graph['dst'], graph['edge_type'], graph['edge_norm'],
+                graph['num_nodes'],
+            )
+            self.num_context_ids = targets.numel()
+            self.register_buffer('target_rows', position, persistent=False)
+            self.register_buffer(
+                'adjacency',
+                relation_adjacency(
+                    src, dst, edge_type, edge_norm, graph['num_relations'], unique.numel(),
+                    graph['num_nodes'],
+                ),
+                persistent=False,
+            )
+            self.node_embeddings = nn.Embedding(graph['num_nodes'], dim)
+            self.conv = RelationalGraphConv(dim, dim, graph['num_relations'], num_bases)
+        else:
+            self.num_context_ids = num_items
+            self.node_embeddings = nn.Embedding(num_items, dim)
+            self.conv = None
+        nn.init.normal_(self.node_embeddings.weight, std=1.0 / math.sqrt(dim))
+        self.pool = AttentionPooling(dim)
+        self.item_bias = nn.Parameter(torch.zeros(num_items))
+        self.dropout = nn.Dropout(dropout)
+        self._cached = None
+
+    # -------------------------------------------------------------- representations
+    def train(self, mode: bool = True):
+        self._cached = None  # parameters may change from here on
+        return super().train(mode)
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._cached = None
+        return super()._load_from_state_dict(*args, **kwargs)
+
+    def context_representations(self) -> torch.Tensor:
+        """``[N + M, dim]``: every context id's vector after the graph convolution.
+
+        In eval mode under ``torch.no_grad()`` the result is cached until the module goes back
+        to training mode or loads a state dict, so repeated teacher calls cost one graph pass.
+        """
+        cacheable = not self.training and not torch.is_grad_enabled()
+        if cacheable and self._cached is not None:
+            return self._cached
+        if self.use_kg:
+            rows = self.conv(self.node_embeddings.weight, self.adjacency)
+            reps = rows[self.target_rows]
+        else:
+            reps = self.node_embeddings.weight
+        if cacheable:
+            self._cached = reps
+        return reps
+
+    def user_representation(self, reps: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """``context``: [B, L] context ids padded with -1 -> [B, dim]."""
+        mask = context >= 0
+        h = reps[context.clamp(min=0)]
+        return self.pool(self.dropout(h), mask)
+
+    def forward(self, context: torch.Tensor) -> torch.Tensor:
+        """Item scores ``[B, N]`` (logits) for contexts of context ids padded with -1."""
+        if context.numel() and int(context.max()) >= self.num_context_ids:
+            raise IndexError(
+                f'context id {int(context.max())} >= {self.num_context_ids} (items + extra entities)'
+            )
+        reps = self.context_representations()
+        user = self.user_representation(reps, context)
+        return F.linear(user, reps[: self.num_items], self.item_bias)
