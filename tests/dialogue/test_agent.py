@@ -1,0 +1,122 @@
+"""The dialogue teacher in-process: item-token block, flag prefix, teacher-forced log-probs, ReR slot."""
+import pytest
+import torch
+
+from parlai_conkd.items import GEN_TOKEN, REC_TOKEN
+
+pytest.importorskip('parlai')
+
+
+@pytest.fixture(params=['transformer', 'hf'])
+def agent(request, tiny_catalog_file, tmp_path, make_dialogue_agent):
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    if request.param == 'hf':
+        hf_dir = request.getfixturevalue('tiny_gpt2_dir')
+        # byte-level pieces: long enough targets to reach the items
+        longer = ['--label-truncate', '64', '--text-truncate', '64', '--truncate', '64']
+        return make_dialogue_agent(tiny_catalog_file, tmp_path, 'hf', hf_dir, longer)
+    return make_dialogue_agent(tiny_catalog_file, tmp_path)
+
+
+def _batch(agent, examples):
+    observations = []
+    for example in examples:
+        agent.reset()
+        observations.append(agent.observe({'episode_done': True, **example}))
+    return agent.batchify(observations)
+
+
+EXAMPLES = [
+    {'text': 'hi i liked __item_111__', 'labels': ['you should see __item_222__ and __item_333__'],
+     'is_rec': True, 'new_items': [1, 2]},
+    # longer than the first label, so the first row is padded (left, for GPT-2)
+    {'text': 'hello', 'labels': ['what kind of movies do you like these days?'], 'is_rec': False,
+     'new_items': []},
+]
+
+
+def test_item_tokens_are_in_catalog_order(agent, tiny_catalog):
+    ids = agent.item_token_ids
+    assert ids.dtype == torch.long and ids.shape == (len(tiny_catalog),)
+    assert [agent.dict.ind2tok[int(i)] for i in ids] == tiny_catalog.tokens()
+    assert agent.item_index_of_token == {int(v): i for i, v in enumerate(ids)}
+    assert agent.dict.ind2tok[agent.rec_token_id] == REC_TOKEN
+    assert agent.dict.ind2tok[agent.gen_token_id] == GEN_TOKEN
+    # items are single tokens of the vocabulary, inline in text
+    vec = agent.dict.txt2vec('see __item_444__')
+    assert int(ids[3]) in vec
+
+
+def test_targets_start_with_the_flag_from_is_rec(agent):
+    batch = _batch(agent, EXAMPLES)
+    first = [row[row.ne(agent.NULL_IDX)][0].item() for row in batch.label_vec]
+    assert first == [agent.rec_token_id, agent.gen_token_id]
+    assert batch.gold_new_items == [[1, 2], []]
+
+
+def test_flag_falls_back_to_items_in_label_and_gold_to_label_minus_history(agent):
+    batch = _batch(agent, [{'text': 'i liked __item_111__', 'labels': ['__item_111__ or __item_444__']}])
+    assert batch.label_vec[0][batch.label_vec[0].ne(agent.NULL_IDX)][0].item() == agent.rec_token_id
+    assert batch.gold_new_items == [[3]]
+
+
+def test_teacher_forced_log_probs(agent):
+    batch = _batch(agent, EXAMPLES)
+    agent.model.train()
+    out = agent.teacher_forced_log_probs(batch)
+    assert agent.model.training  # mode restored
+    B, T = batch.label_vec.shape
+    assert out.log_probs.shape == (B, T, len(agent.dict))
+    assert not out.log_probs.requires_grad
+    assert torch.allclose(out.log_probs.exp().sum(-1), torch.ones(B, T), atol=1e-5)
+    manual = out.log_probs.exp()[:, :, agent.item_token_ids].sum(-1)
+    assert torch.allclose(out.item_mass, manual, atol=1e-6)
+    assert torch.equal(out.mask, batch.label_vec.ne(agent.NULL_IDX))
+    # same numbers as ParlAI's own loss path (eval mode): distillation sees what NLL trains on
+    agent.model.eval()
+    scores = agent.model(*agent._model_input(batch), ys=batch.label_vec)[0]
+    assert torch.allclose(out.log_probs, torch.log_softmax(scores.float(), -1), atol=1e-5)
+
+
+def test_rer_slot_scores_match_teacher_forcing_and_metrics_are_recorded(agent):
+    """Pretend the model generated the gold replies: the slot scores must be the teacher-forced
+    item logits at the first item position (for left-padded GPT-2 too)."""
+    agent.model.eval()
+    batch = _batch(agent, EXAMPLES)
+    preds = []
+    for row in batch.label_vec:
+        tokens = row[row.ne(agent.NULL_IDX)]
+        preds.append(torch.cat([torch.tensor([agent.START_IDX]), tokens]))
+    # first item slot = position of __item_222__ in the target (after [REC] you should see)
+    target = preds[0][1:].tolist()
+    slots = [target.index(int(agent.item_token_ids[1])), None]
+    if not agent.is_hf:
+        assert slots[0] == 4  # word-level: [REC] you should see __item_222__
+    slot_scores = agent._slot_item_scores(batch, preds, slots)
+    scores = agent.model(*agent._model_input(batch), ys=batch.label_vec)[0]
+    row = batch.label_vec[0]
+    offset = int(row.eq(agent.NULL_IDX).sum()) if agent.is_hf else 0  # left padding
+    assert offset > 0 or not agent.is_hf
+    expected = scores[0, offset + slots[0]][agent.item_token_ids]
+    assert torch.allclose(slot_scores[0], expected, atol=1e-4)
+    assert torch.equal(slot_scores[1], torch.zeros(len(agent.item_token_ids)))
+
+    agent._local_metrics.clear()
+    agent.record_response_metrics(batch, preds)
+    metrics = agent._local_metrics
+    assert metrics['item_ratio'][0].value() == 1.0 and metrics['item_ratio'][1].value() == 0.0
+    assert metrics['item_precision'][0].value() == 1.0 and metrics['item_precision'][1] is None
+    assert metrics['item_f1'][0].value() == 1.0 and metrics['item_f1'][1] is None
+    assert metrics['rer@1'][1] is None  # chit-chat turn: no recall to speak of
+    top = torch.topk(expected, 2).indices.tolist()
+    assert metrics['rer@1'][0].value() == pytest.approx(len({top[0]} & {1, 2}) / 2)
+    assert metrics['rer@50'][0].value() == pytest.approx(1.0)  # 5 items < 50
+
+
+def test_reply_text_drops_the_flag_and_renders_titles_on_request(agent):
+    vec = [agent.rec_token_id, *agent.dict.txt2vec('see'), int(agent.item_token_ids[4]), agent.END_IDX]
+    assert '__item_555__' in agent._v2t(vec)
+    assert '[REC]' not in agent._v2t(vec)
+    agent.set_interactive_mode(True, shared=False)
+    assert 'Jaws' in agent._v2t(vec) and '__item_' not in agent._v2t(vec)
