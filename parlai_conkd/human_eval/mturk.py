@@ -45,8 +45,10 @@ class MTurkRouteError(RuntimeError):
 
 
 def make_client(target: str = 'sandbox', endpoint_url: Optional[str] = None, profile: Optional[str] = None):
-    import boto3
-
+    try:
+        import boto3
+    except ImportError as exc:
+        raise MTurkRouteError('the MTurk route needs boto3: pip install -r requirements/human-eval.txt') from exc
     if target not in ENDPOINTS and not endpoint_url:
         raise MTurkRouteError(f'--target must be one of {sorted(ENDPOINTS)} (or give --endpoint-url)')
     session = boto3.Session(profile_name=profile) if profile else boto3.Session()
