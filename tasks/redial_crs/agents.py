@@ -21,7 +21,7 @@ from parlai.utils.data import DatatypeHelper
 
 from parlai_conkd.items import ItemCatalog
 
-from .build import add_redial_args, build, load_catalog, load_episodes
+from .build import add_redial_args, fold_path, load_catalog, read_episodes
 from .examples import dialogue_examples, rec_examples
 
 
@@ -29,6 +29,8 @@ class ResponseTeacher(DialogTeacher):
     """One example per recommender turn: seeker text -> gold response, with item fields."""
 
     TEACHER_ID = 'redial_crs'
+    #: names the stream-mode length cache: teachers that count examples differently need their own.
+    EXAMPLE_KIND = 'response'
 
     @classmethod
     def add_cmdline_args(
@@ -41,19 +43,21 @@ class ResponseTeacher(DialogTeacher):
     def __init__(self, opt, shared=None):
         opt = copy.deepcopy(opt)
         self.fold = DatatypeHelper.fold(opt['datatype'])
-        opt['datafile'] = self.fold
         self.id = self.TEACHER_ID
         self.readable = bool(opt.get('redial_readable', False))
-        if shared is None:
-            build(opt)
+        opt['datafile'] = fold_path(opt, self.fold)  # builds when needed
+        # Stream mode caches (episodes, examples) in a file; ParlAI's default name is the datafile
+        # + '.lengths', which the response and rec teachers (and every slice size) would share.
+        limit = opt.get('redial_max_dialogues') or 0
+        opt['length_datafile'] = f'{opt["datafile"]}.{self.EXAMPLE_KIND}-max{limit}.lengths'
         super().__init__(opt, shared)
 
     def make_examples(self, episode: Dict, catalog: ItemCatalog) -> List[Dict]:
         return dialogue_examples(episode)
 
-    def setup_data(self, fold: str):
+    def setup_data(self, datafile: str):
         catalog = load_catalog(self.opt)
-        for episode in load_episodes(self.opt, fold):
+        for episode in read_episodes(datafile, self.opt.get('redial_max_dialogues') or 0):
             for position, example in enumerate(self.make_examples(episode, catalog)):
                 # DialogTeacher sets episode_done itself from the new-episode flags.
                 del example['episode_done']
@@ -67,13 +71,14 @@ class RecTeacher(ResponseTeacher):
     """One example per new item a recommender turn mentions (KBRD/CRSLab convention)."""
 
     TEACHER_ID = 'redial_crs:rec'
+    EXAMPLE_KIND = 'rec'
 
     def make_examples(self, episode: Dict, catalog: ItemCatalog) -> List[Dict]:
         return rec_examples(episode, catalog.tokens())
 
-    def setup_data(self, fold: str):
+    def setup_data(self, datafile: str):
         # Every rec example is its own episode (its text carries the whole dialogue so far).
-        for message, _ in super().setup_data(fold):
+        for message, _ in super().setup_data(datafile):
             yield message, True
 
 

@@ -368,7 +368,11 @@ def load_catalog(opt) -> ItemCatalog:
 
 
 def load_episodes(opt, fold: str):
-    with open(fold_path(opt, fold), encoding='utf-8') as f:
+    """Processed episodes of one fold (the first ``--redial-max-dialogues`` when that is set)."""
+    return read_episodes(fold_path(opt, fold), opt.get('redial_max_dialogues') or 0)
+
+
+def read_episodes(path: str, limit: int = 0):
+    with open(path, encoding='utf-8') as f:
         episodes = json.load(f)
-    limit = opt.get('redial_max_dialogues') or 0
     return episodes[:limit] if limit > 0 else episodes

@@ -75,3 +75,18 @@ def test_dialogue_opened_by_recommender_starts_with_silence(tmp_path, isolated_d
     source = write_redial(tmp_path / 'r', test=[dialogue(5, [(2, 'hi! seen @111?'), (1, 'yes')])])
     _, acts = teacher_acts('redial_crs', isolated_datapath, source)
     assert acts[0]['text'] == '__SILENCE__' and acts[0]['new_items'] == [ALIEN]
+
+
+def test_stream_counts_are_per_teacher_and_never_written_to_cwd(tmp_path, isolated_datapath, monkeypatch):
+    # ParlAI's stream mode caches counts in '<datafile>.lengths'; with one shared name the second
+    # teacher reported the first one's counts (and wrote 'test.lengths' into the working dir).
+    monkeypatch.chdir(tmp_path)
+    source = write_redial(tmp_path / 'r')
+    response, _ = teacher_acts('redial_crs', isolated_datapath, source, datatype='test:stream')
+    rec, _ = teacher_acts('redial_crs:rec', isolated_datapath, source, datatype='test:stream')
+    sliced, _ = teacher_acts('redial_crs:rec', isolated_datapath, source, datatype='test:stream',
+                             redial_max_dialogues=1)
+    assert (response.num_episodes(), response.num_examples()) == (2, 4)
+    assert (rec.num_episodes(), rec.num_examples()) == (6, 6)
+    assert (sliced.num_episodes(), sliced.num_examples()) == (3, 3)
+    assert list(tmp_path.glob('*.lengths')) == []
