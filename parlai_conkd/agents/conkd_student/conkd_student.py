@@ -1,0 +1,201 @@
+"""``-m conkd_student``: the ConKD student (Jung, Jung & Chen, EMNLP 2023).
+
+The dialogue-teacher generator (same backbones, vocabulary, [REC]/[GEN] flag, response metrics)
+whose loss adds gated distillation from two frozen teachers loaded from model files:
+
+    loss = (1 - alpha) * NLL + alpha * tau^2 * KL(q_t || p_student)       (per target token)
+
+with the target ``q_t`` chosen by ``--gate`` (hard / soft / static / none); the math, with every
+formula, is in :mod:`parlai_conkd.distill`. Teachers run in eval mode without gradients, on the
+student's device, on the student's own batch. ``--teacher-cache FILE`` stores their outputs per
+training example (top-k, see :mod:`parlai_conkd.teacher_cache`) so they run once per example.
+"""
+import os
+
+import torch
+from parlai.core.metrics import AverageMetric
+from parlai.utils import logging
+
+from parlai_conkd import distill
+from parlai_conkd.agents.conkd_dialogue_teacher.conkd_dialogue_teacher import ConkdDialogueTeacherAgent
+from parlai_conkd.teacher_cache import (
+    TeacherCache,
+    cache_key,
+    example_key,
+    file_sha256,
+    make_entry,
+    stack_targets,
+)
+
+from .teachers import TeacherError, load_frozen_teacher, resolve_model_file
+
+DIALOGUE_TEACHER_MODELS = {'conkd_dialogue_teacher', 'conkd_student'}
+REC_TEACHER_MODELS = {'conkd_rec_teacher'}
+
+
+class ConkdStudentAgent(ConkdDialogueTeacherAgent):
+    @classmethod
+    def add_cmdline_args(cls, parser, partial_opt=None):
+        super().add_cmdline_args(parser, partial_opt=partial_opt)
+        group = parser.add_argument_group('ConKD student (distillation)')
+        group.add_argument('--gate', type=str, default='soft', choices=distill.GATES,
+                           help='hard: rec teacher where the dialogue teacher\'s item mass exceeds '
+                           '--hard-gate-threshold, else dialogue teacher; soft: mixture weighted by '
+                           'that item mass; static: fixed weight --static-gate (ablation); none: NLL only')
+        group.add_argument('--dialogue-teacher-file', type=str, default=None,
+                           help='ParlAI model file (or zoo: path) of a conkd_dialogue_teacher')
+        group.add_argument('--rec-teacher-file', type=str, default=None,
+                           help='ParlAI model file (or zoo: path) of a conkd_rec_teacher')
+        group.add_argument('--kd-weight', type=float, default=0.5,
+                           help='alpha in (1 - alpha) * NLL + alpha * KD')
+        group.add_argument('--kd-temperature', type=float, default=1.0,
+                           help='tau: teacher and student distributions are softened by tau; KD scaled by tau^2')
+        group.add_argument('--hard-gate-threshold', type=float, default=0.5,
+                           help='hard gate: distil from the rec teacher where lambda_t exceeds this')
+        group.add_argument('--static-gate', type=float, default=0.5, help='lambda for --gate static')
+        group.add_argument('--distill-in-eval', type='bool', default=True,
+                           help='also compute KD metrics in validation/eval_model when the teacher files exist')
+        group.add_argument('--teacher-cache', type=str, default=None,
+                           help='file caching teacher outputs per training example (built on first '
+                           'use, reused while teachers/data/settings match; refused when stale)')
+        group.add_argument('--teacher-cache-topk', type=int, default=64,
+                           help='entries of each teacher distribution kept in the cache (the tail is dropped)')
+        return parser
+
+    def __init__(self, opt, shared=None):
+        # The student's vocabulary must be the dialogue teacher's: default to its dictionary.
+        if not opt.get('dict_file') and opt.get('dialogue_teacher_file') and opt.get('gate') != 'none':
+            opt['dict_file'] = resolve_model_file(opt, '--dialogue-teacher-file') + '.dict'
+        super().__init__(opt, shared)
+        self.teacher_cache = None
+        if shared is not None:
+            self.dialogue_teacher = shared['dialogue_teacher']
+            self.rec_teacher = shared['rec_teacher']
+            self.teacher_cache = shared['teacher_cache']
+        else:
+            self.dialogue_teacher = self.rec_teacher = None
+            if self._wants_teachers():
+                self._load_teachers()
+
+    def _wants_teachers(self) -> bool:
+        if self.opt['gate'] == 'none':
+            return False
+        if self.is_training:
+            return True
+        # eval_model / interactive on a trained student: KD metrics only if the teachers exist
+        if not self.opt.get('distill_in_eval') or self.opt.get('interactive_mode'):
+            return False
+        try:
+            resolve_model_file(self.opt, '--dialogue-teacher-file')
+            resolve_model_file(self.opt, '--rec-teacher-file')
+        except TeacherError as exc:
+            logging.info(f'conkd_student: no KD metrics in evaluation ({exc})')
+            return False
+        return True
+
+    def _load_teachers(self):
+        from parlai_conkd.agents.conkd_rec_teacher.conkd_rec_teacher import ConkdRecTeacherAgent
+
+        self.dialogue_teacher, dial_file = load_frozen_teacher(
+            self.opt, '--dialogue-teacher-file', ConkdDialogueTeacherAgent, DIALOGUE_TEACHER_MODELS, self.catalog)
+        if self.dialogue_teacher.dict.tok2ind != self.dict.tok2ind:
+            raise TeacherError(
+                f'--dialogue-teacher-file {dial_file}: its vocabulary ({len(self.dialogue_teacher.dict)} tokens) '
+                f'differs from the student\'s ({len(self.dict)}); train the student with the teacher\'s '
+                'dictionary (the default when --dict-file is not given)'
+            )
+        self.rec_teacher, rec_file = load_frozen_teacher(
+            self.opt, '--rec-teacher-file', ConkdRecTeacherAgent, REC_TEACHER_MODELS, self.catalog)
+        if self.opt.get('teacher_cache') and self.is_training:
+            key = cache_key(
+                dialogue_teacher=file_sha256(dial_file),
+                rec_teacher=file_sha256(rec_file),
+                data=self._data_version(),
+                dictionary=len(self.dict),
+                catalog=self.catalog.fingerprint,
+                truncate=(self.opt.get('text_truncate'), self.opt.get('label_truncate'), self.opt.get('truncate')),
+                topk=self.opt['teacher_cache_topk'],
+                history=(self.opt.get('history_size'), self.opt.get('delimiter')),
+            )
+            self.teacher_cache = TeacherCache.open(self.opt['teacher_cache'], key)
+            logging.info(f'conkd_student: teacher cache {self.opt["teacher_cache"]} ({len(self.teacher_cache)} examples)')
+
+    def _data_version(self) -> str:
+        try:
+            from parlai_conkd.tasks.redial_crs.build import fold_path
+
+            return file_sha256(fold_path(self.opt, 'train'))
+        except Exception:  # another task: the per-example keys still pin the exact token ids
+            return str(self.opt.get('task'))
+
+    def share(self):
+        shared = super().share()
+        shared['dialogue_teacher'] = self.dialogue_teacher
+        shared['rec_teacher'] = self.rec_teacher
+        shared['teacher_cache'] = self.teacher_cache
+        return shared
+
+    # ------------------------------------------------------------------ teacher targets
+    @torch.no_grad()
+    def live_teacher_targets(self, batch):
+        """``(dial_log_probs [B,T,V], gate [B,T], rec_log_probs [B,N])`` from the teachers now."""
+        dial = self.dialogue_teacher.teacher_forced_log_probs(batch)
+        contexts = [list(obs.get('context_items') or []) for obs in batch.observations]
+        rec = self.rec_teacher.item_log_probs(contexts).to(dial.log_probs.device)
+        return dial.log_probs, dial.item_mass, rec
+
+    @torch.no_grad()
+    def teacher_targets(self, batch, mask):
+        """Teacher targets for the batch: from the cache where present, live (and cached) otherwise."""
+        cache = self.teacher_cache if self.model.training else None
+        if cache is None:
+            return self.live_teacher_targets(batch)
+        keys = [example_key(t[t != self.NULL_IDX].tolist(), y[y != self.NULL_IDX].tolist())
+                for t, y in zip(batch.text_vec, batch.label_vec)]
+        entries = [cache.get(k) for k in keys]
+        if any(e is None for e in entries):
+            dial, gate, rec = self.live_teacher_targets(batch)
+            k, k_rec = self.opt['teacher_cache_topk'], self.opt['teacher_cache_topk']
+            for b, key in enumerate(keys):
+                if entries[b] is None:
+                    entries[b] = make_entry(dial[b], gate[b], rec[b], mask[b], k, k_rec)
+                    cache.put(key, entries[b])
+        dial, gate, rec = stack_targets(entries, mask.cpu(), len(self.dict), len(self.catalog))
+        device = self.item_token_ids.device
+        return dial.to(device), gate.to(device), rec.to(device)
+
+    # ------------------------------------------------------------------ loss
+    def compute_loss(self, batch, return_output=False):
+        nll, model_output = super().compute_loss(batch, return_output=True)
+        if self.dialogue_teacher is None or self.rec_teacher is None:
+            return (nll, model_output) if return_output else nll
+        scores = model_output[0]
+        mask = batch.label_vec.ne(self.NULL_IDX)
+        dial, gate, rec = self.teacher_targets(batch, mask)
+        terms = distill.conkd_terms(
+            scores, dial, rec, self.item_token_ids, mask,
+            gate=self.opt['gate'],
+            hard_threshold=self.opt['hard_gate_threshold'],
+            static_gate=self.opt['static_gate'],
+            temperature=self.opt['kd_temperature'],
+            dial_item_mass=gate,
+        )
+        tokens = mask.sum(dim=1)
+        self.record_local_metric('kd_loss', AverageMetric.many(terms.kd.sum(dim=1), tokens))
+        self.record_local_metric('kd_gate', AverageMetric.many(terms.gate.sum(dim=1), tokens))
+        if self.opt['gate'] == 'hard':
+            self.record_local_metric('kd_rec_share', AverageMetric.many(terms.rec_steps.sum(dim=1), tokens))
+        num_tokens = tokens.sum()
+        loss = distill.mix_losses(nll * num_tokens, terms.kd_sum(), num_tokens, self.opt['kd_weight'])
+        return (loss, model_output) if return_output else loss
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path=None):
+        super().save(path)
+        if self.teacher_cache is not None:
+            self.teacher_cache.save()
+
+    def shutdown(self):
+        if self.teacher_cache is not None and self.opt.get('rank', 0) == 0:
+            self.teacher_cache.save()
+        super().shutdown()

@@ -1,0 +1,66 @@
+"""Load the two frozen ConKD teachers from ParlAI model files (or zoo: paths), with clear errors."""
+import json
+import os
+
+from parlai.core.agents import create_agent_from_model_file
+from parlai.core.build_data import modelzoo_path
+
+from parlai_conkd.items import ItemCatalog
+
+
+class TeacherError(ValueError):
+    """A teacher file that cannot be used by this student; the message names option and file."""
+
+
+def resolve_model_file(opt, option: str) -> str:
+    path = opt.get(option.lstrip('-').replace('-', '_'))
+    if not path:
+        raise TeacherError(f'{option} is required for this gate (or use --gate none)')
+    resolved = modelzoo_path(opt.get('datapath'), path)
+    if not os.path.isfile(resolved):
+        raise TeacherError(f'{option} {path}: model file not found at {resolved}')
+    if not os.path.isfile(resolved + '.opt'):
+        raise TeacherError(f'{option} {path}: {resolved}.opt is missing; is this a ParlAI model file?')
+    return resolved
+
+
+def model_name_of(model_file: str) -> str:
+    with open(model_file + '.opt', encoding='utf-8') as f:
+        return json.load(f).get('model', '')
+
+
+def load_frozen_teacher(opt, option: str, expected_class, expected_models, catalog: ItemCatalog):
+    """Create the teacher agent from its file, in eval mode with gradients off, on our device.
+
+    ``expected_models``: the ``-m`` names accepted for this role (checked before loading, so a
+    wrong file fails fast); ``expected_class``: what the loaded agent must be an instance of.
+    """
+    model_file = resolve_model_file(opt, option)
+    model_name = model_name_of(model_file)
+    if model_name not in expected_models:
+        raise TeacherError(
+            f'{option} {model_file} is a {model_name!r} model; expected one of {sorted(expected_models)}'
+        )
+    overrides = {
+        'datapath': opt['datapath'],
+        'no_cuda': opt.get('no_cuda', False),
+        'gpu': opt.get('gpu', -1),
+        'interactive_mode': False,
+        'skip_generation': True,
+    }
+    for key in ('redial_path', 'redial_meta_path'):
+        if opt.get(key):
+            overrides[key] = opt[key]
+    agent = create_agent_from_model_file(model_file, overrides)
+    if not isinstance(agent, expected_class):
+        raise TeacherError(f'{option} {model_file} loaded as {type(agent).__name__}, not a {expected_class.__name__}')
+    teacher_catalog = getattr(agent, 'catalog', None)
+    if teacher_catalog is None or teacher_catalog.fingerprint != catalog.fingerprint:
+        raise TeacherError(
+            f'{option} {model_file} was trained on another item catalog '
+            f'({getattr(teacher_catalog, "fingerprint", None)} vs the student\'s {catalog.fingerprint})'
+        )
+    agent.model.eval()
+    for parameter in agent.model.parameters():
+        parameter.requires_grad_(False)
+    return agent, model_file

@@ -1,0 +1,165 @@
+"""A persistent cache of ConKD teacher outputs, so teachers run once per training example.
+
+What is stored per example (keyed by the example's token ids: context + target):
+
+- the dialogue teacher's top-k next-token log-probabilities per target step (values + ids),
+- the exact gate lambda_t per step (the teacher's full item mass, not the top-k's),
+- the recommendation teacher's top-k item log-probabilities.
+
+What is approximated: the teacher distributions are truncated to their top k and renormalised
+(``distill.from_topk``), i.e. the student distils the teachers conditioned on their top k. With k at
+or above the vocabulary / catalog size the cache is exact. The gate is exact.
+
+Safety: the cache file records a key made of the teacher files' sha256, the data version and the
+vectorisation settings. ``TeacherCache.open`` refuses a file whose key differs (a stale cache is never
+reused) and names both keys. Writes are atomic (temp file + rename).
+"""
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Dict, Iterable, Optional, Sequence
+
+import torch
+
+FORMAT_VERSION = 1
+
+
+class StaleCacheError(RuntimeError):
+    pass
+
+
+def file_sha256(path: str, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(chunk), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def cache_key(**parts) -> Dict[str, str]:
+    """The identity of a cache: every part as a string, sorted (shown in errors)."""
+    return {name: str(value) for name, value in sorted(parts.items())}
+
+
+def example_key(context_ids: Sequence[int], target_ids: Sequence[int]) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(json.dumps([list(map(int, context_ids)), list(map(int, target_ids))]).encode())
+    return digest.hexdigest()
+
+
+@dataclass
+class CachedTargets:
+    """One example's stored teacher outputs (CPU tensors)."""
+
+    dial_values: torch.Tensor  # [T, k] float32 log-probs
+    dial_indices: torch.Tensor  # [T, k] int32 vocab ids
+    gate: torch.Tensor  # [T] float32
+    rec_values: torch.Tensor  # [k_rec] float32 log-probs
+    rec_indices: torch.Tensor  # [k_rec] int32 item indices
+
+
+class TeacherCache:
+    def __init__(self, path: str, key: Dict[str, str], entries: Optional[Dict[str, CachedTargets]] = None):
+        self.path = path
+        self.key = key
+        self.entries: Dict[str, CachedTargets] = entries or {}
+        self.dirty = False
+        self.hits = 0
+        self.misses = 0
+
+    @classmethod
+    def open(cls, path: str, key: Dict[str, str]) -> 'TeacherCache':
+        """Load ``path`` if it exists and matches ``key``; a new empty cache if it does not exist."""
+        if not os.path.exists(path):
+            return cls(path, key)
+        payload = torch.load(path, map_location='cpu', weights_only=False)
+        if payload.get('format') != FORMAT_VERSION:
+            raise StaleCacheError(f'{path}: teacher cache format {payload.get("format")} != {FORMAT_VERSION}; delete it')
+        if payload['key'] != key:
+            diff = {k: (payload['key'].get(k), key.get(k)) for k in set(key) | set(payload['key'])
+                    if payload['key'].get(k) != key.get(k)}
+            raise StaleCacheError(
+                f'{path} was built for other teachers/data: {diff} (stored, current). '
+                'Delete it or point --teacher-cache to another file.'
+            )
+        entries = {k: CachedTargets(**v) for k, v in payload['entries'].items()}
+        return cls(path, key, entries)
+
+    def get(self, key: str) -> Optional[CachedTargets]:
+        entry = self.entries.get(key)
+        if entry is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return entry
+
+    def put(self, key: str, entry: CachedTargets) -> None:
+        self.entries[key] = entry
+        self.dirty = True
+
+    def save(self) -> None:
+        """Atomic write; no-op when nothing changed."""
+        if not self.dirty:
+            return
+        directory = os.path.dirname(os.path.abspath(self.path))
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix='.teacher-cache-', dir=directory)
+        os.close(fd)
+        try:
+            torch.save({'format': FORMAT_VERSION, 'key': self.key,
+                        'entries': {k: vars(v) for k, v in self.entries.items()}}, tmp)
+            os.replace(tmp, self.path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        self.dirty = False
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+
+def stack_targets(entries: Sequence[CachedTargets], mask: torch.Tensor, vocab_size: int, num_items: int):
+    """Dense teacher targets for a batch from cached entries, placed at the real steps of ``mask``.
+
+    Entries hold only real (non-padding) steps in order, so left- and right-padded batches both
+    work. Returns ``(dial_log_probs [B,T,V], gate [B,T], rec_log_probs [B,N])``; padding steps get
+    an arbitrary valid distribution (they are masked out of the loss).
+    """
+    from parlai_conkd.distill import from_topk
+
+    batch, steps = mask.shape
+    k = entries[0].dial_values.size(-1)
+    values = torch.zeros((batch, steps, k))
+    indices = torch.arange(k).repeat(batch, steps, 1)  # distinct ids keep padding rows well-formed
+    gate = torch.zeros(batch, steps)
+    for b, entry in enumerate(entries):
+        positions = mask[b].nonzero(as_tuple=True)[0].cpu()
+        if len(positions) != entry.dial_values.size(0):
+            raise StaleCacheError(f'cached entry has {entry.dial_values.size(0)} steps, batch row has {len(positions)}')
+        values[b, positions] = entry.dial_values.float()
+        indices[b, positions] = entry.dial_indices.long()
+        gate[b, positions] = entry.gate
+    dial = from_topk(values, indices, vocab_size)
+    rec_values = torch.stack([e.rec_values.float() for e in entries])
+    rec_indices = torch.stack([e.rec_indices.long() for e in entries])
+    rec = from_topk(rec_values, rec_indices, num_items)
+    return dial, gate, rec
+
+
+def make_entry(dial_log_probs: torch.Tensor, gate: torch.Tensor, rec_log_probs: torch.Tensor,
+               mask: torch.Tensor, k: int, k_rec: int) -> CachedTargets:
+    """Compress one example's live teacher outputs ([T,V], [T], [N], [T] mask) for the cache."""
+    from parlai_conkd.distill import topk_log_probs
+
+    real = mask.bool()
+    dial_values, dial_indices = topk_log_probs(dial_log_probs[real], k)
+    rec_values, rec_indices = topk_log_probs(rec_log_probs, k_rec)
+    return CachedTargets(
+        dial_values=dial_values.detach().cpu().float(),
+        dial_indices=dial_indices.detach().cpu().int(),
+        gate=gate[real].detach().cpu().float(),
+        rec_values=rec_values.detach().cpu().float(),
+        rec_indices=rec_indices.detach().cpu().int(),
+    )
