@@ -49,7 +49,7 @@ def cmd_logs(args, extra):
 
 
 def cmd_pairings(args, extra):
-    from parlai_conkd.human_eval.conversations import load_catalog
+    from parlai_conkd.human_eval.conversations import catalog_for_log, load_catalog
     from parlai_conkd.human_eval.pairings import (
         build_pairings, onboarding_from_gold, read_pairings, write_pairings,
     )
@@ -60,7 +60,10 @@ def cmd_pairings(args, extra):
         if not sep or not name or not path:
             raise SystemExit(f'--log expects NAME=PATH, got {spec!r}')
         logs[name] = path
-    catalog = load_catalog(args.catalog)
+    catalog = load_catalog(args.catalog) if args.catalog else catalog_for_log(next(iter(logs.values())))
+    if catalog is None:
+        print('[human_eval] no item catalog (--catalog, or a redial_crs log\'s metadata): item tokens '
+              'stay as they are', file=sys.stderr)
     source = f'{args.task}:{args.datatype}'
     pairs = []
     if args.onboarding_file:
@@ -163,7 +166,8 @@ def build_parser():
     p = sub.add_parser('pairings', help='ACUTE-Eval pairings JSONL from conversation logs')
     p.add_argument('--log', action='append', dest='logs', required=True, help='NAME=PATH, repeatable (>= 2)')
     p.add_argument('--out', required=True)
-    p.add_argument('--catalog', help='item catalog JSON or ReDial movies_with_mentions.csv: item tokens -> titles')
+    p.add_argument('--catalog', help='item catalog JSON or ReDial movies_with_mentions.csv: item tokens -> '
+                   'titles (default: the catalog of the redial_crs build named in the first log\'s metadata)')
     p.add_argument('--max-turns', type=int, default=None, help='model turns kept per conversation')
     p.add_argument('--pairs-per-matchup', type=int, default=None, help='contexts sampled per model pair')
     p.add_argument('--onboarding', type=int, default=1,

@@ -89,12 +89,49 @@ def collect_logs(model_files: Sequence[str], outdir: str, task: str = 'redial_cr
                 f'parlai eval_model failed for {model_file} (exit {proc.returncode}):\n'
                 f'{proc.stderr[-4000:]}'
             )
-        os.replace(partial, final)
-        meta_partial = os.path.splitext(partial)[0] + '.metadata'
-        if os.path.exists(meta_partial):
-            os.replace(meta_partial, os.path.splitext(final)[0] + '.metadata')
+        _install_log(partial, final)
         runs.append(LogRun(name, model_file, final))
     return runs
+
+
+def _install_log(partial: str, final: str) -> None:
+    """Move a finished log and its .metadata into place, pointing metadata_path at the new name."""
+    meta_partial = os.path.splitext(partial)[0] + '.metadata'
+    meta_final = os.path.splitext(final)[0] + '.metadata'
+    if os.path.exists(meta_partial):
+        os.replace(meta_partial, meta_final)
+    tmp = partial + '.tmp'
+    with open(partial, encoding='utf-8') as src, open(tmp, 'w', encoding='utf-8') as dst:
+        for line in src:
+            if line.strip():
+                episode = json.loads(line)
+                if episode.get('metadata_path'):
+                    episode['metadata_path'] = meta_final
+                dst.write(json.dumps(episode) + '\n')
+    os.replace(tmp, final)
+    os.unlink(partial)
+
+
+def log_opt(path: str) -> Optional[Dict]:
+    """The ParlAI opt a log was made with (from its .metadata file), or None."""
+    meta = os.path.splitext(path)[0] + '.metadata'
+    if not os.path.isfile(meta):
+        return None
+    with open(meta, encoding='utf-8') as f:
+        try:
+            return json.load(f).get('opt')
+        except json.JSONDecodeError:
+            return None
+
+
+def catalog_for_log(path: str) -> Optional[ItemCatalog]:
+    """The item catalog of the redial_crs build a log was made on, found through its metadata."""
+    opt = log_opt(path)
+    if not opt or 'redial_crs' not in (opt.get('task') or ''):
+        return None
+    from parlai_conkd.tasks.redial_crs.build import load_catalog as load_task_catalog
+
+    return load_task_catalog(opt)
 
 
 def read_log(path: str) -> Iterator[Dict]:
@@ -175,7 +212,7 @@ def has_item_tokens(text: str) -> bool:
 
 
 __all__ = [
-    'CatalogError', 'LogError', 'LogRun', 'SEEKER_ID', 'collect_logs', 'eval_model_command',
+    'CatalogError', 'LogError', 'LogRun', 'SEEKER_ID', 'catalog_for_log', 'collect_logs', 'eval_model_command',
     'has_item_tokens', 'load_catalog', 'model_name', 'read_log', 'readable', 'seeker_turns',
     'to_acute_dialogue',
 ]
