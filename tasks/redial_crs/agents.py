@@ -11,7 +11,7 @@ Folds: ``train`` / ``valid`` (10% of the official train dialogues, salted hash o
 / ``test`` (the official test file). See README.md next to this file.
 """
 import copy
-from typing import Dict, List, Optional
+from typing import Dict, Iterator, List, Optional
 
 from parlai.core.message import Message
 from parlai.core.params import ParlaiParser
@@ -52,13 +52,15 @@ class ResponseTeacher(DialogTeacher):
         opt['length_datafile'] = f'{opt["datafile"]}.{self.EXAMPLE_KIND}-max{limit}.lengths'
         super().__init__(opt, shared)
 
-    def make_examples(self, episode: Dict, catalog: ItemCatalog) -> List[Dict]:
-        return dialogue_examples(episode)
+    def examples_per_episode(self, episodes: List[Dict], catalog: ItemCatalog) -> Iterator[List[Dict]]:
+        for episode in episodes:
+            yield dialogue_examples(episode)
 
     def setup_data(self, datafile: str):
         catalog = load_catalog(self.opt)
-        for episode in read_episodes(datafile, self.opt.get('redial_max_dialogues') or 0):
-            for position, example in enumerate(self.make_examples(episode, catalog)):
+        episodes = read_episodes(datafile, self.opt.get('redial_max_dialogues') or 0)
+        for examples in self.examples_per_episode(episodes, catalog):
+            for position, example in enumerate(examples):
                 # DialogTeacher sets episode_done itself from the new-episode flags.
                 del example['episode_done']
                 if self.readable:
@@ -73,8 +75,10 @@ class RecTeacher(ResponseTeacher):
     TEACHER_ID = 'redial_crs:rec'
     EXAMPLE_KIND = 'rec'
 
-    def make_examples(self, episode: Dict, catalog: ItemCatalog) -> List[Dict]:
-        return rec_examples(episode, catalog.tokens())
+    def examples_per_episode(self, episodes: List[Dict], catalog: ItemCatalog) -> Iterator[List[Dict]]:
+        tokens = catalog.tokens()
+        for episode in episodes:
+            yield rec_examples(episode, tokens)
 
     def setup_data(self, datafile: str):
         # Every rec example is its own episode (its text carries the whole dialogue so far).
