@@ -106,10 +106,10 @@ class TeacherCache:
         directory = os.path.dirname(os.path.abspath(self.path))
         os.makedirs(directory, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix='.teacher-cache-', dir=directory)
-        os.close(fd)
         try:
-            torch.save({'format': FORMAT_VERSION, 'key': self.key,
-                        'entries': {k: vars(v) for k, v in self.entries.items()}}, tmp)
+            with os.fdopen(fd, 'wb') as f:
+                torch.save({'format': FORMAT_VERSION, 'key': self.key,
+                            'entries': {k: vars(v) for k, v in self.entries.items()}}, f)
             os.replace(tmp, self.path)
         finally:
             if os.path.exists(tmp):
