@@ -9,11 +9,11 @@ import csv
 import json
 import math
 import os
-import tempfile
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Dict, Iterable, List, Optional, Sequence
 
+from parlai_conkd.human_eval.files import atomic_write
 from parlai_conkd.human_eval.questions import key_of
 
 
@@ -118,20 +118,6 @@ def markdown_table(matchups: Sequence[Matchup]) -> str:
     return '\n'.join(lines)
 
 
-def _atomic_write(path: str, write) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.tmp-', dir=directory, suffix=os.path.splitext(path)[1])
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_reports(matchups: Sequence[Matchup], outdir: str, title: Optional[str] = None) -> Dict[str, str]:
     """winrates.csv, winrates.json, winrates.md and winrates.png in ``outdir``; returns their paths."""
     if not matchups:
@@ -153,10 +139,10 @@ def write_reports(matchups: Sequence[Matchup], outdir: str, title: Optional[str]
         with open(tmp, 'w', encoding='utf-8') as f:
             f.write(markdown_table(matchups) + '\n')
 
-    _atomic_write(paths['csv'], write_csv)
-    _atomic_write(paths['json'], write_json)
-    _atomic_write(paths['md'], write_md)
-    _atomic_write(paths['png'], lambda tmp: plot(matchups, tmp, title))
+    atomic_write(paths['csv'], write_csv)
+    atomic_write(paths['json'], write_json)
+    atomic_write(paths['md'], write_md)
+    atomic_write(paths['png'], lambda tmp: plot(matchups, tmp, title))
     return paths
 
 

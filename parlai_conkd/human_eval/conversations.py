@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence
 
+from parlai_conkd.human_eval.files import iter_jsonl
 from parlai_conkd.items import GEN_TOKEN, REC_TOKEN, ITEM_TOKEN_RE, CatalogError, ItemCatalog
 
 #: The speaker id given to the replayed human side (the ReDial seeker) in ACUTE dialogues.
@@ -136,19 +137,10 @@ def catalog_for_log(path: str) -> Optional[ItemCatalog]:
 
 def read_log(path: str) -> Iterator[Dict]:
     """Episodes of a Conversations jsonl log, with line-numbered errors."""
-    if not os.path.isfile(path):
-        raise LogError(f'conversation log not found: {path}')
-    with open(path, encoding='utf-8') as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                episode = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise LogError(f'{path}:{line_no}: invalid JSON ({exc.msg})') from exc
-            if not isinstance(episode, dict) or not isinstance(episode.get('dialog'), list):
-                raise LogError(f'{path}:{line_no}: not a Conversations episode (no "dialog" list)')
-            yield episode
+    for line_no, episode in iter_jsonl(path, LogError, 'conversation log'):
+        if not isinstance(episode, dict) or not isinstance(episode.get('dialog'), list):
+            raise LogError(f'{path}:{line_no}: not a Conversations episode (no "dialog" list)')
+        yield episode
 
 
 def readable(text: str, catalog: Optional[ItemCatalog]) -> str:

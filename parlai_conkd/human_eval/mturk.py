@@ -15,11 +15,11 @@ Targets: ``sandbox`` (default; fake money, https://workersandbox.mturk.com) and 
 credentials the usual way (environment, ~/.aws/credentials, profile).
 """
 import json
-import os
 import sys
 import xml.etree.ElementTree as ET
 from typing import Dict, Iterable, List, Optional, Sequence
 
+from parlai_conkd.human_eval.files import append_jsonl, iter_jsonl
 from parlai_conkd.human_eval.page import render_page
 from parlai_conkd.human_eval.study import COMPLETED, SCREENED_OUT, Study
 from parlai_conkd.human_eval.units import (
@@ -104,19 +104,8 @@ def qualification_requirements(block_qual_id: str, min_approval: Optional[int] =
     return reqs
 
 
-def _append_jsonl(path: str, record: Dict) -> None:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, 'a', encoding='utf-8') as f:
-        f.write(json.dumps(record) + '\n')
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def read_manifest(path: str) -> List[Dict]:
-    if not os.path.isfile(path):
-        raise MTurkRouteError(f'HIT manifest not found: {path} (made by `mturk create`)')
-    with open(path, encoding='utf-8') as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return [entry for _, entry in iter_jsonl(path, MTurkRouteError, 'HIT manifest (made by `mturk create`)')]
 
 
 def create_hits(client, study: Study, manifest_path: str, num_hits: int, reward: str,
@@ -145,7 +134,7 @@ def create_hits(client, study: Study, manifest_path: str, num_hits: int, reward:
             )['HIT']
             entry = {'hit_id': hit['HITId'], 'hit_type_id': hit['HITTypeId'],
                      'block_qualification_id': block_id, 'unit': unit.to_dict()}
-            _append_jsonl(manifest_path, entry)
+            append_jsonl(manifest_path, entry)
             created.append(entry)
     finally:
         study.pending.clear()  # planned units live in the manifest, not in the study

@@ -17,9 +17,9 @@ import itertools
 import json
 import os
 import random
-import tempfile
 from typing import Dict, List, Optional, Sequence
 
+from parlai_conkd.human_eval.files import atomic_write, iter_jsonl
 from parlai_conkd.human_eval.conversations import (
     SEEKER_ID, LogError, read_log, seeker_turns, to_acute_dialogue,
 )
@@ -70,15 +70,8 @@ def read_pairings(path: str) -> List[Dict]:
         whole = None
     if isinstance(whole, dict):
         return [validate(whole, path)]
-    pairs = []
-    for line_no, line in enumerate(content.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            pair = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise PairingError(f'{path}:{line_no}: invalid JSON ({exc.msg})') from exc
-        pairs.append(validate(pair, f'{path}:{line_no}'))
+    pairs = [validate(pair, f'{path}:{line_no}')
+             for line_no, pair in iter_jsonl(path, PairingError, 'pairings file')]
     if not pairs:
         raise PairingError(f'{path}: no pairings')
     return pairs
@@ -88,18 +81,13 @@ def write_pairings(pairs: Sequence[Dict], path: str) -> None:
     """Validate and write atomically (readers never see half a file)."""
     for i, pair in enumerate(pairs):
         validate(pair, f'pairing {i}')
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.pairings-', dir=directory)
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
+
+    def write(tmp):
+        with open(tmp, 'w', encoding='utf-8') as f:
             for pair in pairs:
                 f.write(json.dumps(pair, ensure_ascii=False) + '\n')
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+
+    atomic_write(path, write)
 
 
 def _hash(*parts) -> str:

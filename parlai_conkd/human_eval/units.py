@@ -11,7 +11,6 @@ model_right}, "pairing_dict": <the pairing>, "pair_id": <line in the pairings fi
 ``data.outputs.final_data[i]`` = ``{"speakerChoice": <model name>, "textReason": ...}``, plus
 the unit's ``worker_id``, ``unit_id``, ``task_start``, ``task_end`` that ACUTE's analysis reads.
 """
-import json
 import os
 import random
 import threading
@@ -19,6 +18,8 @@ import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence
+
+from parlai_conkd.human_eval.files import append_jsonl, iter_jsonl
 
 MIN_REASON_CHARS = 5
 
@@ -157,27 +158,13 @@ class ResultStore:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
 
     def append(self, record: Dict) -> None:
-        line = json.dumps(record, ensure_ascii=False) + '\n'
-        with self._lock, open(self.path, 'a', encoding='utf-8') as f:
-            f.write(line)
-            f.flush()
-            os.fsync(f.fileno())
+        with self._lock:
+            append_jsonl(self.path, record)
 
     def records(self) -> List[Dict]:
         return read_results(self.path) if os.path.exists(self.path) else []
 
 
 def read_results(path: str) -> List[Dict]:
-    """Stored units; a torn last line (crash mid-write) is reported, not silently used."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f'results file not found: {path}')
-    records = []
-    with open(path, encoding='utf-8') as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise ValueError(f'{path}:{line_no}: invalid JSON ({exc.msg})') from exc
-    return records
+    """Stored units; a torn line (crash mid-write) is reported with its line number."""
+    return [record for _, record in iter_jsonl(path, ValueError, 'results file')]
