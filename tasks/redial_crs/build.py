@@ -285,6 +285,8 @@ def build(opt) -> str:
 
 def _install(tmp: str, dpath: str, version: str) -> None:
     """Move a finished build into place; the old build (if any) is removed only afterwards."""
+    if build_data.built(dpath, version_string=version):
+        return  # another process finished the same build while we worked; keep theirs
     stale = None
     if os.path.exists(dpath):
         stale = tempfile.mkdtemp(prefix='.stale-', dir=os.path.dirname(dpath))

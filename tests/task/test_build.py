@@ -194,3 +194,45 @@ def test_checksum_mismatch_says_so_and_leaves_nothing_built(tmp_path, served_arc
 def test_official_defaults_are_the_published_archive():
     assert redial_build.OFFICIAL_URL == 'https://github.com/ReDialData/website/raw/data/redial_dataset.zip'
     assert redial_build.OFFICIAL_SHA256 == 'b48756681ec6f84e0af36979c5e9baa21ea8d9e7036b8764ea9b787bb0baf69b'
+
+
+def test_failed_download_names_the_url_and_the_offline_route(tmp_path, monkeypatch):
+    def offline(url, path, fname, **kwargs):
+        raise RuntimeError('Connection broken too many times. Stopped retrying.')
+
+    monkeypatch.setattr(redial_build.build_data, 'download', offline)
+    opt = task_opt(tmp_path / 'dp', redial_url='http://127.0.0.1:9/redial_dataset.zip')
+    with pytest.raises(RedialDataError) as info:
+        redial_build.build(opt)
+    message = str(info.value)
+    assert 'could not download http://127.0.0.1:9/redial_dataset.zip' in message
+    assert '--redial-path' in message and 'CONKD_REDIAL_PATH' in message
+    assert not os.path.exists(redial_build.built_dir(opt)) and leftovers(tmp_path / 'dp') == []
+
+
+def test_concurrent_build_that_finishes_first_is_kept(tmp_path, tiny_redial, monkeypatch):
+    # Simulates a second process completing the same build while this one is still writing.
+    opt = task_opt(tmp_path / 'dp', redial_path=str(tiny_redial))
+    real_build_into = redial_build._build_into
+    calls, theirs = [], []
+
+    def racing_build_into(out_dir, *args):
+        calls.append(out_dir)
+        real_build_into(out_dir, *args)
+        if len(calls) == 1:
+            theirs.append(os.stat(redial_build.build(opt)).st_ino)  # the "other process"
+
+    monkeypatch.setattr(redial_build, '_build_into', racing_build_into)
+    built = redial_build.build(opt)
+    assert len(calls) == 2 and is_built(built)
+    # theirs stays in place: readers that already hold its path never see it vanish
+    assert os.stat(built).st_ino == theirs[0]
+    assert len(redial_build.load_episodes(opt, 'test')) == 2 and leftovers(tmp_path / 'dp') == []
+
+
+def test_shared_metadata_gives_most_items_a_kg_entity(tmp_path, shared_redial, shared_meta):
+    opt = task_opt(tmp_path / 'dp', redial_path=str(shared_redial), redial_meta_path=str(shared_meta))
+    catalog = redial_build.load_catalog(opt)
+    assert len(catalog) == 6924
+    assert sum(item.kg_entity is not None for item in catalog) == 6583
+    assert redial_build.meta_path(opt) == str(shared_meta)
