@@ -29,7 +29,8 @@ class StudyError(ValueError):
 class Study:
     def __init__(self, pairs: Sequence[Dict], questions: Sequence[Question], store: ResultStore,
                  pairs_per_unit: int = 3, onboarding_per_worker: int = 1,
-                 onboarding_threshold: float = 0.75, seed: Optional[int] = None):
+                 onboarding_threshold: float = 0.75, seed: Optional[int] = None,
+                 unit_timeout_s: float = 2 * 3600):
         self.pairs = list(pairs)
         self.questions = list(questions)
         self.store = store
@@ -45,6 +46,8 @@ class Study:
             raise StudyError('onboarding is on but the pairings hold no onboarding pair '
                              '(build them with --onboarding, or pass --onboarding-per-worker 0)')
         self.pending: Dict[str, UnitSpec] = {}
+        #: an abandoned unit stops holding its comparisons back from other raters after this long
+        self.unit_timeout_s = unit_timeout_s
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ bookkeeping
@@ -56,6 +59,11 @@ class Study:
         if SCREENED_OUT in statuses:
             return SCREENED_OUT
         return COMPLETED if COMPLETED in statuses else None
+
+    def _expire(self) -> None:
+        cutoff = time.time() - self.unit_timeout_s
+        for unit_id in [u for u, unit in self.pending.items() if unit.task_start and unit.task_start < cutoff]:
+            del self.pending[unit_id]
 
     def _counts(self):
         per_question, per_pair = Counter(), Counter()
@@ -80,6 +88,7 @@ class Study:
     def new_unit(self, worker_id: Optional[str], with_onboarding: Optional[bool] = None) -> UnitSpec:
         """The next unit for a rater (``worker_id=None``: an anonymous MTurk HIT)."""
         with self._lock:
+            self._expire()
             status = self.worker_status(worker_id) if worker_id else None
             if status == SCREENED_OUT:
                 raise StudyError(f'rater {worker_id} was screened out by onboarding')
@@ -112,7 +121,7 @@ class Study:
     def _unit(self, unit_id: str, worker_id: str) -> UnitSpec:
         unit = self.pending.get(unit_id)
         if unit is None:
-            raise StudyError(f'unknown or finished unit {unit_id!r}')
+            raise StudyError(f'unknown, expired or finished unit {unit_id!r}')
         if unit.worker_id != worker_id:
             raise StudyError(f'unit {unit_id} belongs to another rater')
         return unit

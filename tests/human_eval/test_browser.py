@@ -137,6 +137,13 @@ def test_mturk_route_end_to_end_against_local_standin(browser, pairings_file, tm
         assert {q['Comparator'] for q in created['QualificationRequirements']} == {
             'DoesNotExist', 'GreaterThanOrEqualTo', 'In'}
 
+        # MTurk's preview (before accepting) shows the page but cannot be submitted
+        browser.get(f'{endpoint}/worker/task?hitId={hits[0]["hit_id"]}&assignmentId=ASSIGNMENT_ID_NOT_AVAILABLE')
+        _wait(browser, _visible('preview-note'), 'the preview note')
+        browser.find_element('id', 'choice-left').click()
+        browser.find_element('id', 'reason').send_keys('just looking around')
+        assert not browser.find_element('id', 'next').is_enabled()
+
         # worker W1 passes onboarding on HIT 1 and prefers model_b; W2 fails it on HIT 2
         for hit, worker, winner, passes in ((hits[0], 'W1', 'model_b', True), (hits[1], 'W2', 'model_a', False)):
             browser.get(f'{endpoint}/worker/accept?hitId={hit["hit_id"]}&workerId={worker}')

@@ -110,3 +110,13 @@ def test_page_inlines_everything_and_escapes_config():
     assert 'src=' not in html  # nothing fetched from elsewhere
     with pytest.raises(ValueError):
         render_page('mturk')
+
+
+def test_abandoned_units_expire(study):
+    abandoned = study.new_unit('w1')
+    study.unit_timeout_s = 60
+    abandoned.task_start -= 120
+    study.new_unit('w2')
+    assert abandoned.unit_id not in study.pending and len(study.pending) == 1
+    with pytest.raises(StudyError, match='expired'):
+        study.submit(abandoned.unit_id, 'w1', [])
