@@ -42,8 +42,3 @@ def test_display_rec_from_served_archive_and_reject_checksum_mismatch(served_arc
                    '--display-add-fields', 'label_items', env=env)
     assert '__item_222__' in good.stdout and '[label_items]: 1' in good.stdout
 
-
-def test_missing_data_error_reaches_the_user(tmp_path):
-    proc = display('redial_crs', tmp_path / 'dp', '--redial-path', tmp_path, check=False)
-    assert proc.returncode != 0
-    assert f'{tmp_path}/train_data.jsonl' in proc.stderr and 'CONKD_REDIAL_PATH' in proc.stderr
