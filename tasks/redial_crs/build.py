@@ -208,6 +208,15 @@ class _RawSource:
             return open(os.path.join(self.path, fname), encoding='utf-8')
         return io.TextIOWrapper(self._zip.open(self._members[fname]), encoding='utf-8')
 
+    def sha256(self, fname: str) -> str:
+        digest = hashlib.sha256()
+        opener = (self._zip.open(self._members[fname]) if self._zip is not None
+                  else open(os.path.join(self.path, fname), 'rb'))
+        with opener as f:
+            for block in iter(lambda: f.read(1 << 16), b''):
+                digest.update(block)
+        return digest.hexdigest()
+
     def copy_movies(self, dest: str) -> None:
         if self._zip is None:
             shutil.copyfile(os.path.join(self.path, MOVIES_FILE), dest)
@@ -308,6 +317,10 @@ def _build_into(out_dir: str, raw_path: str, meta_dir: Optional[str], opt) -> No
         movies = os.path.join(out_dir, MOVIES_FILE)
         raw.copy_movies(movies)
         catalog = ItemCatalog.from_redial(movies, meta_dir)
+        # Recorded so a result can be traced to the exact raw files it came from.
+        source_sha256 = {fname: raw.sha256(fname) for fname in REQUIRED_FILES}
+        if os.path.isfile(raw_path):
+            source_sha256[os.path.basename(raw_path)] = _sha256_of(raw_path)
         stats = {}
         folds = {}
         for fname, fold in ((TRAIN_FILE, 'train'), (TEST_FILE, 'test')):
@@ -330,6 +343,7 @@ def _build_into(out_dir: str, raw_path: str, meta_dir: Optional[str], opt) -> No
         {
             'version': VERSION,
             'source': raw_path,
+            'source_sha256': source_sha256,
             'meta_path': meta_dir,
             'valid_split': {'salt': VALID_SALT, 'percent': VALID_PERCENT},
             'episodes': {fold: len(eps) for fold, eps in folds.items()},

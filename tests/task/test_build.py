@@ -1,4 +1,5 @@
 """build.py: sources (dir, zip, env, download), atomic builds, keyed caches, clear errors."""
+import hashlib
 import json
 import os
 
@@ -34,6 +35,8 @@ def test_local_directory_builds_folds_catalog_and_stats(tmp_path, tiny_redial):
     assert [i.movie_id for i in redial_build.load_catalog(opt)] == ['111', '222', '333', '444']
     stats = json.load(open(os.path.join(built, 'stats.json')))
     assert stats['files']['train_data.jsonl']['mentions'] == 6 * 5
+    assert stats['source_sha256']['test_data.jsonl'] == hashlib.sha256(
+        (tiny_redial / 'test_data.jsonl').read_bytes()).hexdigest()
     assert redial_build.meta_path(opt) is None
     assert leftovers(tmp_path / 'dp') == []
 
