@@ -123,9 +123,12 @@ def cmd_mturk(args, extra):
             lifetime_s=args.lifetime_hours * 3600, duration_s=args.duration_minutes * 60,
             block_qualification=args.block_qualification, min_approval=args.min_approval,
             min_approved_hits=args.min_approved_hits, locales=args.locales or ())
-        site = mturk.WORKER_SITES.get(args.target, args.endpoint_url)
         for entry in created:
-            print(f'{entry["hit_id"]}\t{site}/projects/{entry["hit_type_id"]}/tasks')
+            if args.endpoint_url:  # the local stand-in's worker side
+                link = f'{args.endpoint_url}/worker/accept?hitId={entry["hit_id"]}&workerId=<worker>'
+            else:
+                link = f'{mturk.WORKER_SITES[args.target]}/projects/{entry["hit_type_id"]}/tasks'
+            print(f'{entry["hit_id"]}\t{link}')
         print(f'created {len(created)} HITs; manifest {args.manifest}')
     elif args.mturk_command == 'collect':
         counts = mturk.collect(client, study, args.manifest, approve=not args.no_approve,
