@@ -6,13 +6,13 @@ Where the raw data comes from (first that applies):
 3. the official archive, downloaded from ``--redial-url`` and checked against ``--redial-sha256``
    (defaults: the ReDial authors' URL and checksum; change both only to use a mirror).
 
-The built directory is ``<datapath>/redial_crs/<VERSION>-<source key>``: the key hashes the source
-(path or URL + checksum) and the metadata directory, so switching sources never reuses a stale
-build. A build happens in a temporary sibling directory that is marked done and then renamed into
+The built directory is ``<datapath>/redial_crs/<VERSION>-<local|download>-<key>``: the key hashes
+the source (path or URL + checksum) and the metadata directory, so switching sources never reuses
+a stale build. A build happens in a temporary sibling directory that is marked done and then renamed into
 place, so an interrupted or failed build (e.g. a checksum mismatch) is never taken as done.
 
 Public API used by other agents (keep the names): ``add_redial_args``, ``build``, ``catalog_path``,
-``load_catalog``, ``meta_path``, ``fold_path``.
+``load_catalog``, ``meta_path``, ``fold_path``, ``load_episodes``.
 """
 import hashlib
 import io
@@ -141,7 +141,7 @@ def _source_key(opt) -> str:
     source = f'local:{os.path.realpath(local)}' if local else 'url:%s#%s' % _download_spec(opt)
     meta = meta_path(opt)
     key = f'{source}|meta:{os.path.realpath(meta) if meta else ""}'
-    kind = 'local' if local else 'official'
+    kind = 'local' if local else 'download'
     return f'{VERSION}-{kind}-{hashlib.sha256(key.encode()).hexdigest()[:12]}'
 
 
@@ -156,7 +156,7 @@ def _signature(path: str) -> str:
         stats = [os.stat(os.path.join(path, f)) for f in REQUIRED_FILES if os.path.isfile(os.path.join(path, f))]
     else:
         stats = [os.stat(path)]
-    return ','.join(f'{s.st_size}:{int(s.st_mtime)}' for s in stats)
+    return ','.join(f'{s.st_size}:{s.st_mtime_ns}' for s in stats)
 
 
 def _version_string(opt) -> str:

@@ -174,7 +174,7 @@ def test_download_with_matching_checksum_builds_and_caches(tmp_path, served_arch
     opt = task_opt(dp, redial_url=url, redial_sha256=sha256)
     assert redial_build.source_path(opt) is None
     built = redial_build.build(opt)
-    assert is_built(built) and os.path.basename(built).startswith(f'{redial_build.VERSION}-official-')
+    assert is_built(built) and os.path.basename(built).startswith(f'{redial_build.VERSION}-download-')
     assert len(redial_build.load_episodes(opt, 'test')) == 2
     cached = os.listdir(dp / 'redial_crs' / 'downloads')
     assert cached == [f'{sha256[:16]}-redial_dataset.zip'] and leftovers(dp) == []
