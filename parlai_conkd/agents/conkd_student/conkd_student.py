@@ -135,13 +135,21 @@ class ConkdStudentAgent(ConkdDialogueTeacherAgent):
         shared['teacher_cache'] = self.teacher_cache
         return shared
 
+    def batchify(self, obs_batch, sort=False):
+        """Adds what the rec teacher reads: each example's context items and dialogue text."""
+        batch = super().batchify(obs_batch, sort=sort)
+        valid = batch.valid_indices if batch.valid_indices is not None else []
+        batch['context_items'] = [list(obs_batch[i].get('context_items') or []) for i in valid]
+        batch['context_texts'] = [obs_batch[i].get('full_text') or obs_batch[i].get('text') or '' for i in valid]
+        return batch
+
     # ------------------------------------------------------------------ teacher targets
     @torch.no_grad()
     def live_teacher_targets(self, batch):
         """``(dial_log_probs [B,T,V], gate [B,T], rec_log_probs [B,N])`` from the teachers now."""
         dial = self.dialogue_teacher.teacher_forced_log_probs(batch)
-        contexts = [list(obs.get('context_items') or []) for obs in batch.observations]
-        rec = self.rec_teacher.item_log_probs(contexts).to(dial.log_probs.device)
+        rec = self.rec_teacher.item_log_probs(batch.context_items, batch.context_texts)
+        rec = rec.to(dial.log_probs.device)
         return dial.log_probs, dial.item_mass, rec
 
     @torch.no_grad()
