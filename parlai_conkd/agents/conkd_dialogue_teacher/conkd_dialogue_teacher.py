@@ -62,6 +62,12 @@ class TeacherForcedOutput:
     mask: torch.Tensor
 
 
+def _average(value: Optional[float]) -> AverageMetric:
+    """An undefined per-response value (e.g. precision of a reply naming no item) counts 0/0:
+    it leaves the average unchanged but keeps the metric in every report."""
+    return AverageMetric(0, 0) if value is None else AverageMetric(value)
+
+
 class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
     @classmethod
     def add_cmdline_args(cls, parser, partial_opt=None):
@@ -317,15 +323,10 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
             scores = torch.zeros(len(preds), len(self.item_token_ids))
         rer = response_recall_at_k(scores, has_slot, [g or [] for g in gold_new], ks=RER_KS)
         for k in RER_KS:
-            self.record_local_metric(
-                f'rer@{k}', [None if v is None else AverageMetric(v) for v in rer[k]]
-            )
+            self.record_local_metric(f'rer@{k}', [_average(v) for v in rer[k]])
         overlaps = [item_overlap(gen, gold or []) for gen, gold in zip(gen_items, gold_new)]
         for name in ('precision', 'f1'):
-            self.record_local_metric(
-                f'item_{name}',
-                [None if o[name] is None else AverageMetric(o[name]) for o in overlaps],
-            )
+            self.record_local_metric(f'item_{name}', [_average(o[name]) for o in overlaps])
         self.record_local_metric('item_ratio', [AverageMetric(bool(g)) for g in gen_items])
         tokens = [distinct_tokens(self.dict.vec2txt(r)) if r else [] for r in responses]
         for n in DIST_NS:
