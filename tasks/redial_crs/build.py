@@ -17,7 +17,6 @@ Public API used by other agents (keep the names): ``add_redial_args``, ``build``
 import hashlib
 import io
 import json
-import logging
 import os
 import shutil
 import tempfile
@@ -27,6 +26,7 @@ from typing import Dict, Optional
 
 import parlai.core.build_data as build_data
 from parlai.core.build_data import DownloadableFile
+from parlai.utils import logging
 
 from parlai_conkd.items import ItemCatalog
 
@@ -36,11 +36,9 @@ from .preprocess import (
     PreprocessStats,
     RedialDataError,
     process_file,
-    report_unknown,
     split_train_valid,
+    stats_warnings,
 )
-
-logger = logging.getLogger(__name__)
 
 #: Bump whenever preprocessing output changes: built data is cached under it.
 VERSION = 'v1'
@@ -277,7 +275,7 @@ def build(opt) -> str:
     started = time.time()
     local = source_path(opt)
     raw_path = local if local else _download_official(opt)
-    logger.info('[building redial_crs from %s into %s]', raw_path, dpath)
+    logging.info(f'building redial_crs from {raw_path} into {dpath}')
     parent = os.path.dirname(dpath)
     os.makedirs(parent, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=f'.building-{os.path.basename(dpath)}-', dir=parent)
@@ -288,7 +286,7 @@ def build(opt) -> str:
         _install(tmp, dpath, version)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    logger.info('[built redial_crs in %.1f s]', time.time() - started)
+    logging.info(f'built redial_crs in {time.time() - started:.1f} s')
     return dpath
 
 
@@ -327,7 +325,8 @@ def _build_into(out_dir: str, raw_path: str, meta_dir: Optional[str], opt) -> No
             fold_stats = PreprocessStats()
             with raw.lines(fname) as lines:
                 episodes, _ = process_file(lines, raw.name(fname), catalog, fold_stats)
-            report_unknown(fold_stats, raw.name(fname))
+            for warning in stats_warnings(fold_stats, raw.name(fname)):
+                logging.warning(warning)
             stats[fname] = fold_stats.as_dict()
             if fold == 'train':
                 folds['train'], folds['valid'] = split_train_valid(episodes)

@@ -6,14 +6,11 @@ build.py, because built data is cached under that version.
 """
 import hashlib
 import json
-import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 from parlai_conkd.items import MENTION_RE, UNKNOWN_ITEM_TOKEN, ItemCatalog, item_token
-
-logger = logging.getLogger(__name__)
 
 SEEKER = 'seeker'
 RECOMMENDER = 'recommender'
@@ -155,17 +152,19 @@ def split_train_valid(episodes: List[Dict]) -> Tuple[List[Dict], List[Dict]]:
     return train, valid
 
 
-def report_unknown(stats: PreprocessStats, source: str) -> None:
+def stats_warnings(stats: PreprocessStats, source: str) -> List[str]:
+    """What the user must be told about a processed file (unknown ids, dropped messages)."""
+    warnings = []
     if stats.unknown_mentions:
         top = ', '.join(f'@{i} x{n}' for i, n in stats.unknown_movie_ids.most_common(5))
-        logger.warning(
-            '%s: %d of %d movie mentions (%d distinct ids) are not in movies_with_mentions.csv; '
-            'they became %s. Most frequent: %s',
-            source, stats.unknown_mentions, stats.mentions, len(stats.unknown_movie_ids),
-            UNKNOWN_ITEM_TOKEN, top,
+        warnings.append(
+            f'{source}: {stats.unknown_mentions} of {stats.mentions} movie mentions '
+            f'({len(stats.unknown_movie_ids)} distinct ids) are not in movies_with_mentions.csv; '
+            f'they became {UNKNOWN_ITEM_TOKEN}. Most frequent: {top}'
         )
     if stats.foreign_messages:
-        logger.warning(
-            '%s: dropped %d messages whose sender is neither initiatorWorkerId nor respondentWorkerId',
-            source, stats.foreign_messages,
+        warnings.append(
+            f'{source}: dropped {stats.foreign_messages} messages whose sender is neither '
+            'initiatorWorkerId nor respondentWorkerId'
         )
+    return warnings

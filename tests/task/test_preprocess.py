@@ -1,6 +1,5 @@
 """Preprocessing rules, each written as the input it guards against (no ParlAI needed)."""
 import json
-import logging
 
 import pytest
 
@@ -14,8 +13,8 @@ from parlai_conkd.tasks.redial_crs.preprocess import (
     is_valid_fold,
     process_dialogue,
     process_file,
-    report_unknown,
     split_train_valid,
+    stats_warnings,
 )
 from tests.task.conftest import ALIEN, GODFATHER, HEAT, MOVIES_CSV, UP, default_dialogues, dialogue
 
@@ -58,15 +57,14 @@ def test_consecutive_messages_of_one_speaker_are_merged(catalog):
     assert (stats.messages, stats.turns, stats.mentions) == (5, 3, 2)
 
 
-def test_unknown_movie_id_becomes_the_unknown_token_and_is_counted(catalog, caplog):
+def test_unknown_movie_id_becomes_the_unknown_token_and_is_counted(catalog):
     raw = dialogue(1, [(1, 'like @999 and @999'), (2, 'then @111')])
     episode, stats = process(raw, catalog)
     assert episode['turns'][0]['text'] == f'like {UNKNOWN_ITEM_TOKEN} and {UNKNOWN_ITEM_TOKEN}'
     assert episode['turns'][0]['items'] == []  # unknown items never enter the index lists
     assert stats.unknown_mentions == 2 and stats.unknown_movie_ids == {'999': 2}
-    with caplog.at_level(logging.WARNING):
-        report_unknown(stats, 'train_data.jsonl')
-    assert '2 of 3 movie mentions' in caplog.text and '@999' in caplog.text
+    [warning] = stats_warnings(stats, 'train_data.jsonl')
+    assert warning.startswith('train_data.jsonl: 2 of 3 movie mentions (1 distinct ids)') and '@999 x2' in warning
 
 
 def test_empty_initiator_questions_list_and_missing_message_ids_are_accepted(catalog):
@@ -82,6 +80,8 @@ def test_sender_outside_the_pair_is_dropped_and_counted(catalog):
     episode, stats = process(raw, catalog)
     assert [t['text'] for t in episode['turns']] == ['hi', 'hello']
     assert stats.foreign_messages == 1
+    assert stats_warnings(stats, 'f.jsonl') == [
+        'f.jsonl: dropped 1 messages whose sender is neither initiatorWorkerId nor respondentWorkerId']
 
 
 def test_malformed_json_line_names_file_and_line(catalog):
