@@ -241,7 +241,11 @@ def _download_official(opt) -> str:
         try:
             build_data.download(resource.url, tmp, resource.file_name)
         except (OSError, RuntimeError) as exc:
-            raise RedialDataError(f'could not download {url} ({exc}). {HOW_TO_SUPPLY}') from exc
+            raise RedialDataError(
+                f'could not download {url} ({exc}). Without access to it, pass --redial-path (or set '
+                f'{ENV_PATH}) to a local copy: a directory holding {", ".join(REQUIRED_FILES)} or '
+                f'the official {ARCHIVE_NAME}; or --redial-url/--redial-sha256 for a mirror.'
+            ) from exc
         try:
             resource.checksum(tmp)
         except AssertionError:
