@@ -239,3 +239,18 @@ def test_shared_metadata_gives_most_items_a_kg_entity(tmp_path, shared_redial, s
     assert len(catalog) == 6924
     assert sum(item.kg_entity is not None for item in catalog) == 6583
     assert redial_build.meta_path(opt) == str(shared_meta)
+
+
+def test_bad_movie_list_row_names_file_and_line_and_marks_nothing(tmp_path):
+    source = write_redial(tmp_path / 'r', movies='movieId,movieName,nbMentions\n111,Alien (1979),5\nabc,Heat,1\n')
+    opt = task_opt(tmp_path / 'dp', redial_path=str(source))
+    with pytest.raises(ValueError, match=r"movies_with_mentions\.csv:3: movieId 'abc' is not a number"):
+        redial_build.build(opt)
+    assert not os.path.exists(redial_build.built_dir(opt)) and leftovers(tmp_path / 'dp') == []
+
+
+def test_path_that_is_neither_directory_nor_zip_is_rejected(tmp_path):
+    not_a_zip = tmp_path / 'redial_dataset.zip'
+    not_a_zip.write_text('<html>404</html>')
+    with pytest.raises(RedialDataError, match='neither a directory nor a zip archive'):
+        redial_build.build(task_opt(tmp_path / 'dp', redial_path=str(not_a_zip)))

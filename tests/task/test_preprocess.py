@@ -171,3 +171,11 @@ def test_dialogue_with_no_recommender_turn_gives_no_examples(catalog):
     episode, stats = process(dialogue(1, [(1, 'hello?'), (1, 'anyone?')]), catalog)
     assert dialogue_examples(episode) == [] and rec_examples(episode, catalog.tokens()) == []
     assert stats.dialogues_without_recommender == 1
+
+
+def test_optional_top_level_fields_may_be_absent(catalog):
+    raw = dialogue(1, [(1, 'hi @111'), (2, 'try @222')])
+    for key in ('movieMentions', 'respondentQuestions', 'initiatorQuestions'):
+        del raw[key]
+    episode, _ = process(raw, catalog)
+    assert [t['items'] for t in episode['turns']] == [[ALIEN], [HEAT]]
