@@ -142,10 +142,3 @@ def response_recall_at_k(
                 result[k][row] = value
     return result
 
-
-def item_mass(log_probs: torch.Tensor, item_token_ids: torch.Tensor) -> torch.Tensor:
-    """Total probability of the item tokens per step: ``[..., V]`` log-probs -> ``[...]``.
-
-    This is the ConKD gate lambda_t when ``log_probs`` are the dialogue teacher's.
-    """
-    return log_probs.index_select(-1, item_token_ids.to(log_probs.device)).exp().sum(-1)

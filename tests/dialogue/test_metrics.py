@@ -10,7 +10,6 @@ from parlai_conkd.metrics import (
     distinct_tokens,
     first_item_slot,
     generated_items,
-    item_mass,
     item_overlap,
     response_recall_at_k,
 )
@@ -91,12 +90,6 @@ def test_response_recall_no_item_generated_is_zero_even_with_perfect_scores():
 def test_response_recall_checks_lengths():
     with pytest.raises(ValueError, match='must match'):
         response_recall_at_k(torch.zeros(2, 3), [True], [[1], [2]])
-
-
-def test_item_mass_sums_item_probabilities():
-    log_probs = torch.tensor([[0.1, 0.2, 0.3, 0.4], [0.25, 0.25, 0.25, 0.25]]).log()
-    mass = item_mass(log_probs, torch.tensor([1, 3]))
-    assert mass.tolist() == [pytest.approx(0.6), pytest.approx(0.5)]
 
 
 def test_distinct_metric_wrapper_merges_like_the_pure_function():

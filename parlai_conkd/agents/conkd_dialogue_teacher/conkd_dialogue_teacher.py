@@ -27,6 +27,7 @@ from parlai.agents.transformer.transformer import TransformerGeneratorAgent
 from parlai.core.metrics import AverageMetric
 from parlai.utils.torch import padded_tensor
 
+from parlai_conkd.distill import item_mass
 from parlai_conkd.items import GEN_TOKEN, ITEM_TOKEN_RE, REC_TOKEN, CatalogError
 from parlai_conkd.metrics import (
     DIST_NS,
@@ -34,7 +35,6 @@ from parlai_conkd.metrics import (
     distinct_tokens,
     first_item_slot,
     generated_items,
-    item_mass,
     item_overlap,
     response_recall_at_k,
 )
