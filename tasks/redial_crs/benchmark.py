@@ -49,6 +49,8 @@ def measure(redial_path: str, meta_path: str = None) -> dict:
                     'examples': examples, 'first_load_s': round(load_s, 2),
                 })
     result['machine'] = f'{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs'
+    # Timings on a shared machine mean little without how busy it was.
+    result['load_average_1min'] = round(os.getloadavg()[0], 2)
     return result
 
 
@@ -63,7 +65,7 @@ def markdown(result: dict) -> str:
             f"| {row['first_load_s']:.2f} |"
         )
     lines.append(f"\nbuild (preprocess all folds + catalog): {result['build_s']:.2f} s "
-                 f"on {result['machine']}")
+                 f"on {result['machine']} (load average {result['load_average_1min']})")
     return '\n'.join(lines)
 
 
