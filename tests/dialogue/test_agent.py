@@ -123,6 +123,11 @@ def test_rer_slot_scores_match_teacher_forcing_and_metrics_are_recorded(agent):
     top = torch.topk(expected, 2).indices.tolist()
     assert metrics['rer@1'][0].value() == pytest.approx(len({top[0]} & {1, 2}) / 2)
     assert metrics['rer@50'][0].value() == pytest.approx(1.0)  # 5 items < 50
+    assert [m.value() for m in metrics['rec_flag_acc']] == [1.0, 1.0]  # the gold replies' flags
+    preds[0][1] = agent.gen_token_id  # now the first reply claims chit-chat
+    agent._local_metrics.clear()
+    agent.record_response_metrics(batch, preds)
+    assert [m.value() for m in agent._local_metrics['rec_flag_acc']] == [0.0, 1.0]
 
 
 def test_reply_text_drops_the_flag_and_renders_titles_on_request(agent):

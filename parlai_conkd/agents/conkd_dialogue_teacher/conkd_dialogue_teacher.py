@@ -306,7 +306,8 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
 
     @torch.no_grad()
     def record_response_metrics(self, batch, preds):
-        """ReR@k, item precision/F1, item ratio, Dist-n (both conventions) for generated replies.
+        """ReR@k, item precision/F1, item ratio, Dist-n (both conventions) for generated replies,
+        and ``rec_flag_acc`` (the generated [REC]/[GEN] flag equals the gold one).
 
         Definitions: parlai_conkd/metrics.py and projects/conkd/README.md.
         """
@@ -328,6 +329,12 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
         for name in ('precision', 'f1'):
             self.record_local_metric(f'item_{name}', [_average(o[name]) for o in overlaps])
         self.record_local_metric('item_ratio', [AverageMetric(bool(g)) for g in gen_items])
+        if batch.label_vec is not None:
+            gold_flags = [row[row.ne(self.NULL_IDX)][:1].tolist() for row in batch.label_vec]
+            self.record_local_metric(
+                'rec_flag_acc',
+                [AverageMetric(t[:1].tolist() == g) for t, g in zip(targets, gold_flags)],
+            )
         tokens = [distinct_tokens(self.dict.vec2txt(r)) if r else [] for r in responses]
         for n in DIST_NS:
             self.record_local_metric(
