@@ -133,6 +133,7 @@ class ItemCatalog:
         try:
             with os.fdopen(fd, 'w', encoding='utf-8') as f:
                 json.dump(payload, f)
+            os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes it owner-only
             os.replace(tmp, path)
         except BaseException:
             if os.path.exists(tmp):
@@ -200,6 +201,12 @@ def dedupe(indices: Iterable[int]) -> List[int]:
             seen.add(i)
             result.append(i)
     return result
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _read_json(path: str):

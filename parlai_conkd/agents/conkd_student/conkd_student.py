@@ -80,8 +80,9 @@ class ConkdStudentAgent(ConkdDialogueTeacherAgent):
     def _wants_teachers(self) -> bool:
         if self.opt['gate'] == 'none':
             return False
-        if self.is_training:
-            return True
+        datatype = self.opt.get('datatype', '')
+        if datatype.startswith('train') and 'evalmode' not in datatype:
+            return True  # training must distil: missing or wrong teachers are errors here
         # eval_model / interactive on a trained student: KD metrics only if the teachers exist
         if not self.opt.get('distill_in_eval') or self.opt.get('interactive_mode'):
             return False
@@ -106,7 +107,7 @@ class ConkdStudentAgent(ConkdDialogueTeacherAgent):
             )
         self.rec_teacher, rec_file = load_frozen_teacher(
             self.opt, '--rec-teacher-file', ConkdRecTeacherAgent, REC_TEACHER_MODELS, self.catalog)
-        if self.opt.get('teacher_cache') and self.is_training:
+        if self.opt.get('teacher_cache') and self.opt.get('datatype', '').startswith('train'):
             key = cache_key(
                 dialogue_teacher=file_sha256(dial_file),
                 rec_teacher=file_sha256(rec_file),

@@ -1,0 +1,90 @@
+"""The ConKD student through the real `parlai` CLI: tiny teachers, then each gate, on shared ReDial."""
+import json
+import os
+
+import pytest
+
+from tests.conftest import run_parlai, shared_meta_or_skip, shared_redial_or_skip
+
+pytestmark = pytest.mark.cli
+
+SLICE = ['--redial-max-dialogues', 12]
+TRUNC = ['--truncate', 64, '--text-truncate', 64, '--label-truncate', 20]
+TINY_TRANSFORMER = ['--n-layers', 1, '--embedding-size', 16, '--ffn-size', 32, '--n-heads', 2]
+GEN = ['--inference', 'greedy', '--skip-generation', 'false']
+
+
+def _env(redial, meta):
+    return {'CONKD_REDIAL_PATH': str(redial), 'CONKD_REDIAL_META_PATH': str(meta), 'OMP_NUM_THREADS': '1'}
+
+
+def _report(proc):
+    """The last JSON metrics line ParlAI printed."""
+    lines = [line for line in proc.stdout.splitlines() if line.startswith('{')]
+    assert lines, proc.stdout[-3000:]
+    return json.loads(lines[-1])
+
+
+@pytest.fixture(scope='module')
+def teachers(tmp_path_factory):
+    redial, meta = shared_redial_or_skip(), shared_meta_or_skip()
+    root = tmp_path_factory.mktemp('teachers')
+    env = _env(redial, meta)
+    common = ['-dp', root / 'data', *SLICE]
+    run_parlai(['train_model', '-t', 'redial_crs:rec', '-m', 'conkd_rec_teacher', '-mf', root / 'rec',
+                '-bs', 16, '--num-epochs', 1, '--validation-max-exs', 20, *common], env=env)
+    run_parlai(['train_model', '-t', 'redial_crs', '-m', 'conkd_dialogue_teacher', '-mf', root / 'dial',
+                '-bs', 8, '--num-epochs', 1, '--skip-generation', 'true', '--validation-max-exs', 20,
+                *TINY_TRANSFORMER, *TRUNC, *common], env=env)
+    return root, env, common
+
+
+@pytest.mark.parametrize('gate', ['soft', 'hard', 'static', 'none'])
+def test_student_trains_saves_and_evaluates_with_each_gate(teachers, gate):
+    root, env, common = teachers
+    mf = root / f'student-{gate}'
+    trained = run_parlai(['train_model', '-t', 'redial_crs', '-m', 'conkd_student', '--gate', gate,
+                          '--dialogue-teacher-file', root / 'dial', '--rec-teacher-file', root / 'rec',
+                          '-mf', mf, '-bs', 8, '--num-epochs', 1, '--skip-generation', 'true',
+                          '--validation-max-exs', 16, *TINY_TRANSFORMER, *TRUNC, *common], env=env)
+    assert mf.is_file() and os.path.isfile(f'{mf}.catalog.json')
+    train_report = _report(trained)
+    if gate == 'none':
+        assert 'kd_loss' not in train_report
+    else:
+        assert train_report['kd_loss'] > 0 and 0 < train_report['kd_gate'] <= 1
+        assert ('kd_rec_share' in train_report) == (gate == 'hard')
+    if gate == 'static':
+        assert train_report['kd_gate'] == pytest.approx(0.5)
+    evaluated = _report(run_parlai(['eval_model', '-t', 'redial_crs', '-mf', mf, '--num-examples', 12,
+                                    *GEN, *TRUNC, *common], env=env))
+    for metric in ('ppl', 'rer@1', 'rer@10', 'rer@50', 'item_ratio', 'dist-2', 'dist_crs-2', 'bleu-4'):
+        assert metric in evaluated, f'{metric} missing from eval_model report: {sorted(evaluated)}'
+    assert ('kd_loss' in evaluated) == (gate != 'none')
+
+
+def test_interactive_student_answers_piped_input(teachers):
+    root, env, common = teachers
+    mf = root / 'student-chat'
+    run_parlai(['train_model', '-t', 'redial_crs', '-m', 'conkd_student', '--gate', 'soft',
+                '--dialogue-teacher-file', root / 'dial', '--rec-teacher-file', root / 'rec',
+                '-mf', mf, '-bs', 8, '--max-train-steps', 2, '--skip-generation', 'true', '--validation-max-exs', 4,
+                *TINY_TRANSFORMER, *TRUNC, *common], env=env)
+    chat = run_parlai(['interactive', '-mf', mf, *TRUNC, '-dp', root / 'data'],
+                      input='hi, I like scary movies like The Shining\n\n' + 'very long ' * 300 + '\n', env=env)
+    replies = [line for line in chat.stdout.splitlines() if '[ConkdStudent]:' in line]
+    assert len(replies) >= 2, chat.stdout[-2000:]
+    assert '__item_' not in chat.stdout  # item tokens are shown as titles to people
+
+
+def test_student_refuses_wrong_teacher_files(teachers, tmp_path):
+    root, env, common = teachers
+    base = ['train_model', '-t', 'redial_crs', '-m', 'conkd_student', '--gate', 'soft', '-mf', tmp_path / 'x',
+            '--max-train-steps', 1, *TINY_TRANSFORMER, *TRUNC, *common]
+    missing = run_parlai(base + ['--dialogue-teacher-file', root / 'dial', '--rec-teacher-file', tmp_path / 'nope'],
+                         env=env, check=False)
+    assert missing.returncode != 0 and f'--rec-teacher-file {tmp_path / "nope"}: model file not found' in missing.stderr
+    swapped = run_parlai(base + ['--dialogue-teacher-file', root / 'dial', '--rec-teacher-file', root / 'dial'],
+                         env=env, check=False)
+    assert swapped.returncode != 0
+    assert "is a 'conkd_dialogue_teacher' model; expected one of ['conkd_rec_teacher']" in swapped.stderr
