@@ -1,0 +1,460 @@
+"""Make ConKD zoo models present under ``<datapath>/models/conkd/``: find, fetch or build them.
+
+For each wanted model (its teachers first), the first route that applies:
+
+1. **present**: ``<model>.zoo.json`` (the stamp) exists, names this ``ZOO_VERSION`` and recipe,
+   lists files that all exist, and records the build ids of the teachers now present;
+2. **release archive**: when a release is configured (``$CONKD_ZOO_URL`` + ``$CONKD_ZOO_SHA256``,
+   or :data:`RELEASE_URL` / :data:`RELEASE_SHA256`), download it with ParlAI's
+   ``DownloadableFile`` (sha256 checked; a mismatch stops with an error and leaves nothing), unpack
+   it and install every model in it;
+3. **build locally** from :mod:`.recipe` by running ``parlai train_model`` in a subprocess (a
+   progress bar per model, its full log kept next to the model as ``<model>.build.log``).
+
+Atomicity: all work happens in a temporary directory under ``<datapath>/models/``. Installing a
+model removes its old stamp first, moves the finished files in (``os.replace``, same file system)
+and writes the new stamp *last*: the stamp is the commit point, so a model without a valid stamp is
+never taken as present, whatever was interrupted. A process-wide file lock serialises builds; the
+training subprocess dies with its parent (``PR_SET_PDEATHSIG``); leftover temporary directories
+of killed builds are removed by the next build.
+
+``python -m parlai_conkd.zoo.conkd.builder --help``: ``ensure`` (what ``zoo:conkd/...`` does),
+``status``, ``pack`` (write a release archive of present models and print its sha256).
+"""
+import argparse
+import contextlib
+import ctypes
+import fcntl
+import glob
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+import uuid
+from typing import Dict, Iterable, List, Optional, Sequence
+
+from . import recipe as zoo_recipe
+
+ZOO_SUBDIR = os.path.join('models', 'conkd')
+STAMP_SUFFIX = '.zoo.json'
+LOG_SUFFIX = '.build.log'
+TMP_PREFIX = '.conkd-zoo-tmp-'
+LOCK_NAME = '.conkd-zoo.lock'
+ARCHIVE_NAME = 'conkd_zoo.tar.gz'
+
+#: A published release of the zoo (none yet): set both, or the env vars below, to use one.
+RELEASE_URL: Optional[str] = None
+RELEASE_SHA256: Optional[str] = None
+ENV_URL = 'CONKD_ZOO_URL'
+ENV_SHA256 = 'CONKD_ZOO_SHA256'
+
+#: Files of a model that are build by-products, not part of the installed model.
+_NOT_INSTALLED = re.compile(r'\.checkpoint|\.teacher_cache|\.tmp')
+_EPOCHS_RE = re.compile(r'\bepochs:([\d.]+)')
+
+
+class ZooError(RuntimeError):
+    """A zoo model that cannot be made present; the message says why and what to do."""
+
+
+def zoo_dir(datapath: str) -> str:
+    return os.path.join(datapath, ZOO_SUBDIR)
+
+
+def model_file(datapath: str, model: str) -> str:
+    return os.path.join(zoo_dir(datapath), model)
+
+
+def stamp_path(directory: str, model: str) -> str:
+    return os.path.join(directory, model + STAMP_SUFFIX)
+
+
+def read_stamp(directory: str, model: str) -> Optional[Dict]:
+    try:
+        with open(stamp_path(directory, model), encoding='utf-8') as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def model_files(directory: str, model: str) -> List[str]:
+    """Names of ``model``'s files in ``directory``: the model file and ``<model>.*``."""
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    return sorted(n for n in names if n == model or n.startswith(model + '.'))
+
+
+# ---------------------------------------------------------------------------- present?
+def why_not_present(datapath: str, model: str, recipe: Optional[str] = None) -> Optional[str]:
+    """None when ``model`` is present and usable as is; else the reason it is not."""
+    directory = zoo_dir(datapath)
+    stamp = read_stamp(directory, model)
+    if stamp is None:
+        return 'not installed'
+    if stamp.get('zoo_version') != zoo_recipe.ZOO_VERSION:
+        return f'zoo version {stamp.get("zoo_version")} != {zoo_recipe.ZOO_VERSION}'
+    wanted = zoo_recipe.recipe_name(recipe)
+    if stamp.get('recipe') != wanted:
+        return f'built with recipe {stamp.get("recipe")!r}, {wanted!r} wanted'
+    missing = [f for f in stamp.get('files', []) if not os.path.isfile(os.path.join(directory, f))]
+    if missing or model not in stamp.get('files', []):
+        return f'files missing: {missing or [model]}'
+    for teacher, build_id in (stamp.get('depends') or {}).items():
+        teacher_stamp = read_stamp(directory, teacher)
+        if teacher_stamp is None or teacher_stamp.get('build_id') != build_id:
+            return f'its teacher {teacher} was replaced since it was built'
+    return None
+
+
+def is_present(datapath: str, model: str, recipe: Optional[str] = None) -> bool:
+    return why_not_present(datapath, model, recipe) is None
+
+
+# ---------------------------------------------------------------------------- lock
+_held: Dict[str, int] = {}
+_held_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def zoo_lock(datapath: str):
+    """Exclusive across processes; re-entrant within one (a build may resolve zoo: paths)."""
+    models = os.path.join(datapath, 'models')
+    os.makedirs(models, exist_ok=True)
+    path = os.path.abspath(os.path.join(models, LOCK_NAME))
+    with _held_guard:
+        if path in _held:
+            _held[path] += 1
+            reentered = True
+        else:
+            reentered = False
+    if reentered:
+        try:
+            yield
+        finally:
+            with _held_guard:
+                _held[path] -= 1
+        return
+    with open(path, 'a+') as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            _say(f'waiting for another process building ConKD zoo models ({path})')
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        with _held_guard:
+            _held[path] = 1
+        try:
+            yield
+        finally:
+            with _held_guard:
+                del _held[path]
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _remove_stale_tmp(datapath: str) -> None:
+    """Temporary directories of killed builds (called with the lock held: none is in use)."""
+    for stale in glob.glob(os.path.join(datapath, 'models', TMP_PREFIX + '*')):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def _new_tmp(datapath: str, what: str) -> str:
+    return tempfile.mkdtemp(prefix=f'{TMP_PREFIX}{what}-', dir=os.path.join(datapath, 'models'))
+
+
+# ---------------------------------------------------------------------------- install
+def _atomic_write_json(path: str, payload: Dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix='.tmp-', dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, 'w', encoding='utf-8') as f:
+            json.dump(payload, f, indent=1, sort_keys=True)
+            os.fchmod(f.fileno(), 0o644)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def install(source_dir: str, datapath: str, model: str, stamp: Dict) -> None:
+    """Move ``model``'s finished files from ``source_dir`` into the zoo; the stamp goes last."""
+    directory = zoo_dir(datapath)
+    os.makedirs(directory, exist_ok=True)
+    names = [n for n in model_files(source_dir, model)
+             if not n.endswith(STAMP_SUFFIX) and not _NOT_INSTALLED.search(n)]
+    if model not in names:
+        raise ZooError(f'{source_dir} holds no model file {model!r} (found {names})')
+    old_stamp = stamp_path(directory, model)
+    if os.path.exists(old_stamp):
+        os.unlink(old_stamp)  # from here on the old model is no longer "present"
+    for name in model_files(directory, model):
+        os.unlink(os.path.join(directory, name))
+    for name in names:
+        os.replace(os.path.join(source_dir, name), os.path.join(directory, name))
+    _atomic_write_json(old_stamp, dict(stamp, files=names))
+
+
+def _portable_opt(opt_path: str, replacements: Dict[str, str]) -> None:
+    """Make a built model's .opt independent of the temporary build directory.
+
+    Paths are rewritten (``replacements``: old prefix -> new); ``dict_file`` and ``init_model``
+    are dropped so ParlAI
+    uses ``<model file>.dict`` wherever the model is installed.
+    """
+    with open(opt_path, encoding='utf-8') as f:
+        opt = json.load(f)
+
+    def rewrite(value):
+        if isinstance(value, str):
+            for old, new in replacements.items():
+                if value == old or value.startswith(old + os.sep) or value.startswith(old + '.'):
+                    return new + value[len(old):]
+            return value
+        if isinstance(value, dict):
+            return {k: rewrite(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [rewrite(v) for v in value]
+        return value
+
+    opt = rewrite(opt)
+    for key in ('dict_file', 'init_model'):  # used for training only; the stamp keeps the args
+        opt.pop(key, None)
+        if isinstance(opt.get('override'), dict):
+            opt['override'].pop(key, None)
+    _atomic_write_json(opt_path, opt)
+
+
+# ---------------------------------------------------------------------------- release route
+def release_source():
+    """(url, sha256) of the configured release archive, or None."""
+    url = os.environ.get(ENV_URL) or RELEASE_URL
+    sha = os.environ.get(ENV_SHA256) or RELEASE_SHA256
+    if not url:
+        return None
+    if not sha:
+        raise ZooError(f'${ENV_URL} is set ({url}) but ${ENV_SHA256} is not: refusing an unchecked download')
+    return url, sha
+
+
+def fetch_release(datapath: str, url: str, sha256: str, recipe: Optional[str] = None) -> List[str]:
+    """Download, check and install every model of the release archive; returns their names."""
+    from parlai.core.build_data import DownloadableFile
+
+    tmp = _new_tmp(datapath, 'release')
+    try:
+        _say(f'downloading the ConKD zoo release {url}')
+        try:
+            DownloadableFile(url, ARCHIVE_NAME, sha256, zipped=True).download_file(tmp)
+        except AssertionError as exc:  # ParlAI's checksum failure
+            raise ZooError(f'ConKD zoo release {url}: checksum mismatch, nothing installed.\n{exc}') from exc
+        except (OSError, RuntimeError) as exc:
+            raise ZooError(f'ConKD zoo release {url}: download failed ({exc}); unset ${ENV_URL} '
+                           'to build the models locally instead') from exc
+        installed = []
+        wanted_recipe = zoo_recipe.recipe_name(recipe)
+        for model in zoo_recipe.MODELS:  # teachers first: students' stamps name their build ids
+            stamp = read_stamp(tmp, model)
+            if stamp is None:
+                continue
+            if stamp.get('zoo_version') != zoo_recipe.ZOO_VERSION or stamp.get('recipe') != wanted_recipe:
+                raise ZooError(
+                    f'ConKD zoo release {url}: {model} is zoo version {stamp.get("zoo_version")} / '
+                    f'recipe {stamp.get("recipe")}, this code wants {zoo_recipe.ZOO_VERSION} / {wanted_recipe}'
+                )
+            install(tmp, datapath, model, dict(stamp, source=url))
+            installed.append(model)
+        if not installed:
+            raise ZooError(f'ConKD zoo release {url} holds no ConKD model (no *{STAMP_SUFFIX} stamp)')
+        return installed
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def pack(datapath: str, out: str, models: Sequence[str] = zoo_recipe.MODELS) -> str:
+    """Write a release archive of present models (flat: files + stamps); returns its sha256."""
+    directory = zoo_dir(datapath)
+    for model in models:
+        reason = why_not_present(datapath, model, read_stamp(directory, model) and read_stamp(directory, model)['recipe'])
+        if reason:
+            raise ZooError(f'cannot pack {model}: {reason}')
+    tmp_out = out + '.tmp'
+    with tarfile.open(tmp_out, 'w:gz') as tar:
+        for model in models:
+            stamp = read_stamp(directory, model)
+            for name in stamp['files'] + [model + STAMP_SUFFIX]:
+                tar.add(os.path.join(directory, name), arcname=name)
+    os.replace(tmp_out, out)
+    digest = hashlib.sha256()
+    with open(out, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------- build route
+def _die_with_parent():
+    """preexec_fn: the training process is killed when the builder dies (even by SIGKILL)."""
+    try:
+        ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
+def _run_training(args: List[str], log_path: str, desc: str, epochs: float) -> None:
+    from tqdm import tqdm
+
+    cmd = [sys.executable, '-m', 'parlai', 'train_model', *args]
+    env = dict(os.environ, PYTHONUNBUFFERED='1')
+    with open(log_path, 'w', encoding='utf-8') as log, \
+            tqdm(total=epochs, desc=desc, unit='epoch', file=sys.stderr,
+                 bar_format='{desc}: {percentage:3.0f}%|{bar:20}| {n:.2f}/{total:g} epochs [{elapsed}<{remaining}]') as bar:
+        log.write('$ ' + ' '.join(cmd) + '\n')
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                env=env, preexec_fn=_die_with_parent)
+        try:
+            for line in proc.stdout:
+                log.write(line)
+                match = _EPOCHS_RE.search(line)
+                if match:
+                    bar.update(max(0.0, min(float(match.group(1)), epochs) - bar.n))
+                elif 'running eval: valid' in line:
+                    bar.set_description_str(desc + ' (evaluating)')
+            proc.wait()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        if proc.returncode == 0:
+            bar.update(epochs - bar.n)
+    if proc.returncode != 0:
+        with open(log_path, encoding='utf-8') as f:
+            tail = ''.join(f.readlines()[-30:])
+        raise ZooError(f'{desc}: parlai train_model exited {proc.returncode}; last lines of its log:\n{tail}')
+
+
+def _data_sources() -> Dict[str, Optional[str]]:
+    from parlai_conkd.tasks.redial_crs.build import ENV_META_PATH, ENV_PATH
+
+    return {'redial_path': os.environ.get(ENV_PATH), 'redial_meta_path': os.environ.get(ENV_META_PATH)}
+
+
+def build_locally(datapath: str, model: str, step: int, steps: int, recipe: Optional[str] = None) -> None:
+    name = zoo_recipe.recipe_name(recipe)
+    spec = zoo_recipe.RECIPES[name]
+    data = _data_sources()
+    use_kg = bool(data['redial_meta_path'])
+    teachers = {t: model_file(datapath, t) for t in zoo_recipe.DEPENDENCIES[model]}
+    tmp = _new_tmp(datapath, model)
+    try:
+        tmp_file = os.path.join(tmp, model)
+        args = zoo_recipe.train_args(model, tmp_file, datapath, teachers, use_kg, name)
+        minutes = spec.expected_minutes.get(model)
+        _say(
+            f'step {step}/{steps}: training {model}: {zoo_recipe.DESCRIPTIONS[model]} '
+            f'[recipe {name}{"" if use_kg else ", no movie KG: set $CONKD_REDIAL_META_PATH to use it"}]'
+            + (f', expected ~{minutes:g} min on a 2-core CPU' if minutes else '')
+        )
+        started = time.time()
+        _run_training(args, os.path.join(tmp, model + LOG_SUFFIX), f'[{step}/{steps}] {model}', spec.epochs[model])
+        seconds = time.time() - started
+        replacements = {tmp_file: model_file(datapath, model)}
+        replacements.update({path: f'zoo:conkd/{t}' for t, path in teachers.items()})
+        _portable_opt(tmp_file + '.opt', replacements)
+        stamp = {
+            'zoo_version': zoo_recipe.ZOO_VERSION,
+            'recipe': name,
+            'recipe_key': zoo_recipe.recipe_key(model, use_kg, name),
+            'build_id': uuid.uuid4().hex,
+            'depends': {t: read_stamp(zoo_dir(datapath), t)['build_id'] for t in teachers},
+            'source': 'built locally',
+            'data': data,
+            'use_kg': use_kg,
+            'train_args': args,
+            'build_seconds': round(seconds, 1),
+            'built_at': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
+        }
+        install(tmp, datapath, model, stamp)
+        _say(f'step {step}/{steps}: {model} ready in {seconds / 60:.1f} min -> {model_file(datapath, model)}')
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------- entry point
+def ensure(datapath: str, models: Iterable[str] = zoo_recipe.MODELS, recipe: Optional[str] = None) -> List[str]:
+    """Make ``models`` (and their teachers) present; returns their model files.
+
+    This is what ``download(datapath)`` of every ``zoo/conkd`` module calls.
+    """
+    datapath = os.path.abspath(datapath)
+    wanted = set()
+    for model in models:
+        wanted.update(zoo_recipe.with_dependencies(model))
+    order = [m for m in zoo_recipe.MODELS if m in wanted]
+    if all(is_present(datapath, m, recipe) for m in order):
+        return [model_file(datapath, m) for m in order]
+    with zoo_lock(datapath):
+        _remove_stale_tmp(datapath)
+        missing = [m for m in order if not is_present(datapath, m, recipe)]
+        release = release_source() if missing else None
+        if release:
+            fetch_release(datapath, *release, recipe=recipe)
+            missing = [m for m in order if not is_present(datapath, m, recipe)]
+            if missing:
+                raise ZooError(f'ConKD zoo release {release[0]} lacks {missing}')
+        todo = []
+        for m in order:  # a rebuilt teacher makes its students stale
+            if m in missing or any(t in todo for t in zoo_recipe.DEPENDENCIES[m]):
+                todo.append(m)
+        if todo:
+            name = zoo_recipe.recipe_name(recipe)
+            total = sum(zoo_recipe.RECIPES[name].expected_minutes.get(m, 0) for m in todo)
+            reasons = '; '.join(f'{m}: {why_not_present(datapath, m, recipe)}' for m in todo)
+            _say(f'building {len(todo)} ConKD zoo model(s) under {zoo_dir(datapath)} ({reasons}); '
+                 f'expected ~{total:g} min in all on a 2-core CPU')
+        for step, m in enumerate(todo, start=1):
+            build_locally(datapath, m, step, len(todo), recipe)
+    return [model_file(datapath, m) for m in order]
+
+
+def _say(message: str) -> None:
+    print(f'[conkd zoo] {message}', file=sys.stderr, flush=True)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(prog='python -m parlai_conkd.zoo.conkd.builder',
+                                     description='ConKD model zoo: ensure / status / pack.')
+    sub = parser.add_subparsers(dest='command', required=True)
+    p_ensure = sub.add_parser('ensure', help='make models present (release archive or local build)')
+    p_status = sub.add_parser('status', help='which models are present, and why not')
+    p_pack = sub.add_parser('pack', help='write a release archive of the present models')
+    for p in (p_ensure, p_status, p_pack):
+        p.add_argument('-dp', '--datapath', required=True)
+        p.add_argument('--recipe', default=None, choices=sorted(zoo_recipe.RECIPES))
+    p_ensure.add_argument('models', nargs='*', default=list(zoo_recipe.MODELS))
+    p_pack.add_argument('--out', required=True)
+    args = parser.parse_args(argv)
+    if args.recipe:
+        os.environ[zoo_recipe.ENV_RECIPE] = args.recipe
+    if args.command == 'ensure':
+        for path in ensure(args.datapath, args.models):
+            print(path)
+    elif args.command == 'status':
+        for m in zoo_recipe.MODELS:
+            reason = why_not_present(os.path.abspath(args.datapath), m)
+            print(f'{m:17s} {"present" if reason is None else "absent: " + reason}')
+    else:
+        print(pack(os.path.abspath(args.datapath), args.out))
+
+
+if __name__ == '__main__':
+    main()

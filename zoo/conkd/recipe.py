@@ -1,0 +1,169 @@
+"""The recorded recipe of the ConKD zoo: every ``parlai train_model`` argument of every model.
+
+This is the one place the zoo models are defined; ``zoo/conkd/builder.py`` runs it and
+projects/conkd/README.md cites it. ``python -m parlai_conkd.zoo.conkd.recipe [--recipe tiny]``
+prints the commands as shell lines (what the README shows).
+
+Order matters: the two teachers first, then the students distilled from them. The data is
+whatever ReDial the ``redial_crs`` task reaches (``$CONKD_REDIAL_PATH``, else the official
+download); the movie KG (``$CONKD_REDIAL_META_PATH``) is used when set, otherwise the
+recommendation teacher is trained without the KG (``--use-kg false``) and says so.
+
+Recipes: ``default`` (sized for minutes on a 2-core CPU: small transformers, a few epochs)
+and ``tiny`` (40 dialogues, one epoch: tests). Choose with ``$CONKD_ZOO_RECIPE``.
+"""
+import argparse
+import hashlib
+import json
+import os
+import shlex
+from dataclasses import dataclass, field
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
+
+#: Bump when a recipe changes: models stamped with another version are rebuilt (or re-fetched).
+ZOO_VERSION = 'v1'
+ENV_RECIPE = 'CONKD_ZOO_RECIPE'
+DEFAULT_RECIPE = 'default'
+
+#: Build order: teachers before the students that distil from them.
+MODELS: Tuple[str, ...] = ('rec_teacher', 'dialogue_teacher', 'soft', 'hard')
+DEPENDENCIES: Dict[str, Tuple[str, ...]] = {
+    'rec_teacher': (),
+    'dialogue_teacher': (),
+    'soft': ('rec_teacher', 'dialogue_teacher'),
+    'hard': ('rec_teacher', 'dialogue_teacher'),
+}
+DESCRIPTIONS = {
+    'rec_teacher': 'recommendation teacher (R-GCN over the movie KG, item ranking)',
+    'dialogue_teacher': 'dialogue teacher (transformer generator over words + item tokens)',
+    'soft': 'ConKD student, soft gate (mixture weighted by the teacher\'s item mass)',
+    'hard': 'ConKD student, hard gate (rec teacher where item mass > 0.5, else dialogue teacher)',
+}
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    #: arguments every model gets (data slice, logging)
+    common: Tuple[str, ...]
+    rec_teacher: Tuple[str, ...]
+    #: the transformer shape shared by the dialogue teacher and both students (same vocabulary)
+    generator: Tuple[str, ...]
+    dialogue_teacher: Tuple[str, ...]
+    student: Tuple[str, ...]
+    epochs: Mapping[str, float]
+    #: rough wall-clock minutes per model on this project's 2-core CPU (measured; see README)
+    expected_minutes: Mapping[str, float] = field(default_factory=dict)
+
+
+_GENERATOR_SHAPE = (
+    '--n-layers', '2', '--n-heads', '2', '--embedding-size', '128', '--ffn-size', '256',
+    '--dropout', '0.1', '--truncate', '128', '--text-truncate', '128', '--label-truncate', '40',
+    '--dict-minfreq', '2',
+    '-bs', '64', '--optimizer', 'adam', '-lr', '1e-3', '--lr-scheduler', 'none',
+    '--skip-generation', 'true',
+)
+
+RECIPES: Dict[str, Recipe] = {
+    'default': Recipe(
+        name='default',
+        common=('--log-every-n-secs', '10'),
+        rec_teacher=('--rec-dim', '64', '-bs', '128'),
+        generator=_GENERATOR_SHAPE,
+        dialogue_teacher=(),
+        student=('--kd-weight', '0.5', '--kd-temperature', '1.0'),
+        epochs={'rec_teacher': 3, 'dialogue_teacher': 2, 'soft': 1, 'hard': 1},
+        expected_minutes={'rec_teacher': 5, 'dialogue_teacher': 10, 'soft': 7, 'hard': 7},
+    ),
+    'tiny': Recipe(
+        name='tiny',
+        common=('--redial-max-dialogues', '40', '--log-every-n-secs', '2'),
+        rec_teacher=('--rec-dim', '16', '-bs', '16'),
+        generator=(
+            '--n-layers', '1', '--n-heads', '2', '--embedding-size', '32', '--ffn-size', '64',
+            '--truncate', '64', '--text-truncate', '64', '--label-truncate', '16', '-bs', '8',
+            '--skip-generation', 'true',
+        ),
+        dialogue_teacher=(),
+        student=('--kd-weight', '0.5'),
+        epochs={'rec_teacher': 1, 'dialogue_teacher': 1, 'soft': 1, 'hard': 1},
+        expected_minutes={'rec_teacher': 0.5, 'dialogue_teacher': 0.5, 'soft': 1, 'hard': 1},
+    ),
+}
+
+
+def recipe_name(name: Optional[str] = None) -> str:
+    name = name or os.environ.get(ENV_RECIPE) or DEFAULT_RECIPE
+    if name not in RECIPES:
+        raise ValueError(f'${ENV_RECIPE}={name!r}: unknown zoo recipe; choose one of {sorted(RECIPES)}')
+    return name
+
+
+def with_dependencies(model: str) -> List[str]:
+    """``model`` and everything it is distilled from, in build order."""
+    if model not in DEPENDENCIES:
+        raise ValueError(f'unknown ConKD zoo model {model!r}; choose one of {list(MODELS)}')
+    wanted = set(DEPENDENCIES[model]) | {model}
+    return [m for m in MODELS if m in wanted]
+
+
+def train_args(
+    model: str,
+    model_file: str,
+    datapath: str,
+    teacher_files: Optional[Mapping[str, str]] = None,
+    use_kg: bool = True,
+    recipe: Optional[str] = None,
+) -> List[str]:
+    """The ``parlai train_model`` arguments (after ``train_model``) that build ``model``."""
+    r = RECIPES[recipe_name(recipe)]
+    base = ['-mf', model_file, '-dp', datapath, '--num-epochs', str(r.epochs[model]), *r.common]
+    if model == 'rec_teacher':
+        return ['-t', 'redial_crs:rec', '-m', 'conkd_rec_teacher', '--use-kg', str(use_kg).lower(),
+                *base, *r.rec_teacher]
+    if model == 'dialogue_teacher':
+        return ['-t', 'redial_crs', '-m', 'conkd_dialogue_teacher', *base, *r.generator, *r.dialogue_teacher]
+    if model in ('soft', 'hard'):
+        teacher_files = teacher_files or {}
+        missing = [t for t in DEPENDENCIES[model] if t not in teacher_files]
+        if missing:
+            raise ValueError(f'{model} needs the model files of {missing}')
+        # the student starts from the dialogue teacher's weights (same shape and vocabulary) and
+        # is fine-tuned with the gated distillation loss: a useful student in one epoch on a CPU
+        return ['-t', 'redial_crs', '-m', 'conkd_student', '--gate', model,
+                '--dialogue-teacher-file', teacher_files['dialogue_teacher'],
+                '--rec-teacher-file', teacher_files['rec_teacher'],
+                '--init-model', teacher_files['dialogue_teacher'],
+                *base, *r.generator, *r.student]
+    raise ValueError(f'unknown ConKD zoo model {model!r}; choose one of {list(MODELS)}')
+
+
+def recipe_key(model: str, use_kg: bool, recipe: Optional[str] = None) -> str:
+    """Identifies the arguments a model was built with (paths left out): part of its stamp."""
+    placeholders = {t: f'<{t}>' for t in DEPENDENCIES[model]}
+    args = train_args(model, '<model_file>', '<datapath>', placeholders, use_kg, recipe)
+    return hashlib.sha256(json.dumps([ZOO_VERSION, args]).encode()).hexdigest()[:16]
+
+
+def commands(datapath: str = 'data', models_dir: str = 'data/models/conkd', use_kg: bool = True,
+             recipe: Optional[str] = None) -> List[str]:
+    """Shell lines reproducing the whole family (what the README shows)."""
+    files = {m: os.path.join(models_dir, m) for m in MODELS}
+    return [
+        'parlai train_model ' + ' '.join(shlex.quote(a) for a in train_args(m, files[m], datapath, files, use_kg, recipe))
+        for m in MODELS
+    ]
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description='Print the ConKD zoo recipe as parlai commands.')
+    parser.add_argument('--recipe', default=None, choices=sorted(RECIPES))
+    parser.add_argument('--datapath', default='data')
+    parser.add_argument('--no-kg', action='store_true', help='the variant used when no movie KG is available')
+    args = parser.parse_args(argv)
+    for line in commands(args.datapath, os.path.join(args.datapath, 'models', 'conkd'), not args.no_kg, args.recipe):
+        print(line)
+
+
+if __name__ == '__main__':
+    main()
