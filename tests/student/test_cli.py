@@ -4,40 +4,10 @@ import os
 
 import pytest
 
-from tests.conftest import run_parlai, shared_meta_or_skip, shared_redial_or_skip
+from tests.conftest import run_parlai
+from tests.student.conftest import GEN, TINY_TRANSFORMER, TRUNC, report
 
 pytestmark = pytest.mark.cli
-
-SLICE = ['--redial-max-dialogues', 12]
-TRUNC = ['--truncate', 64, '--text-truncate', 64, '--label-truncate', 20]
-TINY_TRANSFORMER = ['--n-layers', 1, '--embedding-size', 16, '--ffn-size', 32, '--n-heads', 2]
-GEN = ['--inference', 'greedy', '--skip-generation', 'false']
-
-
-def _env(redial, meta):
-    return {'CONKD_REDIAL_PATH': str(redial), 'CONKD_REDIAL_META_PATH': str(meta), 'OMP_NUM_THREADS': '1'}
-
-
-def _report(proc):
-    """The last JSON metrics line ParlAI printed."""
-    lines = [line for line in proc.stdout.splitlines() if line.startswith('{')]
-    assert lines, proc.stdout[-3000:]
-    return json.loads(lines[-1])
-
-
-@pytest.fixture(scope='module')
-def teachers(tmp_path_factory):
-    redial, meta = shared_redial_or_skip(), shared_meta_or_skip()
-    root = tmp_path_factory.mktemp('teachers')
-    env = _env(redial, meta)
-    common = ['-dp', root / 'data', *SLICE]
-    run_parlai(['train_model', '-t', 'redial_crs:rec', '-m', 'conkd_rec_teacher', '-mf', root / 'rec',
-                '-bs', 16, '--num-epochs', 1, '--validation-max-exs', 20, *common], env=env)
-    run_parlai(['train_model', '-t', 'redial_crs', '-m', 'conkd_dialogue_teacher', '-mf', root / 'dial',
-                '-bs', 8, '--num-epochs', 1, '--skip-generation', 'true', '--validation-max-exs', 20,
-                *TINY_TRANSFORMER, *TRUNC, *common], env=env)
-    return root, env, common
-
 
 @pytest.mark.parametrize('gate', ['soft', 'hard', 'static', 'none'])
 def test_student_trains_saves_and_evaluates_with_each_gate(teachers, gate):
@@ -48,7 +18,7 @@ def test_student_trains_saves_and_evaluates_with_each_gate(teachers, gate):
                           '-mf', mf, '-bs', 8, '--num-epochs', 1, '--skip-generation', 'true',
                           '--validation-max-exs', 16, *TINY_TRANSFORMER, *TRUNC, *common], env=env)
     assert mf.is_file() and os.path.isfile(f'{mf}.catalog.json')
-    train_report = _report(trained)
+    train_report = report(trained)
     if gate == 'none':
         assert 'kd_loss' not in train_report
     else:
@@ -56,7 +26,7 @@ def test_student_trains_saves_and_evaluates_with_each_gate(teachers, gate):
         assert ('kd_rec_share' in train_report) == (gate == 'hard')
     if gate == 'static':
         assert train_report['kd_gate'] == pytest.approx(0.5)
-    evaluated = _report(run_parlai(['eval_model', '-t', 'redial_crs', '-mf', mf, '--num-examples', 12,
+    evaluated = report(run_parlai(['eval_model', '-t', 'redial_crs', '-mf', mf, '--num-examples', 12,
                                     *GEN, *TRUNC, *common], env=env))
     for metric in ('ppl', 'rer@1', 'rer@10', 'rer@50', 'item_ratio', 'dist-2', 'dist_crs-2', 'bleu-4'):
         assert metric in evaluated, f'{metric} missing from eval_model report: {sorted(evaluated)}'

@@ -1,0 +1,72 @@
+"""The student agent in-process, on a fixed batch: cached teacher targets give the live loss."""
+import pytest
+import torch
+
+from tests.student.conftest import TINY_TRANSFORMER, TRUNC
+
+
+def _student(teachers, tmp_path, *extra):
+    from parlai.core.agents import create_agent
+    from parlai.core.params import ParlaiParser
+    from parlai.core.worlds import create_task
+
+    root, env, common = teachers
+    for key, value in env.items():
+        pytest.MonkeyPatch().setenv(key, value)
+    args = ['-t', 'redial_crs', '-m', 'conkd_student', '-dt', 'train:ordered', '-bs', 1,
+            '--dialogue-teacher-file', root / 'dial', '--rec-teacher-file', root / 'rec', '--dropout', 0,
+            '-mf', tmp_path / 'student', *TINY_TRANSFORMER, *TRUNC, *common, *extra]
+    opt = ParlaiParser(True, True).parse_args([str(a) for a in args])
+    agent = create_agent(opt)
+    world = create_task(opt, agent)
+    return agent, world.get_agents()[0]
+
+
+def _loss(agent, batch, compute=None):
+    """One loss evaluation in train mode; local metrics off (ParlAI records them once per batch)."""
+    agent._control_local_metrics(disabled=True)
+    try:
+        with torch.no_grad():
+            return (compute or agent.compute_loss)(batch).item()
+    finally:
+        agent._control_local_metrics(enabled=True)
+
+
+def _fixed_batch(agent, teacher, size=4):
+    observations = []
+    for _ in range(size):
+        clone = agent.clone()
+        observations.append(clone.observe(teacher.act()))
+    return agent.batchify(observations)
+
+
+@pytest.mark.parametrize('gate', ['soft', 'hard'])
+def test_cached_and_live_teacher_targets_give_the_same_loss(teachers, tmp_path, gate):
+    """Tolerance: 1e-4 relative when the cache keeps the whole vocabulary (k >= V); with a smaller
+    k the tail is dropped and renormalised (see tests/student/test_teacher_cache.py for that bound)."""
+    cache_file = tmp_path / 'teacher.cache'
+    agent, teacher = _student(teachers, tmp_path, '--gate', gate, '--teacher-cache', cache_file,
+                              '--teacher-cache-topk', 1_000_000)
+    batch = _fixed_batch(agent, teacher)
+    agent.model.train()
+    cache, agent.teacher_cache = agent.teacher_cache, None
+    live = _loss(agent, batch)
+    agent.teacher_cache = cache
+    first = _loss(agent, batch)   # misses: teachers run, entries are stored
+    second = _loss(agent, batch)  # hits: no teacher runs
+    assert (cache.misses, cache.hits) == (4, 4) and len(cache) == 4
+    assert first == pytest.approx(live, rel=1e-4) and second == pytest.approx(live, rel=1e-4)
+    agent.save()
+    assert cache_file.is_file()
+
+
+def test_kd_changes_the_loss_and_none_gate_is_plain_nll(teachers, tmp_path):
+    agent, teacher = _student(teachers, tmp_path, '--gate', 'soft', '--kd-weight', 0.5)
+    batch = _fixed_batch(agent, teacher)
+    agent.model.train()
+    nll = _loss(agent, batch, super(type(agent), agent).compute_loss)
+    mixed = _loss(agent, batch)
+    dial, gate, rec = agent.live_teacher_targets(batch)
+    assert mixed != pytest.approx(nll)
+    assert dial.shape[:2] == batch.label_vec.shape and rec.shape == (4, len(agent.catalog))
+    assert torch.allclose(rec.exp().sum(-1), torch.ones(4), atol=1e-4)
