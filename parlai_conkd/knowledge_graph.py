@@ -13,6 +13,7 @@ the same relation entering the same node, so each relation contributes the mean 
 """
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
@@ -157,3 +158,103 @@ def _read_json(path: str):
             return json.load(f)
         except json.JSONDecodeError as exc:
             raise CatalogError(f'{path}:{exc.lineno}: invalid JSON ({exc.msg})') from exc
+
+
+# ---------------------------------------------------------------------------- text entities
+_WORD_RE = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
+
+#: Everyday words for KG genres (the KG's own names are matched too, plus a plural "s").
+GENRE_ALIASES = {
+    'comedies': 'comedy', 'funny': 'comedy', 'romantic': 'romance', 'romcom': 'romance',
+    'rom-com': 'romance', 'rom-coms': 'romance', 'scifi': 'sci-fi', 'sci fi': 'sci-fi',
+    'science fiction': 'sci-fi', 'animated': 'animation', 'cartoon': 'animation',
+    'cartoons': 'animation', 'documentaries': 'documentary',
+    'suspense': 'thriller', 'superhero': 'action', 'kids': 'family',
+    'biopic': 'biography', 'biopics': 'biography', 'mysteries': 'mystery', 'fantasies': 'fantasy',
+}
+#: KG genre names too generic to mean the genre in chat ("a short time", "the news").
+GENRE_STOP = {'short', 'news', 'talk-show', 'game-show', 'reality-tv'}
+
+
+def words(text: str) -> List[str]:
+    return _WORD_RE.findall(text.lower())
+
+
+class EntityLinker:
+    """Finds KG entities (genres, people) named in dialogue text by exact word n-gram match.
+
+    ``names`` maps a word tuple to an entity's *context id*. Longest match wins; each entity is
+    reported once, in order of first mention. Item tokens (``__item_1__``) are not words here:
+    items come from the task's ``context_items``.
+    """
+
+    def __init__(self, names: Dict[tuple, int]):
+        self.names = dict(names)
+        self.max_len = max((len(n) for n in self.names), default=0)
+
+    def __call__(self, text: str) -> List[int]:
+        tokens = words(text or '')
+        found, seen, i = [], set(), 0
+        while i < len(tokens):
+            for n in range(min(self.max_len, len(tokens) - i), 0, -1):
+                hit = self.names.get(tuple(tokens[i : i + n]))
+                if hit is not None:
+                    if hit not in seen:
+                        seen.add(hit)
+                        found.append(hit)
+                    i += n
+                    break
+            else:
+                i += 1
+        return found
+
+    def state(self) -> Dict[str, int]:
+        """JSON/pickle-friendly form (stored in the model file)."""
+        return {' '.join(name): cid for name, cid in self.names.items()}
+
+    @classmethod
+    def from_state(cls, state: Dict[str, int]) -> 'EntityLinker':
+        return cls({tuple(name.split(' ')): cid for name, cid in state.items()})
+
+
+def text_entities(
+    meta_dir: str, graph: KnowledgeGraph, first_context_id: int, min_movies: int = 1
+) -> 'tuple[torch.Tensor, EntityLinker]':
+    """The non-movie entities a dialogue can name, and a linker for them.
+
+    Genres (with :data:`GENRE_ALIASES`, minus :data:`GENRE_STOP`) and people with names of at
+    least two words (single names are too ambiguous in chat) linked to at least ``min_movies``
+    movies (people chat about are rarely one-film people; each linkable entity costs a graph
+    convolution output per step). Returns ``(nodes, linker)``: ``nodes[j]`` is the graph node
+    of extra context id ``first_context_id + j``.
+    """
+    type_path = os.path.join(meta_dir, 'entity2type.json')
+    types = _read_json(type_path)
+    kg_edges = graph.edge_type < (graph.num_relations - 1) // 2  # forward KG edges only
+    movies_of = torch.bincount(graph.dst[kg_edges], minlength=graph.num_nodes)
+    names: Dict[tuple, int] = {}
+    nodes: List[int] = []
+    node_context_id: Dict[int, int] = {}
+
+    def add(name: str, node: int):
+        key = tuple(words(name))
+        if not key or key in names:
+            return
+        if node not in node_context_id:
+            node_context_id[node] = first_context_id + len(nodes)
+            nodes.append(node)
+        names[key] = node_context_id[node]
+
+    genre_nodes = {}
+    for name, node in sorted(graph.entity_ids.items(), key=lambda kv: kv[1]):
+        kind = types.get(name)
+        if kind == 'genre' and name not in GENRE_STOP:
+            genre_nodes[name] = node
+            add(name, node)
+            add(name + 's', node)
+        elif kind == 'person' and len(words(name)) >= 2 and movies_of[node] >= min_movies:
+            add(name, node)
+    for alias, genre in GENRE_ALIASES.items():
+        if genre in genre_nodes:
+            add(alias, genre_nodes[genre])
+    return torch.tensor(nodes, dtype=torch.long), EntityLinker(names)

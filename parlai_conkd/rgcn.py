@@ -172,37 +172,54 @@ class KnowledgeRecommender(nn.Module):
         self._cached = None
 
     # -------------------------------------------------------------- representations
-    def train(self, mode: bool = True):
-        self._cached = None  # parameters may change from here on
-        return super().train(mode)
-
-    def _load_from_state_dict(self, *args, **kwargs):
-        self._cached = None
-        return super()._load_from_state_dict(*args, **kwargs)
+    def _parameter_versions(self):
+        # every in-place update (optimizer step, load_state_dict) bumps a tensor's _version
+        return tuple((id(p), p._version) for p in self.parameters())
 
     def context_representations(self) -> torch.Tensor:
         """``[N + M, dim]``: every context id's vector after the graph convolution.
 
-        In eval mode under ``torch.no_grad()`` the result is cached until the module goes back
-        to training mode or loads a state dict, so repeated teacher calls cost one graph pass.
+        Under ``torch.no_grad()`` the result is cached until a parameter changes (optimizer step,
+        ``load_state_dict``), so a frozen teacher pays for the graph pass once, not per call.
         """
-        cacheable = not self.training and not torch.is_grad_enabled()
-        if cacheable and self._cached is not None:
-            return self._cached
+        cacheable = not torch.is_grad_enabled()
+        if cacheable and self._cached is not None and self._cached[0] == self._parameter_versions():
+            return self._cached[1]
         if self.use_kg:
             rows = self.conv(self.node_embeddings.weight, self.adjacency)
             reps = rows[self.target_rows]
         else:
             reps = self.node_embeddings.weight
-        if cacheable:
-            self._cached = reps
-        return reps
+        if not cacheable:
+            self._cached = None
+            return reps
+        self._cached = (self._parameter_versions(), reps.detach())
+        return self._cached[1]
 
     def user_representation(self, reps: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """``context``: [B, L] context ids padded with -1 -> [B, dim]."""
         mask = context >= 0
         h = reps[context.clamp(min=0)]
         return self.pool(self.dropout(h), mask)
+
+    @torch.no_grad()
+    def item_log_probs(self, context: torch.Tensor, exclude: Optional[torch.Tensor] = None):
+        """``log p(item | context)``, ``[B, N]``, without gradient and without dropout.
+
+        ``exclude``: optional ``BoolTensor[B, N]``; those items get probability 0 (``-inf``) and
+        the rest is renormalised. The graph pass is cached across calls (see
+        :meth:`context_representations`), so this costs one gather, one pooling and one
+        ``[B, dim] x [dim, N]`` product per call.
+        """
+        was_training = self.dropout.training
+        self.dropout.train(False)
+        try:
+            scores = self(context)
+        finally:
+            self.dropout.train(was_training)
+        if exclude is not None:
+            scores = scores.masked_fill(exclude, float('-inf'))
+        return torch.log_softmax(scores, dim=-1)
 
     def forward(self, context: torch.Tensor) -> torch.Tensor:
         """Item scores ``[B, N]`` (logits) for contexts of context ids padded with -1."""

@@ -123,13 +123,17 @@ def test_recommender_scores_caching_and_empty_context(use_kg):
     scores = model(context)
     assert scores.shape == (3, 3)
     assert scores[1].tolist() == pytest.approx([0.5, -1.0, 2.0])  # empty context: biases only
-    model.eval()
     with torch.no_grad():
         first = model.context_representations()
-        assert model.context_representations() is first  # cached in eval + no_grad
+        assert model.context_representations() is first  # cached under no_grad
+        before = first.clone()
         assert torch.allclose(model(context), scores)
-    model.train()
-    assert model._cached is None
+        model.node_embeddings.weight.add_(1.0)  # an optimizer step: the cache must not be reused
+        second = model.context_representations()
+        assert not torch.allclose(second, before)
+    log_probs = model.item_log_probs(context, exclude=torch.tensor([[True, False, False]] * 3))
+    assert log_probs[:, 0].eq(float('-inf')).all()
+    assert torch.allclose(log_probs[:, 1:].exp().sum(1), torch.ones(3))
     with pytest.raises(IndexError, match='context id'):
         model(torch.tensor([[model.num_context_ids]]))
 

@@ -1,0 +1,500 @@
+"""``-m conkd_rec_teacher``: the knowledge-aware recommendation teacher (KBRD-style).
+
+Scores every catalog item given the dialogue so far: the items mentioned (the task's
+``context_items``) and, with ``--text-entities``, KG genres/people named in the text -> one
+R-GCN layer over the movie KG (``--use-kg``; without it, free item embeddings) -> attention
+pooling into a user vector -> ``user . item + bias`` over all N items. Model math:
+:mod:`parlai_conkd.rgcn`; graph: :mod:`parlai_conkd.knowledge_graph`; metrics:
+:mod:`parlai_conkd.ranking`.
+
+Train / evaluate (see projects/conkd/README.md, "Recommendation teacher")::
+
+    parlai train_model -m conkd_rec_teacher -t redial_crs:rec \\
+        --redial-meta-path ../shared/data/redial-meta -mf /tmp/rec/model -bs 64 -eps 20
+    parlai eval_model -mf /tmp/rec/model -t redial_crs:rec -dt test
+
+Metrics (per (example, gold item) pair, ties by expectation; see :mod:`parlai_conkd.ranking`):
+``recall@k``, ``mrr``, ``ndcg@k`` over the example's ``label_items``; ``new_recall@k``,
+``new_mrr``, ``new_ndcg@k`` over its ``new_items`` (on ``redial_crs:rec`` the two coincide).
+``--rank-exclude-context true`` removes the context items from the ranking first.
+
+The distillation entry point is :meth:`ItemRankingAgent.item_log_probs`.
+"""
+import logging
+from typing import Dict, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from parlai.core.dict import DictionaryAgent
+from parlai.core.metrics import AverageMetric
+from parlai.core.torch_agent import Batch, History, Output, TorchAgent
+from parlai.utils.torch import total_parameters, trainable_parameters
+
+from parlai_conkd import ranking
+from parlai_conkd.items import CatalogError, Item, ItemCatalog
+from parlai_conkd.knowledge_graph import (
+    EntityLinker,
+    KnowledgeGraph,
+    load_knowledge_graph,
+    text_entities,
+)
+from parlai_conkd.rgcn import KnowledgeRecommender
+
+logger = logging.getLogger(__name__)
+
+#: checkpoint keys next to ParlAI's 'model' / 'optimizer'
+CATALOG_KEY = 'item_catalog'
+GRAPH_KEY = 'knowledge_graph'
+LINKER_KEY = 'entity_linker'
+CONFIG_KEY = 'rec_model_config'
+
+
+class ItemCatalogMismatch(CatalogError):
+    """The data's item catalog is not the one the model was trained on."""
+
+
+class NoTokenDictionary(DictionaryAgent):
+    """Item rankers read item indices, not tokens: nothing to build, nothing to tokenise.
+
+    ``is_prebuilt`` makes ``train_model`` skip its dictionary pass over the training data.
+    """
+
+    def is_prebuilt(self):
+        return True
+
+
+class TextOnlyHistory(History):
+    """Keeps the dialogue text (for entity linking) without tokenising it."""
+
+    def parse(self, text):
+        return []
+
+
+def _catalog_state(catalog: ItemCatalog) -> Dict:
+    """Fingerprint + items (metadata left out: plots are large and not needed to score)."""
+    items = [
+        {'index': i.index, 'movie_id': i.movie_id, 'title': i.title, 'year': i.year,
+         'mentions': i.mentions, 'kg_entity': i.kg_entity}
+        for i in catalog
+    ]
+    return {'fingerprint': catalog.fingerprint, 'items': items}
+
+
+def _catalog_from_state(state: Dict, path: str) -> ItemCatalog:
+    try:
+        catalog = ItemCatalog([Item(**entry) for entry in state['items']])
+    except (KeyError, TypeError) as exc:
+        raise CatalogError(f'{path}: stored item catalog is unreadable ({exc})') from exc
+    if catalog.fingerprint != state.get('fingerprint'):
+        raise CatalogError(f'{path}: stored item catalog does not match its own fingerprint')
+    return catalog
+
+
+def _peek_checkpoint(path: str) -> Dict:
+    import parlai.utils.pickle
+
+    with open(path, 'rb') as f:
+        return torch.load(f, map_location='cpu', pickle_module=parlai.utils.pickle)
+
+
+def _data_catalog(opt) -> Optional[ItemCatalog]:
+    """The catalog of the redial_crs data in use, or None when no redial_crs task is set."""
+    if 'redial_crs' not in (opt.get('task') or ''):
+        return None
+    from parlai_conkd.tasks.redial_crs.build import load_catalog
+
+    return load_catalog(opt)
+
+
+def _data_meta_path(opt) -> Optional[str]:
+    from parlai_conkd.tasks.redial_crs.build import meta_path
+
+    return meta_path(opt)
+
+
+class ItemRankingAgent(TorchAgent):
+    """Shared glue for agents that score all catalog items from the dialogue context.
+
+    Subclasses provide ``build_model()`` (an ``nn.Module`` mapping a ``[B, L]`` context-id tensor
+    padded with -1 to ``[B, N]`` item scores, with an ``item_log_probs(context, exclude)``
+    method) and ``train_step``. This class does the catalog bookkeeping, batching of the task's
+    item fields, ranking metrics and the model-file extras.
+    """
+
+    @classmethod
+    def dictionary_class(cls):
+        return NoTokenDictionary
+
+    @classmethod
+    def history_class(cls):
+        return TextOnlyHistory
+
+    @classmethod
+    def add_cmdline_args(cls, parser, partial_opt=None):
+        super().add_cmdline_args(parser, partial_opt=partial_opt)
+        group = parser.add_argument_group('Item ranking (recall@k / MRR / NDCG@k)')
+        group.add_argument(
+            '--rank-exclude-context', type='bool', default=False,
+            help='Remove the items already mentioned in the dialogue from the ranking before '
+            'computing recall/MRR/NDCG (and from item_log_probs by default).',
+        )
+        group.add_argument(
+            '--rank-ks', type=str, default='1,10,50', help='Cut-offs k of recall@k (comma-separated).'
+        )
+        group.add_argument(
+            '--ndcg-ks', type=str, default='10,50', help='Cut-offs k of ndcg@k (comma-separated).'
+        )
+        parser.set_defaults(validation_metric='recall@10', validation_metric_mode='max')
+        return parser
+
+    # ------------------------------------------------------------------ set-up
+    def __init__(self, opt, shared=None):
+        init_model, self.is_finetune = self._get_init_model(opt, shared)
+        super().__init__(opt, shared)
+        self.rank_ks = _int_list(self.opt['rank_ks'], '--rank-ks')
+        self.ndcg_ks = _int_list(self.opt['ndcg_ks'], '--ndcg-ks')
+        if shared:
+            self.catalog = shared['catalog']
+            self.linker = shared['linker']
+            if 'optimizer' in shared:
+                self.optimizer = shared['optimizer']
+            return
+        saved = _peek_checkpoint(init_model) if init_model else {}
+        self.catalog = self._resolve_catalog(saved, init_model)
+        self.linker = None
+        self.model = self.build_model_from(saved, init_model)
+        self.criterion = None
+        states = {}
+        if init_model:
+            logger.info(f'Loading existing model parameters from {init_model}')
+            states = self.load(init_model)
+        logger.info(
+            f'Total parameters: {total_parameters(self.model):,d} '
+            f'({trainable_parameters(self.model):,d} trainable); {len(self.catalog)} items'
+        )
+        if self._should_initialize_optimizer():
+            was_reset = self.init_optim(
+                [p for p in self.model.parameters() if p.requires_grad],
+                optim_states=states.get('optimizer'),
+                saved_optim_type=states.get('optimizer_type'),
+                is_finetune=self.is_finetune,
+            )
+            self.build_lr_scheduler(states, hard_reset=self.is_finetune or was_reset)
+
+    def _resolve_catalog(self, saved: Dict, path: Optional[str]) -> ItemCatalog:
+        """The model file's catalog when there is one; it must equal the data's."""
+        data = _data_catalog(self.opt)
+        if CATALOG_KEY in saved:
+            catalog = _catalog_from_state(saved[CATALOG_KEY], path)
+            if data is not None and data.fingerprint != catalog.fingerprint:
+                raise ItemCatalogMismatch(
+                    f'{path} was trained on item catalog {catalog.fingerprint} ({len(catalog)} '
+                    f'items) but the task data has catalog {data.fingerprint} ({len(data)} items): '
+                    'item indices would mean different movies. Use the data the model was trained '
+                    'on (same movies_with_mentions.csv) or retrain.'
+                )
+            return catalog
+        if data is None:
+            raise CatalogError(
+                f'{type(self).__name__} needs an item catalog: train it on a redial_crs task '
+                '(e.g. -t redial_crs:rec) or load a model file that stores one (-mf).'
+            )
+        return data
+
+    def build_model_from(self, saved: Dict, path: Optional[str]):
+        """Build the model; ``saved`` is the init checkpoint ({} when training from scratch)."""
+        return self.build_model()
+
+    def build_model(self):
+        raise NotImplementedError
+
+    def share(self):
+        shared = super().share()
+        shared['catalog'] = self.catalog
+        shared['linker'] = self.linker
+        if hasattr(self, 'optimizer'):
+            shared['optimizer'] = self.optimizer
+        return shared
+
+    def state_dict(self):
+        states = super().state_dict()
+        states[CATALOG_KEY] = _catalog_state(self.catalog)
+        return states
+
+    # ------------------------------------------------------------------ observations
+    def vectorize(self, obs, history, **kwargs):
+        """Attach the item fields the model reads; no tokenisation.
+
+        The task gives ``context_items`` / ``label_items`` / ``new_items``; a message without
+        them (interactive use) gets them from the item tokens in the history and the label.
+        """
+        if 'text' not in obs and 'context_items' not in obs:
+            return obs
+        text = history.get_history_str() or ''
+        if 'context_items' not in obs:
+            obs['context_items'] = self.catalog.items_in_text(text)
+        labels = obs.get('labels', obs.get('eval_labels'))
+        if 'label_items' not in obs and labels:
+            obs['label_items'] = self.catalog.items_in_text(labels[0])
+        if 'new_items' not in obs and 'label_items' in obs:
+            context = set(obs['context_items'])
+            obs['new_items'] = [i for i in obs['label_items'] if i not in context]
+        obs['context_ids'] = self._context_ids(obs['context_items'], text)
+        return obs
+
+    def _context_ids(self, context_items: Sequence[int], text: str) -> List[int]:
+        ids = [int(i) for i in context_items]
+        if self.linker is not None:
+            ids += self.linker(text)
+        return ids
+
+    def is_valid(self, obs):
+        return not obs.is_padding() and 'context_ids' in obs
+
+    def batchify(self, obs_batch, sort=False):
+        batch = super().batchify(obs_batch, sort=False)
+        if batch.batchsize == 0:
+            return batch
+        exs = [obs_batch[i] for i in batch.valid_indices.tolist()]
+        batch['context'] = _pad_ids([ex['context_ids'] for ex in exs])
+        batch['context_items'] = [list(ex['context_items']) for ex in exs]
+        batch['label_items'] = [list(ex.get('label_items') or []) for ex in exs]
+        batch['new_items'] = [list(ex.get('new_items') or []) for ex in exs]
+        return batch
+
+    # ------------------------------------------------------------------ steps
+    def _exclusion(self, batch: Batch) -> Optional[torch.Tensor]:
+        if not self.opt['rank_exclude_context']:
+            return None
+        return ranking.exclusion_mask(batch.context_items, len(self.catalog), device=batch.context.device)
+
+    def record_ranking_metrics(self, scores: torch.Tensor, batch: Batch) -> None:
+        """recall@k / mrr / ndcg@k over label items, and the same with ``new_`` over new items."""
+        exclude = self._exclusion(batch)
+        for prefix, gold in (('', batch.label_items), ('new_', batch.new_items)):
+            sums = ranking.ranking_sums(scores, gold, self.rank_ks, exclude, self.ndcg_ks)
+            count = sums.pop('count').tolist()
+            for name, values in sums.items():
+                self.record_local_metric(
+                    prefix + name,
+                    [AverageMetric(v, c) if c else None for v, c in zip(values.tolist(), count)],
+                )
+
+    def eval_step(self, batch):
+        if batch.batchsize == 0:
+            return None
+        self.model.eval()
+        scores = self.model(batch.context)
+        self.record_ranking_metrics(scores, batch)
+        exclude = self._exclusion(batch)
+        if exclude is not None:
+            scores = scores.masked_fill(exclude, float('-inf'))
+        top = scores.argmax(dim=1).tolist()
+        return Output(text=[self.catalog[i].token for i in top], item_ranking=scores.topk(10).indices.tolist())
+
+    # ------------------------------------------------------------------ distillation API
+    @torch.no_grad()
+    def item_log_probs(
+        self,
+        context_items: Sequence[Sequence[int]],
+        texts: Optional[Sequence[str]] = None,
+        exclude_context: Optional[bool] = None,
+    ) -> torch.Tensor:
+        """``log p(item | context)`` for a batch of contexts: ``Tensor[B, N]`` (catalog order).
+
+        Args:
+            context_items: per context, the catalog indices mentioned so far (the task's
+                ``context_items``).
+            texts: per context, the dialogue text so far; used only by models with
+                ``--text-entities`` (KG genres/people named in it). None: items only.
+            exclude_context: give the context items probability 0 (renormalising the rest);
+                default ``--rank-exclude-context``.
+
+        No gradient, no dropout; the graph pass is cached while the parameters do not change,
+        so one call costs a pooling and a ``[B, dim] x [dim, N]`` product. Runs on the model's
+        device; the result is on that device.
+        """
+        device = _module_device(self.model)
+        texts = texts if texts is not None else [''] * len(context_items)
+        if len(texts) != len(context_items):
+            raise ValueError(f'{len(texts)} texts for {len(context_items)} contexts')
+        context = _pad_ids(
+            [self._context_ids(items, text) for items, text in zip(context_items, texts)]
+        ).to(device)
+        if exclude_context is None:
+            exclude_context = self.opt['rank_exclude_context']
+        exclude = (
+            ranking.exclusion_mask(context_items, len(self.catalog), device=device)
+            if exclude_context else None
+        )
+        return self.model.item_log_probs(context, exclude)
+
+
+class ConkdRecTeacherAgent(ItemRankingAgent):
+    """KBRD-style recommender: R-GCN over the movie KG + attention pooling (or no KG)."""
+
+    @classmethod
+    def add_cmdline_args(cls, parser, partial_opt=None):
+        super().add_cmdline_args(parser, partial_opt=partial_opt)
+        group = parser.add_argument_group('ConKD recommendation teacher')
+        group.add_argument(
+            '--use-kg', type='bool', default=True,
+            help='Relational graph convolution over the movie KG (needs --redial-meta-path when '
+            'training); false: a free embedding per item.',
+        )
+        group.add_argument(
+            '--text-entities', type='bool', default=True,
+            help='Also pool KG genres / people named in the dialogue text (KG models only).',
+        )
+        group.add_argument(
+            '--text-entity-min-movies', type=int, default=3,
+            help='Link only people with at least this many movies in the KG (genres always).',
+        )
+        group.add_argument('--rec-dim', type=int, default=128, help='Entity/item embedding size.')
+        group.add_argument(
+            '--num-bases', type=int, default=8,
+            help='R-GCN basis matrices shared by the relations (0: one full matrix per relation).',
+        )
+        group.add_argument('--rec-dropout', type=float, default=0.0, help='Dropout on pooled inputs.')
+        parser.set_defaults(optimizer='adam', learningrate=1e-3)
+        return parser
+
+    def build_model_from(self, saved: Dict, path: Optional[str]):
+        opt = self.opt
+        text_entities_on = bool(opt['use_kg'] and opt['text_entities'])
+        config = {
+            'use_kg': bool(opt['use_kg']),
+            'text_entities': text_entities_on,
+            'text_entity_min_movies': opt['text_entity_min_movies'] if text_entities_on else None,
+            'rec_dim': opt['rec_dim'],
+            'num_bases': opt['num_bases'],
+        }
+        if CONFIG_KEY in saved:
+            stored = saved[CONFIG_KEY]
+            differing = {k: (stored.get(k), v) for k, v in config.items() if stored.get(k) != v}
+            if differing:
+                raise ValueError(
+                    f'{path} was trained with ' + ', '.join(
+                        f'--{k.replace("_", "-")} {s}' for k, (s, _) in differing.items()
+                    ) + ' but the options ask for ' + ', '.join(
+                        f'--{k.replace("_", "-")} {v}' for k, (_, v) in differing.items()
+                    ) + ': drop those options or retrain.'
+                )
+        self.model_config = config
+        num_items = len(self.catalog)
+        if not config['use_kg']:
+            return KnowledgeRecommender(num_items, dim=config['rec_dim'], dropout=opt['rec_dropout'])
+        if GRAPH_KEY in saved:
+            graph = KnowledgeGraph(**saved[GRAPH_KEY])
+            linker_state = saved.get(LINKER_KEY)
+            self.linker = EntityLinker.from_state(linker_state) if linker_state else None
+            extra_nodes = saved.get('extra_nodes', torch.zeros(0, dtype=torch.long))
+        else:
+            meta = _data_meta_path(opt)
+            if meta is None:
+                raise CatalogError(
+                    '--use-kg true needs the movie KG: pass --redial-meta-path (or set '
+                    'CONKD_REDIAL_META_PATH) to the redial-meta directory, or --use-kg false.'
+                )
+            if not self.catalog.has_kg:
+                raise CatalogError(
+                    'the redial_crs item catalog has no KG entities: it was built without the '
+                    'metadata directory; pass --redial-meta-path so the task rebuilds with it.'
+                )
+            graph = load_knowledge_graph(meta, self.catalog)
+            extra_nodes = torch.zeros(0, dtype=torch.long)
+            if config['text_entities']:
+                extra_nodes, self.linker = text_entities(
+                    meta, graph, num_items, config['text_entity_min_movies']
+                )
+            logger.info(
+                f'movie KG: {graph.num_nodes} nodes, {graph.num_edges} edges, relations '
+                f'{graph.relations}; {extra_nodes.numel()} text entities'
+            )
+        self.graph = graph
+        self.extra_nodes = extra_nodes
+        return KnowledgeRecommender(
+            num_items,
+            item_nodes=graph.item_nodes,
+            graph={
+                'src': graph.src, 'dst': graph.dst, 'edge_type': graph.edge_type,
+                'edge_norm': graph.edge_norm, 'num_nodes': graph.num_nodes,
+                'num_relations': graph.num_relations,
+            },
+            extra_nodes=extra_nodes,
+            dim=config['rec_dim'],
+            num_bases=config['num_bases'],
+            dropout=opt['rec_dropout'],
+        )
+
+    def share(self):
+        shared = super().share()
+        shared['model_config'] = self.model_config
+        return shared
+
+    def state_dict(self):
+        states = super().state_dict()
+        states[CONFIG_KEY] = self.model_config
+        if self.model_config['use_kg']:
+            graph = self.graph
+            states[GRAPH_KEY] = {
+                'num_nodes': graph.num_nodes, 'src': graph.src, 'dst': graph.dst,
+                'edge_type': graph.edge_type, 'edge_norm': graph.edge_norm,
+                'relations': graph.relations, 'item_nodes': graph.item_nodes,
+            }
+            states['extra_nodes'] = self.extra_nodes
+            if self.linker is not None:
+                states[LINKER_KEY] = self.linker.state()
+        return states
+
+    def train_step(self, batch):
+        if batch.batchsize == 0:
+            return None
+        self.model.train()
+        self.zero_grad()
+        scores = self.model(batch.context)
+        targets = batch.new_items
+        rows = [b for b, items in enumerate(targets) for _ in items]
+        if not rows:
+            return None
+        gold = torch.tensor([i for items in targets for i in items], device=scores.device)
+        # one cross-entropy term per (example, new item) pair, as in redial_crs:rec
+        losses = F.cross_entropy(scores[rows], gold, reduction='none')
+        per_example = torch.zeros(batch.batchsize, device=scores.device).index_add_(
+            0, torch.tensor(rows, device=scores.device), losses.detach()
+        )
+        counts = [len(items) for items in targets]
+        self.record_local_metric(
+            'loss', [AverageMetric(v, c) if c else None for v, c in zip(per_example.tolist(), counts)]
+        )
+        self.backward(losses.mean())
+        self.update_params()
+        with torch.no_grad():
+            self.record_ranking_metrics(scores.detach(), batch)
+        return None
+
+
+def _module_device(module: torch.nn.Module) -> torch.device:
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        return tensor.device
+    return torch.device('cpu')
+
+
+def _pad_ids(lists: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Lists of ids -> ``LongTensor[B, L]`` padded with -1 (L >= 1 so empty batches work)."""
+    width = max([len(ids) for ids in lists] + [1])
+    out = torch.full((len(lists), width), -1, dtype=torch.long)
+    for row, ids in enumerate(lists):
+        if ids:
+            out[row, : len(ids)] = torch.as_tensor(list(ids), dtype=torch.long)
+    return out
+
+
+def _int_list(text: str, option: str) -> List[int]:
+    try:
+        values = [int(part) for part in str(text).split(',') if part.strip()]
+    except ValueError as exc:
+        raise ValueError(f'{option} {text!r}: expected comma-separated integers') from exc
+    if not values or any(v <= 0 for v in values):
+        raise ValueError(f'{option} {text!r}: expected positive integers')
+    return values
