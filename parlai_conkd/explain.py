@@ -479,7 +479,8 @@ def load_results(paths: Sequence[str]) -> List[Tuple[str, Dict[str, float]]]:
     Accepted shapes (the results scripts of projects/conkd write them):
     ``{"rows": [{"model": NAME, "metrics": {METRIC: VALUE}}]}``, or one model per file:
     ``{"model"|"name"|"backbone": NAME, "metrics": {...}}`` (the name defaults to the file name),
-    or ParlAI's ``--report-filename`` output ``{"report": {...}}``.
+    ParlAI's ``--report-filename`` output ``{"report": {...}}``, or several variants of one model
+    ``{"variants": {NAME: {"test": {METRIC: VALUE}}}}`` (projects/conkd/rec_teacher_results.py).
     """
     rows = []
     for path in paths:
@@ -488,7 +489,11 @@ def load_results(paths: Sequence[str]) -> List[Tuple[str, Dict[str, float]]]:
                 data = json.load(f)
         except (OSError, ValueError) as exc:
             raise ValueError(f'{path}: not a readable results JSON ({exc})') from exc
-        entries = data.get('rows') if isinstance(data, dict) and 'rows' in data else [data]
+        if isinstance(data, dict) and isinstance(data.get('variants'), dict):
+            entries = [dict(entry, model=name, metrics=entry.get('metrics') or entry.get('test'))
+                       for name, entry in data['variants'].items() if isinstance(entry, dict)]
+        else:
+            entries = data.get('rows') if isinstance(data, dict) and 'rows' in data else [data]
         for n, entry in enumerate(entries):
             if not isinstance(entry, dict):
                 raise ValueError(f'{path}: row {n} is not an object')

@@ -83,9 +83,11 @@ def test_load_results_accepts_documented_shapes(tmp_path):
     single.write_text(json.dumps({'backbone': 'transformer', 'metrics': {'ppl': 50.0, 'dist-2': None}}))
     report = tmp_path / 'rec.json'
     report.write_text(json.dumps({'report': {'recall@10': 0.05, 'exs': 10}}))
-    rows = explain.load_results([str(rows_file), str(single), str(report)])
+    variants = tmp_path / 'rec_teacher.json'
+    variants.write_text(json.dumps({'host': {}, 'variants': {'kg': {'test': {'recall@10': 0.2}, 'train_seconds': 5}}}))
+    rows = explain.load_results([str(rows_file), str(single), str(report), str(variants)])
     assert rows == [('soft', {'rer@10': 0.1}), ('hard', {'rer@10': 0.2}), ('transformer', {'ppl': 50.0}),
-                    ('rec', {'recall@10': 0.05, 'exs': 10.0})]
+                    ('rec', {'recall@10': 0.05, 'exs': 10.0}), ('kg', {'recall@10': 0.2})]
     bad = tmp_path / 'bad.json'
     bad.write_text('{"rows": [{"model": "x"}]}')
     with pytest.raises(ValueError, match='bad.json: row 0 has no "metrics"'):

@@ -9,8 +9,9 @@ whatever ReDial the ``redial_crs`` task reaches (``$CONKD_REDIAL_PATH``, else th
 download); the movie KG (``$CONKD_REDIAL_META_PATH``) is used when set, otherwise the
 recommendation teacher is trained without the KG (``--use-kg false``) and says so.
 
-Recipes: ``default`` (sized for minutes on a 2-core CPU: small transformers, a few epochs)
-and ``tiny`` (40 dialogues, one epoch: tests). Choose with ``$CONKD_ZOO_RECIPE``.
+Recipes: ``default`` (sized for minutes on a 2-core CPU: small transformers, one or two epochs,
+each model's training capped by ``--max-train-time`` so a slow or busy machine still finishes in
+minutes) and ``tiny`` (40 dialogues, one epoch: tests). Choose with ``$CONKD_ZOO_RECIPE``.
 """
 import argparse
 import hashlib
@@ -57,23 +58,32 @@ class Recipe:
 
 
 _GENERATOR_SHAPE = (
-    '--n-layers', '2', '--n-heads', '2', '--embedding-size', '128', '--ffn-size', '256',
-    '--dropout', '0.1', '--truncate', '128', '--text-truncate', '128', '--label-truncate', '40',
+    '--n-layers', '2', '--n-heads', '2', '--embedding-size', '64', '--ffn-size', '256',
+    '--dropout', '0.1', '--truncate', '96', '--text-truncate', '96', '--label-truncate', '32',
     '--dict-minfreq', '2',
     '-bs', '64', '--optimizer', 'adam', '-lr', '1e-3', '--lr-scheduler', 'none',
     '--skip-generation', 'true',
 )
+#: The final valid/test report of train_model covers this many examples (the full evaluation is
+#: ``parlai eval_model``, see projects/conkd/README.md): keeps the build short.
+_SHORT_FINAL_EVAL = ('--short-final-eval', 'true', '--validation-max-exs', '500')
+
+
+def _cap(minutes: float) -> Tuple[str, ...]:
+    """Stop training after this many minutes even if the epochs are not done (slow machines)."""
+    return ('--max-train-time', str(int(minutes * 60)))
+
 
 RECIPES: Dict[str, Recipe] = {
     'default': Recipe(
         name='default',
-        common=('--log-every-n-secs', '10'),
-        rec_teacher=('--rec-dim', '64', '-bs', '128'),
+        common=('--log-every-n-secs', '10', *_SHORT_FINAL_EVAL),
+        rec_teacher=('--rec-dim', '64', '-bs', '128', *_cap(5)),
         generator=_GENERATOR_SHAPE,
-        dialogue_teacher=(),
-        student=('--kd-weight', '0.5', '--kd-temperature', '1.0'),
-        epochs={'rec_teacher': 3, 'dialogue_teacher': 2, 'soft': 1, 'hard': 1},
-        expected_minutes={'rec_teacher': 5, 'dialogue_teacher': 10, 'soft': 7, 'hard': 7},
+        dialogue_teacher=_cap(10),
+        student=('--kd-weight', '0.5', '--kd-temperature', '1.0', *_cap(6)),
+        epochs={'rec_teacher': 2, 'dialogue_teacher': 2, 'soft': 1, 'hard': 1},
+        expected_minutes={'rec_teacher': 5, 'dialogue_teacher': 11, 'soft': 8, 'hard': 8},
     ),
     'tiny': Recipe(
         name='tiny',
