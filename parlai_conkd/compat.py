@@ -28,6 +28,7 @@ import inspect
 import logging
 import pickle
 import sys
+import warnings
 
 logger = logging.getLogger(__name__)
 
@@ -233,7 +234,10 @@ def cpu_ddp_device_ids(module):
         def __init__(self, module, device_ids=None, *args, **kwargs):
             if device_ids is not None and list(device_ids) == [-1]:
                 device_ids = None
-            super().__init__(module, device_ids, *args, **kwargs)
+            with warnings.catch_warnings():
+                # ParlAI passes broadcast_buffers=False, deprecated in torch 2.13; nothing to act on
+                warnings.filterwarnings('ignore', message='`broadcast_buffers` is deprecated', category=FutureWarning)
+                super().__init__(module, device_ids, *args, **kwargs)
 
     DistributedDataParallel.__qualname__ = ddp.__qualname__
     DistributedDataParallel.__module__ = ddp.__module__

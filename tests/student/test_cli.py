@@ -58,3 +58,44 @@ def test_student_refuses_wrong_teacher_files(teachers, tmp_path):
                          env=env, check=False)
     assert swapped.returncode != 0
     assert "is a 'conkd_dialogue_teacher' model; expected one of ['conkd_rec_teacher']" in swapped.stderr
+
+
+def test_student_on_the_hugging_face_backbone(teachers, tmp_path):
+    """A tiny random GPT-2 from a local directory: teacher and student share its tokenizer."""
+    from tests.dialogue.conftest import make_tiny_gpt2
+
+    root, env, common = teachers
+    hf = ['--backbone', 'hf', '--hf-model-path', make_tiny_gpt2(str(tmp_path / 'gpt2')),
+          '--truncate', 64, '--text-truncate', 48, '--label-truncate', 12]
+    run_parlai(['train_model', '-t', 'redial_crs', '-m', 'conkd_dialogue_teacher', '-mf', tmp_path / 'dial',
+                '-bs', 4, '--max-train-steps', 4, '--skip-generation', 'true', '--validation-max-exs', 8,
+                *hf, *common], env=env)
+    trained = run_parlai(['train_model', '-t', 'redial_crs', '-m', 'conkd_student', '--gate', 'hard',
+                          '--dialogue-teacher-file', tmp_path / 'dial', '--rec-teacher-file', root / 'rec',
+                          '-mf', tmp_path / 'student', '-bs', 4, '--max-train-steps', 4,
+                          '--skip-generation', 'true', '--validation-max-exs', 8, *hf, *common], env=env)
+    assert 'kd_rec_share' in report(trained)
+    evaluated = report(run_parlai(['eval_model', '-t', 'redial_crs', '-mf', tmp_path / 'student',
+                                   '--num-examples', 6, *GEN, *hf, *common], env=env))
+    assert {'rer@1', 'item_f1', 'kd_loss', 'ppl'} <= set(evaluated) or {'rer@1', 'kd_loss', 'ppl'} <= set(evaluated)
+    chat = run_parlai(['interactive', '-mf', tmp_path / 'student', '-dp', root / 'data'],
+                      input='any good thrillers?\n', env=env)
+    assert '[ConkdStudent]:' in chat.stdout
+
+
+def test_student_multiprocessing_train_with_two_cpu_workers(teachers, tmp_path):
+    """torch.distributed with gloo on CPU; every worker loads both teachers and distils."""
+    import os
+
+    root, env, common = teachers
+    out = run_parlai(['multiprocessing_train', '-t', 'redial_crs', '-m', 'conkd_student', '--gate', 'soft',
+                      '--dialogue-teacher-file', root / 'dial', '--rec-teacher-file', root / 'rec',
+                      '--dict-file', f'{root / "dial"}.dict', '--distributed-world-size', 2,
+                      '--port', 30000 + os.getpid() % 1000, '-mf', tmp_path / 'student', '-bs', 4,
+                      '--max-train-steps', 4, '--skip-generation', 'true', '--validation-max-exs', 8,
+                      '--eval-dynamic-batching', 'off', *TINY_TRANSFORMER, *TRUNC, *common],
+                     env=env, timeout=400)
+    log = out.stdout + out.stderr
+    assert 'Distributed group initialized (gloo, CPU)' in log
+    assert log.count('Loading existing model params from') >= 2  # the dialogue teacher, in each worker
+    assert report(out)['kd_loss'] > 0 and (tmp_path / 'student').is_file()
