@@ -73,6 +73,18 @@ def gate_values(kind: str, dial_item_mass: torch.Tensor, static_gate: float = 0.
     raise ValueError(f'unknown gate {kind!r}; choose one of {GATES}')
 
 
+@dataclass
+class TopK:
+    """A per-step distribution kept as its k largest log-probabilities (the teacher cache's form).
+
+    ``values`` [B,T,k] log-probabilities, ``indices`` [B,T,k] vocabulary ids. Everything outside
+    the k entries has probability 0: the distribution is renormalised over them.
+    """
+
+    values: torch.Tensor
+    indices: torch.Tensor
+
+
 def target_log_probs(
     kind: str,
     dial_log_probs: torch.Tensor,
@@ -80,15 +92,17 @@ def target_log_probs(
     gate: torch.Tensor,
     hard_threshold: float = 0.5,
 ):
-    """The distillation target ``log q`` [B,T,V] and the hard gate's rec-step mask [B,T]."""
+    """The dense distillation target ``log q`` [B,T,V] and the hard gate's rec-step mask [B,T].
+
+    The loss never materialises this (see :func:`conkd_terms`); it is the definition, kept for
+    inspection and plots.
+    """
     rec = rec_vocab_log_probs.unsqueeze(1).expand_as(dial_log_probs)
     if kind == 'hard':
         rec_steps = gate > hard_threshold
         return torch.where(rec_steps.unsqueeze(-1), rec, dial_log_probs), rec_steps
     if kind in ('soft', 'static'):
         lam = gate.unsqueeze(-1)
-        # log(lam * p_rec + (1 - lam) * p_dial) without leaving log space (no underflow);
-        # log(0) = -inf for lambda in {0, 1} drops that component exactly.
         mixed = torch.logaddexp(torch.log(lam) + rec, torch.log1p(-lam) + dial_log_probs)
         return mixed, torch.zeros_like(gate, dtype=torch.bool)
     raise ValueError(f'gate {kind!r} has no distillation target; choose one of hard/soft/static')
@@ -101,9 +115,34 @@ def kl_divergence(target_log_probs: torch.Tensor, student_log_probs: torch.Tenso
     return torch.where(q > 0, terms, torch.zeros_like(terms)).sum(-1)
 
 
+def _plogp(log_p: torch.Tensor) -> torch.Tensor:
+    """``sum p log p`` over the last dim with ``0 log 0 = 0``."""
+    p = log_p.exp()
+    return torch.where(p > 0, p * log_p, torch.zeros_like(p)).sum(-1)
+
+
+def _expected_student_log_prob(dial, student_log_probs: torch.Tensor) -> torch.Tensor:
+    """``sum_v p_dial[v] log p_student[v]`` per step, for a dense or a top-k teacher."""
+    if isinstance(dial, TopK):
+        return (dial.values.exp() * student_log_probs.gather(-1, dial.indices)).sum(-1)
+    return (dial.exp() * student_log_probs).sum(-1)
+
+
+def _dial_on_items(dial, item_token_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """The dialogue teacher's probabilities at the item tokens, [B,T,N]."""
+    if not isinstance(dial, TopK):
+        return dial.index_select(-1, item_token_ids).exp()
+    item_of_token = torch.full((vocab_size,), -1, dtype=torch.long, device=item_token_ids.device)
+    item_of_token[item_token_ids] = torch.arange(len(item_token_ids), device=item_token_ids.device)
+    slots = item_of_token[dial.indices]
+    probs = torch.where(slots >= 0, dial.values.exp(), torch.zeros_like(dial.values))
+    out = probs.new_zeros((*probs.shape[:-1], len(item_token_ids)))
+    return out.scatter_add(-1, slots.clamp(min=0), probs)
+
+
 def conkd_terms(
     student_logits: torch.Tensor,
-    dial_log_probs: torch.Tensor,
+    dial_log_probs,
     rec_item_log_probs: torch.Tensor,
     item_token_ids: torch.Tensor,
     mask: torch.Tensor,
@@ -116,12 +155,18 @@ def conkd_terms(
     """Per-step distillation terms for a batch.
 
     :param student_logits: [B,T,V] student scores for each target step (teacher forcing).
-    :param dial_log_probs: [B,T,V] dialogue teacher log-probabilities for the same steps.
+    :param dial_log_probs: [B,T,V] dialogue teacher log-probabilities for the same steps, or a
+        :class:`TopK` slice of them (the cache); a top-k teacher is renormalised over its k.
     :param rec_item_log_probs: [B,N] rec teacher log-probabilities over catalog items.
     :param item_token_ids: [N] vocabulary id of each catalog item, in catalog order.
     :param mask: [B,T] true on real (non-padding) target steps.
-    :param dial_item_mass: the gate lambda, when known exactly but ``dial_log_probs`` is a
-        truncated (top-k) reconstruction, as in the teacher-output cache.
+    :param dial_item_mass: the gate lambda, required with a top-k teacher (the cache stores it
+        exactly); computed from ``dial_log_probs`` otherwise.
+
+    ``KL(q || p) = -H(q) - sum_v q_v log p_v``, and the second term is linear in q:
+    ``lam * E_rec[log p] + (1 - lam) * E_dial[log p]``. So no [B,T,V] target is built: the
+    gradient flows through two expectations (the rec one only over item tokens), and the target
+    entropy, which has no gradient, is computed without autograd.
     """
     if gate not in GATES:
         raise ValueError(f'unknown gate {gate!r}; choose one of {GATES}')
@@ -129,17 +174,47 @@ def conkd_terms(
         raise ValueError(f'temperature must be > 0, got {temperature}')
     mask = mask.bool()
     if dial_item_mass is None:
+        if isinstance(dial_log_probs, TopK):
+            raise ValueError('a top-k dialogue teacher needs its exact item mass (dial_item_mass)')
         dial_item_mass = item_mass(dial_log_probs, item_token_ids)
     lam = gate_values(gate, dial_item_mass, static_gate) * mask
+    zeros = torch.zeros_like(lam)
     if gate == 'none':
-        zeros = torch.zeros_like(lam)
         return DistillationTerms(kd=zeros, gate=lam, rec_steps=zeros.bool(), mask=mask)
-    rec_vocab = items_on_vocab(tempered(rec_item_log_probs, temperature), item_token_ids, student_logits.size(-1))
-    target, rec_steps = target_log_probs(gate, tempered(dial_log_probs, temperature), rec_vocab, lam, hard_threshold)
+
+    if isinstance(dial_log_probs, TopK):  # renormalised over its k entries
+        dial = TopK(torch.log_softmax(dial_log_probs.values / temperature, -1), dial_log_probs.indices)
+    else:
+        dial = tempered(dial_log_probs, temperature)
+    rec = tempered(rec_item_log_probs, temperature)  # [B,N]
     student = torch.log_softmax(student_logits.float() / temperature, dim=-1)
-    kd = kl_divergence(target, student) * (temperature ** 2)
+    student_items = student.index_select(-1, item_token_ids)  # [B,T,N]
+    expect_dial = _expected_student_log_prob(dial, student)
+    expect_rec = (rec.exp().unsqueeze(1) * student_items).sum(-1)
+
+    with torch.no_grad():
+        dial_plogp = _plogp(dial.values if isinstance(dial, TopK) else dial)  # [B,T]
+        rec_plogp = _plogp(rec).unsqueeze(1).expand_as(dial_plogp)  # [B,T]
+        if gate == 'hard':
+            rec_steps = (lam > hard_threshold) & mask
+            target_plogp = torch.where(rec_steps, rec_plogp, dial_plogp)
+        else:
+            rec_steps = zeros.bool()
+            # sum q log q for q = lam * rec (on items) + (1 - lam) * dial: words carry only the
+            # dialogue part, items carry both.
+            dial_items = _dial_on_items(dial, item_token_ids, student.size(-1))  # [B,T,N]
+            dial_item_plogp = torch.where(dial_items > 0, dial_items * dial_items.log(), torch.zeros_like(dial_items)).sum(-1)
+            keep = 1.0 - lam
+            words = torch.xlogy(keep, keep) * (1.0 - dial_items.sum(-1)) + keep * (dial_plogp - dial_item_plogp)
+            q_items = lam.unsqueeze(-1) * rec.exp().unsqueeze(1) + keep.unsqueeze(-1) * dial_items
+            target_plogp = words + torch.xlogy(q_items, q_items).sum(-1)
+    if gate == 'hard':
+        expected = torch.where(rec_steps, expect_rec, expect_dial)
+    else:
+        expected = lam * expect_rec + (1.0 - lam) * expect_dial
+    kd = (target_plogp - expected) * (temperature ** 2)
     kd = torch.where(mask, kd, torch.zeros_like(kd))
-    return DistillationTerms(kd=kd, gate=lam, rec_steps=rec_steps & mask, mask=mask)
+    return DistillationTerms(kd=kd, gate=lam, rec_steps=rec_steps, mask=mask)
 
 
 def mix_losses(nll_sum: torch.Tensor, kd_sum: torch.Tensor, num_tokens, kd_weight: float) -> torch.Tensor:

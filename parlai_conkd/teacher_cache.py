@@ -120,14 +120,14 @@ class TeacherCache:
         return len(self.entries)
 
 
-def stack_targets(entries: Sequence[CachedTargets], mask: torch.Tensor, vocab_size: int, num_items: int):
+def stack_targets(entries: Sequence[CachedTargets], mask: torch.Tensor, num_items: int):
     """Dense teacher targets for a batch from cached entries, placed at the real steps of ``mask``.
 
     Entries hold only real (non-padding) steps in order, so left- and right-padded batches both
-    work. Returns ``(dial_log_probs [B,T,V], gate [B,T], rec_log_probs [B,N])``; padding steps get
-    an arbitrary valid distribution (they are masked out of the loss).
+    work. Returns ``(dial: distill.TopK [B,T,k], gate [B,T], rec_log_probs [B,N])``; padding steps
+    get an arbitrary valid distribution (they are masked out of the loss).
     """
-    from parlai_conkd.distill import from_topk
+    from parlai_conkd.distill import TopK, from_topk
 
     batch, steps = mask.shape
     k = entries[0].dial_values.size(-1)
@@ -141,7 +141,7 @@ def stack_targets(entries: Sequence[CachedTargets], mask: torch.Tensor, vocab_si
         values[b, positions] = entry.dial_values.float()
         indices[b, positions] = entry.dial_indices.long()
         gate[b, positions] = entry.gate
-    dial = from_topk(values, indices, vocab_size)
+    dial = TopK(values, indices)
     rec_values = torch.stack([e.rec_values.float() for e in entries])
     rec_indices = torch.stack([e.rec_indices.long() for e in entries])
     rec = from_topk(rec_values, rec_indices, num_items)

@@ -122,3 +122,42 @@ def test_topk_round_trip_is_exact_when_k_covers_vocab_and_renormalises_otherwise
     values, indices = distill.topk_log_probs(log_p, k=2)
     approx = distill.from_topk(values, indices, 4).exp()
     assert approx[0, 0].tolist() == pytest.approx([0.5 / 0.8, 0.3 / 0.8, 0.0, 0.0])
+
+
+@pytest.mark.parametrize('kind', ['soft', 'hard', 'static'])
+def test_loss_equals_kl_to_the_materialised_target_on_random_inputs(kind):
+    """conkd_terms never builds q; it must still equal KL(q || p) for q from target_log_probs."""
+    g = torch.Generator().manual_seed(3)
+    V, N, items = 9, 4, torch.tensor([1, 4, 6, 8])
+    dial = torch.log_softmax(torch.randn(2, 3, V, generator=g) * 2, -1)
+    dial[0, 0, 4] = float('-inf')  # an exact zero in the teacher
+    dial = torch.log_softmax(dial, -1)
+    rec = torch.log_softmax(torch.randn(2, N, generator=g), -1)
+    rec[1, 2] = float('-inf')  # an excluded context item
+    student = torch.randn(2, 3, V, generator=g)
+    mask = torch.tensor([[True, True, False], [True, True, True]])
+    lam = distill.gate_values(kind, distill.item_mass(dial, items), 0.3) * mask
+    q, _ = distill.target_log_probs(kind, dial, distill.items_on_vocab(rec, items, V), lam, 0.4)
+    expected = distill.kl_divergence(q, torch.log_softmax(student, -1)) * mask
+    out = distill.conkd_terms(student, dial, rec, items, mask, gate=kind, hard_threshold=0.4, static_gate=0.3)
+    assert torch.allclose(out.kd, expected, atol=1e-5)
+
+
+@pytest.mark.parametrize('kind', ['soft', 'hard'])
+def test_topk_teacher_equals_its_dense_reconstruction(kind):
+    g = torch.Generator().manual_seed(5)
+    V, items = 10, torch.tensor([6, 7, 8, 9])
+    dial = torch.log_softmax(torch.randn(2, 3, V, generator=g) * 3, -1)
+    rec = torch.log_softmax(torch.randn(2, 4, generator=g), -1)
+    student = torch.randn(2, 3, V, generator=g, requires_grad=True)
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    lam = distill.item_mass(dial, items)
+    values, indices = distill.topk_log_probs(dial, 4)
+    sparse = distill.conkd_terms(student, distill.TopK(values, indices), rec, items, mask, gate=kind,
+                                 dial_item_mass=lam, temperature=2.0)
+    dense = distill.conkd_terms(student, distill.from_topk(values, indices, V), rec, items, mask, gate=kind,
+                                dial_item_mass=lam, temperature=2.0)
+    assert torch.allclose(sparse.kd, dense.kd, atol=1e-5)
+    (grad_sparse,) = torch.autograd.grad(sparse.kd.sum(), student)
+    (grad_dense,) = torch.autograd.grad(dense.kd.sum(), student)
+    assert torch.allclose(grad_sparse, grad_dense, atol=1e-5)

@@ -155,7 +155,11 @@ class ConkdStudentAgent(ConkdDialogueTeacherAgent):
 
     @torch.no_grad()
     def teacher_targets(self, batch, mask):
-        """Teacher targets for the batch: from the cache where present, live (and cached) otherwise."""
+        """Teacher targets for the batch: from the cache where present, live (and cached) otherwise.
+
+        With the cache the dialogue teacher comes back as a ``distill.TopK`` slice, which the loss
+        uses directly (no [B,T,V] reconstruction).
+        """
         cache = self.teacher_cache if self.model.training else None
         if cache is None:
             return self.live_teacher_targets(batch)
@@ -169,9 +173,10 @@ class ConkdStudentAgent(ConkdDialogueTeacherAgent):
                 if entries[b] is None:
                     entries[b] = make_entry(dial[b], gate[b], rec[b], mask[b], k, k_rec)
                     cache.put(key, entries[b])
-        dial, gate, rec = stack_targets(entries, mask.cpu(), len(self.dict), len(self.catalog))
+        dial, gate, rec = stack_targets(entries, mask.cpu(), len(self.catalog))
         device = self.item_token_ids.device
-        return dial.to(device), gate.to(device), rec.to(device)
+        dial = distill.TopK(dial.values.to(device), dial.indices.to(device))
+        return dial, gate.to(device), rec.to(device)
 
     # ------------------------------------------------------------------ loss
     def compute_loss(self, batch, return_output=False):
