@@ -283,7 +283,7 @@ class InteractiveExplainMixin:
     * ``--link-titles true``: "Title (Year)" typed by the person becomes the item token, and the
       model's own rendered replies go back into its history as item tokens (so the next turn
       sees the items, not their titles as words);
-    * an empty reply is shown as a short note instead of nothing.
+    * an empty message is read as the silence token; an empty reply is shown as a short note.
     Outside interactive mode (train/eval) it changes nothing.
     """
 
@@ -320,11 +320,17 @@ class InteractiveExplainMixin:
     def observe(self, observation):
         from parlai.core.message import Message
 
-        if self._in_interactive() and self.opt.get('link_titles', True) and observation.get('text'):
-            linked = self._link(observation['text'])
-            if linked != observation['text']:
+        if self._in_interactive() and 'text' in observation:
+            text = observation['text'] or ''
+            if not text.strip():
+                # ParlAI would reply without text and then fail on it; ReDial's convention for
+                # "the seeker said nothing" is the silence token
+                text = '__SILENCE__'
+            elif self.opt.get('link_titles', True):
+                text = self._link(text)
+            if text != observation['text']:
                 observation = Message(observation)
-                observation.force_set('text', linked)
+                observation.force_set('text', text)
         return super().observe(observation)
 
     def self_observe(self, self_message):
