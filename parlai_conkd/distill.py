@@ -115,27 +115,19 @@ def kl_divergence(target_log_probs: torch.Tensor, student_log_probs: torch.Tenso
     return torch.where(q > 0, terms, torch.zeros_like(terms)).sum(-1)
 
 
-def _plogp(log_p: torch.Tensor) -> torch.Tensor:
+def _plogp(probs: torch.Tensor) -> torch.Tensor:
     """``sum p log p`` over the last dim with ``0 log 0 = 0``."""
-    p = log_p.exp()
-    return torch.where(p > 0, p * log_p, torch.zeros_like(p)).sum(-1)
+    return torch.xlogy(probs, probs).sum(-1)
 
 
-def _expected_student_log_prob(dial, student_log_probs: torch.Tensor) -> torch.Tensor:
-    """``sum_v p_dial[v] log p_student[v]`` per step, for a dense or a top-k teacher."""
-    if isinstance(dial, TopK):
-        return (dial.values.exp() * student_log_probs.gather(-1, dial.indices)).sum(-1)
-    return (dial.exp() * student_log_probs).sum(-1)
-
-
-def _dial_on_items(dial, item_token_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
+def _dial_on_items(dial_probs, item_token_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
     """The dialogue teacher's probabilities at the item tokens, [B,T,N]."""
-    if not isinstance(dial, TopK):
-        return dial.index_select(-1, item_token_ids).exp()
+    if not isinstance(dial_probs, TopK):
+        return dial_probs.index_select(-1, item_token_ids)
     item_of_token = torch.full((vocab_size,), -1, dtype=torch.long, device=item_token_ids.device)
     item_of_token[item_token_ids] = torch.arange(len(item_token_ids), device=item_token_ids.device)
-    slots = item_of_token[dial.indices]
-    probs = torch.where(slots >= 0, dial.values.exp(), torch.zeros_like(dial.values))
+    slots = item_of_token[dial_probs.indices]
+    probs = torch.where(slots >= 0, dial_probs.values, torch.zeros_like(dial_probs.values))
     out = probs.new_zeros((*probs.shape[:-1], len(item_token_ids)))
     return out.scatter_add(-1, slots.clamp(min=0), probs)
 
@@ -163,10 +155,10 @@ def conkd_terms(
     :param dial_item_mass: the gate lambda, required with a top-k teacher (the cache stores it
         exactly); computed from ``dial_log_probs`` otherwise.
 
-    ``KL(q || p) = -H(q) - sum_v q_v log p_v``, and the second term is linear in q:
+    ``KL(q || p) = sum q log q - sum q log p``, and the second term is linear in q:
     ``lam * E_rec[log p] + (1 - lam) * E_dial[log p]``. So no [B,T,V] target is built: the
-    gradient flows through two expectations (the rec one only over item tokens), and the target
-    entropy, which has no gradient, is computed without autograd.
+    gradient flows through two expectations (the rec one is a batched matrix-vector product), and
+    the target's ``sum q log q``, which has no gradient, is computed without autograd.
     """
     if gate not in GATES:
         raise ValueError(f'unknown gate {gate!r}; choose one of {GATES}')
@@ -182,32 +174,36 @@ def conkd_terms(
     if gate == 'none':
         return DistillationTerms(kd=zeros, gate=lam, rec_steps=zeros.bool(), mask=mask)
 
-    if isinstance(dial_log_probs, TopK):  # renormalised over its k entries
-        dial = TopK(torch.log_softmax(dial_log_probs.values / temperature, -1), dial_log_probs.indices)
-    else:
-        dial = tempered(dial_log_probs, temperature)
-    rec = tempered(rec_item_log_probs, temperature)  # [B,N]
+    vocab_size = student_logits.size(-1)
     student = torch.log_softmax(student_logits.float() / temperature, dim=-1)
-    student_items = student.index_select(-1, item_token_ids)  # [B,T,N]
-    expect_dial = _expected_student_log_prob(dial, student)
-    expect_rec = (rec.exp().unsqueeze(1) * student_items).sum(-1)
+    with torch.no_grad():
+        if isinstance(dial_log_probs, TopK):  # renormalised over its k entries
+            dial = TopK(torch.softmax(dial_log_probs.values.float() / temperature, -1), dial_log_probs.indices)
+            dial_plogp = _plogp(dial.values)
+        else:
+            dial = tempered(dial_log_probs, temperature).exp()
+            dial_plogp = _plogp(dial)
+        rec = tempered(rec_item_log_probs, temperature).exp()  # [B,N]
+        rec_on_vocab = rec.new_zeros((rec.size(0), vocab_size)).index_copy_(1, item_token_ids, rec)
+    if isinstance(dial, TopK):
+        expect_dial = (dial.values * student.gather(-1, dial.indices)).sum(-1)
+    else:
+        expect_dial = (dial * student).sum(-1)
+    expect_rec = torch.bmm(student, rec_on_vocab.unsqueeze(-1)).squeeze(-1)  # [B,T]
 
     with torch.no_grad():
-        dial_plogp = _plogp(dial.values if isinstance(dial, TopK) else dial)  # [B,T]
-        rec_plogp = _plogp(rec).unsqueeze(1).expand_as(dial_plogp)  # [B,T]
+        rec_plogp = _plogp(rec).unsqueeze(1).expand_as(dial_plogp)
         if gate == 'hard':
             rec_steps = (lam > hard_threshold) & mask
             target_plogp = torch.where(rec_steps, rec_plogp, dial_plogp)
         else:
             rec_steps = zeros.bool()
-            # sum q log q for q = lam * rec (on items) + (1 - lam) * dial: words carry only the
-            # dialogue part, items carry both.
-            dial_items = _dial_on_items(dial, item_token_ids, student.size(-1))  # [B,T,N]
-            dial_item_plogp = torch.where(dial_items > 0, dial_items * dial_items.log(), torch.zeros_like(dial_items)).sum(-1)
+            # q = lam * rec (items only) + (1 - lam) * dial: words carry the dialogue part alone.
+            dial_items = _dial_on_items(dial, item_token_ids, vocab_size)  # [B,T,N]
             keep = 1.0 - lam
-            words = torch.xlogy(keep, keep) * (1.0 - dial_items.sum(-1)) + keep * (dial_plogp - dial_item_plogp)
-            q_items = lam.unsqueeze(-1) * rec.exp().unsqueeze(1) + keep.unsqueeze(-1) * dial_items
-            target_plogp = words + torch.xlogy(q_items, q_items).sum(-1)
+            words = torch.xlogy(keep, keep) * (1.0 - dial_items.sum(-1)) + keep * (dial_plogp - _plogp(dial_items))
+            q_items = dial_items.mul_(keep.unsqueeze(-1)).add_(lam.unsqueeze(-1) * rec.unsqueeze(1))
+            target_plogp = words + _plogp(q_items)
     if gate == 'hard':
         expected = torch.where(rec_steps, expect_rec, expect_dial)
     else:

@@ -156,6 +156,7 @@ def main():
     agents = {
         'nll': make_agent(workdir, data_args, 'none', rec, dial, args.batchsize),
         'live': make_agent(workdir, data_args, 'soft', rec, dial, args.batchsize),
+        'live_hard': make_agent(workdir, data_args, 'hard', rec, dial, args.batchsize),
         'cached': make_agent(workdir, data_args, 'soft', rec, dial, args.batchsize, cache),
     }
     batches = make_batches(agents['nll'], data_args, args.batchsize, args.batches)
@@ -185,9 +186,11 @@ def main():
         'hardware': f'{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, '
                     f'{torch.get_num_threads()} threads',
         'setup': {'backbone': 'transformer ' + ' '.join(SHAPE), 'batchsize': args.batchsize,
-                  'batches': args.batches, 'rounds': args.rounds, 'gate': 'soft', 'data': args.redial_path},
+                  'batches': args.batches, 'rounds': args.rounds, 'gates': 'soft (live, cached), hard (live)',
+                  'data': args.redial_path},
         'train_step_ms_median': step_ms,
         'ratio_live_over_nll': step_ms['live'] / step_ms['nll'],
+        'ratio_live_hard_over_nll': step_ms['live_hard'] / step_ms['nll'],
         'ratio_cached_over_nll': step_ms['cached'] / step_ms['nll'],
         'generation_ms_per_token': ms_per_token,
         'ratio_inference_student_over_nll': ms_per_token['live'] / ms_per_token['nll'],
@@ -195,8 +198,10 @@ def main():
         'targets': {'live': 1.35, 'cached': 1.10, 'inference': 1.02},
     }
     rows = [
-        ('train step, live teachers / NLL-only', result['ratio_live_over_nll'], 1.35,
+        ('train step, live teachers, soft gate / NLL-only', result['ratio_live_over_nll'], 1.35,
          f"{step_ms['live']:.0f} / {step_ms['nll']:.0f} ms"),
+        ('train step, live teachers, hard gate / NLL-only', result['ratio_live_hard_over_nll'], 1.35,
+         f"{step_ms['live_hard']:.0f} / {step_ms['nll']:.0f} ms"),
         ('train step, cached teachers / NLL-only', result['ratio_cached_over_nll'], 1.10,
          f"{step_ms['cached']:.0f} / {step_ms['nll']:.0f} ms"),
         ('generation ms/token, student / NLL-only', result['ratio_inference_student_over_nll'], 1.02,
