@@ -15,6 +15,7 @@ import os
 import torch
 from parlai.core.metrics import AverageMetric
 from parlai.utils import logging
+from parlai.utils.distributed import get_rank, is_distributed
 
 from parlai_conkd import distill
 from parlai_conkd.agents.conkd_dialogue_teacher.conkd_dialogue_teacher import ConkdDialogueTeacherAgent
@@ -118,8 +119,11 @@ class ConkdStudentAgent(ConkdDialogueTeacherAgent):
                 topk=self.opt['teacher_cache_topk'],
                 history=(self.opt.get('history_size'), self.opt.get('delimiter')),
             )
-            self.teacher_cache = TeacherCache.open(self.opt['teacher_cache'], key)
-            logging.info(f'conkd_student: teacher cache {self.opt["teacher_cache"]} ({len(self.teacher_cache)} examples)')
+            path = self.opt['teacher_cache']
+            if is_distributed():  # each worker sees its own shard of the data: one file per rank
+                path = f'{path}.rank{get_rank()}'
+            self.teacher_cache = TeacherCache.open(path, key)
+            logging.info(f'conkd_student: teacher cache {path} ({len(self.teacher_cache)} examples)')
 
     def _data_version(self) -> str:
         try:
@@ -210,6 +214,6 @@ class ConkdStudentAgent(ConkdDialogueTeacherAgent):
             self.teacher_cache.save()
 
     def shutdown(self):
-        if self.teacher_cache is not None and self.opt.get('rank', 0) == 0:
+        if self.teacher_cache is not None:
             self.teacher_cache.save()
         super().shutdown()
