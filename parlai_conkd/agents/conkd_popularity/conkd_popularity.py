@@ -8,7 +8,9 @@ two are compared under one evaluation::
     parlai train_model -m conkd_popularity -t redial_crs:rec -mf /tmp/pop/model -eps 1
     parlai eval_model -mf /tmp/pop/model -t redial_crs:rec -dt test
 
-Counting twice (more epochs) leaves the ranking unchanged. Ties (e.g. never-seen items) are
+Training defaults to ``-dt train:ordered``: ParlAI's plain ``train`` samples examples with
+replacement, which would count some labels twice and miss others. Counting whole epochs twice
+leaves the ranking unchanged. Ties (e.g. never-seen items) are
 scored by expectation (see :mod:`parlai_conkd.ranking`), so catalog order cannot help it.
 """
 from typing import Optional
@@ -51,6 +53,9 @@ class ConkdPopularityAgent(ItemRankingAgent):
             '--popularity-smoothing', type=float, default=1.0,
             help='Add-k smoothing of the counts in item_log_probs (the ranking ignores it).',
         )
+        # ParlAI's plain 'train' samples examples with replacement; counting must see each
+        # training example exactly once per epoch.
+        parser.set_defaults(datatype='train:ordered')
         return parser
 
     def build_model(self):

@@ -20,7 +20,7 @@ Metrics (per (example, gold item) pair, ties by expectation; see :mod:`parlai_co
 
 The distillation entry point is :meth:`ItemRankingAgent.item_log_probs`.
 """
-import logging
+import random
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from parlai.core.dict import DictionaryAgent
 from parlai.core.metrics import AverageMetric
 from parlai.core.torch_agent import Batch, History, Output, TorchAgent
+from parlai.utils import logging
 from parlai.utils.torch import total_parameters, trainable_parameters
 
 from parlai_conkd import ranking
@@ -39,8 +40,6 @@ from parlai_conkd.knowledge_graph import (
     text_entities,
 )
 from parlai_conkd.rgcn import KnowledgeRecommender
-
-logger = logging.getLogger(__name__)
 
 #: checkpoint keys next to ParlAI's 'model' / 'optimizer'
 CATALOG_KEY = 'item_catalog'
@@ -144,11 +143,19 @@ class ItemRankingAgent(TorchAgent):
         group.add_argument(
             '--ndcg-ks', type=str, default='10,50', help='Cut-offs k of ndcg@k (comma-separated).'
         )
+        group.add_argument(
+            '--rec-seed', type=int, default=None,
+            help='Seed Python\'s and torch\'s RNGs when the agent is created (model init and the '
+            'order ParlAI samples training examples in), for reproducible runs. Default: unseeded.',
+        )
         parser.set_defaults(validation_metric='recall@10', validation_metric_mode='max')
         return parser
 
     # ------------------------------------------------------------------ set-up
     def __init__(self, opt, shared=None):
+        if not shared and opt.get('rec_seed') is not None:
+            random.seed(opt['rec_seed'])
+            torch.manual_seed(opt['rec_seed'])
         init_model, self.is_finetune = self._get_init_model(opt, shared)
         super().__init__(opt, shared)
         self.rank_ks = _int_list(self.opt['rank_ks'], '--rank-ks')
@@ -166,9 +173,9 @@ class ItemRankingAgent(TorchAgent):
         self.criterion = None
         states = {}
         if init_model:
-            logger.info(f'Loading existing model parameters from {init_model}')
+            logging.info(f'Loading existing model parameters from {init_model}')
             states = self.load(init_model)
-        logger.info(
+        logging.info(
             f'Total parameters: {total_parameters(self.model):,d} '
             f'({trainable_parameters(self.model):,d} trainable); {len(self.catalog)} items'
         )
@@ -373,12 +380,13 @@ class ConkdRecTeacherAgent(ItemRankingAgent):
             stored = saved[CONFIG_KEY]
             differing = {k: (stored.get(k), v) for k, v in config.items() if stored.get(k) != v}
             if differing:
+                mismatch = '; '.join(
+                    f'--{k.replace("_", "-")}: model {saved_value}, options {value}'
+                    for k, (saved_value, value) in differing.items()
+                )
                 raise ValueError(
-                    f'{path} was trained with ' + ', '.join(
-                        f'--{k.replace("_", "-")} {s}' for k, (s, _) in differing.items()
-                    ) + ' but the options ask for ' + ', '.join(
-                        f'--{k.replace("_", "-")} {v}' for k, (_, v) in differing.items()
-                    ) + ': drop those options or retrain.'
+                    f'{path} has another architecture than the options ask for ({mismatch}): '
+                    'pass the model\'s values or retrain.'
                 )
         self.model_config = config
         num_items = len(self.catalog)
@@ -407,7 +415,7 @@ class ConkdRecTeacherAgent(ItemRankingAgent):
                 extra_nodes, self.linker = text_entities(
                     meta, graph, num_items, config['text_entity_min_movies']
                 )
-            logger.info(
+            logging.info(
                 f'movie KG: {graph.num_nodes} nodes, {graph.num_edges} edges, relations '
                 f'{graph.relations}; {extra_nodes.numel()} text entities'
             )
