@@ -7,8 +7,9 @@ Compares, on the same backbone, data and batches:
   distillation changes the weights, not the network, so this should be ~1);
 - peak RSS of a process that builds each configuration and runs its steps.
 
-Timings interleave the configurations round-robin (so machine noise hits all of them alike) and
-report medians. Teachers are built with a few training steps (their speed does not depend on how
+Timings interleave the configurations round-robin in a shuffled order (so machine noise and
+order effects hit all of them alike) and report medians; run it on a quiet machine, a loaded
+2-core box swings single calls by 2-4x. Teachers are built with a few training steps (their speed does not depend on how
 well they are trained). Targets from the issue: <= 1.35 live, <= 1.10 cached, <= 1.02 inference.
 
     python projects/conkd/student_benchmark.py --redial-path ../shared/data/redial \
@@ -19,6 +20,7 @@ import json
 import multiprocessing
 import os
 import platform
+import random
 import resource
 import statistics
 import subprocess
@@ -163,20 +165,24 @@ def main():
     for batch in batches:  # fill the cache (and warm every configuration up) once, untimed
         for agent in agents.values():
             train_step(agent, batch)
+    order = random.Random(0)
     times = {name: [] for name in agents}
     for _ in tqdm(range(args.rounds), desc='train steps (round-robin)'):
         for batch in batches:
-            for name, agent in agents.items():
-                times[name].append(time_train_step(agent, batch))
-    gen = {'nll': [0.0, 0], 'live': [0.0, 0]}
-    for _ in tqdm(range(args.rounds), desc='generation (round-robin)'):
+            names = list(agents)
+            order.shuffle(names)  # no configuration always runs first (or right after another)
+            for name in names:
+                times[name].append(time_train_step(agents[name], batch))
+    gen = {'nll': [], 'live': []}
+    for _ in tqdm(range(args.rounds * 2), desc='generation (round-robin)'):
         for batch in batches[:2]:
-            for name in gen:
+            names = list(gen)
+            order.shuffle(names)
+            for name in names:
                 elapsed, tokens = time_generation(agents[name], batch)
-                gen[name][0] += elapsed
-                gen[name][1] += tokens
+                gen[name].append(elapsed / max(tokens, 1))
     step_ms = {name: 1000 * statistics.median(values) for name, values in times.items()}
-    ms_per_token = {name: 1000 * total / max(tokens, 1) for name, (total, tokens) in gen.items()}
+    ms_per_token = {name: 1000 * statistics.median(values) for name, values in gen.items()}
     print('[bench] peak RSS: one process per configuration', flush=True)
     rss = {name: measure_peak_rss(workdir, data_args, gate, rec, dial, args.batchsize,
                                   cache if name == 'cached' else None, 2)
