@@ -432,7 +432,8 @@ def plot_gates(responses: Sequence[GatedResponse], out: str, gate_kind: str = 's
     import matplotlib.pyplot as plt
     from matplotlib import cm, colors
 
-    width_chars = 175  # monospace 8 pt on a 13 inch figure
+    # rows are wrapped by a character estimate; boxes are then placed by their measured width
+    width_chars = 130
     lines = []  # (kind, payload)
     for r in responses:
         lines.append(('context', 'seeker: ' + ' '.join(r.context.split())[:width_chars]))
@@ -445,12 +446,25 @@ def plot_gates(responses: Sequence[GatedResponse], out: str, gate_kind: str = 's
             used += len(token) + 1
         lines.append(('tokens', row))
     height = 0.9 + 0.32 * len(lines)
-    fig, ax = plt.subplots(figsize=(13, height))
-    ax.set_xlim(0, width_chars)
+    fig, ax = plt.subplots(figsize=(14, height))
+    ax.set_xlim(0, 1)
     ax.set_ylim(len(lines), -1.2)
     ax.axis('off')
     cmap = matplotlib.colormaps['viridis']
     rec_color, dial_color = '#f28e2b', '#4e79a7'
+    if gate_kind == 'hard':
+        from matplotlib.patches import Patch
+
+        ax.legend(handles=[Patch(color=rec_color, label=f'recommendation teacher (lambda > {threshold:g})'),
+                           Patch(color=dial_color, label='dialogue teacher')],
+                  loc='upper right', fontsize=8, frameon=False, ncol=2)
+    else:
+        bar = fig.colorbar(cm.ScalarMappable(norm=colors.Normalize(0, 1), cmap=cmap), ax=ax,
+                           fraction=0.015, pad=0.01)
+        bar.set_label('lambda_t (dialogue teacher\'s item mass) = weight of the rec teacher', fontsize=8)
+    renderer = fig.canvas.get_renderer()
+    to_data = ax.transData.inverted()
+    gap = 0.006
     for y, (kind, payload) in enumerate(lines):
         if kind == 'context':
             ax.text(0, y, payload, fontsize=8, color='#555555', va='center', family='monospace')
@@ -462,19 +476,10 @@ def plot_gates(responses: Sequence[GatedResponse], out: str, gate_kind: str = 's
             else:
                 face = cmap(gate)
             text_color = 'white' if (gate_kind == 'hard' or gate < 0.6) else 'black'
-            ax.text(x, y, token, fontsize=8, family='monospace', va='center', color=text_color,
-                    bbox=dict(boxstyle='round,pad=0.15', facecolor=face, edgecolor='none'))
-            x += len(token) + 1.5
-    if gate_kind == 'hard':
-        from matplotlib.patches import Patch
-
-        ax.legend(handles=[Patch(color=rec_color, label=f'recommendation teacher (lambda > {threshold:g})'),
-                           Patch(color=dial_color, label='dialogue teacher')],
-                  loc='upper right', fontsize=8, frameon=False, ncol=2)
-    else:
-        bar = fig.colorbar(cm.ScalarMappable(norm=colors.Normalize(0, 1), cmap=cmap), ax=ax,
-                           fraction=0.015, pad=0.01)
-        bar.set_label('lambda_t (dialogue teacher\'s item mass) = weight of the rec teacher', fontsize=8)
+            box = ax.text(x, y, token, fontsize=8, family='monospace', va='center', color=text_color,
+                          bbox=dict(boxstyle='round,pad=0.15', facecolor=face, edgecolor='none'))
+            right = box.get_window_extent(renderer=renderer).x1
+            x = to_data.transform((right, 0))[0] + gap
     ax.set_title(title or f'ConKD gate per response token ({gate_kind} gate)', fontsize=10, loc='left')
     return _save_png(fig, out)
 
