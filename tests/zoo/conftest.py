@@ -9,7 +9,7 @@ import pytest
 
 from parlai_conkd.zoo.conkd import builder
 
-ZOO_ENV = ('CONKD_ZOO_URL', 'CONKD_ZOO_SHA256', 'CONKD_ZOO_RECIPE')
+ZOO_ENV = ('CONKD_ZOO_URL', 'CONKD_ZOO_SHA256', 'CONKD_ZOO_RECIPE', 'CONKD_ZOO_MODELS')
 
 
 @pytest.fixture

@@ -204,3 +204,14 @@ def test_recipe_commands_cover_every_model_in_build_order():
     assert recipe.recipe_key('soft', True) != recipe.recipe_key('soft', True, 'tiny')
     with pytest.raises(ValueError, match='unknown zoo recipe'):
         recipe.recipe_name('huge')
+
+
+def test_zoo_models_env_limits_what_build_makes_present(tmp_path, clean_zoo_env, fake_trainer):
+    from parlai_conkd.zoo.conkd import build
+
+    clean_zoo_env.setenv('CONKD_ZOO_MODELS', 'soft')
+    build.download(str(tmp_path))
+    assert built(fake_trainer) == ['rec_teacher', 'dialogue_teacher', 'soft']
+    clean_zoo_env.setenv('CONKD_ZOO_MODELS', 'soft,large')
+    with pytest.raises(ValueError, match=r"unknown ConKD zoo model\(s\) \['large'\]"):
+        build.download(str(tmp_path))
