@@ -88,6 +88,12 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
             'else the redial_crs task\'s catalog.',
         )
         group.add_argument(
+            '--force-rec-flag', type='bool', default=False,
+            help='Start every generated reply with [REC] instead of letting the model choose '
+            '[REC]/[GEN]. A diagnostic for evaluation: ReR@k and item F1 then measure which items '
+            'the model names when it recommends, separately from whether it decides to.',
+        )
+        group.add_argument(
             '--render-items', type='bool', default=False,
             help='Show item tokens as "Title (Year)" in the reply text (always on in interactive '
             'mode). Leave off for eval_model: text metrics compare against item-token labels.',
@@ -222,6 +228,13 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
             text = self.catalog.render(text)
         return text
 
+    def get_prefix_tokens(self, batch):
+        """ParlAI's hook for forced decoding prefixes: [REC] for every reply with --force-rec-flag."""
+        if not self.opt.get('force_rec_flag'):
+            return super().get_prefix_tokens(batch)
+        rows = batch.text_vec.size(0) if batch.text_vec is not None else len(batch.valid_indices)
+        return torch.full((rows, 1), self.rec_token_id, dtype=torch.long, device=self.item_token_ids.device)
+
     def set_interactive_mode(self, mode, shared=False):
         super().set_interactive_mode(mode, shared)
         self._interactive = bool(mode)
@@ -257,6 +270,37 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
             item_mass=item_mass(log_probs, self.item_token_ids),
             mask=batch.label_vec.ne(self.NULL_IDX),
         )
+
+    # ------------------------------------------------------------------ teacher-forced item recall
+    def compute_loss(self, batch, return_output=False):
+        """ParlAI's NLL; in evaluation also ``tf_rer@k`` from the same teacher-forced scores."""
+        loss, model_output = super().compute_loss(batch, return_output=True)
+        if not self._unwrapped_model().training and batch.get('gold_new_items') is not None:
+            self.record_teacher_forced_item_recall(batch, model_output[0])
+        return (loss, model_output) if return_output else loss
+
+    @torch.no_grad()
+    def record_teacher_forced_item_recall(self, batch, scores):
+        """``tf_rer@k``: ReR@k at the gold reply's first item slot, teacher-forced on the gold prefix.
+
+        It isolates *which* items the model ranks when it is about to name one from *whether*
+        it generates an item at all (free-running ReR@k is 0 for a model that never does);
+        no extra forward pass: the scores are the ones the NLL was computed from.
+        """
+        labels = batch.label_vec
+        is_item = torch.isin(labels, self.item_token_ids)
+        has_slot = is_item.any(dim=1)
+        first = is_item.float().argmax(dim=1)
+        rows = torch.arange(labels.size(0), device=labels.device)
+        slot_scores = scores[rows, first].float().index_select(-1, self.item_token_ids)
+        gold = [g or [] for g in batch.gold_new_items]
+        recall = response_recall_at_k(slot_scores, has_slot.tolist(), gold, ks=RER_KS)
+        for k in RER_KS:
+            # replies whose gold text names no new item at a slot carry no signal here
+            self.record_local_metric(
+                f'tf_rer@{k}',
+                [None if v is None or not has_slot[b] else AverageMetric(v) for b, v in enumerate(recall[k])],
+            )
 
     # ------------------------------------------------------------------ response metrics
     def _add_generation_metrics(self, batch, preds):
