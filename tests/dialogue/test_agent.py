@@ -136,3 +136,31 @@ def test_reply_text_drops_the_flag_and_renders_titles_on_request(agent):
     assert '[REC]' not in agent._v2t(vec)
     agent.set_interactive_mode(True, shared=False)
     assert 'Jaws' in agent._v2t(vec) and '__item_' not in agent._v2t(vec)
+
+
+def test_teacher_forced_item_recall_reads_the_gold_first_item_slot(agent):
+    """tf_rer@k ranks items at the gold reply's first item token (item 222 -> catalog index 1)."""
+    agent.model.eval()
+    batch = _batch(agent, EXAMPLES)
+    scores = torch.zeros(*batch.label_vec.shape, len(agent.dict))
+    row = batch.label_vec[0]
+    slot = int((row == agent.item_token_ids[1]).nonzero()[0])
+    scores[0, slot, agent.item_token_ids[2]] = 5.0  # the slot ranks item 333 first, 222 second
+    scores[0, slot, agent.item_token_ids[1]] = 4.0
+    scores[0, slot - 1, agent.item_token_ids[0]] = 9.0  # a different step: must be ignored
+    agent._local_metrics.clear()
+    agent.record_teacher_forced_item_recall(batch, scores)
+    metrics = agent._local_metrics
+    assert metrics['tf_rer@1'][0].value() == pytest.approx(0.5)  # 1 of the 2 gold new items on top
+    assert metrics['tf_rer@10'][0].value() == pytest.approx(1.0)
+    assert metrics['tf_rer@1'][1] is None  # chit-chat turn: no slot, no signal
+
+
+def test_force_rec_flag_prefixes_every_reply_with_rec(agent):
+    batch = _batch(agent, EXAMPLES)
+    assert agent.get_prefix_tokens(batch) is None  # default: the model decides
+    agent.opt['force_rec_flag'] = True
+    try:
+        assert agent.get_prefix_tokens(batch).tolist() == [[agent.rec_token_id], [agent.rec_token_id]]
+    finally:
+        agent.opt['force_rec_flag'] = False
