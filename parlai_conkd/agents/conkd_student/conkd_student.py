@@ -64,8 +64,9 @@ class ConkdStudentAgent(ConkdDialogueTeacherAgent):
         return parser
 
     def __init__(self, opt, shared=None):
-        # The student's vocabulary must be the dialogue teacher's: default to its dictionary.
-        if not opt.get('dict_file') and opt.get('dialogue_teacher_file') and opt.get('gate') != 'none':
+        # The student's vocabulary must be the dialogue teacher's: default to its dictionary (with
+        # every gate, so a `--gate none` baseline is comparable and can --init-model from it).
+        if not opt.get('dict_file') and opt.get('dialogue_teacher_file'):
             opt['dict_file'] = resolve_model_file(opt, '--dialogue-teacher-file') + '.dict'
         super().__init__(opt, shared)
         self.teacher_cache = None
