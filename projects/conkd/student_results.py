@@ -1,11 +1,12 @@
 """ConKD results table on the ReDial data the task reaches: none / static / hard / soft, one budget.
 
-All four students start from the same dialogue teacher and are fine-tuned with the zoo recipe's
-student arguments (zoo/conkd/recipe.py: same epochs, same time cap, same shape); only ``--gate``
-differs. ``soft`` and ``hard`` are the zoo models themselves (built, or reused when present);
-``none`` (NLL only, the no-distillation baseline) and ``static`` (lambda = 0.5, the ablation) are
-trained here the same way. Every row is then evaluated with ``parlai eval_model`` on the test fold
-(greedy decoding), next to the rec teacher's R@1/10/50 on ``redial_crs:rec``.
+The teachers are the zoo's (zoo/conkd/recipe.py; built, or reused when present). All four students
+start from the same dialogue teacher and are fine-tuned with the zoo recipe's student arguments
+and the same number of optimiser steps (``--steps``; a step budget, not the recipe's wall-clock
+cap, so a busy machine cannot favour one row); only ``--gate`` differs: ``none`` (NLL only, the
+no-distillation baseline), ``static`` (lambda = 0.5, the ablation), ``hard`` and ``soft``. Every row
+is evaluated with ``parlai eval_model`` on the test fold (greedy decoding, and teacher-forced
+tf_rer@k), next to the rec teacher's R@1/10/50 on ``redial_crs:rec``.
 
     python projects/conkd/student_results.py --datapath runs/conkd/data \
         [--redial-path ../shared/data/redial --redial-meta-path ../shared/data/redial-meta]
@@ -21,8 +22,8 @@ import subprocess
 import sys
 import time
 
-METRICS = ('ppl', 'dist-2', 'dist-3', 'dist-4', 'rer@1', 'rer@10', 'rer@50', 'item_f1', 'item_ratio',
-           'kd_gate', 'exs')
+METRICS = ('ppl', 'dist-2', 'dist-3', 'dist-4', 'rer@1', 'rer@10', 'rer@50', 'tf_rer@1', 'tf_rer@10',
+           'tf_rer@50', 'item_f1', 'item_ratio', 'kd_gate', 'exs')
 REC_METRICS = ('recall@1', 'recall@10', 'recall@50', 'new_recall@1', 'new_recall@10', 'new_recall@50')
 GATES = ('none', 'static', 'hard', 'soft')
 
@@ -47,6 +48,7 @@ def main():
     parser.add_argument('--redial-path', default=None)
     parser.add_argument('--redial-meta-path', default=None)
     parser.add_argument('--eval-examples', type=int, default=0, help='0: the whole test fold')
+    parser.add_argument('--steps', type=int, default=100, help='optimiser steps per student (same for every gate)')
     parser.add_argument('--out', default=os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results', 'student.json'))
     args = parser.parse_args()
     if args.redial_path:
@@ -60,15 +62,19 @@ def main():
     from parlai_conkd.zoo.conkd import builder, recipe
 
     started = time.time()
-    built = builder.ensure(datapath, ['rec_teacher', 'dialogue_teacher', 'soft', 'hard'])
-    files = {m: builder.model_file(datapath, m) for m in recipe.MODELS}
-    train_minutes = {'zoo (rec, dialogue, soft, hard)': round((time.time() - started) / 60, 1), 'built': built}
-    commands = {'zoo': 'python -m parlai_conkd.zoo.conkd.builder  # or any -mf zoo:conkd/...'}
+    built = builder.ensure(datapath, ['rec_teacher', 'dialogue_teacher'])
+    files = {m: builder.model_file(datapath, m) for m in ('rec_teacher', 'dialogue_teacher')}
+    train_minutes = {'zoo teachers': round((time.time() - started) / 60, 1), 'built': built}
+    commands = {'teachers': f'python -m parlai_conkd.zoo.conkd.builder ensure -dp {datapath} rec_teacher dialogue_teacher'}
     use_kg = bool(os.environ.get('CONKD_REDIAL_META_PATH'))
-    for gate in ('none', 'static'):
+    for gate in GATES:
         files[gate] = os.path.join(os.path.dirname(datapath), 'students', gate)
         train = recipe.train_args('soft', files[gate], datapath, files, use_kg=use_kg)
         train[train.index('--gate') + 1] = gate
+        if '--max-train-time' in train:  # a step budget instead of the recipe's wall-clock cap
+            at = train.index('--max-train-time')
+            del train[at:at + 2]
+        train += ['--max-train-steps', str(args.steps)]
         commands[gate] = 'parlai train_model ' + ' '.join(shlex.quote(a) for a in train)
         if not os.path.isfile(files[gate]):
             os.makedirs(os.path.dirname(files[gate]), exist_ok=True)
@@ -99,8 +105,8 @@ def main():
         'hardware': f'{platform.machine()}, {os.cpu_count()} CPU cores (shared), torch {torch.__version__}, no GPU',
         'data': {'redial': os.environ.get('CONKD_REDIAL_PATH', 'official download'),
                  'meta': os.environ.get('CONKD_REDIAL_META_PATH'), 'eval_fold': 'test'},
-        'budget': 'zoo recipe "default": every student starts from the dialogue teacher and is fine-tuned '
-                  'with the same epochs / time cap; only --gate differs',
+        'budget': f'zoo recipe "default" student arguments, {args.steps} optimiser steps each from the '
+                  'dialogue teacher; only --gate differs',
         'train_minutes': train_minutes,
         'students': rows,
         'rec_teacher': rec,
@@ -113,8 +119,9 @@ def main():
     def fmt(v):
         return '-' if v is None else f'{v:.4g}' if isinstance(v, float) else str(v)
 
-    print('\n| gate | PPL | Dist-2 | Dist-3 | Dist-4 | ReR@1 | ReR@10 | ReR@50 | item F1 | item ratio | mean gate |')
-    print('|---|---|---|---|---|---|---|---|---|---|---|')
+    print('\n| gate | PPL | Dist-2 | Dist-3 | Dist-4 | ReR@1 | ReR@10 | ReR@50 | tf-ReR@1 | tf-ReR@10 | tf-ReR@50 '
+          '| item F1 | item ratio | mean gate |')
+    print('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|')
     for gate in GATES:
         r = rows[gate]
         print(f'| {gate} | ' + ' | '.join(fmt(r[m]) for m in METRICS[:-1]) + ' |')

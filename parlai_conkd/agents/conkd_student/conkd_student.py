@@ -13,6 +13,7 @@ training example (top-k, see :mod:`parlai_conkd.teacher_cache`) so they run once
 import os
 
 import torch
+from parlai.core.build_data import modelzoo_path
 from parlai.core.metrics import AverageMetric
 from parlai.utils import logging
 from parlai.utils.distributed import get_rank, is_distributed
@@ -61,6 +62,11 @@ class ConkdStudentAgent(ConkdDialogueTeacherAgent):
                            'use, reused while teachers/data/settings match; refused when stale)')
         group.add_argument('--teacher-cache-topk', type=int, default=64,
                            help='entries of each teacher distribution kept in the cache (the tail is dropped)')
+        # The student's vocabulary must be the dialogue teacher's. train_model builds a dictionary
+        # before it creates the agent, so the default has to be in place at parse time.
+        if partial_opt and partial_opt.get('dialogue_teacher_file') and not partial_opt.get('dict_file'):
+            teacher = modelzoo_path(partial_opt.get('datapath'), partial_opt['dialogue_teacher_file'])
+            parser.set_defaults(dict_file=teacher + '.dict')
         return parser
 
     def __init__(self, opt, shared=None):
