@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 
 GATES = ('none', 'static', 'hard', 'soft')
 

@@ -87,8 +87,8 @@ class ItemCatalog:
             raise CatalogError(f'movie list not found: {movies_csv}')
         info, entity_ids = {}, {}
         if meta_dir:
-            info = _read_json(os.path.join(meta_dir, 'id2info.json'))
-            entity_ids = _read_json(os.path.join(meta_dir, 'entity2id.json'))
+            info = read_json(os.path.join(meta_dir, 'id2info.json'))
+            entity_ids = read_json(os.path.join(meta_dir, 'entity2id.json'))
         items = []
         with open(movies_csv, newline='', encoding='utf-8') as f:
             reader = csv.DictReader(f)
@@ -118,7 +118,7 @@ class ItemCatalog:
 
     @classmethod
     def load(cls, path: str) -> 'ItemCatalog':
-        data = _read_json(path)
+        data = read_json(path)
         try:
             return cls([Item(**entry) for entry in data['items']])
         except (KeyError, TypeError) as exc:
@@ -209,9 +209,10 @@ def _current_umask() -> int:
     return mask
 
 
-def _read_json(path: str):
+def read_json(path: str, what: str = 'file'):
+    """Parse a JSON file; a missing or malformed file raises CatalogError naming it (and the line)."""
     if not os.path.isfile(path):
-        raise CatalogError(f'file not found: {path}')
+        raise CatalogError(f'{what} not found: {path}')
     with open(path, encoding='utf-8') as f:
         try:
             return json.load(f)

@@ -11,7 +11,6 @@ directed ``src -> dst`` (a message from ``src`` to ``dst``). As in R-GCN (Schlic
 node a self-loop of relation ``2R``. ``edge_norm`` is ``1 / c_{dst,r}``: the number of edges of
 the same relation entering the same node, so each relation contributes the mean of its messages.
 """
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-from parlai_conkd.items import CatalogError, ItemCatalog
+from parlai_conkd.items import CatalogError, ItemCatalog, read_json
 
 SELF_LOOP = 'self_loop'
 INVERSE_SUFFIX = '_inv'
@@ -151,13 +150,7 @@ def load_knowledge_graph(meta_dir: str, catalog: ItemCatalog) -> KnowledgeGraph:
 
 
 def _read_json(path: str):
-    if not os.path.isfile(path):
-        raise CatalogError(f'knowledge graph file not found: {path}')
-    with open(path, encoding='utf-8') as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as exc:
-            raise CatalogError(f'{path}:{exc.lineno}: invalid JSON ({exc.msg})') from exc
+    return read_json(path, 'knowledge graph file')
 
 
 # ---------------------------------------------------------------------------- text entities

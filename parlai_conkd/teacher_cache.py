@@ -19,7 +19,7 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass
-from typing import Dict, Iterable, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import torch
 

@@ -10,7 +10,6 @@ formula, is in :mod:`parlai_conkd.distill`. Teachers run in eval mode without gr
 student's device, on the student's own batch. ``--teacher-cache FILE`` stores their outputs per
 training example (top-k, see :mod:`parlai_conkd.teacher_cache`) so they run once per example.
 """
-import os
 
 import torch
 from parlai.core.build_data import modelzoo_path
