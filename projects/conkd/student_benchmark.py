@@ -213,7 +213,7 @@ def main():
         ('generation ms/token, student / NLL-only', result['ratio_inference_student_over_nll'], 1.02,
          f"{ms_per_token['live']:.2f} / {ms_per_token['nll']:.2f} ms"),
     ]
-    print(f'\n| measurement | ratio | target | raw |\n|---|---|---|---|')
+    print('\n| measurement | ratio | target | raw |\n|---|---|---|---|')
     for name, ratio, target, raw in rows:
         print(f'| {name} | {ratio:.3f} | <= {target} | {raw} |')
     print('| peak RSS (MB): NLL-only / live / cached | | | '

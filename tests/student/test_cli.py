@@ -1,5 +1,4 @@
 """The ConKD student through the real `parlai` CLI: tiny teachers, then each gate, on shared ReDial."""
-import json
 import os
 
 import pytest
