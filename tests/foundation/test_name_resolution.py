@@ -142,7 +142,6 @@ def regular_install(tmp_path_factory):
     return venv / 'bin' / 'python', site
 
 
-@pytest.mark.slow
 def test_regular_install_ships_the_hook_and_is_a_no_op_without_parlai(regular_install):
     python, site = regular_install
     assert os.path.isfile(os.path.join(site, 'parlai_conkd_startup.pth'))
