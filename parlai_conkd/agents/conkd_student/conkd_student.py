@@ -18,6 +18,7 @@ from parlai.utils import logging
 from parlai.utils.distributed import get_rank, is_distributed
 
 from parlai_conkd import distill
+from parlai_conkd.explain import InteractiveExplainMixin
 from parlai_conkd.agents.conkd_dialogue_teacher.conkd_dialogue_teacher import ConkdDialogueTeacherAgent
 from parlai_conkd.teacher_cache import (
     TeacherCache,
@@ -34,7 +35,8 @@ DIALOGUE_TEACHER_MODELS = {'conkd_dialogue_teacher', 'conkd_student'}
 REC_TEACHER_MODELS = {'conkd_rec_teacher'}
 
 
-class ConkdStudentAgent(ConkdDialogueTeacherAgent):
+class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
+    # InteractiveExplainMixin: --show-recs / --show-gates / --link-titles in interactive mode only
     @classmethod
     def add_cmdline_args(cls, parser, partial_opt=None):
         super().add_cmdline_args(parser, partial_opt=partial_opt)
