@@ -35,5 +35,6 @@ printf '%s\n' \
     "Hi! I loved The Shining and other scary movies. Any suggestions?" \
     "I have seen that one. Something more recent maybe?" \
     "Thanks, I will check it out!" \
-  | parlai interactive -mf zoo:conkd/soft -dp "$DATA" 2>/dev/null | grep -v "^Enter Your Message" || true
+  | parlai interactive -mf zoo:conkd/soft -dp "$DATA" --show-recs 5 --show-gates true 2>/dev/null \
+  | grep -v "^Enter Your Message" || true
 echo "[main] done in $(( $(date +%s) - start ))s; report: $RUN_DIR/eval_soft.json"
