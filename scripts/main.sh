@@ -32,9 +32,9 @@ parlai eval_model -t redial_crs -dt test -mf zoo:conkd/soft -dp "$DATA" \
 
 echo "[main] step 3/3: a scripted conversation with zoo:conkd/soft"
 printf '%s\n' \
-    "Hi! I loved The Shining and other scary movies. Any suggestions?" \
+    "Hi! I loved The Shining (1980) and other scary movies. Any suggestions?" \
     "I have seen that one. Something more recent maybe?" \
     "Thanks, I will check it out!" \
   | parlai interactive -mf zoo:conkd/soft -dp "$DATA" --show-recs 5 --show-gates true 2>/dev/null \
-  | grep -v "^Enter Your Message" || true
+  | grep -v -E "^Enter Your Message| INFO  |^Enter \[DONE\]" || true
 echo "[main] done in $(( $(date +%s) - start ))s; report: $RUN_DIR/eval_soft.json"
