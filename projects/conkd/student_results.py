@@ -111,6 +111,10 @@ def main():
         'students': rows,
         'rec_teacher': rec,
         'commands': commands,
+        # for `python -m parlai_conkd.explain plot-results` (the rec teacher's R@k beside the
+        # students' item ranking at the gold slot)
+        'rows': [{'model': f'student, gate {gate}', 'metrics': rows[gate]} for gate in GATES]
+        + [{'model': 'rec teacher (R@k)', 'metrics': {f'tf_rer@{k}': rec[f'recall@{k}'] for k in (1, 10, 50)}}],
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
     with open(args.out, 'w') as f:
