@@ -11,6 +11,8 @@ from setuptools.command.editable_wheel import editable_wheel
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 STARTUP_PTH = 'parlai_conkd_startup.pth'
+#: site.py executes `import` lines of .pth files at every interpreter start (see parlai_conkd/_startup.py).
+STARTUP_PTH_CONTENT = b'import parlai_conkd._startup\n'
 
 
 class BuildPyWithStartupHook(build_py):
@@ -22,17 +24,12 @@ class BuildPyWithStartupHook(build_py):
 
     def run(self):
         super().run()
-        self.copy_file(os.path.join(HERE, 'parlai_conkd', STARTUP_PTH),
-                       os.path.join(self.build_lib, STARTUP_PTH), preserve_mode=0)
+        os.makedirs(self.build_lib, exist_ok=True)
+        with open(os.path.join(self.build_lib, STARTUP_PTH), 'wb') as f:
+            f.write(STARTUP_PTH_CONTENT)
 
     def get_outputs(self, include_bytecode=True):
         return super().get_outputs(include_bytecode) + [os.path.join(self.build_lib, STARTUP_PTH)]
-
-    def get_output_mapping(self):
-        mapping = super().get_output_mapping()
-        mapping[os.path.join(self.build_lib, STARTUP_PTH)] = os.path.join(
-            HERE, 'parlai_conkd', STARTUP_PTH)
-        return mapping
 
 
 class EditableWheelWithStartupHook(editable_wheel):
@@ -42,8 +39,6 @@ class EditableWheelWithStartupHook(editable_wheel):
 
     def _select_strategy(self, name, tag, build_lib):
         strategy = super()._select_strategy(name, tag, build_lib)
-        with open(os.path.join(HERE, 'parlai_conkd', STARTUP_PTH), 'rb') as f:
-            startup_pth = f.read()
 
         class WithStartupHook:
             def __enter__(self):
@@ -55,7 +50,7 @@ class EditableWheelWithStartupHook(editable_wheel):
 
             def __call__(self, wheel, files, mapping):
                 strategy(wheel, files, mapping)
-                wheel.writestr(STARTUP_PTH, startup_pth)
+                wheel.writestr(STARTUP_PTH, STARTUP_PTH_CONTENT)
 
         return WithStartupHook()
 
