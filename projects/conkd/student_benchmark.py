@@ -162,17 +162,8 @@ def main():
         'cached': make_agent(workdir, data_args, 'soft', rec, dial, args.batchsize, cache),
     }
     batches = make_batches(agents['nll'], data_args, args.batchsize, args.batches)
-    for batch in batches:  # fill the cache (and warm every configuration up) once, untimed
-        for agent in agents.values():
-            train_step(agent, batch)
     order = random.Random(0)
-    times = {name: [] for name in agents}
-    for _ in tqdm(range(args.rounds), desc='train steps (round-robin)'):
-        for batch in batches:
-            names = list(agents)
-            order.shuffle(names)  # no configuration always runs first (or right after another)
-            for name in names:
-                times[name].append(time_train_step(agents[name], batch))
+    # inference first, on the freshly built agents (same architecture: the cost should match)
     gen = {'nll': [], 'live': []}
     for _ in tqdm(range(args.rounds * 2), desc='generation (round-robin)'):
         for batch in batches[:2]:
@@ -181,6 +172,16 @@ def main():
             for name in names:
                 elapsed, tokens = time_generation(agents[name], batch)
                 gen[name].append(elapsed / max(tokens, 1))
+    for batch in batches:  # fill the cache (and warm every configuration up) once, untimed
+        for agent in agents.values():
+            train_step(agent, batch)
+    times = {name: [] for name in agents}
+    for _ in tqdm(range(args.rounds), desc='train steps (round-robin)'):
+        for batch in batches:
+            names = list(agents)
+            order.shuffle(names)  # no configuration always runs first (or right after another)
+            for name in names:
+                times[name].append(time_train_step(agents[name], batch))
     step_ms = {name: 1000 * statistics.median(values) for name, values in times.items()}
     ms_per_token = {name: 1000 * statistics.median(values) for name, values in gen.items()}
     print('[bench] peak RSS: one process per configuration', flush=True)
