@@ -119,16 +119,25 @@ def _plogp(probs: torch.Tensor) -> torch.Tensor:
     return torch.xlogy(probs, probs).sum(-1)
 
 
-def _dial_on_items(dial_probs, item_token_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """The dialogue teacher's probabilities at the item tokens, [B,T,N]."""
-    if not isinstance(dial_probs, TopK):
-        return dial_probs.index_select(-1, item_token_ids)
+def _topk_mixture_plogp(dial: TopK, rec: torch.Tensor, lam: torch.Tensor, item_token_ids: torch.Tensor,
+                        vocab_size: int) -> torch.Tensor:
+    """``sum q log q`` for ``q = lam * rec + (1 - lam) * dial`` with a top-k dialogue teacher, in O(k).
+
+    Without the dialogue part the item block would give ``lam * sum r log r + lam log lam``; each of
+    the k teacher entries then either replaces its item's term (an item) or adds a word's term.
+    """
     item_of_token = torch.full((vocab_size,), -1, dtype=torch.long, device=item_token_ids.device)
     item_of_token[item_token_ids] = torch.arange(len(item_token_ids), device=item_token_ids.device)
-    slots = item_of_token[dial_probs.indices]
-    probs = torch.where(slots >= 0, dial_probs.values, torch.zeros_like(dial_probs.values))
-    out = probs.new_zeros((*probs.shape[:-1], len(item_token_ids)))
-    return out.scatter_add(-1, slots.clamp(min=0), probs)
+    slots = item_of_token[dial.indices]  # [B,T,k], -1 for words
+    is_item = slots >= 0
+    rec_at = rec.unsqueeze(1).expand(-1, slots.size(1), -1).gather(-1, slots.clamp(min=0))
+    rec_at = torch.where(is_item, rec_at, torch.zeros_like(rec_at))
+    lam_k, keep_k = lam.unsqueeze(-1), (1.0 - lam).unsqueeze(-1)
+    rec_only = lam_k * rec_at
+    q = rec_only + keep_k * dial.values
+    corrections = torch.where(is_item, torch.xlogy(q, q) - torch.xlogy(rec_only, rec_only), torch.xlogy(q, q))
+    base = lam * _plogp(rec).unsqueeze(1) + torch.xlogy(lam, lam) * rec.sum(-1, keepdim=True)
+    return base + corrections.sum(-1)
 
 
 def conkd_terms(
@@ -195,10 +204,13 @@ def conkd_terms(
         if gate == 'hard':
             rec_steps = (lam > hard_threshold) & mask
             target_plogp = torch.where(rec_steps, rec_plogp, dial_plogp)
+        elif isinstance(dial, TopK):
+            rec_steps = zeros.bool()
+            target_plogp = _topk_mixture_plogp(dial, rec, lam, item_token_ids, vocab_size)
         else:
             rec_steps = zeros.bool()
             # q = lam * rec (items only) + (1 - lam) * dial: words carry the dialogue part alone.
-            dial_items = _dial_on_items(dial, item_token_ids, vocab_size)  # [B,T,N]
+            dial_items = dial.index_select(-1, item_token_ids)  # [B,T,N]
             keep = 1.0 - lam
             words = torch.xlogy(keep, keep) * (1.0 - dial_items.sum(-1)) + keep * (dial_plogp - _plogp(dial_items))
             q_items = dial_items.mul_(keep.unsqueeze(-1)).add_(lam.unsqueeze(-1) * rec.unsqueeze(1))
