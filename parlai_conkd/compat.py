@@ -20,7 +20,8 @@ upstream code works it changes nothing. Nothing here edits site-packages.
 | ``cpu_world_size_default`` | scripts/multiprocessing_train.py:92 | default world size 0 on CPU |
 
 ``core/opt.py:18`` imports ``pkg_resources``, which setuptools 81 removed: that one is fixed by
-the pin ``setuptools<81`` in requirements/parlai-runtime.txt, not by code.
+the pin ``setuptools<81`` in requirements/parlai-runtime.txt; ``quiet_pkg_resources_warning`` (run
+before that module executes) only silences the deprecation warning the import prints.
 """
 import contextlib
 import functools
@@ -310,33 +311,29 @@ PATCHES = {
 }
 
 
-def apply_patches(module_name, module):
-    """Apply the patches registered for ``module_name`` once; never let one break an import."""
-    for patch in PATCHES.get(module_name, ()):
-        key = (module_name, patch.__name__)
-        if key in _ATTEMPTED:
-            continue
-        _ATTEMPTED.add(key)
-        try:
-            if patch(module):
-                _EFFECTIVE.add(key)
-                logger.debug('parlai_conkd.compat: applied %s to %s', patch.__name__, module_name)
-        except Exception as exc:  # an unexpected ParlAI version: warn, leave upstream as is
-            logger.warning('parlai_conkd.compat: %s could not patch %s: %s', patch.__name__, module_name, exc)
-
-
-def prepare_import(module_name):
-    """Run the BEFORE_IMPORT fixes for ``module_name`` (once)."""
-    for fix in BEFORE_IMPORT.get(module_name, ()):
+def _run_once(module_name, fixes, *args):
+    """Run each fix for ``module_name`` once per process; never let one break an import."""
+    for fix in fixes:
         key = (module_name, fix.__name__)
         if key in _ATTEMPTED:
             continue
         _ATTEMPTED.add(key)
         try:
-            if fix():
+            if fix(*args):
                 _EFFECTIVE.add(key)
-        except Exception as exc:
-            logger.warning('parlai_conkd.compat: %s failed: %s', fix.__name__, exc)
+                logger.debug('parlai_conkd.compat: applied %s for %s', fix.__name__, module_name)
+        except Exception as exc:  # an unexpected ParlAI version: warn, leave upstream as is
+            logger.warning('parlai_conkd.compat: %s could not patch %s: %s', fix.__name__, module_name, exc)
+
+
+def apply_patches(module_name, module):
+    """Apply the patches registered for ``module_name`` right after it was executed."""
+    _run_once(module_name, PATCHES.get(module_name, ()), module)
+
+
+def prepare_import(module_name):
+    """Run the BEFORE_IMPORT fixes for ``module_name`` before it is executed."""
+    _run_once(module_name, BEFORE_IMPORT.get(module_name, ()))
 
 
 def apply_to_loaded_modules():
