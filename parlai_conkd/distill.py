@@ -11,18 +11,84 @@ Notation, per example b and target step t (V = vocabulary, I = the item tokens, 
     soft:   ``q = lambda * p_rec_V + (1 - lambda) * p_dial``
     static: soft with a constant ``lambda`` (default 0.5), the paper's ablation
     none:   no distillation (NLL only: the baseline)
+  All three are ``q = (1 - w) * p_dial + w * p_rec_V`` with a per-step weight ``w``: the gate
+  (soft, static) or ``1[lambda > threshold]`` (hard).
 - ``KD[b,t] = tau^2 * KL(q_tau || p_student_tau)`` with ``0 log 0 = 0``, where ``_tau`` means the
   teacher/student log-probabilities divided by the temperature tau and renormalised (Hinton et al.;
   the tau^2 factor keeps gradient scale independent of tau). The gate itself always uses the
   untempered teacher (it is a probability, not a target).
 - total loss ``= (1 - alpha) * NLL + alpha * KD``, both averaged over non-padding target tokens.
+
+How it is computed (the loss is vocabulary-sized work at every step, so this matters for speed):
+``KL(q || p) = sum q log q - sum q log p``. The first sum has no gradient and is computed once with
+the target (:func:`make_target`); the second is linear in q, ``(1 - w) E_dial[log p] + w E_rec[log p]``,
+two batched dot products, so the [B,T,V] target is never built. :func:`nll_and_kd` computes the NLL
+and KD from one softmax of the student's logits and writes their joint gradient
+``g_nll (p - onehot) + tau g_kd (p_tau - q)`` in place (a custom autograd function), instead of
+autograd's chain of vocabulary-sized temporaries. :func:`conkd_terms` is the same loss through
+plain autograd, kept as the readable reference the fused one is tested against.
 """
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple, Union
 
 import torch
 
 GATES = ('none', 'static', 'hard', 'soft')
+
+#: stands in for log(0) where a product with p = 0 must give exactly 0 (any p > 0 in float32 has
+#: log p > -104, so no real log-probability is changed by clamping at this value)
+LOG_ZERO = -1000.0
+
+
+@dataclass
+class TopK:
+    """A distribution kept as its k largest entries (the teacher cache's form).
+
+    ``values`` [..., k] log-probabilities (or, inside :class:`DistillTarget`, probabilities) and
+    ``indices`` [..., k] their ids: vocabulary ids for the dialogue teacher, catalog indices for
+    the rec teacher. Everything outside the k entries has probability 0: the distribution is
+    renormalised over them.
+    """
+
+    values: torch.Tensor
+    indices: torch.Tensor
+
+
+Distribution = Union[torch.Tensor, TopK]
+
+
+class ItemSlots:
+    """Where the catalog's items sit in the vocabulary: ``ids[n]`` is item n's token id.
+
+    The dictionaries of this project add the item tokens as one block, so item slices are
+    views (no copy); any other layout falls back to index_select / index_add.
+    """
+
+    def __init__(self, item_token_ids: torch.Tensor):
+        self.ids = item_token_ids
+        count = item_token_ids.numel()
+        first = int(item_token_ids[0]) if count else 0
+        block = torch.arange(first, first + count, device=item_token_ids.device)
+        self.block = slice(first, first + count) if count and torch.equal(item_token_ids, block) else None
+
+    @classmethod
+    def of(cls, items: Union['ItemSlots', torch.Tensor]) -> 'ItemSlots':
+        return items if isinstance(items, ItemSlots) else cls(items)
+
+    def __len__(self) -> int:
+        return self.ids.numel()
+
+    def take(self, x: torch.Tensor) -> torch.Tensor:
+        """The item entries of ``x`` [..., V] -> [..., N] (a view when the ids are one block)."""
+        return x[..., self.block] if self.block is not None else x.index_select(-1, self.ids)
+
+    def subtract_outer_(self, x: torch.Tensor, coef: torch.Tensor, rec: torch.Tensor) -> None:
+        """``x[b, t, I[n]] -= coef[b, t] * rec[b, n]`` in place (x [B,T,V], coef [B,T], rec [B,N])."""
+        update = coef.unsqueeze(-1) * rec.unsqueeze(1)
+        if self.block is not None:
+            x[..., self.block].sub_(update)
+        else:
+            x.index_add_(-1, self.ids, update, alpha=-1)
 
 
 @dataclass
@@ -44,13 +110,9 @@ class DistillationTerms:
         return _masked_mean(self.rec_steps.float(), self.mask)
 
 
-def item_mass(dial_log_probs: torch.Tensor, item_token_ids: torch.Tensor) -> torch.Tensor:
-    """``lambda[b,t]``: total probability the dialogue teacher puts on item tokens. [B,T,V] -> [B,T].
-
-    A product with the items' indicator vector: one pass over the vocabulary, no [B,T,N] copy.
-    """
-    indicator = dial_log_probs.new_zeros(dial_log_probs.size(-1)).index_fill_(0, item_token_ids, 1.0)
-    return dial_log_probs.exp().matmul(indicator).clamp(0.0, 1.0)
+def item_mass(dial_log_probs: torch.Tensor, item_token_ids) -> torch.Tensor:
+    """``lambda[b,t]``: total probability the dialogue teacher puts on item tokens. [B,T,V] -> [B,T]."""
+    return ItemSlots.of(item_token_ids).take(dial_log_probs).exp().sum(-1).clamp(0.0, 1.0)
 
 
 def items_on_vocab(rec_log_probs: torch.Tensor, item_token_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
@@ -76,18 +138,6 @@ def gate_values(kind: str, dial_item_mass: torch.Tensor, static_gate: float = 0.
     raise ValueError(f'unknown gate {kind!r}; choose one of {GATES}')
 
 
-@dataclass
-class TopK:
-    """A per-step distribution kept as its k largest log-probabilities (the teacher cache's form).
-
-    ``values`` [B,T,k] log-probabilities, ``indices`` [B,T,k] vocabulary ids. Everything outside
-    the k entries has probability 0: the distribution is renormalised over them.
-    """
-
-    values: torch.Tensor
-    indices: torch.Tensor
-
-
 def target_log_probs(
     kind: str,
     dial_log_probs: torch.Tensor,
@@ -97,8 +147,8 @@ def target_log_probs(
 ):
     """The dense distillation target ``log q`` [B,T,V] and the hard gate's rec-step mask [B,T].
 
-    The loss never materialises this (see :func:`conkd_terms`); it is the definition, kept for
-    inspection and plots.
+    The loss never materialises this (see :func:`make_target`); it is the definition, kept for
+    inspection, plots and tests.
     """
     rec = rec_vocab_log_probs.unsqueeze(1).expand_as(dial_log_probs)
     if kind == 'hard':
@@ -118,37 +168,190 @@ def kl_divergence(target_log_probs: torch.Tensor, student_log_probs: torch.Tenso
     return torch.where(q > 0, terms, torch.zeros_like(terms)).sum(-1)
 
 
+# ---------------------------------------------------------------------------------- the target
+def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``(a * b).sum(-1)`` for [B,T,K] views without a [B,T,K] temporary (a batched GEMV)."""
+    batch, steps, size = a.shape
+    return torch.bmm(a.reshape(batch * steps, 1, size), b.reshape(batch * steps, size, 1)).view(batch, steps)
+
+
 def _plogp(probs: torch.Tensor) -> torch.Tensor:
     """``sum p log p`` over the last dim with ``0 log 0 = 0``."""
     return torch.xlogy(probs, probs).sum(-1)
 
 
-def _topk_mixture_plogp(dial: TopK, rec: torch.Tensor, lam: torch.Tensor, item_token_ids: torch.Tensor,
-                        vocab_size: int) -> torch.Tensor:
-    """``sum q log q`` for ``q = lam * rec + (1 - lam) * dial`` with a top-k dialogue teacher, in O(k).
+def _at_least_float(x: torch.Tensor) -> torch.Tensor:
+    """Half-precision teacher outputs in float32 (the loss sums many small terms); double stays."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
 
-    Without the dialogue part the item block would give ``lam * sum r log r + lam log lam``; each of
-    the k teacher entries then either replaces its item's term (an item) or adds a word's term.
+
+def _safe_log(log_probs: torch.Tensor) -> torch.Tensor:
+    """``log_probs`` with -inf (p = 0) at :data:`LOG_ZERO`, so ``p * log p`` is exactly 0 there.
+    Checked first: a softmax of finite logits has no -inf, and this spares a [B,T,V] copy."""
+    if log_probs.numel() and bool(log_probs.amin() == float('-inf')):
+        return log_probs.clamp(min=LOG_ZERO)
+    return log_probs
+
+
+@dataclass
+class DistillTarget:
+    """The ConKD target of a batch, ``q[b,t] = (1 - w[b,t]) * dial[b,t] + w[b,t] * rec_V[b]``.
+
+    Probabilities at the distillation temperature: ``dial`` [B,T,V] or :class:`TopK` over
+    vocabulary ids; ``rec`` [B,N] or :class:`TopK` over catalog indices. ``plogp`` is
+    ``sum q log q`` [B,T]; ``weight``, ``gate``, ``plogp`` are zero on padding.
     """
-    item_of_token = torch.full((vocab_size,), -1, dtype=torch.long, device=item_token_ids.device)
-    item_of_token[item_token_ids] = torch.arange(len(item_token_ids), device=item_token_ids.device)
-    slots = item_of_token[dial.indices]  # [B,T,k], -1 for words
-    is_item = slots >= 0
-    rec_at = rec.unsqueeze(1).expand(-1, slots.size(1), -1).gather(-1, slots.clamp(min=0))
+
+    dial: Distribution
+    rec: Distribution
+    weight: torch.Tensor
+    plogp: torch.Tensor
+    gate: torch.Tensor
+    rec_steps: torch.Tensor
+    mask: torch.Tensor
+    temperature: float
+
+    def expected_log_prob(self, log_probs: torch.Tensor, slots: ItemSlots) -> torch.Tensor:
+        """``sum_v q[b,t,v] * log_probs[b,t,v]`` [B,T]; differentiable in ``log_probs``."""
+        if isinstance(self.dial, TopK):
+            on_dial = (self.dial.values * log_probs.gather(-1, self.dial.indices)).sum(-1)
+        else:
+            on_dial = _dot(self.dial, log_probs)
+        if isinstance(self.rec, TopK):
+            ids = self._rec_vocab_ids(slots, log_probs.size(1))
+            on_rec = (self.rec.values.unsqueeze(1) * log_probs.gather(-1, ids)).sum(-1)
+        else:
+            on_rec = torch.bmm(slots.take(log_probs), self.rec.unsqueeze(-1)).squeeze(-1)
+        return (1.0 - self.weight) * on_dial + self.weight * on_rec
+
+    def subtract_scaled_(self, grad: torch.Tensor, coef: torch.Tensor, slots: ItemSlots) -> None:
+        """``grad[b,t,:] -= coef[b,t] * q[b,t,:]`` in place."""
+        on_dial, on_rec = coef * (1.0 - self.weight), coef * self.weight
+        if isinstance(self.dial, TopK):
+            grad.scatter_add_(-1, self.dial.indices, self.dial.values * -on_dial.unsqueeze(-1))
+        else:
+            grad.addcmul_(self.dial, on_dial.unsqueeze(-1), value=-1.0)
+        if isinstance(self.rec, TopK):
+            ids = self._rec_vocab_ids(slots, grad.size(1))
+            grad.scatter_add_(-1, ids, self.rec.values.unsqueeze(1) * -on_rec.unsqueeze(-1))
+        else:
+            slots.subtract_outer_(grad, on_rec, self.rec)
+
+    def _rec_vocab_ids(self, slots: ItemSlots, steps: int) -> torch.Tensor:
+        ids = slots.ids[self.rec.indices]  # [B,k] vocabulary ids of the kept items
+        return ids.unsqueeze(1).expand(-1, steps, -1)
+
+
+def _tempered_topk(dist: TopK, temperature: float) -> Tuple[TopK, torch.Tensor]:
+    """Renormalised probabilities of a top-k slice at ``temperature`` and their ``sum p log p``."""
+    probs = torch.softmax(_at_least_float(dist.values) / temperature, dim=-1)
+    return TopK(probs, dist.indices), _plogp(probs)
+
+
+def _log0(probs: torch.Tensor) -> torch.Tensor:
+    """``log probs`` of a fresh tensor with log 0 at :data:`LOG_ZERO` (``0 * log 0`` then is 0)."""
+    return probs.log().clamp_(min=LOG_ZERO)
+
+
+def _mixture_plogp(dial: Distribution, dial_log: Optional[torch.Tensor], dial_plogp: torch.Tensor,
+                   rec: Distribution, rec_plogp: torch.Tensor, weight: torch.Tensor, slots: ItemSlots) -> torch.Tensor:
+    """``sum q log q`` for ``q = (1 - w) * dial + w * rec_V``, without building q over V.
+
+    Words carry the dialogue part alone, so only item entries need the mixture itself.
+    """
+    keep = 1.0 - weight
+    if isinstance(rec, TopK):  # [B,N] is small: the rec side is read through a dense row
+        rec = rec.values.new_zeros(rec.values.size(0), len(slots)).scatter_(-1, rec.indices, rec.values)
+    if not isinstance(dial, TopK):
+        dial_items = slots.take(dial)  # [B,T,N], a view
+        words_plogp = dial_plogp - _dot(dial_items, slots.take(dial_log))
+        words = keep * words_plogp + torch.xlogy(keep, keep) * (1.0 - dial_items.sum(-1))
+        q_items = dial_items * keep.unsqueeze(-1)
+        q_items.baddbmm_(weight.unsqueeze(-1), rec.unsqueeze(1))
+        return words + _dot(q_items, _log0(q_items))
+    # Top-k dialogue teacher, in O(k): start from the rec part alone, ``w * sum r log r + w log w``
+    # (sum r = 1), then each of the k dialogue entries replaces its item's term or adds a word's.
+    size = int(max(int(slots.ids.max()), int(dial.indices.max()))) + 1
+    item_of_token = torch.full((size,), -1, dtype=torch.long, device=slots.ids.device)
+    item_of_token[slots.ids] = torch.arange(len(slots), device=slots.ids.device)
+    items = item_of_token[dial.indices]  # [B,T,k], -1 for words
+    is_item = items >= 0
+    rec_at = rec.unsqueeze(1).expand(-1, items.size(1), -1).gather(-1, items.clamp(min=0))
     rec_at = torch.where(is_item, rec_at, torch.zeros_like(rec_at))
-    lam_k, keep_k = lam.unsqueeze(-1), (1.0 - lam).unsqueeze(-1)
-    rec_only = lam_k * rec_at
-    q = rec_only + keep_k * dial.values
-    corrections = torch.where(is_item, torch.xlogy(q, q) - torch.xlogy(rec_only, rec_only), torch.xlogy(q, q))
-    base = lam * _plogp(rec).unsqueeze(1) + torch.xlogy(lam, lam) * rec.sum(-1, keepdim=True)
-    return base + corrections.sum(-1)
+    rec_only = weight.unsqueeze(-1) * rec_at
+    q = rec_only + keep.unsqueeze(-1) * dial.values
+    corrections = torch.xlogy(q, q) - torch.where(is_item, torch.xlogy(rec_only, rec_only), torch.zeros_like(q))
+    return weight * rec_plogp.unsqueeze(1) + torch.xlogy(weight, weight) + corrections.sum(-1)
 
 
+@torch.no_grad()
+def make_target(
+    gate: str,
+    dial_log_probs: Distribution,
+    rec_item_log_probs: Distribution,
+    item_token_ids,
+    mask: torch.Tensor,
+    hard_threshold: float = 0.5,
+    static_gate: float = 0.5,
+    temperature: float = 1.0,
+    dial_item_mass: Optional[torch.Tensor] = None,
+) -> DistillTarget:
+    """The batch's distillation target from the two teachers' outputs (no gradient).
+
+    :param dial_log_probs: [B,T,V] dialogue-teacher log-probabilities, or their :class:`TopK`.
+    :param rec_item_log_probs: [B,N] rec-teacher log-probabilities over catalog items (catalog
+        order), or their :class:`TopK` over catalog indices.
+    :param item_token_ids: [N] vocabulary id of each catalog item (or an :class:`ItemSlots`).
+    :param mask: [B,T] true on real (non-padding) target steps.
+    :param dial_item_mass: the gate lambda; required with a top-k teacher (the cache stores it
+        exactly), computed from the dense teacher otherwise.
+    """
+    if gate not in GATES:
+        raise ValueError(f'unknown gate {gate!r}; choose one of {GATES}')
+    if temperature <= 0:
+        raise ValueError(f'temperature must be > 0, got {temperature}')
+    slots = ItemSlots.of(item_token_ids)
+    mask = mask.bool()
+    if isinstance(dial_log_probs, TopK):
+        if dial_item_mass is None:
+            raise ValueError('a top-k dialogue teacher needs its exact item mass (dial_item_mass)')
+        dial, dial_plogp = _tempered_topk(dial_log_probs, temperature)
+        log_d = None
+    else:
+        log_d = _safe_log(tempered(_at_least_float(dial_log_probs), temperature))
+        dial = log_d.exp()
+        dial_plogp = _dot(dial, log_d)
+        if dial_item_mass is None:
+            raw = dial if temperature == 1.0 else _at_least_float(dial_log_probs).exp()
+            dial_item_mass = slots.take(raw).sum(-1).clamp(0.0, 1.0)
+    if isinstance(rec_item_log_probs, TopK):
+        rec, rec_plogp = _tempered_topk(rec_item_log_probs, temperature)
+    else:
+        rec = tempered(_at_least_float(rec_item_log_probs), temperature).exp()
+        rec_plogp = _plogp(rec)
+
+    lam = gate_values(gate, _at_least_float(dial_item_mass), static_gate) * mask
+    rec_steps = torch.zeros_like(mask)
+    if gate == 'none':
+        weight, plogp = torch.zeros_like(lam), torch.zeros_like(lam)
+    elif gate == 'hard':
+        rec_steps = (lam > hard_threshold) & mask
+        weight = rec_steps.to(lam.dtype)
+        plogp = torch.where(rec_steps, rec_plogp.unsqueeze(1).expand_as(dial_plogp), dial_plogp)
+    else:
+        weight = lam
+        plogp = _mixture_plogp(dial, log_d, dial_plogp, rec, rec_plogp, weight, slots)
+    plogp = torch.where(mask, plogp, torch.zeros_like(plogp))
+    return DistillTarget(dial=dial, rec=rec, weight=weight, plogp=plogp, gate=lam, rec_steps=rec_steps,
+                         mask=mask, temperature=float(temperature))
+
+
+# ---------------------------------------------------------------------------------- the loss
 def conkd_terms(
     student_logits: torch.Tensor,
-    dial_log_probs,
-    rec_item_log_probs: torch.Tensor,
-    item_token_ids: torch.Tensor,
+    dial_log_probs: Distribution,
+    rec_item_log_probs: Distribution,
+    item_token_ids,
     mask: torch.Tensor,
     gate: str = 'soft',
     hard_threshold: float = 0.5,
@@ -156,76 +359,72 @@ def conkd_terms(
     temperature: float = 1.0,
     dial_item_mass: Optional[torch.Tensor] = None,
 ) -> DistillationTerms:
-    """Per-step distillation terms for a batch.
+    """Per-step distillation terms for a batch through plain autograd (the reference).
 
     :param student_logits: [B,T,V] student scores for each target step (teacher forcing).
-    :param dial_log_probs: [B,T,V] dialogue teacher log-probabilities for the same steps, or a
-        :class:`TopK` slice of them (the cache); a top-k teacher is renormalised over its k.
-    :param rec_item_log_probs: [B,N] rec teacher log-probabilities over catalog items.
-    :param item_token_ids: [N] vocabulary id of each catalog item, in catalog order.
-    :param mask: [B,T] true on real (non-padding) target steps.
-    :param dial_item_mass: the gate lambda, required with a top-k teacher (the cache stores it
-        exactly); computed from ``dial_log_probs`` otherwise.
-
-    ``KL(q || p) = sum q log q - sum q log p``, and the second term is linear in q:
-    ``lam * E_rec[log p] + (1 - lam) * E_dial[log p]``. So no [B,T,V] target is built: the
-    gradient flows through two expectations (the rec one is a batched matrix-vector product), and
-    the target's ``sum q log q``, which has no gradient, is computed without autograd.
+    Every other argument is :func:`make_target`'s. Training uses :func:`nll_and_kd`, which gives
+    the same values and gradients from one softmax shared with the NLL.
     """
-    if gate not in GATES:
-        raise ValueError(f'unknown gate {gate!r}; choose one of {GATES}')
-    if temperature <= 0:
-        raise ValueError(f'temperature must be > 0, got {temperature}')
-    mask = mask.bool()
-    if dial_item_mass is None:
-        if isinstance(dial_log_probs, TopK):
-            raise ValueError('a top-k dialogue teacher needs its exact item mass (dial_item_mass)')
-        dial_item_mass = item_mass(dial_log_probs, item_token_ids)
-    lam = gate_values(gate, dial_item_mass, static_gate) * mask
-    zeros = torch.zeros_like(lam)
+    target = make_target(gate, dial_log_probs, rec_item_log_probs, item_token_ids, mask,
+                         hard_threshold, static_gate, temperature, dial_item_mass)
     if gate == 'none':
-        return DistillationTerms(kd=zeros, gate=lam, rec_steps=zeros.bool(), mask=mask)
+        zeros = torch.zeros_like(target.gate)
+        return DistillationTerms(kd=zeros, gate=target.gate, rec_steps=target.rec_steps, mask=target.mask)
+    student = torch.log_softmax(_at_least_float(student_logits) / temperature, dim=-1)
+    expected = target.expected_log_prob(student, ItemSlots.of(item_token_ids))
+    kd = (target.plogp - expected) * (temperature ** 2)
+    kd = torch.where(target.mask, kd, torch.zeros_like(kd))
+    return DistillationTerms(kd=kd, gate=target.gate, rec_steps=target.rec_steps, mask=target.mask)
 
-    vocab_size = student_logits.size(-1)
-    student = torch.log_softmax(student_logits.float() / temperature, dim=-1)
-    with torch.no_grad():
-        if isinstance(dial_log_probs, TopK):  # renormalised over its k entries
-            dial = TopK(torch.softmax(dial_log_probs.values.float() / temperature, -1), dial_log_probs.indices)
-            dial_plogp = _plogp(dial.values)
-        else:
-            dial = tempered(dial_log_probs, temperature).exp()
-            dial_plogp = _plogp(dial)
-        rec = tempered(rec_item_log_probs, temperature).exp()  # [B,N]
-        rec_on_vocab = rec.new_zeros((rec.size(0), vocab_size)).index_copy_(1, item_token_ids, rec)
-    if isinstance(dial, TopK):
-        expect_dial = (dial.values * student.gather(-1, dial.indices)).sum(-1)
-    else:
-        expect_dial = (dial * student).sum(-1)
-    expect_rec = torch.bmm(student, rec_on_vocab.unsqueeze(-1)).squeeze(-1)  # [B,T]
 
-    with torch.no_grad():
-        rec_plogp = _plogp(rec).unsqueeze(1).expand_as(dial_plogp)
-        if gate == 'hard':
-            rec_steps = (lam > hard_threshold) & mask
-            target_plogp = torch.where(rec_steps, rec_plogp, dial_plogp)
-        elif isinstance(dial, TopK):
-            rec_steps = zeros.bool()
-            target_plogp = _topk_mixture_plogp(dial, rec, lam, item_token_ids, vocab_size)
+class _NllAndKd(torch.autograd.Function):
+    """Forward: per-step NLL and KD from one log-softmax. Backward: their joint gradient,
+    ``g_nll * (p - onehot(y)) + tau * g_kd * (p_tau - q)``, written into one buffer."""
+
+    @staticmethod
+    def forward(ctx, logits, labels, target: DistillTarget, slots: ItemSlots, ignore_index: int):
+        batch, steps = target.weight.shape
+        scores = _at_least_float(logits.reshape(batch, steps, -1))
+        labels = labels.reshape(batch, steps)
+        valid = labels.ne(ignore_index)
+        log_p = torch.log_softmax(scores, dim=-1)
+        picked = log_p.gather(-1, labels.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+        nll = torch.where(valid, -picked, torch.zeros_like(picked))
+        tau = target.temperature
+        log_p_tau = log_p if tau == 1.0 else torch.log_softmax(scores / tau, dim=-1)
+        kd = (target.plogp - target.expected_log_prob(log_p_tau, slots)) * (tau ** 2)
+        kd = torch.where(target.mask, kd, torch.zeros_like(kd))
+        ctx.save_for_backward(log_p, labels, valid, *(() if tau == 1.0 else (log_p_tau,)))
+        ctx.target, ctx.slots, ctx.shape, ctx.dtype = target, slots, logits.shape, logits.dtype
+        out_shape = logits.shape[:-1]
+        return nll.view(out_shape), kd.view(out_shape)
+
+    @staticmethod
+    def backward(ctx, grad_nll, grad_kd):
+        log_p, labels, valid, *tempered_ = ctx.saved_tensors
+        target, tau = ctx.target, ctx.target.temperature
+        zeros = torch.zeros(labels.shape, dtype=log_p.dtype, device=log_p.device)
+        g_nll = zeros if grad_nll is None else grad_nll.reshape(labels.shape).to(log_p.dtype) * valid
+        coef = zeros if grad_kd is None else grad_kd.reshape(labels.shape).to(log_p.dtype) * target.mask * tau
+        grad = log_p.exp()
+        if tau == 1.0:
+            grad.mul_((g_nll + coef).unsqueeze(-1))
         else:
-            rec_steps = zeros.bool()
-            # q = lam * rec (items only) + (1 - lam) * dial: words carry the dialogue part alone.
-            dial_items = dial.index_select(-1, item_token_ids)  # [B,T,N]
-            keep = 1.0 - lam
-            words = torch.xlogy(keep, keep) * (1.0 - dial_items.sum(-1)) + keep * (dial_plogp - _plogp(dial_items))
-            q_items = dial_items.mul_(keep.unsqueeze(-1)).add_(lam.unsqueeze(-1) * rec.unsqueeze(1))
-            target_plogp = words + _plogp(q_items)
-    if gate == 'hard':
-        expected = torch.where(rec_steps, expect_rec, expect_dial)
-    else:
-        expected = lam * expect_rec + (1.0 - lam) * expect_dial
-    kd = (target_plogp - expected) * (temperature ** 2)
-    kd = torch.where(mask, kd, torch.zeros_like(kd))
-    return DistillationTerms(kd=kd, gate=lam, rec_steps=rec_steps, mask=mask)
+            grad.mul_(g_nll.unsqueeze(-1)).add_(tempered_[0].exp().mul_(coef.unsqueeze(-1)))
+        target.subtract_scaled_(grad, coef, ctx.slots)
+        grad.scatter_add_(-1, labels.clamp(min=0).unsqueeze(-1), -g_nll.unsqueeze(-1))
+        return grad.to(ctx.dtype).view(ctx.shape), None, None, None, None
+
+
+def nll_and_kd(logits: torch.Tensor, labels: torch.Tensor, target: DistillTarget, item_token_ids,
+               ignore_index: int = -100) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per-step NLL (as ``cross_entropy(reduction='none')``) and KD (as :func:`conkd_terms`).
+
+    :param logits: student scores, [B,T,V] or flattened [B*T,V] (as ParlAI's criterion sees them).
+    :param labels: gold ids, [B,T] or [B*T]; ``ignore_index`` marks padding (NLL 0 there).
+    :returns: ``(nll, kd)``, each shaped ``logits.shape[:-1]``.
+    """
+    return _NllAndKd.apply(logits, labels, target, ItemSlots.of(item_token_ids), ignore_index)
 
 
 def mix_losses(nll_sum: torch.Tensor, kd_sum: torch.Tensor, num_tokens, kd_weight: float) -> torch.Tensor:

@@ -7,7 +7,7 @@ What is stored per example (keyed by the example's token ids: context + target):
 - the recommendation teacher's top-k item log-probabilities.
 
 What is approximated: the teacher distributions are truncated to their top k and renormalised
-(``distill.from_topk``), i.e. the student distils the teachers conditioned on their top k. With k at
+(``distill.from_topk`` is the dense equivalent), i.e. the student distils the teachers conditioned on their top k. With k at
 or above the vocabulary / catalog size the cache is exact. The gate is exact.
 
 Safety: the cache file records a key made of the teacher files' sha256, the data version and the
@@ -120,14 +120,15 @@ class TeacherCache:
         return len(self.entries)
 
 
-def stack_targets(entries: Sequence[CachedTargets], mask: torch.Tensor, num_items: int):
+def stack_targets(entries: Sequence[CachedTargets], mask: torch.Tensor):
     """Dense teacher targets for a batch from cached entries, placed at the real steps of ``mask``.
 
     Entries hold only real (non-padding) steps in order, so left- and right-padded batches both
-    work. Returns ``(dial: distill.TopK [B,T,k], gate [B,T], rec_log_probs [B,N])``; padding steps
-    get an arbitrary valid distribution (they are masked out of the loss).
+    work. Returns ``(dial: distill.TopK [B,T,k], gate [B,T], rec: distill.TopK [B,k_rec])``, both
+    top-k slices as stored (the loss uses them sparse); padding steps get an arbitrary valid
+    distribution (they are masked out of the loss).
     """
-    from parlai_conkd.distill import TopK, from_topk
+    from parlai_conkd.distill import TopK
 
     batch, steps = mask.shape
     k = entries[0].dial_values.size(-1)
@@ -144,8 +145,7 @@ def stack_targets(entries: Sequence[CachedTargets], mask: torch.Tensor, num_item
     dial = TopK(values, indices)
     rec_values = torch.stack([e.rec_values.float() for e in entries])
     rec_indices = torch.stack([e.rec_indices.long() for e in entries])
-    rec = from_topk(rec_values, rec_indices, num_items)
-    return dial, gate, rec
+    return dial, gate, TopK(rec_values, rec_indices)
 
 
 def make_entry(dial_log_probs: torch.Tensor, gate: torch.Tensor, rec_log_probs: torch.Tensor,

@@ -31,7 +31,7 @@ def test_cached_targets_give_the_live_loss_when_k_covers_vocab(kind):
     dial, gate, rec, mask = _batch()
     student = torch.randn(2, 5, V)
     entries = [make_entry(dial[b], gate[b], rec[b], mask[b], k=V, k_rec=N) for b in range(2)]
-    c_dial, c_gate, c_rec = stack_targets(entries, mask, N)
+    c_dial, c_gate, c_rec = stack_targets(entries, mask)
     live, cached = _loss(student, dial, gate, rec, mask, kind), _loss(student, c_dial, c_gate, c_rec, mask, kind)
     assert cached.item() == pytest.approx(live.item(), rel=1e-5)
 
@@ -42,7 +42,7 @@ def test_topk_cache_is_an_approximation_within_stated_tolerance():
     dial = torch.log_softmax(dial * 4, -1)  # peaked, like a trained teacher
     student = torch.randn(2, 5, V)
     entries = [make_entry(dial[b], gate[b], rec[b], mask[b], k=V // 2, k_rec=N) for b in range(2)]
-    c_dial, c_gate, c_rec = stack_targets(entries, mask, N)
+    c_dial, c_gate, c_rec = stack_targets(entries, mask)
     live, cached = _loss(student, dial, gate, rec, mask, 'soft'), _loss(student, c_dial, c_gate, c_rec, mask, 'soft')
     assert cached.item() == pytest.approx(live.item(), rel=0.05)
     assert torch.equal(c_gate, gate * mask)  # the gate itself is stored exactly

@@ -56,8 +56,9 @@ class TeacherForcedOutput:
 
     #: log-probabilities over the full vocabulary, ``[B, T, V]`` (float32)
     log_probs: torch.Tensor
-    #: total probability of the item tokens per step, ``[B, T]`` (the ConKD gate lambda_t)
-    item_mass: torch.Tensor
+    #: total probability of the item tokens per step, ``[B, T]`` (the ConKD gate lambda_t);
+    #: None when not asked for
+    item_mass: Optional[torch.Tensor]
     #: True at real target tokens, False at padding, ``[B, T]``
     mask: torch.Tensor
 
@@ -248,12 +249,13 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
 
     # ------------------------------------------------------------------ distillation hook
     @torch.no_grad()
-    def teacher_forced_log_probs(self, batch) -> TeacherForcedOutput:
+    def teacher_forced_log_probs(self, batch, with_item_mass: bool = True) -> TeacherForcedOutput:
         """Per-step log p(y_t | y_<t, context) over the full vocabulary, teacher-forced on
         ``batch.label_vec`` (flag token first), in eval mode (no dropout) and without gradients.
 
         ``log_probs[b, t]`` is the distribution the model predicts for ``label_vec[b, t]``;
-        ``item_mass[b, t] = sum_i exp(log_probs[b, t, item_token_ids[i]])``.
+        ``item_mass[b, t] = sum_i exp(log_probs[b, t, item_token_ids[i]])`` (skipped with
+        ``with_item_mass=False``, for a caller that exponentiates the log-probabilities anyway).
         """
         if batch.label_vec is None:
             raise ValueError('teacher_forced_log_probs needs a batch with labels')
@@ -267,7 +269,7 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
         log_probs = F.log_softmax(scores.float(), dim=-1)
         return TeacherForcedOutput(
             log_probs=log_probs,
-            item_mass=item_mass(log_probs, self.item_token_ids),
+            item_mass=item_mass(log_probs, self.item_token_ids) if with_item_mass else None,
             mask=batch.label_vec.ne(self.NULL_IDX),
         )
 

@@ -29,6 +29,7 @@ from parlai_conkd.teacher_cache import (
     stack_targets,
 )
 
+from .criterion import DistillingCrossEntropy
 from .teachers import TeacherError, load_frozen_teacher, resolve_model_file
 
 DIALOGUE_TEACHER_MODELS = {'conkd_dialogue_teacher', 'conkd_student'}
@@ -76,6 +77,7 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
         if not opt.get('dict_file') and opt.get('dialogue_teacher_file'):
             opt['dict_file'] = resolve_model_file(opt, '--dialogue-teacher-file') + '.dict'
         super().__init__(opt, shared)
+        self.item_slots = distill.ItemSlots(self.item_token_ids)
         self.teacher_cache = None
         if shared is not None:
             self.dialogue_teacher = shared['dialogue_teacher']
@@ -158,61 +160,66 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
 
     # ------------------------------------------------------------------ teacher targets
     @torch.no_grad()
-    def live_teacher_targets(self, batch):
-        """``(dial_log_probs [B,T,V], gate [B,T], rec_log_probs [B,N])`` from the teachers now."""
-        dial = self.dialogue_teacher.teacher_forced_log_probs(batch)
+    def live_teacher_targets(self, batch, with_item_mass=True):
+        """``(dial_log_probs [B,T,V], gate [B,T] or None, rec_log_probs [B,N])`` from the teachers now."""
+        dial = self.dialogue_teacher.teacher_forced_log_probs(batch, with_item_mass=with_item_mass)
         rec = self.rec_teacher.item_log_probs(batch.context_items, batch.context_texts)
-        rec = rec.to(dial.log_probs.device)
-        return dial.log_probs, dial.item_mass, rec
+        return dial.log_probs, dial.item_mass, rec.to(dial.log_probs.device)
 
     @torch.no_grad()
     def teacher_targets(self, batch, mask):
-        """Teacher targets for the batch: from the cache where present, live (and cached) otherwise.
-
-        With the cache the dialogue teacher comes back as a ``distill.TopK`` slice, which the loss
-        uses directly (no [B,T,V] reconstruction).
-        """
+        """The teachers' outputs for the batch, ``(dial, gate, rec)``: from the cache where present
+        (``distill.TopK`` slices, used as they are), live (and then cached) otherwise. The gate is
+        None when live: the target computes it from the same probabilities."""
         cache = self.teacher_cache if self.model.training else None
         if cache is None:
-            return self.live_teacher_targets(batch)
+            return self.live_teacher_targets(batch, with_item_mass=False)
         keys = [example_key(t[t != self.NULL_IDX].tolist(), y[y != self.NULL_IDX].tolist())
                 for t, y in zip(batch.text_vec, batch.label_vec)]
         entries = [cache.get(k) for k in keys]
         if any(e is None for e in entries):
             dial, gate, rec = self.live_teacher_targets(batch)
-            k, k_rec = self.opt['teacher_cache_topk'], self.opt['teacher_cache_topk']
+            k = self.opt['teacher_cache_topk']
             for b, key in enumerate(keys):
                 if entries[b] is None:
-                    entries[b] = make_entry(dial[b], gate[b], rec[b], mask[b], k, k_rec)
+                    entries[b] = make_entry(dial[b], gate[b], rec[b], mask[b], k, k)
                     cache.put(key, entries[b])
-        dial, gate, rec = stack_targets(entries, mask.cpu(), len(self.catalog))
+        dial, gate, rec = stack_targets(entries, mask.cpu())
         device = self.item_token_ids.device
-        dial = distill.TopK(dial.values.to(device), dial.indices.to(device))
-        return dial, gate.to(device), rec.to(device)
+        return (distill.TopK(dial.values.to(device), dial.indices.to(device)), gate.to(device),
+                distill.TopK(rec.values.to(device), rec.indices.to(device)))
 
-    # ------------------------------------------------------------------ loss
-    def compute_loss(self, batch, return_output=False):
-        nll, model_output = super().compute_loss(batch, return_output=True)
-        if self.dialogue_teacher is None or self.rec_teacher is None:
-            return (nll, model_output) if return_output else nll
-        scores = model_output[0]
-        mask = batch.label_vec.ne(self.NULL_IDX)
+    def distillation_target(self, batch, mask) -> distill.DistillTarget:
         dial, gate, rec = self.teacher_targets(batch, mask)
-        terms = distill.conkd_terms(
-            scores, dial, rec, self.item_token_ids, mask,
-            gate=self.opt['gate'],
+        return distill.make_target(
+            self.opt['gate'], dial, rec, self.item_slots, mask,
             hard_threshold=self.opt['hard_gate_threshold'],
             static_gate=self.opt['static_gate'],
             temperature=self.opt['kd_temperature'],
             dial_item_mass=gate,
         )
+
+    # ------------------------------------------------------------------ loss
+    def build_criterion(self):
+        return DistillingCrossEntropy(ignore_index=self.NULL_IDX)
+
+    def compute_loss(self, batch, return_output=False):
+        """ParlAI's NLL and metrics, with the KD term computed by the criterion from the same
+        softmax (see criterion.py), then ``(1 - alpha) * NLL + alpha * KD``."""
+        if self.dialogue_teacher is None or self.rec_teacher is None or batch.label_vec is None:
+            return super().compute_loss(batch, return_output=return_output)
+        mask = batch.label_vec.ne(self.NULL_IDX)
+        target = self.distillation_target(batch, mask)
+        with self.criterion.distilling(target, self.item_slots):
+            nll, model_output = super().compute_loss(batch, return_output=True)
+            kd = self.criterion.last_kd.view(mask.shape)
         tokens = mask.sum(dim=1)
-        self.record_local_metric('kd_loss', AverageMetric.many(terms.kd.sum(dim=1), tokens))
-        self.record_local_metric('kd_gate', AverageMetric.many(terms.gate.sum(dim=1), tokens))
+        self.record_local_metric('kd_loss', AverageMetric.many(kd.detach().sum(dim=1), tokens))
+        self.record_local_metric('kd_gate', AverageMetric.many(target.gate.sum(dim=1), tokens))
         if self.opt['gate'] == 'hard':
-            self.record_local_metric('kd_rec_share', AverageMetric.many(terms.rec_steps.sum(dim=1), tokens))
+            self.record_local_metric('kd_rec_share', AverageMetric.many(target.rec_steps.sum(dim=1), tokens))
         num_tokens = tokens.sum()
-        loss = distill.mix_losses(nll * num_tokens, terms.kd_sum(), num_tokens, self.opt['kd_weight'])
+        loss = distill.mix_losses(nll * num_tokens, kd.sum(), num_tokens, self.opt['kd_weight'])
         return (loss, model_output) if return_output else loss
 
     # ------------------------------------------------------------------ persistence

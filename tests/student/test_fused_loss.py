@@ -1,0 +1,131 @@
+"""The fused NLL + KD (one softmax, hand-written backward) against plain autograd on the reference."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from parlai_conkd import distill
+
+PAD = 0
+CONTIGUOUS = torch.tensor([5, 6, 7, 8, 9])   # item ids as this project's dictionaries lay them out
+SCATTERED = torch.tensor([9, 2, 6, 4, 7])    # any other layout (index_select / index_add path)
+
+
+def _inputs(items, seed=0, vocab=11, dtype=torch.float32):
+    g = torch.Generator().manual_seed(seed)
+    batch, steps, n = 3, 4, len(items)
+    dial = torch.log_softmax(torch.randn(batch, steps, vocab, generator=g, dtype=dtype) * 2, -1)
+    dial[0, 1, int(items[0])] = float('-inf')  # an exact zero in the dialogue teacher
+    dial = torch.log_softmax(dial, -1)
+    rec = torch.log_softmax(torch.randn(batch, n, generator=g, dtype=dtype), -1)
+    rec[1, 2] = float('-inf')  # an excluded context item
+    rec = torch.log_softmax(rec, -1)
+    labels = torch.randint(1, vocab, (batch, steps), generator=g)
+    labels[2, :2] = PAD  # left padding
+    labels[0, 3] = PAD   # right padding
+    logits = torch.randn(batch, steps, vocab, generator=g, dtype=dtype) * 3
+    return dial, rec, labels, logits
+
+
+def _as_topk(dial, rec, k_dial, k_rec):
+    values, indices = distill.topk_log_probs(dial, k_dial)
+    rec_values, rec_indices = distill.topk_log_probs(rec, k_rec)
+    return distill.TopK(values, indices), distill.TopK(rec_values, rec_indices)
+
+
+def _reference(logits, labels, dial, rec, items, gate, tau, mass):
+    """NLL from torch's cross-entropy and KD from conkd_terms, differentiated by autograd."""
+    nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=PAD,
+                          reduction='none').view(labels.shape)
+    kd = distill.conkd_terms(logits, dial, rec, items, labels.ne(PAD), gate=gate, hard_threshold=0.3,
+                             static_gate=0.4, temperature=tau, dial_item_mass=mass).kd
+    return nll, kd
+
+
+@pytest.mark.parametrize('items', [CONTIGUOUS, SCATTERED], ids=['block', 'scattered'])
+@pytest.mark.parametrize('gate', ['soft', 'hard', 'static'])
+@pytest.mark.parametrize('tau', [1.0, 2.0])
+@pytest.mark.parametrize('form', ['dense', 'topk'])
+def test_fused_values_and_gradients_equal_autograd_reference(items, gate, tau, form):
+    dial, rec, labels, logits = _inputs(items)
+    mass = distill.item_mass(dial, items)
+    if form == 'topk':
+        dial, rec = _as_topk(dial, rec, k_dial=6, k_rec=3)
+    weights = torch.rand(labels.shape, generator=torch.Generator().manual_seed(1))
+
+    ref_logits = logits.clone().requires_grad_(True)
+    ref_nll, ref_kd = _reference(ref_logits, labels, dial, rec, items, gate, tau, mass)
+    ((ref_nll * weights).sum() + (ref_kd * weights.flip(0)).sum()).backward()
+
+    fused_logits = logits.clone().requires_grad_(True)
+    target = distill.make_target(gate, dial, rec, items, labels.ne(PAD), hard_threshold=0.3, static_gate=0.4,
+                                 temperature=tau, dial_item_mass=mass)
+    nll, kd = distill.nll_and_kd(fused_logits.view(-1, logits.size(-1)), labels.view(-1), target, items,
+                                 ignore_index=PAD)
+    ((nll.view(labels.shape) * weights).sum() + (kd.view(labels.shape) * weights.flip(0)).sum()).backward()
+
+    assert torch.allclose(nll.view(labels.shape), ref_nll, atol=1e-5)
+    assert torch.allclose(kd.view(labels.shape), ref_kd, atol=1e-5)
+    assert torch.allclose(fused_logits.grad, ref_logits.grad, atol=1e-5)
+    assert torch.isfinite(fused_logits.grad).all()
+
+
+def test_hard_gate_fires_in_the_fixture():
+    """The hard-gate cases above compare both branches only if some step crosses the threshold."""
+    dial, rec, labels, _ = _inputs(CONTIGUOUS)
+    target = distill.make_target('hard', dial, rec, CONTIGUOUS, labels.ne(PAD), hard_threshold=0.3)
+    assert 0 < target.rec_steps.sum() < labels.ne(PAD).sum()
+
+
+def test_fused_gradient_passes_gradcheck_in_double():
+    dial, rec, labels, logits = _inputs(CONTIGUOUS, dtype=torch.float64)
+    target = distill.make_target('soft', dial, rec, CONTIGUOUS, labels.ne(PAD), temperature=1.5)
+    logits = logits.detach().requires_grad_(True)
+
+    def loss(x):
+        nll, kd = distill.nll_and_kd(x, labels, target, CONTIGUOUS, ignore_index=PAD)
+        return 0.3 * nll.sum() + 0.7 * kd.sum()
+
+    assert torch.autograd.gradcheck(loss, (logits,), eps=1e-6, atol=1e-6)
+
+
+def test_padding_gets_no_loss_and_no_gradient():
+    dial, rec, labels, logits = _inputs(CONTIGUOUS)
+    logits.requires_grad_(True)
+    target = distill.make_target('soft', dial, rec, CONTIGUOUS, labels.ne(PAD))
+    nll, kd = distill.nll_and_kd(logits, labels, target, CONTIGUOUS, ignore_index=PAD)
+    (nll.sum() + kd.sum()).backward()
+    padding = labels.eq(PAD)
+    assert nll[padding].abs().sum() == 0 and kd[padding].abs().sum() == 0
+    assert logits.grad[padding].abs().sum() == 0
+    assert (kd[~padding] > 0).all()  # a KL between different distributions
+
+
+def test_only_the_nll_used_gives_cross_entropy_gradient():
+    """With the KD output unused (e.g. a zero KD weight), the gradient is exactly cross-entropy's."""
+    dial, rec, labels, logits = _inputs(CONTIGUOUS)
+    fused = logits.clone().requires_grad_(True)
+    target = distill.make_target('hard', dial, rec, CONTIGUOUS, labels.ne(PAD))
+    nll, _kd = distill.nll_and_kd(fused, labels, target, CONTIGUOUS, ignore_index=PAD)
+    nll.sum().backward()
+    plain = logits.clone().requires_grad_(True)
+    F.cross_entropy(plain.view(-1, 11), labels.view(-1), ignore_index=PAD, reduction='sum').backward()
+    assert torch.allclose(fused.grad, plain.grad, atol=1e-6)
+
+
+def test_target_entropy_matches_the_materialised_soft_target():
+    """``plogp`` (sum q log q, built without q over V) against q from the definition."""
+    dial, rec, labels, _ = _inputs(SCATTERED)
+    mask = labels.ne(PAD)
+    target = distill.make_target('soft', dial, rec, SCATTERED, mask)
+    lam = distill.item_mass(dial, SCATTERED) * mask
+    q, _ = distill.target_log_probs('soft', dial, distill.items_on_vocab(rec, SCATTERED, 11), lam)
+    expected = torch.where(q > float('-inf'), q.exp() * q, torch.zeros_like(q)).sum(-1) * mask
+    assert torch.allclose(target.plogp, expected, atol=1e-5)
+    assert torch.allclose(target.gate, lam)
+
+
+def test_item_slots_use_a_view_only_for_a_contiguous_block():
+    assert distill.ItemSlots(CONTIGUOUS).block == slice(5, 10)
+    assert distill.ItemSlots(SCATTERED).block is None
+    x = torch.arange(11.0).expand(2, 11)
+    assert distill.ItemSlots(SCATTERED).take(x)[0].tolist() == [9.0, 2.0, 6.0, 4.0, 7.0]
