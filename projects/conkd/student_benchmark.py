@@ -1,11 +1,15 @@
 """Cost of ConKD distillation, measured side by side in one run (not a test: prints a table, writes JSON).
 
-Compares, on the same backbone, data and batches:
+Compares, on the same backbone, data and batches, for each backbone shape in ``--shapes``:
 
 - training step time: ConKD with live teachers / NLL-only, and ConKD from the teacher cache / NLL-only;
 - inference: student ms per generated token / NLL-only model ms per token (same architecture:
   distillation changes the weights, not the network, so this should be ~1);
-- peak RSS of a process that builds each configuration and runs its steps.
+- peak RSS of a fresh process that builds each configuration and runs two training steps.
+
+Two shapes, because the loss's extra work is vocabulary-sized ([B, T, V] per step) while a
+backbone's grows with depth and width: ``small`` (the zoo's size class) is the worst case for the
+ratios, ``medium`` shows the trend.
 
 Timings interleave the configurations round-robin in a shuffled order (so machine noise and
 order effects hit all of them alike) and report medians; run it on a quiet machine, a loaded
@@ -28,8 +32,13 @@ import sys
 import tempfile
 import time
 
-SHAPE = ['--n-layers', '2', '--n-heads', '2', '--embedding-size', '128', '--ffn-size', '256',
-         '--truncate', '128', '--text-truncate', '128', '--label-truncate', '40', '--dropout', '0']
+TRUNCATION = ['--truncate', '128', '--text-truncate', '128', '--label-truncate', '40', '--dropout', '0']
+#: backbones measured: ``small`` is the zoo's size class (the vocabulary-sized passes of the loss
+#: weigh most there); ``medium`` has 8x the transformer compute per token with the same vocabulary.
+SHAPES = {
+    'small': ['--n-layers', '2', '--n-heads', '2', '--embedding-size', '128', '--ffn-size', '256', *TRUNCATION],
+    'medium': ['--n-layers', '4', '--n-heads', '4', '--embedding-size', '256', '--ffn-size', '1024', *TRUNCATION],
+}
 
 
 def _parlai(args, env):
@@ -37,7 +46,8 @@ def _parlai(args, env):
     subprocess.run([parlai, *map(str, args)], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
-def build_teachers(workdir, data_args, env):
+def build_teachers(workdir, data_args, shape, env):
+    """Throwaway teachers (2 steps each) of the given backbone shape, built once per workdir."""
     rec, dial = os.path.join(workdir, 'rec'), os.path.join(workdir, 'dial')
     if not os.path.isfile(rec):
         _parlai(['train_model', '-t', 'redial_crs:rec', '-m', 'conkd_rec_teacher', '-mf', rec,
@@ -45,18 +55,18 @@ def build_teachers(workdir, data_args, env):
     if not os.path.isfile(dial):
         _parlai(['train_model', '-t', 'redial_crs', '-m', 'conkd_dialogue_teacher', '-mf', dial,
                  '--max-train-steps', 2, '-bs', 32, '--validation-max-exs', 8, '--skip-generation', 'true',
-                 *SHAPE, *data_args], env)
+                 *shape, *data_args], env)
     return rec, dial
 
 
-def make_agent(workdir, data_args, gate, rec, dial, batchsize, cache=None):
+def make_agent(workdir, data_args, shape, gate, rec, dial, batchsize, cache=None):
     from parlai.core.agents import create_agent
     from parlai.core.params import ParlaiParser
 
     args = ['-t', 'redial_crs', '-m', 'conkd_student', '--gate', gate, '-dt', 'train:ordered',
             '-bs', batchsize, '--dialogue-teacher-file', dial, '--rec-teacher-file', rec,
             '--dict-file', dial + '.dict', '-mf', os.path.join(workdir, f'student-{gate}'),
-            '--optimizer', 'adam', '-lr', '1e-3', *SHAPE, *data_args]
+            '--optimizer', 'adam', '-lr', '1e-3', *shape, *data_args]
     if cache:
         args += ['--teacher-cache', cache]
     return create_agent(ParlaiParser(True, True).parse_args([str(a) for a in args]))
@@ -111,14 +121,28 @@ def time_generation(agent, batch, length=20):
     return elapsed, tokens
 
 
-def peak_rss_child(conn, workdir, data_args, gate, rec, dial, batchsize, cache, steps):
-    agent = make_agent(workdir, data_args, gate, rec, dial, batchsize, cache)
-    for batch in make_batches(agent, data_args, batchsize, steps):
+def peak_rss_mb() -> float:
+    """This process's resident-set high-water mark (VmHWM). Not ru_maxrss: Linux carries that over
+    from the parent across fork + exec, so every child would report the parent's peak."""
+    with open('/proc/self/status') as status:
+        for line in status:
+            if line.startswith('VmHWM:'):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def peak_rss_child(conn, workdir, data_args, shape, gate, rec, dial, batchsize, cache, steps):
+    agent = make_agent(workdir, data_args, shape, gate, rec, dial, batchsize, cache)
+    batches = make_batches(agent, data_args, batchsize, steps)
+    before = peak_rss_mb()
+    for batch in batches:
         train_step(agent, batch)
-    conn.send(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    conn.send((before, peak_rss_mb()))
 
 
 def measure_peak_rss(*args):
+    """(peak RSS after building the agent and batches, peak RSS after training steps) in MB, in a
+    fresh process per configuration."""
     parent, child = multiprocessing.Pipe()
     process = multiprocessing.get_context('spawn').Process(target=peak_rss_child, args=(child, *args))
     process.start()
@@ -127,74 +151,59 @@ def measure_peak_rss(*args):
     return value
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--redial-path', default=os.environ.get('CONKD_REDIAL_PATH'))
-    parser.add_argument('--redial-meta-path', default=os.environ.get('CONKD_REDIAL_META_PATH'))
-    parser.add_argument('--workdir', default=None, help='reuse teachers built here (default: a temp dir)')
-    parser.add_argument('--batchsize', type=int, default=32)
-    parser.add_argument('--batches', type=int, default=6)
-    parser.add_argument('--rounds', type=int, default=3, help='round-robin passes over the batches')
-    parser.add_argument('--out', default=os.path.join(os.path.dirname(__file__), 'results', 'student_benchmark.json'))
-    args = parser.parse_args()
-    if not args.redial_path:
-        sys.exit('pass --redial-path (or set CONKD_REDIAL_PATH) to a ReDial directory')
-
+def benchmark_shape(name, shape, workdir, data_args, args, env):
+    """Every measurement for one backbone shape; returns its JSON record."""
     import torch
     from tqdm import tqdm
 
-    workdir = args.workdir or tempfile.mkdtemp(prefix='conkd-bench-')
-    data_args = ['-dp', os.path.join(workdir, 'data'), '--redial-path', args.redial_path,
-                 '--redial-max-dialogues', 200]
-    if args.redial_meta_path:
-        data_args += ['--redial-meta-path', args.redial_meta_path]
-    env = dict(os.environ)
-    print(f'[bench] building throwaway teachers in {workdir}', flush=True)
-    rec, dial = build_teachers(workdir, data_args, env)
-
+    os.makedirs(workdir, exist_ok=True)
+    print(f'[bench] {name}: building throwaway teachers in {workdir}', flush=True)
+    rec, dial = build_teachers(workdir, data_args, shape, env)
     cache = os.path.join(workdir, 'teacher.cache')
     if os.path.exists(cache):
         os.unlink(cache)
     agents = {
-        'nll': make_agent(workdir, data_args, 'none', rec, dial, args.batchsize),
-        'live': make_agent(workdir, data_args, 'soft', rec, dial, args.batchsize),
-        'live_hard': make_agent(workdir, data_args, 'hard', rec, dial, args.batchsize),
-        'cached': make_agent(workdir, data_args, 'soft', rec, dial, args.batchsize, cache),
+        'nll': make_agent(workdir, data_args, shape, 'none', rec, dial, args.batchsize),
+        'live': make_agent(workdir, data_args, shape, 'soft', rec, dial, args.batchsize),
+        'live_hard': make_agent(workdir, data_args, shape, 'hard', rec, dial, args.batchsize),
+        'cached': make_agent(workdir, data_args, shape, 'soft', rec, dial, args.batchsize, cache),
     }
     batches = make_batches(agents['nll'], data_args, args.batchsize, args.batches)
     order = random.Random(0)
     # inference first, on the freshly built agents (same architecture: the cost should match)
     gen = {'nll': [], 'live': []}
-    for _ in tqdm(range(args.rounds * 2), desc='generation (round-robin)'):
+    for agent_name in gen:  # untimed warm-up: first calls pay one-off allocations
+        time_generation(agents[agent_name], batches[0])
+    for _ in tqdm(range(args.rounds * 2), desc=f'{name}: generation (round-robin)'):
         for batch in batches[:2]:
             names = list(gen)
             order.shuffle(names)
-            for name in names:
-                elapsed, tokens = time_generation(agents[name], batch)
-                gen[name].append(elapsed / max(tokens, 1))
+            for agent_name in names:
+                elapsed, tokens = time_generation(agents[agent_name], batch)
+                gen[agent_name].append(elapsed / max(tokens, 1))
     for batch in batches:  # fill the cache (and warm every configuration up) once, untimed
         for agent in agents.values():
             train_step(agent, batch)
-    times = {name: [] for name in agents}
-    for _ in tqdm(range(args.rounds), desc='train steps (round-robin)'):
+    times = {agent_name: [] for agent_name in agents}
+    for _ in tqdm(range(args.rounds), desc=f'{name}: train steps (round-robin)'):
         for batch in batches:
             names = list(agents)
             order.shuffle(names)  # no configuration always runs first (or right after another)
-            for name in names:
-                times[name].append(time_train_step(agents[name], batch))
-    step_ms = {name: 1000 * statistics.median(values) for name, values in times.items()}
-    ms_per_token = {name: 1000 * statistics.median(values) for name, values in gen.items()}
-    print('[bench] peak RSS: one process per configuration', flush=True)
-    rss = {name: measure_peak_rss(workdir, data_args, gate, rec, dial, args.batchsize,
-                                  cache if name == 'cached' else None, 2)
-           for name, gate in (('nll', 'none'), ('live', 'soft'), ('cached', 'soft'))}
-
-    result = {
-        'hardware': f'{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, '
-                    f'{torch.get_num_threads()} threads',
-        'setup': {'backbone': 'transformer ' + ' '.join(SHAPE), 'batchsize': args.batchsize,
-                  'batches': args.batches, 'rounds': args.rounds, 'gates': 'soft (live, cached), hard (live)',
-                  'data': args.redial_path},
+            for agent_name in names:
+                times[agent_name].append(time_train_step(agents[agent_name], batch))
+    step_ms = {k: 1000 * statistics.median(v) for k, v in times.items()}
+    ms_per_token = {k: 1000 * statistics.median(v) for k, v in gen.items()}
+    parameters = sum(p.numel() for p in agents['nll'].model.parameters())
+    del agents
+    print(f'[bench] {name}: peak RSS, one process per configuration', flush=True)
+    rss = {}
+    for label, gate in (('nll', 'none'), ('live', 'soft'), ('cached', 'soft')):
+        built, trained = measure_peak_rss(workdir, data_args, shape, gate, rec, dial, args.batchsize,
+                                          cache if label == 'cached' else None, 2)
+        rss[label] = {'after_build': built, 'after_training_steps': trained}
+    return {
+        'backbone': 'transformer ' + ' '.join(shape),
+        'parameters': parameters,
         'train_step_ms_median': step_ms,
         'ratio_live_over_nll': step_ms['live'] / step_ms['nll'],
         'ratio_live_hard_over_nll': step_ms['live_hard'] / step_ms['nll'],
@@ -202,26 +211,78 @@ def main():
         'generation_ms_per_token': ms_per_token,
         'ratio_inference_student_over_nll': ms_per_token['live'] / ms_per_token['nll'],
         'peak_rss_mb': rss,
-        'targets': {'live': 1.35, 'cached': 1.10, 'inference': 1.02},
+        'torch_threads': torch.get_num_threads(),
     }
+
+
+def print_table(name, result):
+    step_ms, ms_per_token, rss = result['train_step_ms_median'], result['generation_ms_per_token'], result['peak_rss_mb']
     rows = [
-        ('train step, live teachers, soft gate / NLL-only', result['ratio_live_over_nll'], 1.35,
+        ('train step, live teachers, soft gate / NLL-only', result['ratio_live_over_nll'], TARGETS['live'],
          f"{step_ms['live']:.0f} / {step_ms['nll']:.0f} ms"),
-        ('train step, live teachers, hard gate / NLL-only', result['ratio_live_hard_over_nll'], 1.35,
+        ('train step, live teachers, hard gate / NLL-only', result['ratio_live_hard_over_nll'], TARGETS['live'],
          f"{step_ms['live_hard']:.0f} / {step_ms['nll']:.0f} ms"),
-        ('train step, cached teachers / NLL-only', result['ratio_cached_over_nll'], 1.10,
+        ('train step, teacher cache (soft) / NLL-only', result['ratio_cached_over_nll'], TARGETS['cached'],
          f"{step_ms['cached']:.0f} / {step_ms['nll']:.0f} ms"),
-        ('generation ms/token, student / NLL-only', result['ratio_inference_student_over_nll'], 1.02,
-         f"{ms_per_token['live']:.2f} / {ms_per_token['nll']:.2f} ms"),
+        ('generation ms/token, student / NLL-only model', result['ratio_inference_student_over_nll'],
+         TARGETS['inference'], f"{ms_per_token['live']:.2f} / {ms_per_token['nll']:.2f} ms"),
     ]
-    print('\n| measurement | ratio | target | raw |\n|---|---|---|---|')
-    for name, ratio, target, raw in rows:
-        print(f'| {name} | {ratio:.3f} | <= {target} | {raw} |')
-    print('| peak RSS (MB): NLL-only / live / cached | | | '
-          f"{rss['nll']:.0f} / {rss['live']:.0f} / {rss['cached']:.0f} |")
+    print(f"\n{name}: {result['backbone']} ({result['parameters'] / 1e6:.1f}M parameters)")
+    print('| measurement | ratio | target | raw |\n|---|---|---|---|')
+    for label, ratio, target, raw in rows:
+        print(f'| {label} | {ratio:.2f} | <= {target} | {raw} |')
+    peaks = ' / '.join(f"{rss[k]['after_training_steps']:.0f}" for k in ('nll', 'live', 'cached'))
+    print(f'| peak RSS (MB): NLL-only / live / cached | | | {peaks} |')
+
+
+TARGETS = {'live': 1.35, 'cached': 1.10, 'inference': 1.02}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--redial-path', default=os.environ.get('CONKD_REDIAL_PATH'))
+    parser.add_argument('--redial-meta-path', default=os.environ.get('CONKD_REDIAL_META_PATH'))
+    parser.add_argument('--workdir', default=None, help='reuse teachers built here (default: a temp dir)')
+    parser.add_argument('--shapes', default=','.join(SHAPES), help=f'backbones to measure, from {list(SHAPES)}')
+    parser.add_argument('--batchsize', type=int, default=32)
+    parser.add_argument('--batches', type=int, default=4)
+    parser.add_argument('--rounds', type=int, default=3, help='round-robin passes over the batches')
+    parser.add_argument('--out', default=os.path.join(os.path.dirname(__file__), 'results', 'student_benchmark.json'))
+    args = parser.parse_args()
+    if not args.redial_path:
+        sys.exit('pass --redial-path (or set CONKD_REDIAL_PATH) to a ReDial directory')
+    shapes = [name.strip() for name in args.shapes.split(',') if name.strip()]
+    unknown = [name for name in shapes if name not in SHAPES]
+    if unknown:
+        sys.exit(f'--shapes: unknown {unknown}; choose from {list(SHAPES)}')
+
+    import torch
+
+    workdir = args.workdir or tempfile.mkdtemp(prefix='conkd-bench-')
+    data_args = ['-dp', os.path.join(workdir, 'data'), '--redial-path', args.redial_path,
+                 '--redial-max-dialogues', 200]
+    if args.redial_meta_path:
+        data_args += ['--redial-meta-path', args.redial_meta_path]
+    env = dict(os.environ)
+    results = {name: benchmark_shape(name, SHAPES[name], os.path.join(workdir, name), data_args, args, env)
+               for name in shapes}
+    result = {
+        'hardware': f'{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, '
+                    f'torch {torch.__version__}, {torch.get_num_threads()} threads',
+        'allocator': {key: os.environ[key] for key in sorted(os.environ) if key.startswith('MALLOC_')
+                      or key == 'LD_PRELOAD'} or 'glibc malloc, default settings',
+        'setup': {'batchsize': args.batchsize, 'batches': args.batches, 'rounds': args.rounds,
+                  'gates': 'soft (live, cached), hard (live)', 'data': args.redial_path},
+        'shapes': results,
+        'targets': TARGETS,
+    }
+    for name, shape_result in results.items():
+        print_table(name, shape_result)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, 'w') as f:
+    tmp = args.out + '.tmp'
+    with open(tmp, 'w') as f:
         json.dump(result, f, indent=2)
+    os.replace(tmp, args.out)
     print(f'\n[bench] wrote {args.out}')
 
 
