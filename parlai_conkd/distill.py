@@ -84,11 +84,10 @@ class ItemSlots:
 
     def subtract_outer_(self, x: torch.Tensor, coef: torch.Tensor, rec: torch.Tensor) -> None:
         """``x[b, t, I[n]] -= coef[b, t] * rec[b, n]`` in place (x [B,T,V], coef [B,T], rec [B,N])."""
-        update = coef.unsqueeze(-1) * rec.unsqueeze(1)
-        if self.block is not None:
-            x[..., self.block].sub_(update)
+        if self.block is not None:  # an in-place rank-1 update per row: no [B,T,N] temporary
+            x[..., self.block].baddbmm_(coef.unsqueeze(-1), rec.unsqueeze(1), alpha=-1)
         else:
-            x.index_add_(-1, self.ids, update, alpha=-1)
+            x.index_add_(-1, self.ids, coef.unsqueeze(-1) * rec.unsqueeze(1), alpha=-1)
 
 
 @dataclass
