@@ -13,7 +13,7 @@ upstream code works it changes nothing. Nothing here edits site-packages.
 | ``lenient_iopath_kwargs`` | agents/hugging_face/dict.py:166, gpt2.py:75 | iopath rejects ``recursive=True`` |
 | ``txt2vec_without_np_int`` | core/dict.py:754 | numpy 2 removed ``np.int`` |
 | ``gpt2_reorder_cache`` | agents/hugging_face/gpt2.py:196 | transformers 5 returns a ``Cache`` |
-| ``cpu_distributed_context`` | utils/distributed.py:260-295 | CUDA/NCCL assumed, hangs at exit |
+| ``cpu_distributed_context`` | utils/distributed.py:260-295 | CUDA/NCCL assumed; gloo teardown deadlock |
 | ``cpu_all_gather_list`` | utils/distributed.py:128-137 | CUDA buffers assumed |
 | ``cpu_ddp_device_ids`` | core/torch_generator_agent.py:584, torch_ranker_agent.py:255 | ``device_ids=[-1]`` on CPU |
 | ``cpu_join_device`` | utils/fsdp.py:234, :286 | join device ``-1`` on CPU |
@@ -23,8 +23,10 @@ upstream code works it changes nothing. Nothing here edits site-packages.
 the pin ``setuptools<81`` in requirements/parlai-runtime.txt; ``quiet_pkg_resources_warning`` (run
 before that module executes) only silences the deprecation warning the import prints.
 """
+import atexit
 import contextlib
 import functools
+import gc
 import inspect
 import logging
 import pickle
@@ -120,11 +122,41 @@ def _cuda_available():
     return torch.cuda.is_available()
 
 
+#: gloo groups made here, held until ``_release_gloo_groups`` (at exit or the next group).
+_HELD_GLOO_GROUPS = []
+
+
+def _hold_gloo_group(group):
+    """Keep a Python handle on ``group`` so that the DDP reducer never drops the last reference.
+
+    ``~ProcessGroupGloo`` joins gloo's worker threads. A worker thread that just finished a
+    collective frees its tensors, and freeing a tensor whose Python object was already dropped
+    takes the GIL. The DDP ``Reducer`` owns a reference to the group and pybind destroys it with
+    the GIL held, so when it held the last one (agent freed as ``multiprocess_train`` returns,
+    after ``destroy_process_group``), the main thread waited in ``thread.join()`` holding the
+    GIL while the worker waited for the GIL: rank 0 hung for ever in about 1 of 15 runs (the
+    worker freeing an all-reduce that the final barrier had waited on). The Python handle's
+    destructor releases the GIL first, so the last reference must be ours.
+    """
+    atexit.unregister(_release_gloo_groups)  # registered once, however many groups
+    atexit.register(_release_gloo_groups)
+    _HELD_GLOO_GROUPS.append(group)
+
+
+def _release_gloo_groups():
+    """Drop the held groups while the interpreter is fully alive, after what shares them (at exit,
+    or when the next group is made: its collectives are long finished, so no thread needs the GIL)."""
+    gc.collect()  # a reducer in a reference cycle must go before the group, not after
+    while _HELD_GLOO_GROUPS:
+        _HELD_GLOO_GROUPS.pop()  # destructor releases the GIL, then joins gloo's threads
+
+
 def cpu_distributed_context(module):
     """``distributed_context`` assumes CUDA: it divides by ``cuda.device_count()``, uses NCCL and
     calls ``torch.cuda.init()``. On a machine without CUDA, run the same protocol with gloo on
     CPU (gpu = -1). A barrier before ``destroy_process_group`` stops a worker from tearing the
-    group down while another still syncs (seen as a hang at exit in about half the runs)."""
+    group down while another still syncs; the group itself is held past the agents using it
+    (``_hold_gloo_group``), or the DDP reducer's destructor deadlocks on it."""
     original = module.distributed_context
 
     @contextlib.contextmanager
@@ -146,6 +178,7 @@ def cpu_distributed_context(module):
         print_prefix = 'rank:{:3d} |'.format(rank) if (opt.get('verbose') or rank != 0) else None
         suppress_output = not opt.get('verbose') and rank != 0
         with module.override_print(suppress_output, print_prefix):
+            _release_gloo_groups()  # a previous run's group (and its store's port) in this process
             dist.init_process_group(
                 backend='gloo',
                 init_method=init_method,
@@ -153,6 +186,7 @@ def cpu_distributed_context(module):
                 rank=rank,
             )
             module.logging.info("Distributed group initialized (gloo, CPU)")
+            _hold_gloo_group(dist.distributed_c10d._get_default_group())
             torch.manual_seed(42)
             module.sync_object(None)
             try:

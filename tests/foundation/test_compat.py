@@ -3,6 +3,8 @@
 Every test here exercises the exact upstream code path named in parlai_conkd/compat.py; without
 the patch each one raises (TypeError, ValueError, AttributeError, ...) on this stack.
 """
+import contextlib
+import gc
 import importlib.metadata
 import inspect
 import os
@@ -111,6 +113,37 @@ def test_join_device_is_cpu_without_gpu():
     assert evaluator.join_device == torch.device('cpu')
 
 
+def _gloo_worker_threads():
+    tasks = '/proc/self/task'
+    names = []
+    for tid in os.listdir(tasks):
+        with contextlib.suppress(OSError):
+            with open(f'{tasks}/{tid}/comm') as comm:
+                names.append(comm.read().strip())
+    return names.count('pt_gloo_runloop')
+
+
+@pytest.mark.skipif(not os.path.isdir('/proc/self/task'), reason='counts threads through /proc')
+def test_ddp_teardown_leaves_the_gloo_group_to_a_gil_free_release(tmp_path):
+    """The DDP reducer never destroys the gloo group: its destructor runs with the GIL held and
+    joins gloo's threads, which may need the GIL (rank 0 of multiprocessing_train hung there)."""
+    import parlai.core.torch_generator_agent  # noqa: F401  (installs the DDP patch)
+    import parlai.utils.distributed as distributed
+
+    before = _gloo_worker_threads()
+    opt = {'distributed_world_size': 1, 'verbose': False}
+    with distributed.distributed_context(0, opt, gpu=-1, init_method=f'file://{tmp_path}/init') as worker_opt:
+        assert worker_opt['gpu'] == -1 and worker_opt['rank'] == 0
+        model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(2, 2), device_ids=[-1])
+        model(torch.ones(1, 2)).sum().backward()
+        assert _gloo_worker_threads() > before
+    del model  # multiprocess_train's agent goes after destroy_process_group, as here
+    gc.collect()
+    assert _gloo_worker_threads() > before, 'the DDP reducer destroyed the gloo group'
+    compat._release_gloo_groups()  # what runs at exit
+    assert _gloo_worker_threads() == before
+
+
 @pytest.mark.cli
 def test_stock_transformer_train_resume_eval_interactive(tmp_path):
     """The stock flows still work with our package installed (and the scheduler patch is live)."""
@@ -139,7 +172,7 @@ def test_stock_multiprocessing_train_on_cpu_with_two_workers(tmp_path):
     run_parlai(['build_dict', '-t', 'integration_tests', '--dict-file', dict_file, *common])
     out = run_parlai(['multiprocessing_train', '-t', 'integration_tests', '-m', 'transformer/generator',
                       '-mf', tmp_path / 'mp', '--dict-file', dict_file, '--distributed-world-size', 2,
-                      '--port', 29000 + os.getpid() % 1000, '--eval-dynamic-batching', 'off',
+                      '--eval-dynamic-batching', 'off',  # no --port: ParlAI binds a free one
                       '-bs', 8, '--num-epochs', 0.3, *TINY_TRANSFORMER, *common], timeout=240)
     log = out.stdout + out.stderr
     assert 'Distributed group initialized (gloo, CPU)' in log
