@@ -184,14 +184,6 @@ def _at_least_float(x: torch.Tensor) -> torch.Tensor:
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
-def _safe_log(log_probs: torch.Tensor) -> torch.Tensor:
-    """``log_probs`` with -inf (p = 0) at :data:`LOG_ZERO`, so ``p * log p`` is exactly 0 there.
-    Checked first: a softmax of finite logits has no -inf, and this spares a [B,T,V] copy."""
-    if log_probs.numel() and bool(log_probs.amin() == float('-inf')):
-        return log_probs.clamp(min=LOG_ZERO)
-    return log_probs
-
-
 @dataclass
 class DistillTarget:
     """The ConKD target of a batch, ``q[b,t] = (1 - w[b,t]) * dial[b,t] + w[b,t] * rec_V[b]``.
@@ -252,24 +244,24 @@ def _log0(probs: torch.Tensor) -> torch.Tensor:
     return probs.log().clamp_(min=LOG_ZERO)
 
 
-def _mixture_plogp(dial: Distribution, dial_log: Optional[torch.Tensor], dial_plogp: torch.Tensor,
-                   rec: Distribution, rec_plogp: torch.Tensor, weight: torch.Tensor, slots: ItemSlots) -> torch.Tensor:
-    """``sum q log q`` for ``q = (1 - w) * dial + w * rec_V``, without building q over V.
-
-    Words carry the dialogue part alone, so only item entries need the mixture itself.
-    """
+def _dense_mixture_plogp(dial: torch.Tensor, items_plogp: torch.Tensor, items_mass: torch.Tensor,
+                         dial_plogp: torch.Tensor, rec: torch.Tensor, weight: torch.Tensor, slots: ItemSlots) -> torch.Tensor:
+    """``sum q log q`` for ``q = (1 - w) * dial + w * rec_V`` with a dense ``dial`` (whose item block
+    has ``sum d log d = items_plogp`` and mass ``items_mass``), without building q over V: words
+    carry the dialogue part alone, so only the item block needs the mixture itself."""
     keep = 1.0 - weight
-    if isinstance(rec, TopK):  # [B,N] is small: the rec side is read through a dense row
-        rec = rec.values.new_zeros(rec.values.size(0), len(slots)).scatter_(-1, rec.indices, rec.values)
-    if not isinstance(dial, TopK):
-        dial_items = slots.take(dial)  # [B,T,N], a view
-        words_plogp = dial_plogp - _dot(dial_items, slots.take(dial_log))
-        words = keep * words_plogp + torch.xlogy(keep, keep) * (1.0 - dial_items.sum(-1))
-        q_items = dial_items * keep.unsqueeze(-1)
-        q_items.baddbmm_(weight.unsqueeze(-1), rec.unsqueeze(1))
-        return words + _dot(q_items, _log0(q_items))
-    # Top-k dialogue teacher, in O(k): start from the rec part alone, ``w * sum r log r + w log w``
-    # (sum r = 1), then each of the k dialogue entries replaces its item's term or adds a word's.
+    words = keep * (dial_plogp - items_plogp) + torch.xlogy(keep, keep) * (1.0 - items_mass)
+    q_items = slots.take(dial) * keep.unsqueeze(-1)
+    q_items.baddbmm_(weight.unsqueeze(-1), rec.unsqueeze(1))
+    return words + _dot(q_items, _log0(q_items))
+
+
+def _topk_mixture_plogp(dial: TopK, rec: torch.Tensor, rec_plogp: torch.Tensor, weight: torch.Tensor,
+                        slots: ItemSlots) -> torch.Tensor:
+    """The same for a top-k dialogue teacher, in O(k): start from the rec part alone,
+    ``w * sum r log r + w log w`` (sum r = 1); each of the k dialogue entries then replaces its
+    item's term or adds a word's."""
+    keep = 1.0 - weight
     size = int(max(int(slots.ids.max()), int(dial.indices.max()))) + 1
     item_of_token = torch.full((size,), -1, dtype=torch.long, device=slots.ids.device)
     item_of_token[slots.ids] = torch.arange(len(slots), device=slots.ids.device)
@@ -283,53 +275,11 @@ def _mixture_plogp(dial: Distribution, dial_log: Optional[torch.Tensor], dial_pl
     return weight * rec_plogp.unsqueeze(1) + torch.xlogy(weight, weight) + corrections.sum(-1)
 
 
-@torch.no_grad()
-def make_target(
-    gate: str,
-    dial_log_probs: Distribution,
-    rec_item_log_probs: Distribution,
-    item_token_ids,
-    mask: torch.Tensor,
-    hard_threshold: float = 0.5,
-    static_gate: float = 0.5,
-    temperature: float = 1.0,
-    dial_item_mass: Optional[torch.Tensor] = None,
-) -> DistillTarget:
-    """The batch's distillation target from the two teachers' outputs (no gradient).
-
-    :param dial_log_probs: [B,T,V] dialogue-teacher log-probabilities, or their :class:`TopK`.
-    :param rec_item_log_probs: [B,N] rec-teacher log-probabilities over catalog items (catalog
-        order), or their :class:`TopK` over catalog indices.
-    :param item_token_ids: [N] vocabulary id of each catalog item (or an :class:`ItemSlots`).
-    :param mask: [B,T] true on real (non-padding) target steps.
-    :param dial_item_mass: the gate lambda; required with a top-k teacher (the cache stores it
-        exactly), computed from the dense teacher otherwise.
-    """
-    if gate not in GATES:
-        raise ValueError(f'unknown gate {gate!r}; choose one of {GATES}')
-    if temperature <= 0:
-        raise ValueError(f'temperature must be > 0, got {temperature}')
-    slots = ItemSlots.of(item_token_ids)
-    mask = mask.bool()
-    if isinstance(dial_log_probs, TopK):
-        if dial_item_mass is None:
-            raise ValueError('a top-k dialogue teacher needs its exact item mass (dial_item_mass)')
-        dial, dial_plogp = _tempered_topk(dial_log_probs, temperature)
-        log_d = None
-    else:
-        log_d = _safe_log(tempered(_at_least_float(dial_log_probs), temperature))
-        dial = log_d.exp()
-        dial_plogp = _dot(dial, log_d)
-        if dial_item_mass is None:
-            raw = dial if temperature == 1.0 else _at_least_float(dial_log_probs).exp()
-            dial_item_mass = slots.take(raw).sum(-1).clamp(0.0, 1.0)
-    if isinstance(rec_item_log_probs, TopK):
-        rec, rec_plogp = _tempered_topk(rec_item_log_probs, temperature)
-    else:
-        rec = tempered(_at_least_float(rec_item_log_probs), temperature).exp()
-        rec_plogp = _plogp(rec)
-
-    lam = gate_values(gate, _at_least_float(dial_item_mass), static_gate) * mask
+def _gated(gate: str, item_mass_: torch.Tensor, mask: torch.Tensor, dial_plogp: torch.Tensor,
+           rec_plogp: torch.Tensor, mixture_plogp, hard_threshold: float, static_gate: float):
+    """``(lambda, w, rec_steps, sum q log q)`` for a block of rows; ``mixture_plogp(w)`` gives the
+    soft/static entropy (only called for those gates)."""
+    lam = gate_values(gate, _at_least_float(item_mass_), static_gate) * mask
     rec_steps = torch.zeros_like(mask)
     if gate == 'none':
         weight, plogp = torch.zeros_like(lam), torch.zeros_like(lam)
@@ -339,8 +289,121 @@ def make_target(
         plogp = torch.where(rec_steps, rec_plogp.unsqueeze(1).expand_as(dial_plogp), dial_plogp)
     else:
         weight = lam
-        plogp = _mixture_plogp(dial, log_d, dial_plogp, rec, rec_plogp, weight, slots)
-    plogp = torch.where(mask, plogp, torch.zeros_like(plogp))
+        plogp = mixture_plogp(weight)
+    return lam, weight, rec_steps, torch.where(mask, plogp, torch.zeros_like(plogp))
+
+
+#: temporaries of the dense target are made a few rows at a time, this size at most: small blocks
+#: are recycled by the allocator (and stay in cache), where [B,T,V]-sized ones cost fresh pages
+#: every step (measured: a 47 MB tensor costs 25 ms to allocate and fill on a 2-core CPU, 3 ms reused)
+_BLOCK_BYTES = 4 << 20
+
+
+def _normalise_block(block: torch.Tensor, slots: ItemSlots, in_place: bool, item_entropy: bool):
+    """Softmax of a block of scores (written over them when ``in_place``) without a log-softmax
+    copy, using ``log p = (s - max) - log Z``. Returns ``(p, sum p log p, item mass, sum over the
+    item block of p log p or None)``."""
+    shifted = block.sub_(block.amax(-1, keepdim=True)) if in_place else block - block.amax(-1, keepdim=True)
+    exps = shifted.exp()
+    total = exps.sum(-1)
+    log_total = total.log()
+    items_mass = slots.take(exps).sum(-1) / total
+
+    def plogp(e, x, mass):
+        dot = _dot(e, x)
+        if torch.isnan(dot).any():  # a -inf score: 0 * -inf; any finite stand-in gives p = 0 exactly
+            dot = _dot(e, x.clamp(min=torch.finfo(x.dtype).min / 2))
+        return dot / total - log_total * mass
+
+    all_plogp = plogp(exps, shifted, 1.0)
+    items_plogp = plogp(slots.take(exps), slots.take(shifted), items_mass) if item_entropy else None
+    probs = torch.div(exps, total.unsqueeze(-1), out=shifted)
+    return probs, all_plogp, items_mass, items_plogp
+
+
+def _dense_target(gate, scores, rec, rec_plogp, slots, mask, hard_threshold, static_gate, temperature,
+                  dial_item_mass, overwrite_scores):
+    """make_target's dense dialogue-teacher path, a block of batch rows at a time."""
+    source = _at_least_float(scores)
+    # the probabilities go into the scores' own memory when the caller hands it over (or it is
+    # our float copy already): no second [B,T,V] buffer
+    in_place = overwrite_scores or source is not scores
+    out = source if in_place else torch.empty_like(source)
+    batch, steps, vocab = source.shape
+    lam, weight, plogp = (source.new_zeros(batch, steps) for _ in range(3))
+    rec_steps = torch.zeros_like(mask)
+    rows_per_block = max(1, _BLOCK_BYTES // max(1, steps * vocab * source.element_size()))
+    for start in range(0, batch, rows_per_block):
+        rows = slice(start, start + rows_per_block)
+        block = source[rows]
+        mass = None if dial_item_mass is None else dial_item_mass[rows]
+        if temperature != 1.0:
+            if mass is None:  # the gate reads the untempered teacher
+                mass = slots.take(torch.softmax(block, dim=-1)).sum(-1)
+            block = block.div_(temperature) if in_place else block / temperature
+        probs, dial_plogp, items_mass, items_plogp = _normalise_block(
+            block, slots, in_place=in_place or temperature != 1.0, item_entropy=gate in ('soft', 'static'))
+        mass = (items_mass if mass is None else mass).clamp(0.0, 1.0)
+
+        def mixture(w, probs=probs, dial_plogp=dial_plogp, items_mass=items_mass, items_plogp=items_plogp, rows=rows):
+            return _dense_mixture_plogp(probs, items_plogp, items_mass, dial_plogp, rec[rows], w, slots)
+
+        lam[rows], weight[rows], rec_steps[rows], plogp[rows] = _gated(
+            gate, mass, mask[rows], dial_plogp, rec_plogp[rows], mixture, hard_threshold, static_gate)
+        if probs.data_ptr() != out[rows].data_ptr():
+            out[rows].copy_(probs)
+    return out, lam, weight, rec_steps, plogp
+
+
+@torch.no_grad()
+def make_target(
+    gate: str,
+    dial_scores: Distribution,
+    rec_item_log_probs: Distribution,
+    item_token_ids,
+    mask: torch.Tensor,
+    hard_threshold: float = 0.5,
+    static_gate: float = 0.5,
+    temperature: float = 1.0,
+    dial_item_mass: Optional[torch.Tensor] = None,
+    overwrite_scores: bool = False,
+) -> DistillTarget:
+    """The batch's distillation target from the two teachers' outputs (no gradient).
+
+    :param dial_scores: [B,T,V] dialogue-teacher logits or log-probabilities (either: the target is
+        their softmax), or a :class:`TopK` of its log-probabilities.
+    :param rec_item_log_probs: [B,N] rec-teacher log-probabilities over catalog items (catalog
+        order), or their :class:`TopK` over catalog indices.
+    :param item_token_ids: [N] vocabulary id of each catalog item (or an :class:`ItemSlots`).
+    :param mask: [B,T] true on real (non-padding) target steps.
+    :param dial_item_mass: the gate lambda; required with a top-k teacher (the cache stores it
+        exactly), computed from the dense teacher otherwise.
+    :param overwrite_scores: the dense ``dial_scores`` are the caller's to give away: the target's
+        probabilities are written into their memory.
+    """
+    if gate not in GATES:
+        raise ValueError(f'unknown gate {gate!r}; choose one of {GATES}')
+    if temperature <= 0:
+        raise ValueError(f'temperature must be > 0, got {temperature}')
+    slots = ItemSlots.of(item_token_ids)
+    mask = mask.bool()
+    if isinstance(rec_item_log_probs, TopK):
+        rec, rec_plogp = _tempered_topk(rec_item_log_probs, temperature)
+        rec_rows = rec.values.new_zeros(rec.values.size(0), len(slots)).scatter_(-1, rec.indices, rec.values)
+    else:
+        rec = rec_rows = tempered(_at_least_float(rec_item_log_probs), temperature).exp()
+        rec_plogp = _plogp(rec)
+    if isinstance(dial_scores, TopK):
+        if dial_item_mass is None:
+            raise ValueError('a top-k dialogue teacher needs its exact item mass (dial_item_mass)')
+        dial, dial_plogp = _tempered_topk(dial_scores, temperature)
+        lam, weight, rec_steps, plogp = _gated(
+            gate, dial_item_mass, mask, dial_plogp, rec_plogp,
+            lambda w: _topk_mixture_plogp(dial, rec_rows, rec_plogp, w, slots), hard_threshold, static_gate)
+    else:
+        dial, lam, weight, rec_steps, plogp = _dense_target(
+            gate, dial_scores, rec_rows, rec_plogp, slots, mask, hard_threshold, static_gate, temperature,
+            dial_item_mass, overwrite_scores)
     return DistillTarget(dial=dial, rec=rec, weight=weight, plogp=plogp, gate=lam, rec_steps=rec_steps,
                          mask=mask, temperature=float(temperature))
 
@@ -348,7 +411,7 @@ def make_target(
 # ---------------------------------------------------------------------------------- the loss
 def conkd_terms(
     student_logits: torch.Tensor,
-    dial_log_probs: Distribution,
+    dial_scores: Distribution,
     rec_item_log_probs: Distribution,
     item_token_ids,
     mask: torch.Tensor,
@@ -364,7 +427,7 @@ def conkd_terms(
     Every other argument is :func:`make_target`'s. Training uses :func:`nll_and_kd`, which gives
     the same values and gradients from one softmax shared with the NLL.
     """
-    target = make_target(gate, dial_log_probs, rec_item_log_probs, item_token_ids, mask,
+    target = make_target(gate, dial_scores, rec_item_log_probs, item_token_ids, mask,
                          hard_threshold, static_gate, temperature, dial_item_mass)
     if gate == 'none':
         zeros = torch.zeros_like(target.gate)
@@ -405,7 +468,7 @@ class _NllAndKd(torch.autograd.Function):
         zeros = torch.zeros(labels.shape, dtype=log_p.dtype, device=log_p.device)
         g_nll = zeros if grad_nll is None else grad_nll.reshape(labels.shape).to(log_p.dtype) * valid
         coef = zeros if grad_kd is None else grad_kd.reshape(labels.shape).to(log_p.dtype) * target.mask * tau
-        grad = log_p.exp()
+        grad = log_p.exp()  # a new buffer, as cross-entropy's backward makes: the graph may be reused
         if tau == 1.0:
             grad.mul_((g_nll + coef).unsqueeze(-1))
         else:

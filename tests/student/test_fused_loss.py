@@ -129,3 +129,34 @@ def test_item_slots_use_a_view_only_for_a_contiguous_block():
     assert distill.ItemSlots(SCATTERED).block is None
     x = torch.arange(11.0).expand(2, 11)
     assert distill.ItemSlots(SCATTERED).take(x)[0].tolist() == [9.0, 2.0, 6.0, 4.0, 7.0]
+
+
+@pytest.mark.parametrize('gate', ['soft', 'hard'])
+def test_target_from_logits_equals_target_from_log_probs(gate):
+    """The live path hands the dialogue teacher's raw logits over (one softmax, no log-softmax copy)."""
+    g = torch.Generator().manual_seed(7)
+    logits = torch.randn(2, 3, 11, generator=g) * 4 + 20  # far from normalised
+    rec = torch.log_softmax(torch.randn(2, 5, generator=g), -1)
+    mask = torch.ones(2, 3, dtype=torch.bool)
+    from_logits = distill.make_target(gate, logits, rec, CONTIGUOUS, mask, hard_threshold=0.3)
+    from_log_probs = distill.make_target(gate, torch.log_softmax(logits, -1), rec, CONTIGUOUS, mask, hard_threshold=0.3)
+    for field in ('dial', 'weight', 'plogp', 'gate'):
+        assert torch.allclose(getattr(from_logits, field), getattr(from_log_probs, field), atol=1e-5), field
+
+
+@pytest.mark.parametrize('gate', ['soft', 'hard', 'static'])
+@pytest.mark.parametrize('tau', [1.0, 2.0])
+def test_dense_target_is_the_same_built_row_by_row_and_in_the_scores_memory(monkeypatch, gate, tau):
+    dial, rec, labels, _ = _inputs(CONTIGUOUS)
+    mask = labels.ne(PAD)
+    whole = distill.make_target(gate, dial, rec, CONTIGUOUS, mask, hard_threshold=0.3, temperature=tau)
+    monkeypatch.setattr(distill, '_BLOCK_BYTES', 1)  # one batch row per block
+    scores = dial.clone()
+    by_row = distill.make_target(gate, scores, rec, CONTIGUOUS, mask, hard_threshold=0.3, temperature=tau,
+                                 overwrite_scores=True)
+    assert by_row.dial.data_ptr() == scores.data_ptr()  # no second [B,T,V] buffer
+    for field in ('dial', 'weight', 'plogp', 'gate', 'rec_steps'):
+        assert torch.allclose(getattr(by_row, field).float(), getattr(whole, field).float(), atol=1e-6), field
+    untouched = dial.clone()
+    distill.make_target(gate, untouched, rec, CONTIGUOUS, mask, temperature=tau)
+    assert torch.equal(untouched, dial)  # without overwrite_scores the caller's tensor is left alone

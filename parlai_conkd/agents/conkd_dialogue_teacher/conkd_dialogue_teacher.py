@@ -6,8 +6,9 @@ Trained with NLL alone it is also the paper's "no distillation" baseline. The st
 * ``item_token_ids``: ``LongTensor[N]``, the vocabulary id of catalog item i at position i, on the
   model's device; ``item_index_of_token``: the inverse map (vocab id -> catalog index);
   ``rec_token_id`` / ``gen_token_id``: the [REC]/[GEN] flag ids.
-* ``teacher_forced_log_probs(batch)``: no-grad, eval-mode per-step log-probabilities over the full
-  vocabulary and the per-step item mass (the ConKD gate), aligned with ``batch.label_vec``.
+* ``teacher_forced_scores(batch)`` / ``teacher_forced_log_probs(batch)``: no-grad, eval-mode
+  per-step logits / log-probabilities over the full vocabulary (the latter with the per-step item
+  mass, the ConKD gate), aligned with ``batch.label_vec``.
 * ``compute_loss(batch, return_output=True)`` is ParlAI's: ``model_output[0]`` are the logits
   ``[B, T, V]`` aligned with ``batch.label_vec`` (flag token first). A subclass adds a loss term by
   calling ``super().compute_loss(batch, return_output=True)`` and adding to the returned loss.
@@ -56,9 +57,8 @@ class TeacherForcedOutput:
 
     #: log-probabilities over the full vocabulary, ``[B, T, V]`` (float32)
     log_probs: torch.Tensor
-    #: total probability of the item tokens per step, ``[B, T]`` (the ConKD gate lambda_t);
-    #: None when not asked for
-    item_mass: Optional[torch.Tensor]
+    #: total probability of the item tokens per step, ``[B, T]`` (the ConKD gate lambda_t)
+    item_mass: torch.Tensor
     #: True at real target tokens, False at padding, ``[B, T]``
     mask: torch.Tensor
 
@@ -249,16 +249,11 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
 
     # ------------------------------------------------------------------ distillation hook
     @torch.no_grad()
-    def teacher_forced_log_probs(self, batch, with_item_mass: bool = True) -> TeacherForcedOutput:
-        """Per-step log p(y_t | y_<t, context) over the full vocabulary, teacher-forced on
-        ``batch.label_vec`` (flag token first), in eval mode (no dropout) and without gradients.
-
-        ``log_probs[b, t]`` is the distribution the model predicts for ``label_vec[b, t]``;
-        ``item_mass[b, t] = sum_i exp(log_probs[b, t, item_token_ids[i]])`` (skipped with
-        ``with_item_mass=False``, for a caller that exponentiates the log-probabilities anyway).
-        """
+    def teacher_forced_scores(self, batch) -> torch.Tensor:
+        """Per-step logits ``[B, T, V]`` for ``batch.label_vec`` (flag token first), teacher-forced,
+        in eval mode (no dropout) and without gradients: ``scores[b, t]`` predicts ``label_vec[b, t]``."""
         if batch.label_vec is None:
-            raise ValueError('teacher_forced_log_probs needs a batch with labels')
+            raise ValueError('teacher_forced_scores needs a batch with labels')
         model = self._unwrapped_model()
         was_training = model.training
         model.eval()
@@ -266,10 +261,17 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
             scores, *_ = model(*self._model_input(batch), ys=batch.label_vec)
         finally:
             model.train(was_training)
-        log_probs = F.log_softmax(scores.float(), dim=-1)
+        return scores
+
+    @torch.no_grad()
+    def teacher_forced_log_probs(self, batch) -> TeacherForcedOutput:
+        """Per-step log p(y_t | y_<t, context) over the full vocabulary (:meth:`teacher_forced_scores`
+        normalised); ``item_mass[b, t] = sum_i exp(log_probs[b, t, item_token_ids[i]])``.
+        """
+        log_probs = F.log_softmax(self.teacher_forced_scores(batch).float(), dim=-1)
         return TeacherForcedOutput(
             log_probs=log_probs,
-            item_mass=item_mass(log_probs, self.item_token_ids) if with_item_mass else None,
+            item_mass=item_mass(log_probs, self.item_token_ids),
             mask=batch.label_vec.ne(self.NULL_IDX),
         )
 

@@ -160,20 +160,23 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
 
     # ------------------------------------------------------------------ teacher targets
     @torch.no_grad()
-    def live_teacher_targets(self, batch, with_item_mass=True):
-        """``(dial_log_probs [B,T,V], gate [B,T] or None, rec_log_probs [B,N])`` from the teachers now."""
-        dial = self.dialogue_teacher.teacher_forced_log_probs(batch, with_item_mass=with_item_mass)
+    def live_teacher_targets(self, batch):
+        """``(dial_log_probs [B,T,V], gate [B,T], rec_log_probs [B,N])`` from the teachers now."""
+        dial = self.dialogue_teacher.teacher_forced_log_probs(batch)
         rec = self.rec_teacher.item_log_probs(batch.context_items, batch.context_texts)
         return dial.log_probs, dial.item_mass, rec.to(dial.log_probs.device)
 
     @torch.no_grad()
     def teacher_targets(self, batch, mask):
         """The teachers' outputs for the batch, ``(dial, gate, rec)``: from the cache where present
-        (``distill.TopK`` slices, used as they are), live (and then cached) otherwise. The gate is
-        None when live: the target computes it from the same probabilities."""
+        (``distill.TopK`` slices, used as they are), live (and then cached) otherwise. Without a
+        cache: the dialogue teacher's logits and no gate (the target normalises them once and
+        reads the gate off the same probabilities)."""
         cache = self.teacher_cache if self.model.training else None
         if cache is None:
-            return self.live_teacher_targets(batch, with_item_mass=False)
+            scores = self.dialogue_teacher.teacher_forced_scores(batch)
+            rec = self.rec_teacher.item_log_probs(batch.context_items, batch.context_texts)
+            return scores, None, rec.to(scores.device)
         keys = [example_key(t[t != self.NULL_IDX].tolist(), y[y != self.NULL_IDX].tolist())
                 for t, y in zip(batch.text_vec, batch.label_vec)]
         entries = [cache.get(k) for k in keys]
@@ -197,6 +200,7 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
             static_gate=self.opt['static_gate'],
             temperature=self.opt['kd_temperature'],
             dial_item_mass=gate,
+            overwrite_scores=not isinstance(dial, distill.TopK),  # live logits: nobody else reads them
         )
 
     # ------------------------------------------------------------------ loss
