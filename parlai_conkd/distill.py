@@ -169,9 +169,9 @@ def kl_divergence(target_log_probs: torch.Tensor, student_log_probs: torch.Tenso
 
 # ---------------------------------------------------------------------------------- the target
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``(a * b).sum(-1)`` for [B,T,K] views without a [B,T,K] temporary (a batched GEMV)."""
-    batch, steps, size = a.shape
-    return torch.bmm(a.reshape(batch * steps, 1, size), b.reshape(batch * steps, size, 1)).view(batch, steps)
+    """``(a * b).sum(-1)`` for [..., K] views without a [..., K] temporary (a batched GEMV)."""
+    lead, size = a.shape[:-1], a.size(-1)
+    return torch.bmm(a.reshape(-1, 1, size), b.reshape(-1, size, 1)).view(lead)
 
 
 def _plogp(probs: torch.Tensor) -> torch.Tensor:
@@ -188,9 +188,9 @@ def _at_least_float(x: torch.Tensor) -> torch.Tensor:
 class DistillTarget:
     """The ConKD target of a batch, ``q[b,t] = (1 - w[b,t]) * dial[b,t] + w[b,t] * rec_V[b]``.
 
-    Probabilities at the distillation temperature: ``dial`` [B,T,V] or :class:`TopK` over
-    vocabulary ids; ``rec`` [B,N] or :class:`TopK` over catalog indices. ``plogp`` is
-    ``sum q log q`` [B,T]; ``weight``, ``gate``, ``plogp`` are zero on padding.
+    Probabilities at the distillation temperature: ``dial`` [B,T,V] (all zero at padding steps)
+    or :class:`TopK` over vocabulary ids; ``rec`` [B,N] or :class:`TopK` over catalog indices.
+    ``plogp`` is ``sum q log q`` [B,T]; ``weight``, ``gate``, ``plogp`` are zero on padding.
     """
 
     dial: Distribution
@@ -246,13 +246,14 @@ def _log0(probs: torch.Tensor) -> torch.Tensor:
 
 def _dense_mixture_plogp(dial: torch.Tensor, items_plogp: torch.Tensor, items_mass: torch.Tensor,
                          dial_plogp: torch.Tensor, rec: torch.Tensor, weight: torch.Tensor, slots: ItemSlots) -> torch.Tensor:
-    """``sum q log q`` for ``q = (1 - w) * dial + w * rec_V`` with a dense ``dial`` (whose item block
-    has ``sum d log d = items_plogp`` and mass ``items_mass``), without building q over V: words
-    carry the dialogue part alone, so only the item block needs the mixture itself."""
+    """``sum q log q`` for ``q = (1 - w) * dial + w * rec_V``, per step (``dial`` [n,V], ``rec`` [n,N],
+    the rest [n]; the dialogue item block has ``sum d log d = items_plogp`` and mass ``items_mass``),
+    without building q over V: words carry the dialogue part alone, so only the item block needs
+    the mixture itself."""
     keep = 1.0 - weight
     words = keep * (dial_plogp - items_plogp) + torch.xlogy(keep, keep) * (1.0 - items_mass)
     q_items = slots.take(dial) * keep.unsqueeze(-1)
-    q_items.baddbmm_(weight.unsqueeze(-1), rec.unsqueeze(1))
+    q_items.addcmul_(weight.unsqueeze(-1), rec)
     return words + _dot(q_items, _log0(q_items))
 
 
@@ -277,8 +278,8 @@ def _topk_mixture_plogp(dial: TopK, rec: torch.Tensor, rec_plogp: torch.Tensor, 
 
 def _gated(gate: str, item_mass_: torch.Tensor, mask: torch.Tensor, dial_plogp: torch.Tensor,
            rec_plogp: torch.Tensor, mixture_plogp, hard_threshold: float, static_gate: float):
-    """``(lambda, w, rec_steps, sum q log q)`` for a block of rows; ``mixture_plogp(w)`` gives the
-    soft/static entropy (only called for those gates)."""
+    """``(lambda, w, rec_steps, sum q log q)`` per step (every argument shaped like ``mask``);
+    ``mixture_plogp(w)`` gives the soft/static entropy (only called for those gates)."""
     lam = gate_values(gate, _at_least_float(item_mass_), static_gate) * mask
     rec_steps = torch.zeros_like(mask)
     if gate == 'none':
@@ -286,14 +287,14 @@ def _gated(gate: str, item_mass_: torch.Tensor, mask: torch.Tensor, dial_plogp: 
     elif gate == 'hard':
         rec_steps = (lam > hard_threshold) & mask
         weight = rec_steps.to(lam.dtype)
-        plogp = torch.where(rec_steps, rec_plogp.unsqueeze(1).expand_as(dial_plogp), dial_plogp)
+        plogp = torch.where(rec_steps, rec_plogp, dial_plogp)
     else:
         weight = lam
         plogp = mixture_plogp(weight)
     return lam, weight, rec_steps, torch.where(mask, plogp, torch.zeros_like(plogp))
 
 
-#: temporaries of the dense target are made a few rows at a time, this size at most: small blocks
+#: temporaries of the dense target are made a few steps at a time, this size at most: small blocks
 #: are recycled by the allocator (and stay in cache), where [B,T,V]-sized ones cost fresh pages
 #: every step (measured: a 47 MB tensor costs 25 ms to allocate and fill on a 2-core CPU, 3 ms reused)
 _BLOCK_BYTES = 4 << 20
@@ -323,36 +324,45 @@ def _normalise_block(block: torch.Tensor, slots: ItemSlots, in_place: bool, item
 
 def _dense_target(gate, scores, rec, rec_plogp, slots, mask, hard_threshold, static_gate, temperature,
                   dial_item_mass, overwrite_scores):
-    """make_target's dense dialogue-teacher path, a block of batch rows at a time."""
-    source = _at_least_float(scores)
+    """make_target's dense dialogue-teacher path: the real (non-padding) steps only, a block at a
+    time; padding steps get probability 0 everywhere (they are masked out of the loss)."""
+    source = _at_least_float(scores).contiguous()
     # the probabilities go into the scores' own memory when the caller hands it over (or it is
-    # our float copy already): no second [B,T,V] buffer
-    in_place = overwrite_scores or source is not scores
-    out = source if in_place else torch.empty_like(source)
+    # our copy already): no second [B,T,V] buffer
+    out = source if overwrite_scores or source is not scores else torch.empty_like(source)
     batch, steps, vocab = source.shape
-    lam, weight, plogp = (source.new_zeros(batch, steps) for _ in range(3))
-    rec_steps = torch.zeros_like(mask)
-    rows_per_block = max(1, _BLOCK_BYTES // max(1, steps * vocab * source.element_size()))
-    for start in range(0, batch, rows_per_block):
-        rows = slice(start, start + rows_per_block)
-        block = source[rows]
-        mass = None if dial_item_mass is None else dial_item_mass[rows]
+    flat_source, flat_out = source.view(-1, vocab), out.view(-1, vocab)
+    flat_mask = mask.reshape(-1)
+    real = flat_mask.nonzero().squeeze(1)
+    flat_out.index_fill_(0, (~flat_mask).nonzero().squeeze(1), 0.0)
+    lam, weight, plogp = (source.new_zeros(batch * steps) for _ in range(3))
+    rec_steps = torch.zeros_like(flat_mask)
+    rows_per_block = max(1, _BLOCK_BYTES // max(1, vocab * source.element_size()))
+    for start in range(0, real.numel(), rows_per_block):
+        idx = real[start:start + rows_per_block]
+        example = idx // steps
+        block = flat_source.index_select(0, idx)  # ours: normalised in place
+        mass = None if dial_item_mass is None else dial_item_mass.reshape(-1)[idx]
         if temperature != 1.0:
             if mass is None:  # the gate reads the untempered teacher
                 mass = slots.take(torch.softmax(block, dim=-1)).sum(-1)
-            block = block.div_(temperature) if in_place else block / temperature
+            block.div_(temperature)
         probs, dial_plogp, items_mass, items_plogp = _normalise_block(
-            block, slots, in_place=in_place or temperature != 1.0, item_entropy=gate in ('soft', 'static'))
+            block, slots, in_place=True, item_entropy=gate in ('soft', 'static'))
         mass = (items_mass if mass is None else mass).clamp(0.0, 1.0)
 
-        def mixture(w, probs=probs, dial_plogp=dial_plogp, items_mass=items_mass, items_plogp=items_plogp, rows=rows):
-            return _dense_mixture_plogp(probs, items_plogp, items_mass, dial_plogp, rec[rows], w, slots)
+        def mixture(w, probs=probs, dial_plogp=dial_plogp, items_mass=items_mass, items_plogp=items_plogp,
+                    example=example):
+            return _dense_mixture_plogp(probs, items_plogp, items_mass, dial_plogp, rec.index_select(0, example),
+                                        w, slots)
 
-        lam[rows], weight[rows], rec_steps[rows], plogp[rows] = _gated(
-            gate, mass, mask[rows], dial_plogp, rec_plogp[rows], mixture, hard_threshold, static_gate)
-        if probs.data_ptr() != out[rows].data_ptr():
-            out[rows].copy_(probs)
-    return out, lam, weight, rec_steps, plogp
+        outputs = _gated(gate, mass, flat_mask[idx], dial_plogp, rec_plogp[example], mixture,
+                         hard_threshold, static_gate)
+        for full, part in zip((lam, weight, rec_steps, plogp), outputs):
+            full[idx] = part
+        flat_out.index_copy_(0, idx, probs)
+    shape = mask.shape
+    return out, lam.view(shape), weight.view(shape), rec_steps.view(shape), plogp.view(shape)
 
 
 @torch.no_grad()
@@ -398,7 +408,7 @@ def make_target(
             raise ValueError('a top-k dialogue teacher needs its exact item mass (dial_item_mass)')
         dial, dial_plogp = _tempered_topk(dial_scores, temperature)
         lam, weight, rec_steps, plogp = _gated(
-            gate, dial_item_mass, mask, dial_plogp, rec_plogp,
+            gate, dial_item_mass, mask, dial_plogp, rec_plogp.unsqueeze(1).expand_as(dial_plogp),
             lambda w: _topk_mixture_plogp(dial, rec_rows, rec_plogp, w, slots), hard_threshold, static_gate)
     else:
         dial, lam, weight, rec_steps, plogp = _dense_target(

@@ -20,6 +20,7 @@ well they are trained). Targets from the issue: <= 1.35 live, <= 1.10 cached, <=
         --redial-meta-path ../shared/data/redial-meta --out projects/conkd/results/student_benchmark.json
 """
 import argparse
+import functools
 import json
 import multiprocessing
 import os
@@ -104,6 +105,18 @@ def time_train_step(agent, batch):
     return time.perf_counter() - start
 
 
+def teacher_forward(student, batch):
+    """What live distillation adds before any loss math: both teachers' forward on the batch."""
+    student.dialogue_teacher.teacher_forced_scores(batch)
+    student.rec_teacher.item_log_probs(batch.context_items, batch.context_texts)
+
+
+def time_teacher_forward(student, batch):
+    start = time.perf_counter()
+    teacher_forward(student, batch)
+    return time.perf_counter() - start
+
+
 def time_generation(agent, batch, length=20):
     """Greedy generation of exactly ``length`` tokens per example (untrained models stop at random
     points otherwise, which would compare different amounts of per-call overhead)."""
@@ -184,13 +197,15 @@ def benchmark_shape(name, shape, workdir, data_args, args, env):
     for batch in batches:  # fill the cache (and warm every configuration up) once, untimed
         for agent in agents.values():
             train_step(agent, batch)
-    times = {agent_name: [] for agent_name in agents}
+    timers = {agent_name: functools.partial(time_train_step, agent) for agent_name, agent in agents.items()}
+    timers['teacher_forward'] = functools.partial(time_teacher_forward, agents['live'])
+    times = {timer: [] for timer in timers}
     for _ in tqdm(range(args.rounds), desc=f'{name}: train steps (round-robin)'):
         for batch in batches:
-            names = list(agents)
+            names = list(timers)
             order.shuffle(names)  # no configuration always runs first (or right after another)
-            for agent_name in names:
-                times[agent_name].append(time_train_step(agents[agent_name], batch))
+            for timer in names:
+                times[timer].append(timers[timer](batch))
     step_ms = {k: 1000 * statistics.median(v) for k, v in times.items()}
     ms_per_token = {k: 1000 * statistics.median(v) for k, v in gen.items()}
     parameters = sum(p.numel() for p in agents['nll'].model.parameters())
@@ -208,6 +223,11 @@ def benchmark_shape(name, shape, workdir, data_args, args, env):
         'ratio_live_over_nll': step_ms['live'] / step_ms['nll'],
         'ratio_live_hard_over_nll': step_ms['live_hard'] / step_ms['nll'],
         'ratio_cached_over_nll': step_ms['cached'] / step_ms['nll'],
+        # live = NLL step + the teachers' forward + the distillation work; the middle term alone
+        # is this share of an NLL step (a floor for any live distillation on this hardware)
+        'share_teacher_forward': step_ms['teacher_forward'] / step_ms['nll'],
+        'share_distillation_work_soft': (step_ms['live'] - step_ms['nll'] - step_ms['teacher_forward']) / step_ms['nll'],
+        'share_distillation_work_hard': (step_ms['live_hard'] - step_ms['nll'] - step_ms['teacher_forward']) / step_ms['nll'],
         'generation_ms_per_token': ms_per_token,
         'ratio_inference_student_over_nll': ms_per_token['live'] / ms_per_token['nll'],
         'peak_rss_mb': rss,
@@ -226,11 +246,16 @@ def print_table(name, result):
          f"{step_ms['cached']:.0f} / {step_ms['nll']:.0f} ms"),
         ('generation ms/token, student / NLL-only model', result['ratio_inference_student_over_nll'],
          TARGETS['inference'], f"{ms_per_token['live']:.2f} / {ms_per_token['nll']:.2f} ms"),
+        ('  of which: the teachers\' forward alone / NLL-only', result['share_teacher_forward'], '-',
+         f"{step_ms['teacher_forward']:.0f} / {step_ms['nll']:.0f} ms"),
+        ('  of which: distillation work, soft / hard gate', result['share_distillation_work_soft'], '-',
+         f"hard: {result['share_distillation_work_hard']:.2f}"),
     ]
     print(f"\n{name}: {result['backbone']} ({result['parameters'] / 1e6:.1f}M parameters)")
     print('| measurement | ratio | target | raw |\n|---|---|---|---|')
     for label, ratio, target, raw in rows:
-        print(f'| {label} | {ratio:.2f} | <= {target} | {raw} |')
+        bound = f'<= {target}' if target != '-' else ''
+        print(f'| {label} | {ratio:.2f} | {bound} | {raw} |')
     peaks = ' / '.join(f"{rss[k]['after_training_steps']:.0f}" for k in ('nll', 'live', 'cached'))
     print(f'| peak RSS (MB): NLL-only / live / cached | | | {peaks} |')
 
