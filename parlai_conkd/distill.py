@@ -29,7 +29,7 @@ autograd's chain of vocabulary-sized temporaries. :func:`conkd_terms` is the sam
 plain autograd, kept as the readable reference the fused one is tested against.
 """
 from dataclasses import dataclass
-from typing import Optional, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 import torch
 
@@ -201,30 +201,49 @@ class DistillTarget:
     rec_steps: torch.Tensor
     mask: torch.Tensor
     temperature: float
+    #: per example ``(b, first, end)`` of its real steps when they are one run (right- or
+    #: left-padded rows, as ParlAI makes them): the fused loss then skips padding rows of V
+    spans: Optional[List[Tuple[int, int, int]]] = None
 
-    def expected_log_prob(self, log_probs: torch.Tensor, slots: ItemSlots) -> torch.Tensor:
-        """``sum_v q[b,t,v] * log_probs[b,t,v]`` [B,T]; differentiable in ``log_probs``."""
+    def expected_log_prob(self, log_probs: torch.Tensor, slots: ItemSlots, by_span: bool = False) -> torch.Tensor:
+        """``sum_v q[b,t,v] * log_probs[b,t,v]`` [B,T]; differentiable in ``log_probs`` unless
+        ``by_span`` (dense parts over the real steps only, for the fused loss)."""
+        spans = self.spans if by_span else None
         if isinstance(self.dial, TopK):
             on_dial = (self.dial.values * log_probs.gather(-1, self.dial.indices)).sum(-1)
+        elif spans is not None:
+            on_dial = log_probs.new_zeros(self.weight.shape)
+            for b, first, end in spans:
+                on_dial[b, first:end] = _dot(self.dial[b, first:end], log_probs[b, first:end])
         else:
             on_dial = _dot(self.dial, log_probs)
         if isinstance(self.rec, TopK):
             ids = self._rec_vocab_ids(slots, log_probs.size(1))
             on_rec = (self.rec.values.unsqueeze(1) * log_probs.gather(-1, ids)).sum(-1)
+        elif spans is not None:
+            on_rec = log_probs.new_zeros(self.weight.shape)
+            for b, first, end in spans:
+                on_rec[b, first:end] = slots.take(log_probs[b, first:end]) @ self.rec[b]
         else:
             on_rec = torch.bmm(slots.take(log_probs), self.rec.unsqueeze(-1)).squeeze(-1)
         return (1.0 - self.weight) * on_dial + self.weight * on_rec
 
     def subtract_scaled_(self, grad: torch.Tensor, coef: torch.Tensor, slots: ItemSlots) -> None:
-        """``grad[b,t,:] -= coef[b,t] * q[b,t,:]`` in place."""
+        """``grad[b,t,:] -= coef[b,t] * q[b,t,:]`` in place (``coef`` is zero on padding)."""
         on_dial, on_rec = coef * (1.0 - self.weight), coef * self.weight
         if isinstance(self.dial, TopK):
             grad.scatter_add_(-1, self.dial.indices, self.dial.values * -on_dial.unsqueeze(-1))
+        elif self.spans is not None:
+            for b, first, end in self.spans:
+                grad[b, first:end].addcmul_(self.dial[b, first:end], on_dial[b, first:end].unsqueeze(-1), value=-1.0)
         else:
             grad.addcmul_(self.dial, on_dial.unsqueeze(-1), value=-1.0)
         if isinstance(self.rec, TopK):
             ids = self._rec_vocab_ids(slots, grad.size(1))
             grad.scatter_add_(-1, ids, self.rec.values.unsqueeze(1) * -on_rec.unsqueeze(-1))
+        elif self.spans is not None:
+            for b, first, end in self.spans:
+                slots.subtract_outer_(grad[b:b + 1, first:end], on_rec[b:b + 1, first:end], self.rec[b:b + 1])
         else:
             slots.subtract_outer_(grad, on_rec, self.rec)
 
@@ -365,6 +384,21 @@ def _dense_target(gate, scores, rec, rec_plogp, slots, mask, hard_threshold, sta
     return out, lam.view(shape), weight.view(shape), rec_steps.view(shape), plogp.view(shape)
 
 
+def real_spans(mask: torch.Tensor) -> Optional[List[Tuple[int, int, int]]]:
+    """``(b, first, end)`` per example with real steps, or None when some row's real steps are not
+    one run (then the loss works on every row)."""
+    spans = []
+    for b, row in enumerate(mask.bool().cpu()):
+        steps = row.nonzero().squeeze(1)
+        if steps.numel() == 0:
+            continue
+        first, end = int(steps[0]), int(steps[-1]) + 1
+        if end - first != steps.numel():
+            return None
+        spans.append((b, first, end))
+    return spans
+
+
 @torch.no_grad()
 def make_target(
     gate: str,
@@ -414,8 +448,9 @@ def make_target(
         dial, lam, weight, rec_steps, plogp = _dense_target(
             gate, dial_scores, rec_rows, rec_plogp, slots, mask, hard_threshold, static_gate, temperature,
             dial_item_mass, overwrite_scores)
+    spans = None if isinstance(dial, TopK) else real_spans(mask)
     return DistillTarget(dial=dial, rec=rec, weight=weight, plogp=plogp, gate=lam, rec_steps=rec_steps,
-                         mask=mask, temperature=float(temperature))
+                         mask=mask, temperature=float(temperature), spans=spans)
 
 
 # ---------------------------------------------------------------------------------- the loss
@@ -464,7 +499,7 @@ class _NllAndKd(torch.autograd.Function):
         nll = torch.where(valid, -picked, torch.zeros_like(picked))
         tau = target.temperature
         log_p_tau = log_p if tau == 1.0 else torch.log_softmax(scores / tau, dim=-1)
-        kd = (target.plogp - target.expected_log_prob(log_p_tau, slots)) * (tau ** 2)
+        kd = (target.plogp - target.expected_log_prob(log_p_tau, slots, by_span=True)) * (tau ** 2)
         kd = torch.where(target.mask, kd, torch.zeros_like(kd))
         ctx.save_for_backward(log_p, labels, valid, *(() if tau == 1.0 else (log_p_tau,)))
         ctx.target, ctx.slots, ctx.shape, ctx.dtype = target, slots, logits.shape, logits.dtype

@@ -160,3 +160,23 @@ def test_dense_target_is_the_same_built_row_by_row_and_in_the_scores_memory(monk
     untouched = dial.clone()
     distill.make_target(gate, untouched, rec, CONTIGUOUS, mask, temperature=tau)
     assert torch.equal(untouched, dial)  # without overwrite_scores the caller's tensor is left alone
+
+
+def test_real_spans_cover_left_and_right_padding_and_give_up_on_holes():
+    mask = torch.tensor([[True, True, False], [False, True, True], [False, False, False]])
+    assert distill.real_spans(mask) == [(0, 0, 2), (1, 1, 3)]
+    assert distill.real_spans(torch.tensor([[True, False, True]])) is None
+
+
+def test_fused_loss_without_spans_matches_the_reference():
+    """A mask with a hole (not something ParlAI makes) takes the every-row path, with equal results."""
+    dial, rec, labels, logits = _inputs(CONTIGUOUS)
+    labels[1, 1] = PAD  # a hole in row 1
+    ref_logits, fused_logits = logits.clone().requires_grad_(True), logits.clone().requires_grad_(True)
+    ref_nll, ref_kd = _reference(ref_logits, labels, dial, rec, CONTIGUOUS, 'soft', 1.0, None)
+    (ref_nll.sum() + ref_kd.sum()).backward()
+    target = distill.make_target('soft', dial, rec, CONTIGUOUS, labels.ne(PAD))
+    assert target.spans is None
+    nll, kd = distill.nll_and_kd(fused_logits, labels, target, CONTIGUOUS, ignore_index=PAD)
+    (nll.sum() + kd.sum()).backward()
+    assert torch.allclose(kd, ref_kd, atol=1e-5) and torch.allclose(fused_logits.grad, ref_logits.grad, atol=1e-5)
