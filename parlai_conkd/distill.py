@@ -188,9 +188,10 @@ def _at_least_float(x: torch.Tensor) -> torch.Tensor:
 class DistillTarget:
     """The ConKD target of a batch, ``q[b,t] = (1 - w[b,t]) * dial[b,t] + w[b,t] * rec_V[b]``.
 
-    Probabilities at the distillation temperature: ``dial`` [B,T,V] (all zero at padding steps)
-    or :class:`TopK` over vocabulary ids; ``rec`` [B,N] or :class:`TopK` over catalog indices.
-    ``plogp`` is ``sum q log q`` [B,T]; ``weight``, ``gate``, ``plogp`` are zero on padding.
+    Probabilities at the distillation temperature: ``dial`` is [n,V] for the n real (non-padding)
+    steps in row-major order (``real``: their flat indices in [B*T]), or a :class:`TopK` [B,T,k]
+    over vocabulary ids; ``rec`` [B,N] or :class:`TopK` over catalog indices. ``plogp`` is
+    ``sum q log q`` [B,T]; ``weight``, ``gate``, ``plogp`` are zero on padding.
     """
 
     dial: Distribution
@@ -201,28 +202,32 @@ class DistillTarget:
     rec_steps: torch.Tensor
     mask: torch.Tensor
     temperature: float
-    #: per example ``(b, first, end)`` of its real steps when they are one run (right- or
-    #: left-padded rows, as ParlAI makes them): the fused loss then skips padding rows of V
-    spans: Optional[List[Tuple[int, int, int]]] = None
+    real: Optional[torch.Tensor] = None
+    #: per example ``(b, first, end, offset)``: its real steps are one run (right- or left-padded
+    #: rows, as ParlAI makes them), rows ``offset:offset + end - first`` of a dense ``dial``. The
+    #: fused loss then works on views; without spans it gathers the real rows.
+    spans: Optional[List[Tuple[int, int, int, int]]] = None
 
     def expected_log_prob(self, log_probs: torch.Tensor, slots: ItemSlots, by_span: bool = False) -> torch.Tensor:
         """``sum_v q[b,t,v] * log_probs[b,t,v]`` [B,T]; differentiable in ``log_probs`` unless
-        ``by_span`` (dense parts over the real steps only, for the fused loss)."""
+        ``by_span`` (for the fused loss: views of each example's real steps)."""
         spans = self.spans if by_span else None
         if isinstance(self.dial, TopK):
             on_dial = (self.dial.values * log_probs.gather(-1, self.dial.indices)).sum(-1)
         elif spans is not None:
             on_dial = log_probs.new_zeros(self.weight.shape)
-            for b, first, end in spans:
-                on_dial[b, first:end] = _dot(self.dial[b, first:end], log_probs[b, first:end])
+            for b, first, end, offset in spans:
+                on_dial[b, first:end] = _dot(self.dial[offset:offset + end - first], log_probs[b, first:end])
         else:
-            on_dial = _dot(self.dial, log_probs)
+            rows = log_probs.reshape(-1, log_probs.size(-1)).index_select(0, self.real)
+            on_dial = log_probs.new_zeros(self.weight.numel()).index_copy(0, self.real, _dot(self.dial, rows))
+            on_dial = on_dial.view(self.weight.shape)
         if isinstance(self.rec, TopK):
             ids = self._rec_vocab_ids(slots, log_probs.size(1))
             on_rec = (self.rec.values.unsqueeze(1) * log_probs.gather(-1, ids)).sum(-1)
         elif spans is not None:
             on_rec = log_probs.new_zeros(self.weight.shape)
-            for b, first, end in spans:
+            for b, first, end, _ in spans:
                 on_rec[b, first:end] = slots.take(log_probs[b, first:end]) @ self.rec[b]
         else:
             on_rec = torch.bmm(slots.take(log_probs), self.rec.unsqueeze(-1)).squeeze(-1)
@@ -234,15 +239,17 @@ class DistillTarget:
         if isinstance(self.dial, TopK):
             grad.scatter_add_(-1, self.dial.indices, self.dial.values * -on_dial.unsqueeze(-1))
         elif self.spans is not None:
-            for b, first, end in self.spans:
-                grad[b, first:end].addcmul_(self.dial[b, first:end], on_dial[b, first:end].unsqueeze(-1), value=-1.0)
+            for b, first, end, offset in self.spans:
+                grad[b, first:end].addcmul_(self.dial[offset:offset + end - first],
+                                            on_dial[b, first:end].unsqueeze(-1), value=-1.0)
         else:
-            grad.addcmul_(self.dial, on_dial.unsqueeze(-1), value=-1.0)
+            scale = on_dial.reshape(-1).index_select(0, self.real).unsqueeze(-1)
+            grad.view(-1, grad.size(-1)).index_add_(0, self.real, self.dial * scale, alpha=-1)
         if isinstance(self.rec, TopK):
             ids = self._rec_vocab_ids(slots, grad.size(1))
             grad.scatter_add_(-1, ids, self.rec.values.unsqueeze(1) * -on_rec.unsqueeze(-1))
         elif self.spans is not None:
-            for b, first, end in self.spans:
+            for b, first, end, _ in self.spans:
                 slots.subtract_outer_(grad[b:b + 1, first:end], on_rec[b:b + 1, first:end], self.rec[b:b + 1])
         else:
             slots.subtract_outer_(grad, on_rec, self.rec)
@@ -319,24 +326,22 @@ def _gated(gate: str, item_mass_: torch.Tensor, mask: torch.Tensor, dial_plogp: 
 _BLOCK_BYTES = 4 << 20
 
 
-def _normalise_block(block: torch.Tensor, slots: ItemSlots, in_place: bool, item_entropy: bool):
-    """Softmax of a block of scores (written over them when ``in_place``) without a log-softmax
-    copy, using ``log p = (s - max) - log Z``. Returns ``(p, sum p log p, item mass, sum over the
-    item block of p log p or None)``."""
-    shifted = block.sub_(block.amax(-1, keepdim=True)) if in_place else block - block.amax(-1, keepdim=True)
+def _normalise_block(block: torch.Tensor, slots: ItemSlots, item_entropy: bool):
+    """Softmax of a block of scores, written over them, without a log-softmax copy, using
+    ``log p = (s - max) - log Z``. Returns ``(p, sum p log p, item mass, sum over the item block of
+    p log p or None)``."""
+    shifted = block.sub_(block.amax(-1, keepdim=True))
+    # -inf scores (ParlAI's output layer gives one to the start token): any finite stand-in this
+    # low still has p = 0 exactly, and keeps 0 * score at 0 in the dot products
+    shifted.clamp_(min=torch.finfo(shifted.dtype).min / 2)
     exps = shifted.exp()
     total = exps.sum(-1)
     log_total = total.log()
     items_mass = slots.take(exps).sum(-1) / total
-
-    def plogp(e, x, mass):
-        dot = _dot(e, x)
-        if torch.isnan(dot).any():  # a -inf score: 0 * -inf; any finite stand-in gives p = 0 exactly
-            dot = _dot(e, x.clamp(min=torch.finfo(x.dtype).min / 2))
-        return dot / total - log_total * mass
-
-    all_plogp = plogp(exps, shifted, 1.0)
-    items_plogp = plogp(slots.take(exps), slots.take(shifted), items_mass) if item_entropy else None
+    all_plogp = _dot(exps, shifted) / total - log_total
+    items_plogp = None
+    if item_entropy:
+        items_plogp = _dot(slots.take(exps), slots.take(shifted)) / total - log_total * items_mass
     probs = torch.div(exps, total.unsqueeze(-1), out=shifted)
     return probs, all_plogp, items_mass, items_plogp
 
@@ -344,30 +349,39 @@ def _normalise_block(block: torch.Tensor, slots: ItemSlots, in_place: bool, item
 def _dense_target(gate, scores, rec, rec_plogp, slots, mask, hard_threshold, static_gate, temperature,
                   dial_item_mass, overwrite_scores):
     """make_target's dense dialogue-teacher path: the real (non-padding) steps only, a block at a
-    time; padding steps get probability 0 everywhere (they are masked out of the loss)."""
+    time. ``scores`` is [B,T,V] or already packed, [n,V] for the n real steps in row-major order;
+    the probabilities come back packed, [n,V]."""
     source = _at_least_float(scores).contiguous()
-    # the probabilities go into the scores' own memory when the caller hands it over (or it is
-    # our copy already): no second [B,T,V] buffer
-    out = source if overwrite_scores or source is not scores else torch.empty_like(source)
-    batch, steps, vocab = source.shape
-    flat_source, flat_out = source.view(-1, vocab), out.view(-1, vocab)
+    vocab = source.size(-1)
+    flat_source = source.view(-1, vocab)
     flat_mask = mask.reshape(-1)
     real = flat_mask.nonzero().squeeze(1)
-    flat_out.index_fill_(0, (~flat_mask).nonzero().squeeze(1), 0.0)
-    lam, weight, plogp = (source.new_zeros(batch * steps) for _ in range(3))
+    packed = source.dim() == 2
+    if packed and source.size(0) != real.numel():
+        raise ValueError(f'packed teacher scores have {source.size(0)} rows for {real.numel()} real steps')
+    # the probabilities go into the scores' own memory (its first n rows) when the caller hands it
+    # over or it is our copy: the j-th real step is row >= j, so no row is written before it is read
+    own = overwrite_scores or source is not scores
+    out = flat_source[:real.numel()] if own else source.new_empty(real.numel(), vocab)
+    lam, weight, plogp = (source.new_zeros(flat_mask.numel()) for _ in range(3))
     rec_steps = torch.zeros_like(flat_mask)
+    steps = mask.size(-1)
     rows_per_block = max(1, _BLOCK_BYTES // max(1, vocab * source.element_size()))
     for start in range(0, real.numel(), rows_per_block):
-        idx = real[start:start + rows_per_block]
+        rows = slice(start, start + rows_per_block)
+        idx = real[rows]
         example = idx // steps
-        block = flat_source.index_select(0, idx)  # ours: normalised in place
+        if packed:
+            block = flat_source[rows] if own else flat_source[rows].clone()
+        else:
+            block = flat_source.index_select(0, idx)  # a copy: ours
         mass = None if dial_item_mass is None else dial_item_mass.reshape(-1)[idx]
         if temperature != 1.0:
             if mass is None:  # the gate reads the untempered teacher
                 mass = slots.take(torch.softmax(block, dim=-1)).sum(-1)
             block.div_(temperature)
         probs, dial_plogp, items_mass, items_plogp = _normalise_block(
-            block, slots, in_place=True, item_entropy=gate in ('soft', 'static'))
+            block, slots, item_entropy=gate in ('soft', 'static'))
         mass = (items_mass if mass is None else mass).clamp(0.0, 1.0)
 
         def mixture(w, probs=probs, dial_plogp=dial_plogp, items_mass=items_mass, items_plogp=items_plogp,
@@ -379,15 +393,16 @@ def _dense_target(gate, scores, rec, rec_plogp, slots, mask, hard_threshold, sta
                          hard_threshold, static_gate)
         for full, part in zip((lam, weight, rec_steps, plogp), outputs):
             full[idx] = part
-        flat_out.index_copy_(0, idx, probs)
+        if probs.data_ptr() != out[rows].data_ptr():
+            out[rows].copy_(probs)
     shape = mask.shape
-    return out, lam.view(shape), weight.view(shape), rec_steps.view(shape), plogp.view(shape)
+    return out, real, lam.view(shape), weight.view(shape), rec_steps.view(shape), plogp.view(shape)
 
 
-def real_spans(mask: torch.Tensor) -> Optional[List[Tuple[int, int, int]]]:
-    """``(b, first, end)`` per example with real steps, or None when some row's real steps are not
-    one run (then the loss works on every row)."""
-    spans = []
+def real_spans(mask: torch.Tensor) -> Optional[List[Tuple[int, int, int, int]]]:
+    """``(b, first, end, offset)`` per example with real steps (``offset``: its first row among
+    the packed real steps), or None when some row's real steps are not one run."""
+    spans, offset = [], 0
     for b, row in enumerate(mask.bool().cpu()):
         steps = row.nonzero().squeeze(1)
         if steps.numel() == 0:
@@ -395,7 +410,8 @@ def real_spans(mask: torch.Tensor) -> Optional[List[Tuple[int, int, int]]]:
         first, end = int(steps[0]), int(steps[-1]) + 1
         if end - first != steps.numel():
             return None
-        spans.append((b, first, end))
+        spans.append((b, first, end, offset))
+        offset += end - first
     return spans
 
 
@@ -415,7 +431,8 @@ def make_target(
     """The batch's distillation target from the two teachers' outputs (no gradient).
 
     :param dial_scores: [B,T,V] dialogue-teacher logits or log-probabilities (either: the target is
-        their softmax), or a :class:`TopK` of its log-probabilities.
+        their softmax), the same packed as [n,V] for the n real steps of ``mask`` in row-major
+        order, or a :class:`TopK` of its log-probabilities.
     :param rec_item_log_probs: [B,N] rec-teacher log-probabilities over catalog items (catalog
         order), or their :class:`TopK` over catalog indices.
     :param item_token_ids: [N] vocabulary id of each catalog item (or an :class:`ItemSlots`).
@@ -445,12 +462,13 @@ def make_target(
             gate, dial_item_mass, mask, dial_plogp, rec_plogp.unsqueeze(1).expand_as(dial_plogp),
             lambda w: _topk_mixture_plogp(dial, rec_rows, rec_plogp, w, slots), hard_threshold, static_gate)
     else:
-        dial, lam, weight, rec_steps, plogp = _dense_target(
+        dial, real, lam, weight, rec_steps, plogp = _dense_target(
             gate, dial_scores, rec_rows, rec_plogp, slots, mask, hard_threshold, static_gate, temperature,
             dial_item_mass, overwrite_scores)
-    spans = None if isinstance(dial, TopK) else real_spans(mask)
+        return DistillTarget(dial=dial, rec=rec, weight=weight, plogp=plogp, gate=lam, rec_steps=rec_steps,
+                             mask=mask, temperature=float(temperature), real=real, spans=real_spans(mask))
     return DistillTarget(dial=dial, rec=rec, weight=weight, plogp=plogp, gate=lam, rec_steps=rec_steps,
-                         mask=mask, temperature=float(temperature), spans=spans)
+                         mask=mask, temperature=float(temperature))
 
 
 # ---------------------------------------------------------------------------------- the loss

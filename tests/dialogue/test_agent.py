@@ -90,6 +90,15 @@ def test_teacher_forced_log_probs(agent):
     assert torch.allclose(out.log_probs, torch.log_softmax(scores.float(), -1), atol=1e-5)
 
 
+def test_teacher_forced_scores_of_some_steps_are_the_full_scores_there(agent):
+    batch = _batch(agent, EXAMPLES)
+    real = batch.label_vec.ne(agent.NULL_IDX)
+    full = agent.teacher_forced_scores(batch)
+    packed = agent.teacher_forced_scores(batch, only=real)
+    assert packed.shape == (int(real.sum()), len(agent.dict)) and real.sum() < real.numel()
+    assert torch.allclose(packed, full[real], atol=1e-5)
+
+
 def test_rer_slot_scores_match_teacher_forcing_and_metrics_are_recorded(agent):
     """Pretend the model generated the gold replies: the slot scores must be the teacher-forced
     item logits at the first item position (for left-padded GPT-2 too)."""

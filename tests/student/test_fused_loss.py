@@ -164,7 +164,7 @@ def test_dense_target_is_the_same_built_row_by_row_and_in_the_scores_memory(monk
 
 def test_real_spans_cover_left_and_right_padding_and_give_up_on_holes():
     mask = torch.tensor([[True, True, False], [False, True, True], [False, False, False]])
-    assert distill.real_spans(mask) == [(0, 0, 2), (1, 1, 3)]
+    assert distill.real_spans(mask) == [(0, 0, 2, 0), (1, 1, 3, 2)]  # (b, first, end, packed offset)
     assert distill.real_spans(torch.tensor([[True, False, True]])) is None
 
 
@@ -180,3 +180,17 @@ def test_fused_loss_without_spans_matches_the_reference():
     nll, kd = distill.nll_and_kd(fused_logits, labels, target, CONTIGUOUS, ignore_index=PAD)
     (nll.sum() + kd.sum()).backward()
     assert torch.allclose(kd, ref_kd, atol=1e-5) and torch.allclose(fused_logits.grad, ref_logits.grad, atol=1e-5)
+
+
+@pytest.mark.parametrize('gate', ['soft', 'hard'])
+def test_target_from_packed_scores_equals_target_from_the_padded_batch(gate):
+    """The dialogue teacher can hand over logits for the real steps only ([n,V], row-major)."""
+    dial, rec, labels, logits = _inputs(CONTIGUOUS)
+    mask = labels.ne(PAD)
+    padded = distill.make_target(gate, dial, rec, CONTIGUOUS, mask, hard_threshold=0.3)
+    packed = distill.make_target(gate, dial[mask], rec, CONTIGUOUS, mask, hard_threshold=0.3)
+    for field in ('dial', 'weight', 'plogp', 'gate', 'rec_steps', 'real'):
+        assert torch.equal(getattr(packed, field), getattr(padded, field)), field
+    assert packed.dial.shape == (int(mask.sum()), 11)
+    with pytest.raises(ValueError, match='packed teacher scores'):
+        distill.make_target(gate, dial[mask][:-1], rec, CONTIGUOUS, mask)

@@ -249,19 +249,35 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
 
     # ------------------------------------------------------------------ distillation hook
     @torch.no_grad()
-    def teacher_forced_scores(self, batch) -> torch.Tensor:
+    def teacher_forced_scores(self, batch, only: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Per-step logits ``[B, T, V]`` for ``batch.label_vec`` (flag token first), teacher-forced,
-        in eval mode (no dropout) and without gradients: ``scores[b, t]`` predicts ``label_vec[b, t]``."""
+        in eval mode (no dropout) and without gradients: ``scores[b, t]`` predicts ``label_vec[b, t]``.
+
+        With ``only`` (bool ``[B, T]``, e.g. the non-padding steps) the logits of those steps alone,
+        packed ``[n, V]`` in row-major order; on the transformer backbone the output layer, the
+        largest single cost of a small model's forward, then runs on those steps only.
+        """
         if batch.label_vec is None:
             raise ValueError('teacher_forced_scores needs a batch with labels')
         model = self._unwrapped_model()
         was_training = model.training
         model.eval()
         try:
+            if only is not None and not self.is_hf:
+                return self._transformer_scores_at(model, batch, only)
             scores, *_ = model(*self._model_input(batch), ys=batch.label_vec)
         finally:
             model.train(was_training)
-        return scores
+        return scores if only is None else scores[only]
+
+    def _transformer_scores_at(self, model, batch, only):
+        """ParlAI's ``decode_forced``, built from the same model hooks, with the output layer
+        applied at the ``only`` steps."""
+        labels = batch.label_vec
+        encoder_states = model.encoder(*self._model_input(batch))
+        inputs = model._get_initial_forced_decoder_input(labels.size(0), labels.narrow(1, 0, labels.size(1) - 1))
+        latent, _ = model.decoder(inputs, encoder_states)
+        return model.output(latent[only].unsqueeze(0)).squeeze(0)
 
     @torch.no_grad()
     def teacher_forced_log_probs(self, batch) -> TeacherForcedOutput:

@@ -173,8 +173,8 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
         cache: the dialogue teacher's logits and no gate (the target normalises them once and
         reads the gate off the same probabilities)."""
         cache = self.teacher_cache if self.model.training else None
-        if cache is None:
-            scores = self.dialogue_teacher.teacher_forced_scores(batch)
+        if cache is None:  # logits of the real steps only, packed (padding needs no target)
+            scores = self.dialogue_teacher.teacher_forced_scores(batch, only=mask)
             rec = self.rec_teacher.item_log_probs(batch.context_items, batch.context_texts)
             return scores, None, rec.to(scores.device)
         keys = [example_key(t[t != self.NULL_IDX].tolist(), y[y != self.NULL_IDX].tolist())
