@@ -106,8 +106,9 @@ def time_train_step(agent, batch):
 
 
 def teacher_forward(student, batch):
-    """What live distillation adds before any loss math: both teachers' forward on the batch."""
-    student.dialogue_teacher.teacher_forced_scores(batch)
+    """What live distillation adds before any loss math: both teachers' forward on the batch, as
+    the student runs them (the dialogue teacher's output layer at the real steps only)."""
+    student.dialogue_teacher.teacher_forced_scores(batch, only=batch.label_vec.ne(student.NULL_IDX))
     student.rec_teacher.item_log_probs(batch.context_items, batch.context_texts)
 
 
