@@ -26,7 +26,9 @@ two batched dot products, so the [B,T,V] target is never built. :func:`nll_and_k
 and KD from one softmax of the student's logits and writes their joint gradient
 ``g_nll (p - onehot) + tau g_kd (p_tau - q)`` in place (a custom autograd function), instead of
 autograd's chain of vocabulary-sized temporaries. :func:`conkd_terms` is the same loss through
-plain autograd, kept as the readable reference the fused one is tested against.
+plain autograd, kept as the readable reference the fused one is tested against. Padding steps
+need no target: the dense dialogue-teacher distribution is kept for the real steps only, packed
+[n,V], and the fused loss works on each example's run of real steps.
 """
 from dataclasses import dataclass
 from typing import List, Optional, Tuple, Union
