@@ -7,8 +7,9 @@ What is stored per example (keyed by the example's token ids: context + target):
 - the recommendation teacher's top-k item log-probabilities.
 
 What is approximated: the teacher distributions are truncated to their top k and renormalised
-(``distill.from_topk`` is the dense equivalent), i.e. the student distils the teachers conditioned on their top k. With k at
-or above the vocabulary / catalog size the cache is exact. The gate is exact.
+(``distill.from_topk`` is the dense equivalent), i.e. the student distils the teachers conditioned
+on their top k. With k at or above the vocabulary / catalog size the cache is exact. The gate is
+exact.
 
 Safety: the cache file records a key made of the teacher files' sha256, the data version and the
 vectorisation settings. ``TeacherCache.open`` refuses a file whose key differs (a stale cache is never

@@ -163,8 +163,10 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
     def live_teacher_targets(self, batch):
         """``(dial_log_probs [B,T,V], gate [B,T], rec_log_probs [B,N])`` from the teachers now."""
         dial = self.dialogue_teacher.teacher_forced_log_probs(batch)
-        rec = self.rec_teacher.item_log_probs(batch.context_items, batch.context_texts)
-        return dial.log_probs, dial.item_mass, rec.to(dial.log_probs.device)
+        return dial.log_probs, dial.item_mass, self._rec_log_probs(batch, dial.log_probs.device)
+
+    def _rec_log_probs(self, batch, device):
+        return self.rec_teacher.item_log_probs(batch.context_items, batch.context_texts).to(device)
 
     @torch.no_grad()
     def teacher_targets(self, batch, mask):
@@ -175,8 +177,7 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
         cache = self.teacher_cache if self.model.training else None
         if cache is None:  # logits of the real steps only, packed (padding needs no target)
             scores = self.dialogue_teacher.teacher_forced_scores(batch, only=mask)
-            rec = self.rec_teacher.item_log_probs(batch.context_items, batch.context_texts)
-            return scores, None, rec.to(scores.device)
+            return scores, None, self._rec_log_probs(batch, scores.device)
         keys = [example_key(t[t != self.NULL_IDX].tolist(), y[y != self.NULL_IDX].tolist())
                 for t, y in zip(batch.text_vec, batch.label_vec)]
         entries = [cache.get(k) for k in keys]
