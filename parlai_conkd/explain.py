@@ -185,7 +185,7 @@ class ReplyExplainer:
                     ConkdDialogueTeacherAgent,
                 )
                 from parlai_conkd.agents.conkd_rec_teacher.conkd_rec_teacher import ConkdRecTeacherAgent
-                from parlai_conkd.agents.conkd_student.teachers import load_frozen_teacher
+                from parlai_conkd.agents.frozen import load_frozen_teacher
 
                 dial, _ = load_frozen_teacher(opt, '--dialogue-teacher-file', ConkdDialogueTeacherAgent,
                                               {'conkd_dialogue_teacher', 'conkd_student'}, self.agent.catalog)

@@ -30,7 +30,7 @@ from parlai_conkd.teacher_cache import (
 )
 
 from .criterion import DistillingCrossEntropy
-from .teachers import TeacherError, load_frozen_teacher, resolve_model_file
+from parlai_conkd.agents.frozen import TeacherError, load_frozen_teacher, resolve_model_file
 
 DIALOGUE_TEACHER_MODELS = {'conkd_dialogue_teacher', 'conkd_student'}
 REC_TEACHER_MODELS = {'conkd_rec_teacher'}

@@ -1,4 +1,7 @@
-"""Load the two frozen ConKD teachers from ParlAI model files (or zoo: paths), with clear errors."""
+"""Load frozen ConKD models from ParlAI model files or zoo: paths, with clear errors.
+
+Used for the student's two teachers and the pipeline baseline's recommender.
+"""
 import json
 import os
 
