@@ -28,6 +28,7 @@ from parlai.agents.transformer.transformer import TransformerGeneratorAgent
 from parlai.core.metrics import AverageMetric
 from parlai.utils.torch import padded_tensor
 
+from parlai_conkd.decoding import ITEM_DECODING, ITEM_NO_REPEAT, ItemVocab
 from parlai_conkd.distill import item_mass
 from parlai_conkd.items import GEN_TOKEN, ITEM_TOKEN_RE, REC_TOKEN, CatalogError
 from parlai_conkd.metrics import (
@@ -39,6 +40,7 @@ from parlai_conkd.metrics import (
     item_overlap,
     response_recall_at_k,
 )
+from parlai_conkd.seeding import add_seed_args, seed_from_opt
 
 from .dictionary import (
     ConkdDictionaryAgent,
@@ -46,6 +48,7 @@ from .dictionary import (
     model_catalog_path,
     resolve_catalog,
 )
+from .item_search import ItemDecodingSpec, context_items_of, item_aware
 from .response_metrics import DistinctNgramMetric
 
 BACKBONES = ('transformer', 'hf')
@@ -99,6 +102,33 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
             help='Show item tokens as "Title (Year)" in the reply text (always on in interactive '
             'mode). Leave off for eval_model: text metrics compare against item-token labels.',
         )
+        group = parser.add_argument_group('Item-aware decoding (parlai_conkd.decoding)')
+        group.add_argument(
+            '--item-decoding', type=str, default='token', choices=ITEM_DECODING,
+            help='token: search over single tokens (ParlAI\'s plain decoding; an item is chosen '
+            'only when one item token beats every word). class: at each step compare the item '
+            'class\'s total probability (the ConKD gate lambda_t) with the words, and when the class '
+            'wins name the model\'s best allowed item (greedy/beam), or draw one within the class '
+            '(top-k/nucleus). Formula and reasons: parlai_conkd/decoding.py.',
+        )
+        group.add_argument(
+            '--item-no-repeat', type=str, default='dialogue', choices=ITEM_NO_REPEAT,
+            help='Items a reply may not name: none; reply (already named in this reply); dialogue '
+            '(also those named earlier in the dialogue: a recommendation names new films). Item '
+            'tokens are exempt from --beam-block-ngram/--beam-context-block-ngram; this rule '
+            'decides their repeats instead.',
+        )
+        group.add_argument(
+            '--rec-flag-threshold', type=float, default=None,
+            help='Start the reply with [REC] when P([REC]) / (P([REC]) + P([GEN])) exceeds this, '
+            'else [GEN] (default: the model\'s own argmax). Fitted on the validation fold by '
+            'projects/conkd/decoding_search.py and saved with the model.',
+        )
+        group.add_argument(
+            '--rec-flag-gates-items', type='bool', default=False,
+            help='--item-decoding class: a reply that starts with [GEN] names no item.',
+        )
+        add_seed_args(parser)
         return parser
 
     @staticmethod
@@ -106,6 +136,7 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
         return ConkdDictionaryAgent
 
     def __init__(self, opt, shared=None):
+        seed_from_opt(opt, shared)  # before the model is built: its initialisation is seeded too
         if opt.get('backbone') == 'hf':
             if not opt.get('hf_model_path'):
                 raise CatalogError('--backbone hf needs --hf-model-path DIR (a local HF model)')
@@ -152,6 +183,7 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
         device = next(self._unwrapped_model().parameters()).device
         self.item_token_ids = torch.tensor(ids, dtype=torch.long, device=device)
         self.item_index_of_token: Dict[int, int] = {vocab_id: index for index, vocab_id in enumerate(ids)}
+        self.item_vocab = ItemVocab.of(self.item_token_ids, max(len(self.dict), max(ids) + 1))
         self.rec_token_id = self.dict.tok2ind[REC_TOKEN]
         self.gen_token_id = self.dict.tok2ind[GEN_TOKEN]
         self._flag_ids = {self.rec_token_id, self.gen_token_id}
@@ -241,11 +273,39 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
         self._interactive = bool(mode)
 
     def batchify(self, obs_batch, sort=False):
-        """ParlAI's batch + ``gold_new_items`` (one list per valid example, None when unknown)."""
+        """ParlAI's batch + ``gold_new_items`` (one list per valid example, None when unknown) and
+        ``context_items`` (catalog indices named in the dialogue before the reply)."""
         batch = super().batchify(obs_batch, sort=sort)
         valid = batch.valid_indices if batch.valid_indices is not None else []
         batch['gold_new_items'] = [self._gold_new_items(obs_batch[i]) for i in valid]
+        batch['context_items'] = context_items_of(batch, self.catalog, [obs_batch[i] for i in valid])
         return batch
+
+    # ------------------------------------------------------------------ item-aware decoding
+    def item_decoding_spec(self, batch) -> ItemDecodingSpec:
+        """The item-aware decoding settings for one batch (see item_search.py)."""
+        return ItemDecodingSpec(
+            items=self.item_vocab,
+            mode=self.opt.get('item_decoding') or 'token',
+            no_repeat=self.opt.get('item_no_repeat') or 'none',
+            rec_id=self.rec_token_id,
+            gen_id=self.gen_token_id,
+            rec_threshold=self.opt.get('rec_flag_threshold'),
+            flag_gate=bool(self.opt.get('rec_flag_gates_items')),
+            context_items=batch.get('context_items') or [],
+        )
+
+    def _generate(self, batch, beam_size, max_ts, prefix_tokens=None):
+        self._item_spec = self.item_decoding_spec(batch)
+        try:
+            return super()._generate(batch, beam_size, max_ts, prefix_tokens=prefix_tokens)
+        finally:
+            self._item_spec = None
+
+    def _treesearch_factory(self, device, verbose=False):
+        search = super()._treesearch_factory(device, verbose=verbose)
+        spec = getattr(self, '_item_spec', None)
+        return item_aware(search, spec) if spec is not None else search
 
     # ------------------------------------------------------------------ distillation hook
     @torch.no_grad()

@@ -151,10 +151,9 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
         return shared
 
     def batchify(self, obs_batch, sort=False):
-        """Adds what the rec teacher reads: each example's context items and dialogue text."""
+        """Adds what the rec teacher reads besides ``context_items``: the dialogue text."""
         batch = super().batchify(obs_batch, sort=sort)
         valid = batch.valid_indices if batch.valid_indices is not None else []
-        batch['context_items'] = [list(obs_batch[i].get('context_items') or []) for i in valid]
         batch['context_texts'] = [obs_batch[i].get('full_text') or obs_batch[i].get('text') or '' for i in valid]
         return batch
 

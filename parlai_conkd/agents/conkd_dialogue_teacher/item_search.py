@@ -1,0 +1,169 @@
+"""ParlAI tree search with item-aware decoding (the math: :mod:`parlai_conkd.decoding`).
+
+Every ParlAI search (greedy, beam, top-k, nucleus, delayed beam) gets the same three changes by
+one mixin in front of its class, so the agent keeps ParlAI's own ``_treesearch_factory`` and all
+its options:
+
+* ``select_paths`` searches the collapsed distribution (``--item-decoding class``) or the plain one
+  with excluded items removed (``token``); a sampler that drew the item class then draws the item
+  within the class with its own top-k / nucleus truncation;
+* at the first step, ``--rec-flag-threshold`` decides [REC]/[GEN] on P(REC) / (P(REC) + P(GEN));
+* item tokens are exempt from ``--beam-block-ngram`` / ``--beam-context-block-ngram``: whether an
+  item may be named again is the job of ``--item-no-repeat`` (n-gram blocking would also block a
+  new film after a repeated word pair such as "you like", and an item repeated from the context
+  is a deliberate policy, not an n-gram accident).
+"""
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple, Type
+
+import torch
+from parlai.core.torch_generator_agent import (
+    DelayedBeamSearch,
+    DelayedNucleusBeamSearch,
+    NucleusSampling,
+    TopKSampling,
+    TreeSearch,
+)
+
+from parlai_conkd.decoding import (
+    ItemVocab,
+    best_allowed,
+    excluded_items,
+    flag_choice,
+    item_class_log_probs,
+    sample_within,
+)
+
+
+@dataclass
+class ItemDecodingSpec:
+    """What the searches of one batch need to know (built by the agent per ``_generate``)."""
+
+    items: ItemVocab
+    #: 'token' or 'class'
+    mode: str
+    #: 'none', 'reply' or 'dialogue' (see ``parlai_conkd.decoding.ITEM_NO_REPEAT``)
+    no_repeat: str
+    rec_id: int
+    gen_id: int
+    #: P(REC)/(P(REC)+P(GEN)) above which the reply starts with [REC]; None: the model's argmax
+    rec_threshold: Optional[float] = None
+    #: class mode: a reply that started with [GEN] names no item
+    flag_gate: bool = False
+    #: catalog indices named in the dialogue before the reply, one list per batch row
+    context_items: Sequence[Sequence[int]] = field(default_factory=list)
+    #: ``[B, N]`` scores choosing which item fills an item slot, one row per batch row (the
+    #: pipeline baseline's recommender); None: the generator's own item probabilities
+    item_scores: Optional[torch.Tensor] = None
+
+    @property
+    def active(self) -> bool:
+        return (self.mode == 'class' or self.no_repeat != 'none' or self.rec_threshold is not None
+                or self.item_scores is not None)
+
+
+class ItemAwareSearch:
+    """Mixin placed before a ParlAI ``TreeSearch`` subclass (see :func:`item_aware`)."""
+
+    spec: ItemDecodingSpec
+    row: int = 0
+
+    def set_batch_context(self, batch_context_list, batch_idx, gpu_beam_blocking):
+        self.row = batch_idx
+        return super().set_batch_context(batch_context_list, batch_idx, gpu_beam_blocking)
+
+    def _block_ngrams(self, ngram_size, logprobs, step=0, if_context_blocking=False):
+        saved = self.spec.items.take(logprobs).clone()
+        logprobs = super()._block_ngrams(ngram_size, logprobs, step, if_context_blocking)
+        self.spec.items.put(logprobs, saved)
+        return logprobs
+
+    def _sampling(self, current_length: int) -> Optional[Tuple[Optional[int], Optional[float]]]:
+        """(top_k, top_p) when this step samples, else None."""
+        if isinstance(self, (DelayedBeamSearch, DelayedNucleusBeamSearch)) and current_length >= self.delay:
+            return None
+        if isinstance(self, (TopKSampling, DelayedBeamSearch)):
+            return self.k, None
+        if isinstance(self, (NucleusSampling, DelayedNucleusBeamSearch)):
+            return None, self.p
+        return None
+
+    def select_paths(self, logprobs, prior_scores, current_length):
+        spec = self.spec
+        if current_length == 0 and spec.rec_threshold is not None:
+            logprobs = flag_choice(logprobs, spec.rec_id, spec.gen_id, spec.rec_threshold)
+        hyps = self.partial_hyps.to(logprobs.device)
+        context = spec.context_items[self.row] if self.row < len(spec.context_items) else ()
+        excluded = excluded_items(spec.items, hyps, context, spec.no_repeat)
+        ranking = None
+        if spec.item_scores is not None:
+            ranking = spec.item_scores[self.row].to(logprobs).unsqueeze(0).expand(hyps.size(0), -1)
+        if spec.mode == 'token':
+            if excluded is not None:
+                logprobs = logprobs.clone()
+                spec.items.put(logprobs, spec.items.take(logprobs).masked_fill(excluded, float('-inf')))
+            selection = super().select_paths(logprobs, prior_scores, current_length)
+            if ranking is not None:
+                self._fill_from_ranking(selection, ranking, excluded)
+            return selection
+        allow = None
+        if spec.flag_gate and hyps.size(1) > 1:
+            allow = hyps[:, 1] != spec.gen_id  # hyps[:, 0] is the start token
+        selection = super().select_paths(
+            item_class_log_probs(logprobs, spec.items, excluded, allow, ranking), prior_scores,
+            current_length,
+        )
+        sampling = self._sampling(current_length)
+        if sampling is not None and ranking is None:
+            chose_item = spec.items.index_of(selection.token_ids) >= 0
+            if bool(chose_item.any()):
+                rows = selection.hypothesis_ids[chose_item]
+                token_ids = selection.token_ids.clone()
+                token_ids[chose_item] = sample_within(logprobs, spec.items, rows, excluded, *sampling)
+                selection.token_ids = token_ids
+        return selection
+
+    def _fill_from_ranking(self, selection, ranking, excluded) -> None:
+        """Token mode with an external ranking: an item the search chose is replaced by the
+        ranking's best allowed item for that hypothesis."""
+        chose_item = self.spec.items.index_of(selection.token_ids) >= 0
+        if not bool(chose_item.any()):
+            return
+        rows = selection.hypothesis_ids[chose_item]
+        best, usable = best_allowed(ranking[rows], None if excluded is None else excluded[rows])
+        token_ids = selection.token_ids.clone()
+        token_ids[chose_item] = torch.where(
+            usable, self.spec.items.ids.to(token_ids.device)[best], token_ids[chose_item])
+        selection.token_ids = token_ids
+
+
+_CLASSES: Dict[Type[TreeSearch], Type[TreeSearch]] = {}
+
+
+def item_aware(search: TreeSearch, spec: ItemDecodingSpec) -> TreeSearch:
+    """Give a search made by ParlAI's ``_treesearch_factory`` the item-aware behaviour.
+
+    The instance's class is swapped for a subclass ``ItemAware<Search>`` (made once per search
+    class) instead of constructing a new object, so every argument the factory passed (beam size,
+    blocking, length penalty, min length, ...) is kept without repeating the factory here.
+    """
+    if not spec.active:
+        return search
+    base = type(search)
+    if base not in _CLASSES:
+        _CLASSES[base] = type(f'ItemAware{base.__name__}', (ItemAwareSearch, base), {})
+    search.__class__ = _CLASSES[base]
+    search.spec = spec
+    return search
+
+
+def context_items_of(batch, catalog, valid_obs: List[dict]) -> List[List[int]]:
+    """Per batch row, the catalog indices named in the dialogue so far: the task's
+    ``context_items`` when present, else the item tokens in the full history text."""
+    out = []
+    for obs in valid_obs:
+        items = obs.get('context_items')
+        if items is None:
+            items = catalog.items_in_text(obs.get('full_text') or obs.get('text') or '')
+        out.append([int(i) for i in items])
+    return out
