@@ -22,7 +22,7 @@ from parlai.utils.data import DatatypeHelper
 from parlai_conkd.items import ItemCatalog
 
 from .build import add_redial_args, fold_path, load_catalog, read_episodes
-from .examples import dialogue_examples, rec_examples
+from .examples import dialogue_examples, rec_examples, seeker_mention_examples
 
 
 class ResponseTeacher(DialogTeacher):
@@ -75,10 +75,33 @@ class RecTeacher(ResponseTeacher):
     TEACHER_ID = 'redial_crs:rec'
     EXAMPLE_KIND = 'rec'
 
+    @classmethod
+    def add_cmdline_args(
+        cls, parser: ParlaiParser, partial_opt: Optional[Opt] = None
+    ) -> ParlaiParser:
+        super().add_cmdline_args(parser, partial_opt)
+        parser.add_argument_group('redial_crs:rec').add_argument(
+            '--redial-rec-seeker-mentions', type='bool', default=False,
+            help='Train fold only: also one example per item the seeker names first (more '
+            'training data for a recommender); valid/test keep the recommender\'s new items only.',
+        )
+        return parser
+
+    def __init__(self, opt, shared=None):
+        self.seeker_mentions = bool(opt.get('redial_rec_seeker_mentions')) and DatatypeHelper.is_training(
+            opt['datatype'])
+        if self.seeker_mentions:
+            # its own stream-mode length cache: the train fold has more examples
+            self.EXAMPLE_KIND = 'rec-seeker'
+        super().__init__(opt, shared)
+
     def examples_per_episode(self, episodes: List[Dict], catalog: ItemCatalog) -> Iterator[List[Dict]]:
         tokens = catalog.tokens()
         for episode in episodes:
-            yield rec_examples(episode, tokens)
+            examples = rec_examples(episode, tokens)
+            if self.seeker_mentions:
+                examples += seeker_mention_examples(episode, tokens)
+            yield examples
 
     def setup_data(self, datafile: str):
         # Every rec example is its own episode (its text carries the whole dialogue so far).

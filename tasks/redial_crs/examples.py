@@ -73,3 +73,37 @@ def rec_examples(episode: Dict, catalog_tokens: List[str]) -> List[Dict]:
             )
         history.append(example['labels'][0])
     return examples
+
+
+def seeker_mention_examples(episode: Dict, catalog_tokens: List[str]) -> List[Dict]:
+    """One example per item the *seeker* names first in the dialogue (same fields as
+    :func:`rec_examples`; ``is_rec`` True).
+
+    Training data for a recommender beyond the recommender's own suggestions: what the seeker
+    brings up next is also "the item this dialogue leads to" (about as many mentions as the
+    recommender's on ReDial). ``redial_crs:rec`` adds these to its *train* fold with
+    ``--redial-rec-seeker-mentions true``; evaluation folds never have them.
+    """
+    examples: List[Dict] = []
+    history: List[str] = []
+    mentioned: List[int] = []
+    for turn in episode['turns']:
+        if turn['role'] != RECOMMENDER:
+            for index in dedupe(turn['items']):
+                if index in mentioned:
+                    continue
+                examples.append(
+                    {
+                        'text': '\n'.join(history) if history else SILENCE,
+                        'labels': [catalog_tokens[index]],
+                        'context_items': list(mentioned),
+                        'label_items': [index],
+                        'new_items': [index],
+                        'is_rec': True,
+                        'conversation_id': episode['conversation_id'],
+                        'episode_done': True,
+                    }
+                )
+        history.append(turn['text'])
+        mentioned = dedupe(mentioned + turn['items'])
+    return examples

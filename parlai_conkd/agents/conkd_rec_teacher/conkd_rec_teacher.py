@@ -20,7 +20,6 @@ Metrics (per (example, gold item) pair, ties by expectation; see :mod:`parlai_co
 
 The distillation entry point is :meth:`ItemRankingAgent.item_log_probs`.
 """
-import random
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -32,6 +31,7 @@ from parlai.utils import logging
 from parlai.utils.torch import total_parameters, trainable_parameters
 
 from parlai_conkd import ranking
+from parlai_conkd.calibration import fit_temperature, sharpness, sharpness_rows
 from parlai_conkd.items import CatalogError, Item, ItemCatalog
 from parlai_conkd.knowledge_graph import (
     EntityLinker,
@@ -39,13 +39,17 @@ from parlai_conkd.knowledge_graph import (
     load_knowledge_graph,
     text_entities,
 )
-from parlai_conkd.rgcn import KnowledgeRecommender
+from parlai_conkd.rgcn import KnowledgeRecommender, cooccurrence_counts, leave_one_out
+from parlai_conkd.seeding import add_seed_args, seed_from_opt
 
 #: checkpoint keys next to ParlAI's 'model' / 'optimizer'
 CATALOG_KEY = 'item_catalog'
 GRAPH_KEY = 'knowledge_graph'
 LINKER_KEY = 'entity_linker'
 CONFIG_KEY = 'rec_model_config'
+COOCCURRENCE_KEY = 'item_cooccurrence'
+#: conversation id -> catalog indices of each training dialogue (leave-one-out co-occurrence)
+TRAIN_DIALOGUES_KEY = 'train_dialogue_items'
 
 
 class ItemCatalogMismatch(CatalogError):
@@ -111,6 +115,17 @@ def _data_meta_path(opt) -> Optional[str]:
     return meta_path(opt)
 
 
+def _training_dialogue_items(opt) -> Dict[str, List[int]]:
+    """conversation id -> the items named in that training dialogue (both speakers, in order)."""
+    from parlai_conkd.items import dedupe
+    from parlai_conkd.tasks.redial_crs.build import load_episodes
+
+    return {
+        str(episode['conversation_id']): dedupe(i for turn in episode['turns'] for i in turn['items'])
+        for episode in load_episodes(opt, 'train')
+    }
+
+
 class ItemRankingAgent(TorchAgent):
     """Shared glue for agents that score all catalog items from the dialogue context.
 
@@ -145,17 +160,15 @@ class ItemRankingAgent(TorchAgent):
         )
         group.add_argument(
             '--rec-seed', type=int, default=None,
-            help='Seed Python\'s and torch\'s RNGs when the agent is created (model init and the '
-            'order ParlAI samples training examples in), for reproducible runs. Default: unseeded.',
+            help='Older name of --seed for this agent; when given it wins over --seed.',
         )
+        add_seed_args(parser)
         parser.set_defaults(validation_metric='recall@10', validation_metric_mode='max')
         return parser
 
     # ------------------------------------------------------------------ set-up
     def __init__(self, opt, shared=None):
-        if not shared and opt.get('rec_seed') is not None:
-            random.seed(opt['rec_seed'])
-            torch.manual_seed(opt['rec_seed'])
+        seed_from_opt(opt, shared)
         init_model, self.is_finetune = self._get_init_model(opt, shared)
         super().__init__(opt, shared)
         self.rank_ks = _int_list(self.opt['rank_ks'], '--rank-ks')
@@ -267,7 +280,12 @@ class ItemRankingAgent(TorchAgent):
         batch['context_items'] = [list(ex['context_items']) for ex in exs]
         batch['label_items'] = [list(ex.get('label_items') or []) for ex in exs]
         batch['new_items'] = [list(ex.get('new_items') or []) for ex in exs]
+        batch['conversation_ids'] = [ex.get('conversation_id') for ex in exs]
         return batch
+
+    def score(self, batch: Batch) -> torch.Tensor:
+        """Item scores ``[B, N]`` for a batch (subclasses add inputs beyond the context)."""
+        return self.model(batch.context)
 
     # ------------------------------------------------------------------ steps
     def _exclusion(self, batch: Batch) -> Optional[torch.Tensor]:
@@ -291,7 +309,7 @@ class ItemRankingAgent(TorchAgent):
         if batch.batchsize == 0:
             return None
         self.model.eval()
-        scores = self.model(batch.context)
+        scores = self.score(batch)
         self.record_ranking_metrics(scores, batch)
         exclude = self._exclusion(batch)
         if exclude is not None:
@@ -306,6 +324,7 @@ class ItemRankingAgent(TorchAgent):
         context_items: Sequence[Sequence[int]],
         texts: Optional[Sequence[str]] = None,
         exclude_context: Optional[bool] = None,
+        conversation_ids: Optional[Sequence[Optional[str]]] = None,
     ) -> torch.Tensor:
         """``log p(item | context)`` for a batch of contexts: ``Tensor[B, N]`` (catalog order).
 
@@ -316,6 +335,10 @@ class ItemRankingAgent(TorchAgent):
                 ``--text-entities`` (KG genres/people named in it). None: items only.
             exclude_context: give the context items probability 0 (renormalising the rest);
                 default ``--rank-exclude-context``.
+            conversation_ids: per context, the ReDial conversation id when the context comes
+                from a training dialogue (the student's own batches): the co-occurrence term
+                then leaves that dialogue out, so a distilled target never peeks at its own
+                answer. None or unknown ids: nothing left out.
 
         No gradient, no dropout; the graph pass is cached while the parameters do not change,
         so one call costs a pooling and a ``[B, dim] x [dim, N]`` product. Runs on the model's
@@ -334,6 +357,10 @@ class ItemRankingAgent(TorchAgent):
             ranking.exclusion_mask(context_items, len(self.catalog), device=device)
             if exclude_context else None
         )
+        return self.model_log_probs(context, exclude, context_items, conversation_ids)
+
+    def model_log_probs(self, context, exclude, context_items, conversation_ids):
+        """The model's ``item_log_probs`` (subclasses pass what their model needs besides)."""
         return self.model.item_log_probs(context, exclude)
 
 
@@ -363,8 +390,98 @@ class ConkdRecTeacherAgent(ItemRankingAgent):
             help='R-GCN basis matrices shared by the relations (0: one full matrix per relation).',
         )
         group.add_argument('--rec-dropout', type=float, default=0.0, help='Dropout on pooled inputs.')
+        group.add_argument(
+            '--cooccurrence', type='bool', default=True,
+            help='Add w * log(1 + co-occurrence counts of the context items) to every item\'s '
+            'score (counts of items named in the same training dialogue; w learned). Training '
+            'examples leave their own dialogue out.',
+        )
+        group.add_argument(
+            '--calibrate', type='bool', default=True,
+            help='Fit the temperature of item_log_probs on the validation fold at every '
+            'validation of train_model (minimum gold-item NLL); saved with the model.',
+        )
+        group.add_argument(
+            '--rec-temperature', type=float, default=None,
+            help='Temperature T of the distribution softmax(scores / T) that item_log_probs '
+            'returns (what a student distils); default: the one fitted on the validation fold.',
+        )
         parser.set_defaults(optimizer='adam', learningrate=1e-3)
         return parser
+
+    def __init__(self, opt, shared=None):
+        self._calibration = []  # (scores, gold) of validation examples since the last fit
+        super().__init__(opt, shared)
+        if shared:
+            self.train_dialogues = shared['train_dialogues']
+
+    # ------------------------------------------------------------------ co-occurrence
+    def _leave_out(self, context_items, conversation_ids) -> Optional[torch.Tensor]:
+        """``[B, N]`` own-dialogue co-occurrence counts for contexts from training dialogues."""
+        if self.model.cooccurrence is None or not conversation_ids:
+            return None
+        rows = []
+        for items, conversation in zip(context_items, conversation_ids):
+            dialogue = self.train_dialogues.get(str(conversation)) if conversation is not None else None
+            rows.append(leave_one_out(items, dialogue or [], len(self.catalog)))
+        if not any(bool(r.any()) for r in rows):
+            return None
+        return torch.stack(rows).to(_module_device(self.model))
+
+    def score(self, batch: Batch) -> torch.Tensor:
+        return self.model(batch.context, leave_out=self._leave_out(batch.context_items, batch.conversation_ids))
+
+    def model_log_probs(self, context, exclude, context_items, conversation_ids):
+        return self.model.item_log_probs(
+            context, exclude, temperature=self.opt.get('rec_temperature'),
+            leave_out=self._leave_out(context_items, conversation_ids),
+        )
+
+    # ------------------------------------------------------------------ calibration
+    @torch.no_grad()
+    def record_ranking_metrics(self, scores: torch.Tensor, batch: Batch) -> None:
+        """Ranking metrics, and ``gold_nll`` / ``top1_prob`` / ``entropy`` of the distribution
+        item_log_probs gives (at the fitted or ``--rec-temperature`` T) for the new items; while
+        train_model validates, the scores are kept for the next temperature fit."""
+        super().record_ranking_metrics(scores, batch)
+        if not any(batch.new_items):
+            return
+        scores = scores.detach().float()
+        rows = [b for b, items in enumerate(batch.new_items) for _ in items]
+        gold = torch.tensor([i for items in batch.new_items for i in items], device=scores.device)
+        temperature = self.opt.get('rec_temperature') or float(self.model.temperature)
+        per_pair = sharpness_rows(scores[rows], gold, temperature)
+        for name, values in per_pair.items():
+            sums = torch.zeros(batch.batchsize).index_add_(0, torch.tensor(rows), values.cpu())
+            counts = [len(items) for items in batch.new_items]
+            self.record_local_metric(name, [AverageMetric(v, c) if c else None for v, c in zip(sums.tolist(), counts)])
+        validating = not self.model.training and self.opt.get('datatype', '').startswith('train')
+        if self.opt.get('calibrate') and validating:
+            self._calibration.append((scores[rows].cpu(), gold.cpu()))
+
+    def receive_metrics(self, metrics_dict):
+        """train_model calls this after each validation: fit the temperature on that pass."""
+        super().receive_metrics(metrics_dict)
+        if not self._calibration:
+            return
+        scores = torch.cat([s for s, _ in self._calibration])
+        gold = torch.cat([g for _, g in self._calibration])
+        self._calibration = []
+        before = sharpness(scores, gold, 1.0)
+        temperature = fit_temperature(scores, gold)
+        after = sharpness(scores, gold, temperature)
+        self.model.temperature.fill_(temperature)
+        logging.info(
+            f'conkd_rec_teacher: temperature {temperature:.3f} fitted on {len(gold)} validation '
+            f'items: gold NLL {before.gold_nll:.3f} -> {after.gold_nll:.3f}, top-1 probability '
+            f'{before.top1_prob:.4f} -> {after.top1_prob:.4f}, entropy {before.entropy:.2f} -> '
+            f'{after.entropy:.2f} nats'
+        )
+
+    def load_state_dict(self, state_dict):
+        # model files from before the temperature existed: T = 1 (uncalibrated)
+        state_dict.setdefault('temperature', torch.ones(()))
+        return super().load_state_dict(state_dict)
 
     def build_model_from(self, saved: Dict, path: Optional[str]):
         opt = self.opt
@@ -375,6 +492,7 @@ class ConkdRecTeacherAgent(ItemRankingAgent):
             'text_entity_min_movies': opt['text_entity_min_movies'] if text_entities_on else None,
             'rec_dim': opt['rec_dim'],
             'num_bases': opt['num_bases'],
+            'cooccurrence': bool(opt.get('cooccurrence')),
         }
         if CONFIG_KEY in saved:
             stored = saved[CONFIG_KEY]
@@ -390,8 +508,23 @@ class ConkdRecTeacherAgent(ItemRankingAgent):
                 )
         self.model_config = config
         num_items = len(self.catalog)
+        counts = None
+        self.train_dialogues: Dict[str, List[int]] = {}
+        if config['cooccurrence']:
+            if COOCCURRENCE_KEY in saved:
+                stored = saved[COOCCURRENCE_KEY]
+                counts = torch.sparse_coo_tensor(stored['indices'], stored['values'], tuple(stored['size']))
+                self.train_dialogues = dict(saved.get(TRAIN_DIALOGUES_KEY) or {})
+            else:
+                self.train_dialogues = _training_dialogue_items(opt)
+                counts = cooccurrence_counts(self.train_dialogues.values(), num_items)
+                logging.info(
+                    f'item co-occurrence: {counts.values().numel()} item pairs from '
+                    f'{len(self.train_dialogues)} training dialogues'
+                )
         if not config['use_kg']:
-            return KnowledgeRecommender(num_items, dim=config['rec_dim'], dropout=opt['rec_dropout'])
+            return KnowledgeRecommender(num_items, dim=config['rec_dim'], dropout=opt['rec_dropout'],
+                                        cooccurrence=counts)
         if GRAPH_KEY in saved:
             graph = KnowledgeGraph(**saved[GRAPH_KEY])
             linker_state = saved.get(LINKER_KEY)
@@ -433,11 +566,13 @@ class ConkdRecTeacherAgent(ItemRankingAgent):
             dim=config['rec_dim'],
             num_bases=config['num_bases'],
             dropout=opt['rec_dropout'],
+            cooccurrence=counts,
         )
 
     def share(self):
         shared = super().share()
         shared['model_config'] = self.model_config
+        shared['train_dialogues'] = self.train_dialogues
         return shared
 
     def state_dict(self):
@@ -453,6 +588,12 @@ class ConkdRecTeacherAgent(ItemRankingAgent):
             states['extra_nodes'] = self.extra_nodes
             if self.linker is not None:
                 states[LINKER_KEY] = self.linker.state()
+        if self.model.cooccurrence is not None:
+            counts = self.model.cooccurrence.counts
+            states[COOCCURRENCE_KEY] = {
+                'indices': counts.indices(), 'values': counts.values(), 'size': list(counts.size()),
+            }
+            states[TRAIN_DIALOGUES_KEY] = self.train_dialogues
         return states
 
     def train_step(self, batch):
@@ -460,7 +601,7 @@ class ConkdRecTeacherAgent(ItemRankingAgent):
             return None
         self.model.train()
         self.zero_grad()
-        scores = self.model(batch.context)
+        scores = self.score(batch)
         targets = batch.new_items
         rows = [b for b, items in enumerate(targets) for _ in items]
         if not rows:
