@@ -32,11 +32,13 @@ def model_name_of(model_file: str) -> str:
         return json.load(f).get('model', '')
 
 
-def load_frozen_teacher(opt, option: str, expected_class, expected_models, catalog: ItemCatalog):
+def load_frozen_teacher(opt, option: str, expected_class, expected_models, catalog: ItemCatalog,
+                        extra_overrides=None):
     """Create the teacher agent from its file, in eval mode with gradients off, on our device.
 
     ``expected_models``: the ``-m`` names accepted for this role (checked before loading, so a
-    wrong file fails fast); ``expected_class``: what the loaded agent must be an instance of.
+    wrong file fails fast); ``expected_class``: what the loaded agent must be an instance of;
+    ``extra_overrides``: options set on the loaded agent (e.g. the rec teacher's temperature).
     """
     model_file = resolve_model_file(opt, option)
     model_name = model_name_of(model_file)
@@ -54,6 +56,7 @@ def load_frozen_teacher(opt, option: str, expected_class, expected_models, catal
     for key in ('redial_path', 'redial_meta_path'):
         if opt.get(key):
             overrides[key] = opt[key]
+    overrides.update(extra_overrides or {})
     agent = create_agent_from_model_file(model_file, overrides)
     if not isinstance(agent, expected_class):
         raise TeacherError(f'{option} {model_file} loaded as {type(agent).__name__}, not a {expected_class.__name__}')

@@ -52,6 +52,8 @@ from .item_search import ItemDecodingSpec, context_items_of, item_aware
 from .response_metrics import DistinctNgramMetric
 
 BACKBONES = ('transformer', 'hf')
+#: ``-m`` names accepted by --fill-items-from
+ITEM_RANKERS = {'conkd_rec_teacher', 'conkd_popularity', 'conkd_repeat'}
 
 
 @dataclass
@@ -128,6 +130,13 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
             '--rec-flag-gates-items', type='bool', default=False,
             help='--item-decoding class: a reply that starts with [GEN] names no item.',
         )
+        group.add_argument(
+            '--fill-items-from', type=str, default=None,
+            help='The pipeline baseline: a recommender model file or zoo: path (conkd_rec_teacher '
+            'or another item ranker). The generator decides where a reply names an item; this '
+            'recommender decides which (its best item the reply may name, see --item-no-repeat); '
+            'ReR@k then ranks by the recommender\'s scores.',
+        )
         add_seed_args(parser)
         return parser
 
@@ -151,6 +160,10 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
         else:
             self.catalog = resolve_catalog(self.opt)
         self._init_item_tokens()
+        if shared:
+            self.item_filler = shared.get('item_filler')
+        else:
+            self.item_filler = self._load_item_filler()
         if self.is_hf:
             # ParlAI's GPT-2 model keeps its own copies of the special ids
             model = self._unwrapped_model()
@@ -191,7 +204,19 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
     def share(self):
         shared = super().share()
         shared['catalog'] = self.catalog
+        shared['item_filler'] = self.item_filler
         return shared
+
+    def _load_item_filler(self):
+        """The ``--fill-items-from`` recommender (frozen), or None."""
+        if not self.opt.get('fill_items_from'):
+            return None
+        from parlai_conkd.agents.conkd_rec_teacher.conkd_rec_teacher import ItemRankingAgent
+        from parlai_conkd.agents.frozen import load_frozen_teacher
+
+        agent, _ = load_frozen_teacher(
+            self.opt, '--fill-items-from', ItemRankingAgent, ITEM_RANKERS, self.catalog)
+        return agent
 
     def _unwrapped_model(self):
         model = self.model
@@ -279,6 +304,8 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
         valid = batch.valid_indices if batch.valid_indices is not None else []
         batch['gold_new_items'] = [self._gold_new_items(obs_batch[i]) for i in valid]
         batch['context_items'] = context_items_of(batch, self.catalog, [obs_batch[i] for i in valid])
+        batch['context_texts'] = [obs_batch[i].get('full_text') or obs_batch[i].get('text') or '' for i in valid]
+        batch['conversation_ids'] = [obs_batch[i].get('conversation_id') for i in valid]
         return batch
 
     # ------------------------------------------------------------------ item-aware decoding
@@ -293,7 +320,16 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
             rec_threshold=self.opt.get('rec_flag_threshold'),
             flag_gate=bool(self.opt.get('rec_flag_gates_items')),
             context_items=batch.get('context_items') or [],
+            item_scores=self._filler_scores(batch),
         )
+
+    def _filler_scores(self, batch) -> Optional[torch.Tensor]:
+        """``[B, N]`` item log-probabilities of the ``--fill-items-from`` recommender, or None."""
+        if self.item_filler is None or batch.get('context_items') is None:
+            return None
+        return self.item_filler.item_log_probs(
+            batch.context_items, batch.get('context_texts'), exclude_context=False
+        ).to(self.item_token_ids.device)
 
     def _generate(self, batch, beam_size, max_ts, prefix_tokens=None):
         self._item_spec = self.item_decoding_spec(batch)
@@ -414,6 +450,10 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
         One teacher-forced pass over the generated tokens: the distribution from which the model
         chose its first item, over all N items.
         """
+        filler = self._filler_scores(batch)
+        if filler is not None:  # the pipeline: the recommender's ranking filled the slot
+            has = torch.tensor([slot is not None for slot in slots], device=filler.device)
+            return torch.where(has.unsqueeze(1), filler.float(), torch.zeros_like(filler, dtype=torch.float))
         model = self._unwrapped_model()
         targets = [p[1:] if len(p) and int(p[0]) == self.START_IDX else p for p in preds]
         ys, _ = self._pad_tensor([t.tolist() or [self.END_IDX] for t in targets], is_label=True)

@@ -57,6 +57,13 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
         group.add_argument('--hard-gate-threshold', type=float, default=0.5,
                            help='hard gate: distil from the rec teacher where lambda_t exceeds this')
         group.add_argument('--static-gate', type=float, default=0.5, help='lambda for --gate static')
+        group.add_argument('--rec-exclude-context', type='bool', default=True,
+                           help='the rec teacher\'s distribution gives the items already named in '
+                           'the dialogue probability 0 (a recommendation names new films; the NLL '
+                           'term still teaches repeats where the gold reply has them)')
+        group.add_argument('--rec-temperature', type=float, default=None,
+                           help='temperature of the rec teacher\'s distribution (default: the one '
+                           'fitted on the validation fold and saved with the rec teacher)')
         group.add_argument('--distill-in-eval', type='bool', default=True,
                            help='also compute KD metrics in validation/eval_model when the teacher files exist')
         group.add_argument('--teacher-cache', type=str, default=None,
@@ -116,8 +123,10 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
                 f'differs from the student\'s ({len(self.dict)}); train the student with the teacher\'s '
                 'dictionary (the default when --dict-file is not given)'
             )
+        temperature = self.opt.get('rec_temperature')
         self.rec_teacher, rec_file = load_frozen_teacher(
-            self.opt, '--rec-teacher-file', ConkdRecTeacherAgent, REC_TEACHER_MODELS, self.catalog)
+            self.opt, '--rec-teacher-file', ConkdRecTeacherAgent, REC_TEACHER_MODELS, self.catalog,
+            extra_overrides={'rec_temperature': temperature} if temperature is not None else None)
         if self.opt.get('teacher_cache') and self.opt.get('datatype', '').startswith('train'):
             key = cache_key(
                 dialogue_teacher=file_sha256(dial_file),
@@ -127,6 +136,7 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
                 catalog=self.catalog.fingerprint,
                 truncate=(self.opt.get('text_truncate'), self.opt.get('label_truncate'), self.opt.get('truncate')),
                 topk=self.opt['teacher_cache_topk'],
+                rec=(self.opt.get('rec_exclude_context', True), self.opt.get('rec_temperature')),
                 history=(self.opt.get('history_size'), self.opt.get('delimiter')),
             )
             path = self.opt['teacher_cache']
@@ -150,13 +160,6 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
         shared['teacher_cache'] = self.teacher_cache
         return shared
 
-    def batchify(self, obs_batch, sort=False):
-        """Adds what the rec teacher reads besides ``context_items``: the dialogue text."""
-        batch = super().batchify(obs_batch, sort=sort)
-        valid = batch.valid_indices if batch.valid_indices is not None else []
-        batch['context_texts'] = [obs_batch[i].get('full_text') or obs_batch[i].get('text') or '' for i in valid]
-        return batch
-
     # ------------------------------------------------------------------ teacher targets
     @torch.no_grad()
     def live_teacher_targets(self, batch):
@@ -165,7 +168,11 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
         return dial.log_probs, dial.item_mass, self._rec_log_probs(batch, dial.log_probs.device)
 
     def _rec_log_probs(self, batch, device):
-        return self.rec_teacher.item_log_probs(batch.context_items, batch.context_texts).to(device)
+        return self.rec_teacher.item_log_probs(
+            batch.context_items, batch.context_texts,
+            exclude_context=self.opt.get('rec_exclude_context', True),
+            conversation_ids=batch.get('conversation_ids'),
+        ).to(device)
 
     @torch.no_grad()
     def teacher_targets(self, batch, mask):
