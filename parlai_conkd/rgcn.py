@@ -168,7 +168,7 @@ def cooccurrence_counts(dialogue_items, num_items: int) -> torch.Tensor:
                     cols.append(b)
     indices = torch.tensor([rows, cols], dtype=torch.long).view(2, -1)
     values = torch.ones(indices.size(1))
-    return torch.sparse_coo_tensor(indices, values, (num_items, num_items)).coalesce()
+    return torch.sparse_coo_tensor(indices, values, (num_items, num_items), check_invariants=True).coalesce()
 
 
 def leave_one_out(context_items, dialogue_items, num_items: int) -> torch.Tensor:

@@ -80,6 +80,14 @@ def test_model_file_stores_catalog_graph_and_config(trained):
     assert len(catalog['items']) == len(data_catalog)
     assert states['rec_model_config']['use_kg'] is True
     assert states['knowledge_graph']['relations'][-1] == 'self_loop'
+    # co-occurrence counts of the 200 training dialogues, and their item lists for leave-one-out
+    assert states['rec_model_config']['cooccurrence'] is True
+    cooc = states['item_cooccurrence']
+    assert cooc['size'] == [len(data_catalog)] * 2 and cooc['values'].sum() > 0
+    dialogues = states['train_dialogue_items']
+    assert 150 < len(dialogues) <= 200
+    assert all(0 <= i < len(data_catalog) for items in dialogues.values() for i in items)
+    assert float(states['model']['temperature']) > 0
     pop_states = torch.load(trained['models']['popularity'], map_location='cpu', weights_only=False)
     counts = pop_states['model']['counts']
     assert counts.sum() >= 600 and counts.shape == (len(data_catalog),)
@@ -121,7 +129,15 @@ def test_item_log_probs_without_text_equals_model_scores(trained):
     agent = _agent_from(trained['models']['kg'])
     log_probs = agent.item_log_probs([[0, 5]])
     scores = agent.model(torch.tensor([[0, 5]]))
-    assert torch.allclose(log_probs[0], torch.log_softmax(scores[0].detach(), -1), atol=1e-5)
+    # the distribution is softmax(scores / T), T fitted on the validation fold while training
+    temperature = float(agent.model.temperature)
+    assert temperature != 1.0
+    assert torch.allclose(log_probs[0], torch.log_softmax(scores[0].detach() / temperature, -1), atol=1e-5)
+    # --rec-temperature overrides the fitted one; rankings never change
+    agent.opt['rec_temperature'] = 1.0
+    raw = agent.item_log_probs([[0, 5]])
+    assert torch.allclose(raw[0], torch.log_softmax(scores[0].detach(), -1), atol=1e-5)
+    assert torch.equal(raw[0].argsort(), log_probs[0].argsort())
     popularity = _agent_from(trained['models']['popularity'])
     pop = popularity.item_log_probs([[0], [1, 2]])
     assert torch.allclose(pop[0], pop[1])  # popularity ignores the context

@@ -513,7 +513,8 @@ class ConkdRecTeacherAgent(ItemRankingAgent):
         if config['cooccurrence']:
             if COOCCURRENCE_KEY in saved:
                 stored = saved[COOCCURRENCE_KEY]
-                counts = torch.sparse_coo_tensor(stored['indices'], stored['values'], tuple(stored['size']))
+                counts = torch.sparse_coo_tensor(stored['indices'], stored['values'], tuple(stored['size']),
+                                                 check_invariants=True)
                 self.train_dialogues = dict(saved.get(TRAIN_DIALOGUES_KEY) or {})
             else:
                 self.train_dialogues = _training_dialogue_items(opt)
