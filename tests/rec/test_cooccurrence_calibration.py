@@ -80,3 +80,31 @@ def test_sharpness_of_a_uniform_distribution():
     assert result.top1_prob == pytest.approx(0.25)
     assert result.entropy == pytest.approx(math.log(4))
     assert result.gold_nll == pytest.approx(math.log(4))
+
+
+def test_new_agent_starts_from_the_popularity_prior_and_counts_its_training_dialogues(tmp_path):
+    from parlai.core.agents import create_agent
+    from parlai.core.params import ParlaiParser
+
+    from tests.conftest import shared_meta_or_skip, shared_redial_or_skip
+
+    redial, meta = shared_redial_or_skip(), shared_meta_or_skip()
+    common = ['-m', 'conkd_rec_teacher', '-t', 'redial_crs:rec', '--redial-path', str(redial),
+              '--redial-meta-path', str(meta), '--redial-max-dialogues', '25', '-dp', str(tmp_path),
+              '--rec-dim', '8', '--num-bases', '2', '--text-entity-min-movies', '30']
+    agents = {}
+    for init in ('popularity', 'zero'):
+        opt = ParlaiParser(True, True).parse_args([*common, '--item-bias-init', init])
+        agents[init] = create_agent(opt)
+    agent = agents['popularity']
+    assert 20 <= len(agent.train_dialogues) <= 25  # the slice's training fold
+    naming = torch.zeros(len(agent.catalog))
+    for items in agent.train_dialogues.values():
+        for item in set(items):
+            naming[item] += 1
+    assert naming.sum() > 0
+    assert torch.allclose(agent.model.item_bias.detach(), torch.log1p(naming))
+    assert torch.count_nonzero(agents['zero'].model.item_bias) == 0
+    # the co-occurrence counts are the training dialogues' item pairs
+    dense = agent.model.cooccurrence.counts.to_dense()
+    assert torch.equal(dense, cooccurrence_counts(agent.train_dialogues.values(), len(agent.catalog)).to_dense())

@@ -397,6 +397,11 @@ class ConkdRecTeacherAgent(ItemRankingAgent):
             'examples leave their own dialogue out.',
         )
         group.add_argument(
+            '--item-bias-init', type=str, default='popularity', choices=('zero', 'popularity'),
+            help='Initial item biases (training from scratch): zero, or log(1 + number of training '
+            'dialogues naming the item), a popularity prior the model then adjusts.',
+        )
+        group.add_argument(
             '--calibrate', type='bool', default=True,
             help='Fit the temperature of item_log_probs on the validation fold at every '
             'validation of train_model (minimum gold-item NLL); saved with the model.',
@@ -510,6 +515,7 @@ class ConkdRecTeacherAgent(ItemRankingAgent):
         num_items = len(self.catalog)
         counts = None
         self.train_dialogues: Dict[str, List[int]] = {}
+        from_scratch = 'model' not in saved
         if config['cooccurrence']:
             if COOCCURRENCE_KEY in saved:
                 stored = saved[COOCCURRENCE_KEY]
@@ -523,6 +529,19 @@ class ConkdRecTeacherAgent(ItemRankingAgent):
                     f'item co-occurrence: {counts.values().numel()} item pairs from '
                     f'{len(self.train_dialogues)} training dialogues'
                 )
+        model = self._build_recommender(config, counts, num_items, saved)
+        if from_scratch and opt.get('item_bias_init') == 'popularity':
+            dialogues = self.train_dialogues or _training_dialogue_items(opt)
+            naming = torch.zeros(num_items)
+            for items in dialogues.values():
+                naming[list(set(items))] += 1
+            with torch.no_grad():
+                model.item_bias.copy_(torch.log1p(naming))
+        return model
+
+    def _build_recommender(self, config, counts, num_items, saved: Dict):
+        """The R-GCN recommender (graph from ``saved`` when loading, else from the KG files)."""
+        opt = self.opt
         if not config['use_kg']:
             return KnowledgeRecommender(num_items, dim=config['rec_dim'], dropout=opt['rec_dropout'],
                                         cooccurrence=counts)
