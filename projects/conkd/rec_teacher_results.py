@@ -1,42 +1,56 @@
 #!/usr/bin/env python
-"""Rerun the "Recommendation teacher" table of projects/conkd/README.md; print it and write JSON.
+"""The rec teacher ablation of projects/conkd/README.md ("Recommendation teacher"): print it, write JSON.
 
-For each variant (popularity, R-GCN without KG, R-GCN with KG): ``parlai train_model`` on the
-redial_crs:rec train fold (model selection on its valid fold), then ``parlai eval_model`` on the
-test fold, once counting all ranked items and once with the context items excluded from the
-ranking. Every command is run through the real CLI and recorded verbatim in the JSON.
+Every variant is trained with ``parlai train_model`` on the redial_crs:rec train fold for each
+seed (model selection on the valid fold, as in the zoo recipe), then ``parlai eval_model`` on the
+valid fold (uncalibrated, T = 1, and at the fitted temperature) and on the test fold. Every command
+is run through the real CLI and recorded verbatim in the JSON. The variant the zoo uses is chosen
+on the *valid* fold: best mean valid R@10, ties within one seed spread broken by valid NLL.
 
     .venv/bin/python projects/conkd/rec_teacher_results.py \\
         --redial-path ../shared/data/redial --meta-path ../shared/data/redial-meta \\
-        --out-dir /tmp/conkd_rec --json projects/conkd/results/rec_teacher.json
+        --out-dir runs/rec_ablation --json projects/conkd/results/rec_teacher.json --seeds 0,1,2
 
-``--max-dialogues 200 --epochs 1`` gives a quick smoke run (numbers then mean little).
+``--variants`` picks a subset; rerunning keeps the other variants' results in the JSON.
+``--max-dialogues 200 --seeds 0`` gives a quick smoke run (numbers then mean little).
 """
 import argparse
 import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 PARLAI = str(Path(sys.executable).with_name('parlai'))
-METRICS = ('recall@1', 'recall@10', 'recall@50', 'mrr', 'ndcg@10', 'ndcg@50')
+RANKING = ('new_recall@1', 'new_recall@10', 'new_recall@50', 'new_mrr')
+SHARPNESS = ('gold_nll', 'top1_prob', 'entropy')
 
+#: the previous zoo teacher (KBRD-style) first, then one change at a time, then two checks
+_KBRD = ['--cooccurrence', 'false', '--item-bias-init', 'zero']
 VARIANTS = {
     'popularity': ['-m', 'conkd_popularity', '-eps', '1'],
-    'no_kg': ['-m', 'conkd_rec_teacher', '--use-kg', 'false'],
-    'kg': ['-m', 'conkd_rec_teacher', '--use-kg', 'true'],
+    'kbrd': ['-m', 'conkd_rec_teacher', *_KBRD],
+    '+cooccurrence': ['-m', 'conkd_rec_teacher', '--item-bias-init', 'zero'],
+    '+seeker mentions': ['-m', 'conkd_rec_teacher', '--item-bias-init', 'zero',
+                         '--redial-rec-seeker-mentions', 'true'],
+    '+popularity prior (zoo)': ['-m', 'conkd_rec_teacher', '--redial-rec-seeker-mentions', 'true'],
+    'zoo, 128-d': ['-m', 'conkd_rec_teacher', '--redial-rec-seeker-mentions', 'true', '--rec-dim', '128'],
+    'zoo without KG': ['-m', 'conkd_rec_teacher', '--redial-rec-seeker-mentions', 'true', '--use-kg', 'false'],
 }
+#: what every R-GCN variant shares (the zoo recipe's rec teacher arguments)
+TRAIN = ['-eps', '5', '-veps', '1', '-vmt', 'recall@10', '-vmm', 'max', '-vp', '2', '--rec-dim', '64',
+         '-bs', '128']
 
 
 def run(cmd, log_path):
     start = time.monotonic()
     with open(log_path, 'w') as log:
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, text=True,
+                              env=dict(os.environ, OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', '1')))
     seconds = time.monotonic() - start
     if proc.returncode != 0:
         tail = Path(log_path).read_text()[-4000:]
@@ -44,66 +58,105 @@ def run(cmd, log_path):
     return seconds
 
 
+def evaluate(model_file, data, fold, extra, name):
+    report = model_file.parent / f'{name}.json'
+    cmd = [PARLAI, 'eval_model', '-mf', str(model_file), *data, '-dt', fold, '-bs', '128',
+           '--report-filename', str(report), *extra]
+    run(cmd, model_file.parent / f'{name}.log')
+    metrics = json.loads(report.read_text())['report']
+    return {m: metrics[m] for m in (*RANKING, *SHARPNESS, 'exs') if m in metrics}, ' '.join(cmd)
+
+
+def temperature_of(model_file):
+    import torch
+
+    states = torch.load(model_file, map_location='cpu', weights_only=False)
+    value = states['model'].get('temperature')
+    return None if value is None else round(float(value), 4)
+
+
+def mean_sd(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summarise(entry):
+    out = {}
+    for block in ('valid', 'valid_t1', 'test'):
+        for metric in (*RANKING, *SHARPNESS):
+            mean, sd = mean_sd([seed.get(block, {}).get(metric) for seed in entry['seeds'].values()])
+            if mean is not None:
+                out[f'{block}/{metric}'] = [round(mean, 4), round(sd, 4)]
+    mean, sd = mean_sd([seed.get('temperature') for seed in entry['seeds'].values()])
+    if mean is not None:
+        out['temperature'] = [round(mean, 3), round(sd, 3)]
+    return out
+
+
+def cell(summary, key, digits=3):
+    if key not in summary:
+        return '-'
+    mean, sd = summary[key]
+    return f'{mean:.{digits}f} ± {sd:.{digits}f}'
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--redial-path', required=True)
     parser.add_argument('--meta-path', required=True)
-    parser.add_argument('--out-dir', default=None, help='model files and logs (default: a temp dir)')
+    parser.add_argument('--out-dir', default='runs/rec_ablation', help='model files and logs')
+    parser.add_argument('--datapath', default='data', help='ParlAI datapath (-dp)')
     parser.add_argument('--json', default=None, help='where to write the results JSON')
-    parser.add_argument('--epochs', type=float, default=4, help='training epochs of the R-GCN variants')
-    parser.add_argument('--batchsize', type=int, default=64)
+    parser.add_argument('--seeds', default='0,1,2', help='comma-separated --seed values')
     parser.add_argument('--max-dialogues', type=int, default=0, help='slice of every fold (0: all)')
     parser.add_argument('--variants', default=','.join(VARIANTS), help='comma-separated subset')
-    parser.add_argument('extra', nargs='*', help='extra options for the R-GCN train_model runs (after --)')
     args = parser.parse_args()
 
-    out_dir = Path(args.out_dir or tempfile.mkdtemp(prefix='conkd_rec_'))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    data = [
-        '-t', 'redial_crs:rec', '--redial-path', args.redial_path,
-        '--redial-meta-path', args.meta_path, '--redial-max-dialogues', str(args.max_dialogues),
-    ]
+    out_dir = Path(args.out_dir)
+    data = ['-t', 'redial_crs:rec', '--redial-path', args.redial_path, '--redial-meta-path', args.meta_path,
+            '--redial-max-dialogues', str(args.max_dialogues), '-dp', args.datapath]
+    seeds = [int(s) for s in args.seeds.split(',')]
     previous = {}
     if args.json and Path(args.json).is_file():
-        # rerunning a subset of --variants keeps the other variants' results
         previous = json.loads(Path(args.json).read_text()).get('variants', {})
     results = {
         'host': {'cpus': os.cpu_count(), 'platform': platform.platform(),
-                 'omp_num_threads': os.environ.get('OMP_NUM_THREADS')},
+                 'omp_num_threads': os.environ.get('OMP_NUM_THREADS', '1')},
+        'seeds': seeds,
+        'selection': 'best mean valid new_recall@10; ties within one seed spread broken by valid gold_nll',
         'variants': previous,
     }
     for name in args.variants.split(','):
-        model_file = out_dir / name / 'model'
-        if model_file.parent.exists():
-            # train_model would resume an existing model file instead of training afresh
-            shutil.rmtree(model_file.parent)
-        model_file.parent.mkdir(parents=True)
-        train = [PARLAI, 'train_model', *VARIANTS[name], *data, '-mf', str(model_file),
-                 '-bs', str(args.batchsize)]
-        if name != 'popularity':
-            # validate 4x per epoch and keep the best valid recall@10 (the agent's default metric)
-            train += ['-eps', str(args.epochs), '-veps', '0.25', '-vp', '8', *args.extra]
-        train_seconds = run(train, model_file.parent / 'train.log')
-        entry = {'train_command': ' '.join(train), 'train_seconds': round(train_seconds, 1)}
-        for key, exclude in (('test', 'false'), ('test_exclude_context', 'true')):
-            report = model_file.parent / f'{key}.json'
-            evaluate = [PARLAI, 'eval_model', '-mf', str(model_file), *data, '-dt', 'test',
-                        '-bs', str(args.batchsize), '--rank-exclude-context', exclude,
-                        '--report-filename', str(report)]
-            run(evaluate, model_file.parent / f'{key}.log')
-            metrics = json.loads(report.read_text())['report']
-            entry[key] = {m: metrics[m] for m in METRICS}
-            entry[key]['examples'] = metrics['exs']
-            entry[f'{key}_command'] = ' '.join(evaluate)
+        entry = {'seeds': {}}
+        for seed in seeds:
+            model_file = out_dir / name.replace(' ', '_').replace('+', 'plus_').replace(',', '') / f'seed{seed}' / 'model'
+            if model_file.parent.exists():
+                shutil.rmtree(model_file.parent)  # train_model would resume an existing model
+            model_file.parent.mkdir(parents=True)
+            train = [PARLAI, 'train_model', *VARIANTS[name], *data, '-mf', str(model_file), '--seed', str(seed)]
+            if name != 'popularity':
+                train += TRAIN
+            seconds = run(train, model_file.parent / 'train.log')
+            run_entry = {'train_command': ' '.join(train), 'train_seconds': round(seconds, 1)}
+            run_entry['valid'], run_entry['valid_command'] = evaluate(model_file, data, 'valid', [], 'valid')
+            run_entry['test'], run_entry['test_command'] = evaluate(model_file, data, 'test', [], 'test')
+            if name != 'popularity':
+                run_entry['temperature'] = temperature_of(model_file)
+                run_entry['valid_t1'], _ = evaluate(model_file, data, 'valid', ['--rec-temperature', '1'], 'valid_t1')
+            entry['seeds'][str(seed)] = run_entry
+            print(f'{name} seed {seed}: {seconds:.0f}s; test {run_entry["test"]}', flush=True)
+        entry['summary'] = summarise(entry)
         results['variants'][name] = entry
-        print(f'{name}: trained in {train_seconds:.0f}s; test {entry["test"]}', flush=True)
 
-    print('\n| model | R@1 | R@10 | R@50 | MRR | R@10 (context excluded) | train time |')
-    print('|---|---|---|---|---|---|---|')
+    print('\n| variant | valid R@10 | valid NLL | test R@1 | test R@10 | test R@50 | test NLL | T |')
+    print('|---|---|---|---|---|---|---|---|')
     for name, entry in results['variants'].items():
-        t, x = entry['test'], entry['test_exclude_context']
-        print(f'| {name} | {t["recall@1"]:.3f} | {t["recall@10"]:.3f} | {t["recall@50"]:.3f} | '
-              f'{t["mrr"]:.3f} | {x["recall@10"]:.3f} | {entry["train_seconds"]:.0f} s |')
+        s = entry['summary']
+        print(f'| {name} | {cell(s, "valid/new_recall@10")} | {cell(s, "valid/gold_nll", 2)} | '
+              f'{cell(s, "test/new_recall@1")} | {cell(s, "test/new_recall@10")} | '
+              f'{cell(s, "test/new_recall@50")} | {cell(s, "test/gold_nll", 2)} | {cell(s, "temperature", 2)} |')
     if args.json:
         path = Path(args.json)
         path.parent.mkdir(parents=True, exist_ok=True)
