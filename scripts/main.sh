@@ -25,10 +25,14 @@ start=$(date +%s)
 echo "[main] step 1/3: the ConKD model family in $DATA/models/conkd"
 python -m parlai_conkd.zoo.conkd.builder ensure -dp "$DATA"
 
-echo "[main] step 2/3: parlai eval_model -mf zoo:conkd/soft on the test fold (${CONKD_EVAL_EXAMPLES:-400} examples)"
+EXAMPLES="${CONKD_EVAL_EXAMPLES:--1}"
+echo "[main] step 2/3: parlai eval_model on the test fold (${EXAMPLES/#-1/all} examples): zoo:conkd/rec_teacher, zoo:conkd/soft"
+parlai eval_model -t redial_crs:rec -dt test -mf zoo:conkd/rec_teacher -dp "$DATA" -bs 128 \
+    --report-filename "$RUN_DIR/eval_rec_teacher.json" > "$RUN_DIR/eval_rec_teacher.log" 2>&1
+# the soft student decodes as saved with it (item-aware class decoding; see projects/conkd/README.md)
 parlai eval_model -t redial_crs -dt test -mf zoo:conkd/soft -dp "$DATA" \
-    --skip-generation false --inference greedy -bs 32 --num-examples "${CONKD_EVAL_EXAMPLES:-400}" \
-    --report-filename "$RUN_DIR/eval_soft.json" 2>&1 | grep -E "^\{|REPORT|rer@|Finished" || true
+    --skip-generation false -bs 64 --num-examples "$EXAMPLES" \
+    --report-filename "$RUN_DIR/eval_soft.json" > "$RUN_DIR/eval_soft.log" 2>&1
 
 echo "[main] step 3/3: a scripted conversation with zoo:conkd/soft"
 printf '%s\n' \
@@ -37,4 +41,14 @@ printf '%s\n' \
     "Thanks, I will check it out!" \
   | parlai interactive -mf zoo:conkd/soft -dp "$DATA" --show-recs 5 --show-gates true 2>/dev/null \
   | grep -v -E "^Enter Your Message| INFO  |^Enter \[DONE\]" || true
-echo "[main] done in $(( $(date +%s) - start ))s; report: $RUN_DIR/eval_soft.json"
+python - "$RUN_DIR" <<'EOF'
+import json, os, sys
+run = sys.argv[1]
+rec = json.load(open(os.path.join(run, 'eval_rec_teacher.json')))['report']
+soft = json.load(open(os.path.join(run, 'eval_soft.json')))['report']
+print(f"[main] test fold, {int(rec['exs'])} rec examples / {int(soft['exs'])} recommender turns:")
+print(f"[main]   rec teacher  R@1 {rec['new_recall@1']:.3f}  R@10 {rec['new_recall@10']:.3f}  R@50 {rec['new_recall@50']:.3f}")
+print(f"[main]   soft student ReR@10 {soft['rer@10']:.3f}  item F1 {soft['item_f1']:.3f}  item ratio {soft['item_ratio']:.3f}"
+      f"  Dist-2 {soft['dist_crs-2']:.3f} (per reply; ratio {soft['dist-2']:.3f})  PPL {soft['ppl']:.1f}")
+EOF
+echo "[main] done in $(( $(date +%s) - start ))s; reports: $RUN_DIR/eval_rec_teacher.json, $RUN_DIR/eval_soft.json"

@@ -26,10 +26,12 @@ import torch
 import torch.nn.functional as F
 from parlai.agents.transformer.transformer import TransformerGeneratorAgent
 from parlai.core.metrics import AverageMetric
+from parlai.utils import logging
 from parlai.utils.torch import padded_tensor
 
 from parlai_conkd.decoding import ITEM_DECODING, ITEM_NO_REPEAT, ItemVocab
 from parlai_conkd.distill import item_mass
+from parlai_conkd.item_embeddings import fit_to_embeddings
 from parlai_conkd.items import GEN_TOKEN, ITEM_TOKEN_RE, REC_TOKEN, CatalogError
 from parlai_conkd.metrics import (
     DIST_NS,
@@ -131,6 +133,12 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
             help='--item-decoding class: a reply that starts with [GEN] names no item.',
         )
         group.add_argument(
+            '--item-embeddings-from', type=str, default=None,
+            help='A conkd_rec_teacher model file or zoo: path whose item vectors initialise the '
+            'item token embeddings when training from scratch (transformer backbone; see '
+            'parlai_conkd/item_embeddings.py).',
+        )
+        group.add_argument(
             '--fill-items-from', type=str, default=None,
             help='The pipeline baseline: a recommender model file or zoo: path (conkd_rec_teacher '
             'or another item ranker). The generator decides where a reply names an item; this '
@@ -225,10 +233,34 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
     # ------------------------------------------------------------------ model
     def build_model(self, states=None):
         if self.is_hf:
+            if self.opt.get('item_embeddings_from'):
+                raise CatalogError('--item-embeddings-from needs --backbone transformer')
             from parlai.agents.hugging_face.gpt2 import HFGPT2Model
 
             return HFGPT2Model(self.opt, self.dict)
-        return super().build_model(states)
+        model = super().build_model(states)
+        init_model, _ = self._get_init_model(self.opt, None)
+        if self.opt.get('item_embeddings_from') and init_model is None:
+            self._init_item_embeddings(model)  # from scratch only: saved weights win otherwise
+        return model
+
+    @torch.no_grad()
+    def _init_item_embeddings(self, model) -> None:
+        """Item rows of the token embeddings from the ``--item-embeddings-from`` recommender's
+        item vectors (see parlai_conkd/item_embeddings.py)."""
+        from parlai_conkd.agents.conkd_rec_teacher.conkd_rec_teacher import ConkdRecTeacherAgent
+        from parlai_conkd.agents.frozen import load_frozen_teacher
+
+        catalog = resolve_catalog(self.opt)
+        recommender, path = load_frozen_teacher(
+            self.opt, '--item-embeddings-from', ConkdRecTeacherAgent, {'conkd_rec_teacher'}, catalog)
+        vectors = recommender.model.context_representations()[: len(catalog)].cpu()
+        table = model.embeddings.weight
+        ids = torch.tensor([self.dict.tok2ind[token] for token in catalog.tokens()], device=table.device)
+        rows = fit_to_embeddings(vectors, table.size(1), std=table.size(1) ** -0.5,
+                                 seed=self.opt.get('seed') or 0)
+        table[ids] = rows.to(table)
+        logging.info(f'item token embeddings initialised from {path} ({vectors.size(1)}-d item vectors)')
 
     def _pad_tensor(self, items, is_label=False):
         if self.is_hf:
