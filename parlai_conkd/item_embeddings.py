@@ -34,3 +34,11 @@ def fit_to_embeddings(vectors: torch.Tensor, dim: int, std: float, seed: int = 0
     mapped = centred @ basis
     scale = std / mapped.std().clamp_min(1e-12)
     return (mapped * scale).float()
+
+
+def freeze_rows(weight: torch.nn.Parameter, rows: torch.Tensor) -> None:
+    """Zero the gradient of ``weight[rows]`` on every backward pass (the rows never change under
+    any optimiser without weight decay; ParlAI's Adam here has none by default)."""
+    mask = torch.ones(weight.size(0), 1, dtype=weight.dtype, device=weight.device)
+    mask[rows.to(weight.device)] = 0
+    weight.register_hook(lambda grad: grad * mask.to(grad))

@@ -32,3 +32,19 @@ def test_bad_input_is_refused():
         fit_to_embeddings(torch.zeros(0, 4), 8, 0.1)
     with pytest.raises(ValueError):
         fit_to_embeddings(torch.zeros(3, 4), 0, 0.1)
+
+
+def test_frozen_rows_do_not_move_under_adam():
+    from parlai_conkd.item_embeddings import freeze_rows
+
+    table = torch.nn.Embedding(6, 4)
+    before = table.weight.detach().clone()
+    freeze_rows(table.weight, torch.tensor([1, 4]))
+    optimiser = torch.optim.Adam(table.parameters(), lr=0.1)
+    for _ in range(3):
+        optimiser.zero_grad()
+        table(torch.tensor([0, 1, 2, 3, 4, 5])).pow(2).sum().backward()
+        optimiser.step()
+    after = table.weight.detach()
+    assert torch.equal(after[[1, 4]], before[[1, 4]])
+    assert not torch.equal(after[[0, 2, 3, 5]], before[[0, 2, 3, 5]])

@@ -31,7 +31,7 @@ from parlai.utils.torch import padded_tensor
 
 from parlai_conkd.decoding import ITEM_DECODING, ITEM_NO_REPEAT, ItemVocab
 from parlai_conkd.distill import item_mass
-from parlai_conkd.item_embeddings import fit_to_embeddings
+from parlai_conkd.item_embeddings import fit_to_embeddings, freeze_rows
 from parlai_conkd.items import GEN_TOKEN, ITEM_TOKEN_RE, REC_TOKEN, CatalogError
 from parlai_conkd.metrics import (
     DIST_NS,
@@ -139,6 +139,11 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
             'parlai_conkd/item_embeddings.py).',
         )
         group.add_argument(
+            '--freeze-item-embeddings', type='bool', default=False,
+            help='Keep the item token embeddings fixed while training (with --item-embeddings-from: '
+            'the rec teacher\'s geometry stays; the model learns where in it to point).',
+        )
+        group.add_argument(
             '--fill-items-from', type=str, default=None,
             help='The pipeline baseline: a recommender model file or zoo: path (conkd_rec_teacher '
             'or another item ranker). The generator decides where a reply names an item; this '
@@ -242,7 +247,13 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
         init_model, _ = self._get_init_model(self.opt, None)
         if self.opt.get('item_embeddings_from') and init_model is None:
             self._init_item_embeddings(model)  # from scratch only: saved weights win otherwise
+        if self.opt.get('freeze_item_embeddings'):
+            freeze_rows(model.embeddings.weight, self._catalog_token_ids())
         return model
+
+    def _catalog_token_ids(self) -> torch.Tensor:
+        """Vocabulary ids of the catalog's item tokens (before ``item_token_ids`` exists)."""
+        return torch.tensor([self.dict.tok2ind[token] for token in resolve_catalog(self.opt).tokens()])
 
     @torch.no_grad()
     def _init_item_embeddings(self, model) -> None:
