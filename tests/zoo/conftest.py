@@ -6,6 +6,7 @@ import os
 import threading
 
 import pytest
+import torch
 
 from parlai_conkd.zoo.conkd import builder
 
@@ -26,7 +27,7 @@ class FakeTrainer:
         self.calls = []
         self.fail_for = set(fail_for)
 
-    def __call__(self, args, log_path, desc, epochs):
+    def __call__(self, args, log_path, desc, epochs, threads=None):
         model_file = args[args.index('-mf') + 1]
         name = os.path.basename(model_file)
         self.calls.append((name, list(args)))
@@ -35,8 +36,7 @@ class FakeTrainer:
         for flag in ('--dialogue-teacher-file', '--rec-teacher-file', '--init-model'):
             if flag in args:
                 opt[flag.lstrip('-').replace('-', '_')] = args[args.index(flag) + 1]
-        with open(model_file, 'w') as f:
-            f.write(f'weights of {name}')
+        torch.save({'model': {'weights': torch.tensor([float(len(name))])}}, model_file)
         for suffix, text in (('.dict', 'a 1\n'), ('.checkpoint', 'ckpt'), ('.trainstats', '{}')):
             with open(model_file + suffix, 'w') as f:
                 f.write(text)

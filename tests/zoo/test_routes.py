@@ -12,7 +12,7 @@ from .conftest import FakeTrainer, tmp_dirs, visible_model_files
 
 ZOO_MODULES = {
     'rec_teacher': ['rec_teacher'],
-    'dialogue_teacher': ['dialogue_teacher'],
+    'dialogue_teacher': ['rec_teacher', 'dialogue_teacher'],
     'soft': ['rec_teacher', 'dialogue_teacher', 'soft'],
     'hard': ['rec_teacher', 'dialogue_teacher', 'hard'],
     'build': ['rec_teacher', 'dialogue_teacher', 'soft', 'hard'],
@@ -41,7 +41,7 @@ def test_parlai_resolves_zoo_path_through_build(tmp_path, clean_zoo_env, fake_tr
     path = modelzoo_path(str(tmp_path), 'zoo:conkd/soft')
     assert path == os.path.join(str(tmp_path), 'models', 'conkd', 'soft')
     assert built(fake_trainer) == ['rec_teacher', 'dialogue_teacher', 'soft', 'hard']
-    assert open(path).read() == 'weights of soft'
+    assert builder.weights_sha256(path) == builder.read_stamp(os.path.dirname(path), 'soft')['weights_sha256']
 
 
 def test_installed_model_is_portable_and_without_byproducts(tmp_path, clean_zoo_env, fake_trainer):
@@ -63,6 +63,17 @@ def test_installed_model_is_portable_and_without_byproducts(tmp_path, clean_zoo_
     stamp = builder.read_stamp(builder.zoo_dir(str(tmp_path)), 'soft')
     teachers = {t: builder.read_stamp(builder.zoo_dir(str(tmp_path)), t)['build_id'] for t in ('rec_teacher', 'dialogue_teacher')}
     assert stamp['depends'] == teachers and stamp['zoo_version'] == recipe.ZOO_VERSION
+    # the dialogue teacher's item embeddings start from the rec teacher; its .opt names the zoo
+    dialogue_args = dict(fake_trainer.calls)['dialogue_teacher']
+    assert dialogue_args[dialogue_args.index('--item-embeddings-from') + 1] == \
+        builder.model_file(str(tmp_path), 'rec_teacher')
+    dialogue_stamp = builder.read_stamp(builder.zoo_dir(str(tmp_path)), 'dialogue_teacher')
+    assert dialogue_stamp['depends'] == {'rec_teacher': teachers['rec_teacher']}
+    # what makes a build reproducible is recorded with it
+    assert stamp['seed'] == recipe.SEED and stamp['threads'] == recipe.RECIPES['default'].threads
+    assert stamp['torch'] and stamp['stopped_by_time_cap'] is False
+    assert stamp['weights_sha256'] == builder.weights_sha256(builder.model_file(str(tmp_path), 'soft'))
+    assert '--seed' in args and args[args.index('--seed') + 1] == str(recipe.SEED)
     assert tmp_dirs(tmp_path) == []
 
 
@@ -160,8 +171,9 @@ def test_release_route_installs_from_127_0_0_1(module, tmp_path, clean_zoo_env, 
     assert fake_trainer.calls == []  # nothing built locally
     for model in ZOO_MODULES[module]:
         assert builder.is_present(dp, model)
-        assert open(builder.model_file(dp, model)).read() == f'weights of {model}'
-        assert builder.read_stamp(builder.zoo_dir(dp), model)['source'] == url
+        stamp = builder.read_stamp(builder.zoo_dir(dp), model)
+        assert builder.weights_sha256(builder.model_file(dp, model)) == stamp['weights_sha256']
+        assert stamp['source'] == url
     assert tmp_dirs(dp) == []
 
 

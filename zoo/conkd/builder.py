@@ -310,11 +310,13 @@ def _die_with_parent():
         pass
 
 
-def _run_training(args: List[str], log_path: str, desc: str, epochs: float) -> None:
+def _run_training(args: List[str], log_path: str, desc: str, epochs: float, threads: Optional[int] = None) -> None:
     from tqdm import tqdm
 
     cmd = [sys.executable, '-m', 'parlai', 'train_model', *args]
     env = dict(os.environ, PYTHONUNBUFFERED='1')
+    if threads:  # float sums depend on the thread count: fixed for reproducible weights
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     with open(log_path, 'w', encoding='utf-8') as log, \
             tqdm(total=epochs, desc=desc, unit='epoch', file=sys.stderr,
                  bar_format='{desc}: {percentage:3.0f}%|{bar:20}| {n:.2f}/{total:g} epochs [{elapsed}<{remaining}]') as bar:
@@ -342,6 +344,60 @@ def _run_training(args: List[str], log_path: str, desc: str, epochs: float) -> N
         raise ZooError(f'{desc}: parlai train_model exited {proc.returncode}; last lines of its log:\n{tail}')
 
 
+def weights_sha256(path: str) -> str:
+    """sha256 over a ParlAI model file's weights (every tensor of its ``model`` state dict, in key
+    order, with names, dtypes and shapes): equal for two builds that trained the same weights,
+    whatever else the file holds (optimizer state, time stamps)."""
+    import parlai.utils.pickle
+    import torch
+
+    with open(path, 'rb') as f:
+        states = torch.load(f, map_location='cpu', pickle_module=parlai.utils.pickle)
+    digest = hashlib.sha256()
+    for key, tensor in sorted(states['model'].items()):
+        tensor = tensor.detach().cpu()
+        if tensor.is_sparse:
+            tensor = tensor.coalesce()
+            parts = [tensor.indices(), tensor.values()]
+        else:
+            parts = [tensor.contiguous()]
+        digest.update(f'{key}:{tensor.dtype}:{tuple(tensor.shape)}'.encode())
+        for part in parts:
+            digest.update(part.numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _hit_time_cap(log_path: str) -> bool:
+    """Did ParlAI stop this training at ``--max-train-time``?"""
+    with open(log_path, encoding='utf-8', errors='replace') as f:
+        return any('max_train_time elapsed' in line for line in f)
+
+
+def _torch_version() -> str:
+    import torch
+
+    return torch.__version__
+
+
+def _data_version(datapath: str, model: str) -> Dict[str, str]:
+    """Which data a model was trained on: the built redial_crs directory and the sha256 of its
+    train fold (the task's version, source and preprocessing are all in the directory name)."""
+    from parlai.core.params import ParlaiParser
+
+    from parlai_conkd.tasks.redial_crs.build import built_dir
+
+    opt = ParlaiParser(True, False).parse_args(['-dp', datapath])
+    opt.update({k: v for k, v in _data_sources().items() if v})
+    path = os.path.join(built_dir(opt), 'train.json')  # built by the training run; never build here
+    if not os.path.isfile(path):
+        return {'built': None, 'train_fold_sha256': None}
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return {'built': os.path.basename(os.path.dirname(path)), 'train_fold_sha256': digest.hexdigest()}
+
+
 def _data_sources() -> Dict[str, Optional[str]]:
     from parlai_conkd.tasks.redial_crs.build import ENV_META_PATH, ENV_PATH
 
@@ -365,8 +421,13 @@ def build_locally(datapath: str, model: str, step: int, steps: int, recipe: Opti
             + (f', expected ~{minutes:g} min on a 2-core CPU' if minutes else '')
         )
         started = time.time()
-        _run_training(args, os.path.join(tmp, model + LOG_SUFFIX), f'[{step}/{steps}] {model}', spec.epochs[model])
+        log_path = os.path.join(tmp, model + LOG_SUFFIX)
+        _run_training(args, log_path, f'[{step}/{steps}] {model}', spec.epochs[model], spec.threads)
         seconds = time.time() - started
+        capped = _hit_time_cap(log_path)
+        if capped:
+            _say(f'warning: {model} stopped at its --max-train-time guard before its epochs were done '
+                 '(a slow or busy machine); it is usable, but not the reproducible recipe model')
         replacements = {tmp_file: model_file(datapath, model)}
         replacements.update({path: f'zoo:conkd/{t}' for t, path in teachers.items()})
         _portable_opt(tmp_file + '.opt', replacements)
@@ -380,6 +441,12 @@ def build_locally(datapath: str, model: str, step: int, steps: int, recipe: Opti
             'data': data,
             'use_kg': use_kg,
             'train_args': args,
+            'seed': zoo_recipe.SEED,
+            'threads': spec.threads,
+            'torch': _torch_version(),
+            'data_version': _data_version(datapath, model),
+            'weights_sha256': weights_sha256(tmp_file),
+            'stopped_by_time_cap': capped,
             'build_seconds': round(seconds, 1),
             'built_at': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
         }

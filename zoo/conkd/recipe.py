@@ -9,9 +9,10 @@ whatever ReDial the ``redial_crs`` task reaches (``$CONKD_REDIAL_PATH``, else th
 download); the movie KG (``$CONKD_REDIAL_META_PATH``) is used when set, otherwise the
 recommendation teacher is trained without the KG (``--use-kg false``) and says so.
 
-Recipes: ``default`` (sized for minutes on a 2-core CPU: small transformers, one or two epochs,
-each model's training capped by ``--max-train-time`` so a slow or busy machine still finishes in
-minutes) and ``tiny`` (40 dialogues, one epoch: tests). Choose with ``$CONKD_ZOO_RECIPE``.
+Recipes: ``default`` (sized for a 2-core CPU: every model trains a fixed number of epochs and
+keeps its best validation checkpoint; ``--seed`` and the thread count are fixed, so two builds give
+the same weights; see the README's "Recipe") and ``tiny`` (40 dialogues, one epoch: tests).
+Choose with ``$CONKD_ZOO_RECIPE``.
 """
 import argparse
 import hashlib
@@ -22,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 #: Bump when a recipe changes: models stamped with another version are rebuilt (or re-fetched).
-ZOO_VERSION = 'v1'
+ZOO_VERSION = 'v2'
 ENV_RECIPE = 'CONKD_ZOO_RECIPE'
 DEFAULT_RECIPE = 'default'
 
@@ -30,13 +31,15 @@ DEFAULT_RECIPE = 'default'
 MODELS: Tuple[str, ...] = ('rec_teacher', 'dialogue_teacher', 'soft', 'hard')
 DEPENDENCIES: Dict[str, Tuple[str, ...]] = {
     'rec_teacher': (),
-    'dialogue_teacher': (),
+    # its item token embeddings start from the rec teacher's item vectors (--item-embeddings-from)
+    'dialogue_teacher': ('rec_teacher',),
     'soft': ('rec_teacher', 'dialogue_teacher'),
     'hard': ('rec_teacher', 'dialogue_teacher'),
 }
 DESCRIPTIONS = {
     'rec_teacher': 'recommendation teacher (R-GCN over the movie KG, item ranking)',
-    'dialogue_teacher': 'dialogue teacher (transformer generator over words + item tokens)',
+    'dialogue_teacher': 'dialogue teacher (transformer generator over words + item tokens, item embeddings '
+                        'from the rec teacher)',
     'soft': 'ConKD student, soft gate (mixture weighted by the teacher\'s item mass)',
     'hard': 'ConKD student, hard gate (rec teacher where item mass > 0.5, else dialogue teacher)',
 }
@@ -45,20 +48,29 @@ DESCRIPTIONS = {
 @dataclass(frozen=True)
 class Recipe:
     name: str
-    #: arguments every model gets (data slice, logging)
+    #: arguments every model gets (seed, data slice, logging, final report size)
     common: Tuple[str, ...]
     rec_teacher: Tuple[str, ...]
     #: the transformer shape shared by the dialogue teacher and both students (same vocabulary)
     generator: Tuple[str, ...]
     dialogue_teacher: Tuple[str, ...]
     student: Tuple[str, ...]
+    #: the training budget: epochs per model (deterministic, unlike a wall-clock cap)
     epochs: Mapping[str, float]
     #: rough wall-clock minutes per model on this project's 2-core CPU (measured; see README)
     expected_minutes: Mapping[str, float] = field(default_factory=dict)
+    #: CPU threads of every training process: float sums depend on it, so it is part of the
+    #: recipe (same seed + same threads + same torch = same weights)
+    threads: int = 2
+    #: decoding saved with the generators (chosen on the validation fold, see README)
+    decoding: Tuple[str, ...] = ()
 
+
+#: The seed of every model of the zoo (``--seed``; see parlai_conkd/seeding.py).
+SEED = 0
 
 _GENERATOR_SHAPE = (
-    '--n-layers', '2', '--n-heads', '2', '--embedding-size', '64', '--ffn-size', '256',
+    '--n-layers', '2', '--n-heads', '4', '--embedding-size', '128', '--ffn-size', '512',
     '--dropout', '0.1', '--truncate', '96', '--text-truncate', '96', '--label-truncate', '32',
     '--dict-minfreq', '2',
     '-bs', '64', '--optimizer', 'adam', '-lr', '1e-3', '--lr-scheduler', 'none',
@@ -70,24 +82,34 @@ _SHORT_FINAL_EVAL = ('--short-final-eval', 'true', '--validation-max-exs', '500'
 
 
 def _cap(minutes: float) -> Tuple[str, ...]:
-    """Stop training after this many minutes even if the epochs are not done (slow machines)."""
+    """A guard against a stuck or very slow machine, set well above the expected time: it never
+    binds on the machines the recipe is sized for (a build it cut short is not reproducible, and
+    the builder says so)."""
     return ('--max-train-time', str(int(minutes * 60)))
 
 
 RECIPES: Dict[str, Recipe] = {
     'default': Recipe(
         name='default',
-        common=('--log-every-n-secs', '10', *_SHORT_FINAL_EVAL),
-        rec_teacher=('--rec-dim', '64', '-bs', '128', *_cap(5)),
+        common=('--seed', str(SEED), '--log-every-n-secs', '10', *_SHORT_FINAL_EVAL),
+        rec_teacher=(
+            '--rec-dim', '64', '-bs', '128', '--redial-rec-seeker-mentions', 'true',
+            '--validation-max-exs', '-1', '-veps', '1', '-vmt', 'recall@10', '-vmm', 'max', '-vp', '2',
+            *_cap(10),
+        ),
         generator=_GENERATOR_SHAPE,
-        dialogue_teacher=_cap(10),
-        student=('--kd-weight', '0.5', '--kd-temperature', '1.0', *_cap(6)),
-        epochs={'rec_teacher': 2, 'dialogue_teacher': 2, 'soft': 1, 'hard': 1},
-        expected_minutes={'rec_teacher': 5, 'dialogue_teacher': 11, 'soft': 8, 'hard': 8},
+        dialogue_teacher=('-veps', '0.5', '-vmt', 'ppl', '-vmm', 'min', '-vp', '3', *_cap(40)),
+        student=(
+            '--kd-weight', '0.5', '--kd-temperature', '1.0', '--teacher-cache-topk', '64',
+            '-veps', '0.5', '-vmt', 'ppl', '-vmm', 'min', '-vp', '3', *_cap(20),
+        ),
+        epochs={'rec_teacher': 5, 'dialogue_teacher': 6, 'soft': 2, 'hard': 2},
+        expected_minutes={'rec_teacher': 1.5, 'dialogue_teacher': 14, 'soft': 6, 'hard': 6},
+        decoding=('--item-decoding', 'class', '--inference', 'greedy'),
     ),
     'tiny': Recipe(
         name='tiny',
-        common=('--redial-max-dialogues', '40', '--log-every-n-secs', '2'),
+        common=('--seed', str(SEED), '--redial-max-dialogues', '40', '--log-every-n-secs', '2'),
         rec_teacher=('--rec-dim', '16', '-bs', '16'),
         generator=(
             '--n-layers', '1', '--n-heads', '2', '--embedding-size', '32', '--ffn-size', '64',
@@ -98,6 +120,7 @@ RECIPES: Dict[str, Recipe] = {
         student=('--kd-weight', '0.5'),
         epochs={'rec_teacher': 1, 'dialogue_teacher': 1, 'soft': 1, 'hard': 1},
         expected_minutes={'rec_teacher': 0.5, 'dialogue_teacher': 0.5, 'soft': 1, 'hard': 1},
+        decoding=('--item-decoding', 'class'),
     ),
 }
 
@@ -110,10 +133,15 @@ def recipe_name(name: Optional[str] = None) -> str:
 
 
 def with_dependencies(model: str) -> List[str]:
-    """``model`` and everything it is distilled from, in build order."""
+    """``model`` and everything it is distilled or initialised from (transitively), in build order."""
     if model not in DEPENDENCIES:
         raise ValueError(f'unknown ConKD zoo model {model!r}; choose one of {list(MODELS)}')
-    wanted = set(DEPENDENCIES[model]) | {model}
+    wanted, todo = set(), [model]
+    while todo:
+        name = todo.pop()
+        if name not in wanted:
+            wanted.add(name)
+            todo.extend(DEPENDENCIES[name])
     return [m for m in MODELS if m in wanted]
 
 
@@ -131,20 +159,22 @@ def train_args(
     if model == 'rec_teacher':
         return ['-t', 'redial_crs:rec', '-m', 'conkd_rec_teacher', '--use-kg', str(use_kg).lower(),
                 *base, *r.rec_teacher]
+    teacher_files = teacher_files or {}
+    missing = [t for t in DEPENDENCIES.get(model, ()) if t not in teacher_files]
+    if missing:
+        raise ValueError(f'{model} needs the model files of {missing}')
     if model == 'dialogue_teacher':
-        return ['-t', 'redial_crs', '-m', 'conkd_dialogue_teacher', *base, *r.generator, *r.dialogue_teacher]
+        return ['-t', 'redial_crs', '-m', 'conkd_dialogue_teacher', *base, *r.generator, *r.dialogue_teacher,
+                '--item-embeddings-from', teacher_files['rec_teacher'], *r.decoding]
     if model in ('soft', 'hard'):
-        teacher_files = teacher_files or {}
-        missing = [t for t in DEPENDENCIES[model] if t not in teacher_files]
-        if missing:
-            raise ValueError(f'{model} needs the model files of {missing}')
         # the student starts from the dialogue teacher's weights (same shape and vocabulary) and
         # is fine-tuned with the gated distillation loss: a useful student in one epoch on a CPU
         return ['-t', 'redial_crs', '-m', 'conkd_student', '--gate', model,
                 '--dialogue-teacher-file', teacher_files['dialogue_teacher'],
                 '--rec-teacher-file', teacher_files['rec_teacher'],
                 '--init-model', teacher_files['dialogue_teacher'],
-                *base, *r.generator, *r.student]
+                '--teacher-cache', model_file + '.teacher_cache',
+                *base, *r.generator, *r.student, *r.decoding]
     raise ValueError(f'unknown ConKD zoo model {model!r}; choose one of {list(MODELS)}')
 
 
