@@ -14,6 +14,11 @@ from tests.conftest import run_parlai
 from tests.student.conftest import TINY_TRANSFORMER, TRUNC, report
 from tests.student.test_agent import _fixed_batch, _student
 
+
+def on_device(agent, batch):
+    """``batchify`` gives CPU tensors; ParlAI's ``batch_act`` moves them to the agent's GPU (as here)."""
+    return batch.to(0 if agent.opt['gpu'] == -1 else agent.opt['gpu']) if agent.use_cuda else batch
+
 #: |loss_half - loss_fp32| / loss_fp32 on the fixed batch, and the cosine between the two gradients
 LOSS_RTOL = {torch.bfloat16: 1e-2, torch.float16: 5e-3}  # measured on CPU: bf16 4e-3, cosine 0.9998
 MIN_GRAD_COSINE = 0.99
@@ -108,7 +113,7 @@ def test_gpu_fused_loss_under_fp16_matches_fp32_on_a_fixed_batch(teachers, fp16_
                               '--hard-gate-threshold', '0.05', '--dialogue-teacher-file', fp16_dialogue_teacher,
                               '--dict-file', f'{fp16_dialogue_teacher}.dict')
     assert agent.fp16 and next(agent.model.parameters()).dtype == torch.float16
-    batch = _fixed_batch(agent, teacher, size=8)
+    batch = on_device(agent, _fixed_batch(agent, teacher, size=8))
     half = _loss_kd_grads(agent, batch)
     agent.model.float()
     full = _loss_kd_grads(agent, batch)
