@@ -6,13 +6,14 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from unittest import mock
 
 import pytest
 import torch
 
-from tests.conftest import run_parlai
-from tests.student.conftest import TINY_TRANSFORMER, TRUNC, report
+from tests.conftest import eval_report, run_parlai, train_stats
+from tests.student.conftest import TINY_TRANSFORMER, TRUNC
 from tests.student.test_agent import _student
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
@@ -30,17 +31,18 @@ def _devices(agent):
 
 def _train_student(teachers, model_file, *extra, env_extra=None):
     root, env, common = teachers
-    return report(run_parlai(
-        ['train_model', '-t', 'redial_crs', '-m', 'conkd_student', '--gate', 'soft',
-         '--dialogue-teacher-file', root / 'dial', '--rec-teacher-file', root / 'rec', '-mf', model_file,
-         '-bs', 8, '--max-train-steps', 3, '--skip-generation', 'true', '--validation-max-exs', 8,
-         *TINY_TRANSFORMER, *TRUNC, *common, *extra], env={**env, **(env_extra or {})}))
+    run_parlai(['train_model', '-t', 'redial_crs', '-m', 'conkd_student', '--gate', 'soft',
+                '--dialogue-teacher-file', root / 'dial', '--rec-teacher-file', root / 'rec', '-mf', model_file,
+                '-bs', 8, '--max-train-steps', 3, '--skip-generation', 'true', '--validation-max-exs', 8,
+                *TINY_TRANSFORMER, *TRUNC, *common, *extra], env={**env, **(env_extra or {})})
+    return train_stats(model_file)['final_valid_report']
 
 
 def _eval_ppl(teachers, model_file, *extra, env_extra=None):
     root, env, common = teachers
-    out = report(run_parlai(['eval_model', '-t', 'redial_crs', '-mf', model_file, *EVAL, *common, *extra],
-                            env={**env, **(env_extra or {})}))
+    out = eval_report(['-t', 'redial_crs', '-mf', model_file, *EVAL, *common, *extra],
+                      f'{model_file}.eval-{uuid.uuid4().hex[:8]}.json',
+                      env={**env, **(env_extra or {})})
     return out['ppl'], out.get('kd_loss')
 
 
@@ -167,7 +169,7 @@ def test_gpu_multiprocessing_train_runs_nccl_with_the_cpu_patches_inactive(teach
     assert proc.returncode == 0, log[-4000:]
     assert 'Distributed group initialized' in log  # ParlAI's own (NCCL) message ...
     assert 'Distributed group initialized (gloo, CPU)' not in log  # ... not our CPU path's
-    assert report(proc)['kd_loss'] > 0 and (tmp_path / 'student').is_file()
+    assert train_stats(tmp_path / 'student')['final_valid_report']['kd_loss'] > 0
 
 
 @pytest.mark.gpu

@@ -6,12 +6,13 @@ equals the float32 loss within the stated tolerance (half precision rounds the n
 bf16 keeps 8 bits of mantissa, fp16 11).
 """
 import contextlib
+import math
 
 import pytest
 import torch
 
-from tests.conftest import run_parlai
-from tests.student.conftest import TINY_TRANSFORMER, TRUNC, report
+from tests.conftest import run_parlai, train_stats
+from tests.student.conftest import TINY_TRANSFORMER, TRUNC
 from tests.student.test_agent import _fixed_batch, _student
 
 
@@ -91,12 +92,14 @@ def test_gpu_student_trains_under_fp16_with_finite_kd_gate_and_weights(teachers,
 
     root, env, common = teachers
     mf = tmp_path / 'student'
-    trained = report(run_parlai(
-        ['train_model', '-t', 'redial_crs', '-m', 'conkd_student', '--gate', 'soft', '--fp16', 'true',
-         '--dialogue-teacher-file', fp16_dialogue_teacher, '--rec-teacher-file', root / 'rec', '-mf', mf,
-         '-bs', 8, '--max-train-steps', 12, '--skip-generation', 'true', '--validation-max-exs', 16,
-         *TINY_TRANSFORMER, *TRUNC, *common], env=env))
-    assert 'fp16_loss_scalar' in trained, 'ParlAI did not train in fp16'
+    run_parlai(['train_model', '-t', 'redial_crs', '-m', 'conkd_student', '--gate', 'soft', '--fp16', 'true',
+                '--dialogue-teacher-file', fp16_dialogue_teacher, '--rec-teacher-file', root / 'rec', '-mf', mf,
+                '-bs', 8, '--max-train-steps', 12, '--log-every-n-steps', 4, '--skip-generation', 'true',
+                '--validation-max-exs', 16, *TINY_TRANSFORMER, *TRUNC, *common], env=env)
+    stats = train_stats(mf)
+    assert any('fp16_loss_scalar' in r for r in stats['train_reports']), 'ParlAI did not train in fp16'
+    assert all(math.isfinite(r['kd_loss']) and r['kd_loss'] > 0 for r in stats['train_reports'])
+    trained = stats['final_valid_report']
     for metric in ('loss', 'kd_loss', 'kd_gate', 'ppl'):
         assert torch.isfinite(torch.tensor(float(trained[metric]))), (metric, trained[metric])
     assert trained['kd_loss'] > 0 and 0 < trained['kd_gate'] <= 1
