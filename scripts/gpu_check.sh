@@ -15,8 +15,11 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CARRY="${CONKD_GPU_CARRY:-$ROOT/.gpu-carry}"
+# the interpreter: $CONKD_PYTHON, else $CONKD_VENV's or ./.venv's (scripts/setup.sh), else python3
+# (on the GPU machine: the image's, which holds torch with CUDA)
 if [ -n "${CONKD_PYTHON:-}" ]; then PY="$CONKD_PYTHON"
 elif [ -n "${CONKD_VENV:-}" ]; then PY="$CONKD_VENV/bin/python"
+elif [ -x "$ROOT/.venv/bin/python" ]; then PY="$ROOT/.venv/bin/python"
 else PY=python3; fi
 log() { printf '[gpu_check] %s\n' "$*" >&2; }
 
