@@ -1,13 +1,20 @@
 """``--hf-model-path``: a local directory, or a hub name (issue #17). No test here touches the network:
 every hub look-up runs with the offline switch on, against an empty or a pre-filled local cache."""
+import hashlib
+import http.server
+import json
 import os
 import shutil
+import subprocess
+import sys
+import threading
+import urllib.parse
 
 import pytest
 
 from parlai_conkd.agents.conkd_dialogue_teacher import hf_model
 from parlai_conkd.agents.conkd_dialogue_teacher.hf_model import HFModelPathError, resolve_hf_model_path
-from tests.conftest import run_parlai
+from tests.conftest import eval_report, run_parlai
 
 COMMIT = '0123456789abcdef0123456789abcdef01234567'
 
@@ -106,3 +113,105 @@ def test_train_model_with_an_uncached_hub_name_offline_stops_at_once_with_the_ad
     assert 'HFModelPathError: --hf-model-path microsoft/DialoGPT-small: ' in proc.stderr
     assert 'Pass a local directory instead: --hf-model-path /path/to/model' in proc.stderr
     assert not os.path.exists(tmp_path / 'model')
+
+
+# --------------------------------------------------------------------------- online: a hub on 127.0.0.1
+class _FakeHub(http.server.BaseHTTPRequestHandler):
+    """The three hub routes ``snapshot_download`` uses: revision info, the file tree, file resolution."""
+
+    repo, commit, files, seen = 'someorg/tiny-gpt2', 'a' * 40, {}, []
+
+    def log_message(self, *args):
+        pass
+
+    def _reply(self, code, body=b'', headers=()):
+        self.send_response(code)
+        for key, value in headers:
+            self.send_header(key, value)
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        if self.command != 'HEAD':
+            self.wfile.write(body)
+
+    def do_GET(self):
+        path = urllib.parse.urlparse(self.path).path
+        self.seen.append((self.command, path))
+        as_json = [('Content-Type', 'application/json')]
+        if path in (f'/api/models/{self.repo}/revision/main', f'/api/models/{self.repo}/revision/{self.commit}'):
+            info = {'id': self.repo, 'sha': self.commit, 'siblings': [{'rfilename': f} for f in self.files]}
+            return self._reply(200, json.dumps(info).encode(), as_json)
+        if path.startswith(f'/api/models/{self.repo}/tree/'):
+            tree = [{'type': 'file', 'path': name, 'size': len(data), 'oid': hashlib.sha1(data).hexdigest()}
+                    for name, data in self.files.items()]
+            return self._reply(200, json.dumps(tree).encode(), as_json)
+        prefix = f'/{self.repo}/resolve/'
+        if path.startswith(prefix) and path[len(prefix):].split('/', 1)[1] in self.files:
+            data = self.files[path[len(prefix):].split('/', 1)[1]]
+            return self._reply(200, data, [('X-Repo-Commit', self.commit), ('ETag', f'"{hashlib.sha1(data).hexdigest()}"')])
+        return self._reply(404, b'{}', [('X-Error-Code', 'EntryNotFound')])
+
+    do_HEAD = do_GET
+
+
+@pytest.fixture
+def local_hub(tiny_gpt2_dir):
+    files = {name: open(os.path.join(tiny_gpt2_dir, name), 'rb').read() for name in os.listdir(tiny_gpt2_dir)
+             if os.path.isfile(os.path.join(tiny_gpt2_dir, name))}
+    files['tf_model.h5'] = b'TensorFlow weights: never fetched'
+    handler = type('Hub', (_FakeHub,), {'files': files, 'seen': []})
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f'http://127.0.0.1:{server.server_address[1]}', handler
+    server.shutdown()
+
+
+def test_online_a_hub_name_is_fetched_into_the_cache_then_builds_the_agent_offline(
+        tmp_path, local_hub, hub_cache, tiny_catalog_file, make_dialogue_agent):
+    """Online (the hub served from 127.0.0.1; huggingface_hub reads its endpoint at import, hence a
+    fresh interpreter) the name is fetched into the cache; offline the agent is then built from it."""
+    from huggingface_hub import constants
+
+    endpoint, hub = local_hub
+    code = ('from parlai_conkd.agents.conkd_dialogue_teacher.hf_model import resolve_hf_model_path; '
+            'print(resolve_hf_model_path("someorg/tiny-gpt2"))')
+    env = {**os.environ, 'HF_ENDPOINT': endpoint, 'HF_HUB_CACHE': constants.HF_HUB_CACHE, 'HF_HUB_OFFLINE': '0',
+           'HF_HOME': str(tmp_path / 'hf-home'), 'HF_HUB_DISABLE_TELEMETRY': '1'}
+    proc = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    directory = proc.stdout.strip().splitlines()[-1]
+    assert directory.endswith(os.path.join('models--someorg--tiny-gpt2', 'snapshots', _FakeHub.commit))
+    fetched = {path.rsplit('/', 1)[1] for method, path in hub.seen if method == 'GET' and '/resolve/' in path}
+    assert {'config.json', 'model.safetensors', 'vocab.json', 'merges.txt'} <= fetched
+    assert 'tf_model.h5' not in fetched  # only what a PyTorch GPT-2 and its tokenizer need
+    hub.seen.clear()
+    agent = make_dialogue_agent(tiny_catalog_file, tmp_path, backbone='hf', hf_dir='someorg/tiny-gpt2')  # offline
+    assert agent.opt['model_name'] == directory and hub.seen == []
+
+
+@pytest.mark.cli
+@pytest.mark.slow  # two HF command lines: minutes on a busy 2-core machine
+def test_online_a_hub_name_is_fetched_once_and_then_loads_offline(tmp_path, local_hub, shared_redial):
+    """train_model with a hub name on an 'online' machine (the hub served from 127.0.0.1), then
+    eval_model of the saved model offline: the cached snapshot is reused, nothing is fetched again."""
+    endpoint, hub = local_hub
+    cache = tmp_path / 'hf-cache'
+    env = {'HF_ENDPOINT': endpoint, 'HF_HUB_CACHE': str(cache), 'HF_HOME': str(tmp_path / 'hf-home'),
+           'HF_HUB_OFFLINE': '0', 'HF_HUB_DISABLE_TELEMETRY': '1', 'CONKD_REDIAL_PATH': str(shared_redial),
+           'OMP_NUM_THREADS': '1'}
+    common = ['-t', 'redial_crs', '-dp', tmp_path / 'data', '--redial-max-dialogues', 3,
+              '--truncate', 64, '--text-truncate', 48, '--label-truncate', 12]
+    run_parlai(['train_model', '-m', 'conkd_dialogue_teacher', '--backbone', 'hf', '--hf-model-path',
+                'someorg/tiny-gpt2', '-mf', tmp_path / 'model', '-bs', 4, '--max-train-steps', 2,
+                '--skip-generation', 'true', '-vme', 4, *common], env=env)
+    fetched = {path.rsplit('/', 1)[1] for method, path in hub.seen if method == 'GET' and '/resolve/' in path}
+    assert {'config.json', 'model.safetensors', 'vocab.json', 'merges.txt'} <= fetched
+    assert 'tf_model.h5' not in fetched  # only what a PyTorch GPT-2 and its tokenizer need
+    snapshot = cache / 'models--someorg--tiny-gpt2' / 'snapshots' / _FakeHub.commit
+    assert (snapshot / 'config.json').is_file()
+    with open(tmp_path / 'model.opt', encoding='utf-8') as f:
+        assert json.load(f)['hf_model_path'] == 'someorg/tiny-gpt2'  # the option as given
+    hub.seen.clear()
+    evaluated = eval_report(['-mf', tmp_path / 'model', '--num-examples', 4, '--skip-generation', 'true', *common],
+                            tmp_path / 'eval.json', env={**env, 'HF_HUB_OFFLINE': '1'})
+    assert evaluated['exs'] == 4 and evaluated['ppl'] > 1
+    assert hub.seen == []

@@ -15,6 +15,7 @@ SCRIPT = str(REPO_ROOT / 'scripts' / 'gpu_check.sh')
 
 
 @pytest.mark.cli
+@pytest.mark.timeout(1800)  # 80 s on a quiet 2-core machine; each step's own limit guards against a hang
 def test_cpu_dry_run_goes_through_every_step_and_writes_the_table_and_json(tmp_path):
     redial, meta = shared_redial_or_skip(), shared_meta_or_skip()
     out_dir = tmp_path / 'out'
@@ -23,8 +24,8 @@ def test_cpu_dry_run_goes_through_every_step_and_writes_the_table_and_json(tmp_p
            'CONKD_REDIAL_META_PATH': str(meta), 'OMP_NUM_THREADS': '1', 'OUT': str(out_dir),
            'CONKD_GPU_CARRY': str(tmp_path / 'no-carry')}
     proc = subprocess.run(['bash', SCRIPT, '--device', 'cpu', '--quick', '--workdir', tmp_path / 'work',
-                           '--out', tmp_path / 'gpu_check.json'], capture_output=True, text=True, env=env,
-                          timeout=900, cwd=tmp_path)
+                           '--out', tmp_path / 'gpu_check.json', '--budget-s', '1500'], capture_output=True,
+                          text=True, env=env, timeout=1700, cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads((tmp_path / 'gpu_check.json').read_text())
     steps = result['steps']
