@@ -18,6 +18,10 @@ upstream code works it changes nothing. Nothing here edits site-packages.
 | ``cpu_ddp_device_ids`` | core/torch_generator_agent.py:584, torch_ranker_agent.py:255 | ``device_ids=[-1]`` on CPU |
 | ``cpu_join_device`` | utils/fsdp.py:234, :286 | join device ``-1`` on CPU |
 | ``cpu_world_size_default`` | scripts/multiprocessing_train.py:92 | default world size 0 on CPU |
+| ``gpu_world_size_guard`` | scripts/multiprocessing_train.py:60 | more workers than GPUs: NCCL fails late |
+
+The CPU patches act only where ``cpu_distributed`` says a worker runs on CPU (no CUDA, ``--no-cuda``
+or ``gpu == -1``); on a CUDA machine ParlAI's NCCL code runs unchanged.
 
 ``core/opt.py:18`` imports ``pkg_resources``, which setuptools 81 removed: that one is fixed by
 the pin ``setuptools<81`` in requirements/parlai-runtime.txt; ``quiet_pkg_resources_warning`` (run
@@ -161,7 +165,7 @@ def cpu_distributed_context(module):
 
     @contextlib.contextmanager
     def distributed_context(rank, opt, rank_offset=0, gpu=None, init_method="tcp://localhost:61337"):
-        if _cuda_available() and gpu != -1:
+        if not cpu_distributed(opt, gpu):  # CUDA: ParlAI's own NCCL path, unchanged
             with original(rank, opt, rank_offset, gpu, init_method) as worker_opt:
                 yield worker_opt
             return
@@ -198,6 +202,47 @@ def cpu_distributed_context(module):
 
     distributed_context.__wrapped__ = original
     module.distributed_context = distributed_context
+    return True
+
+
+def cpu_distributed(opt, gpu=None) -> bool:
+    """Whether a distributed worker runs on CPU with gloo (``cpu_distributed_context``): no CUDA, a
+    worker placed on the CPU (``gpu == -1``) or ``--no-cuda``. Otherwise ParlAI's NCCL path runs as
+    upstream wrote it and the CPU patches change nothing (issue #17)."""
+    return not _cuda_available() or gpu == -1 or bool(opt.get('no_cuda'))
+
+
+def check_world_size_fits_gpus(opt) -> None:
+    """On GPUs ParlAI puts worker ``rank`` on GPU ``rank % device_count``: more workers than GPUs
+    would share a GPU, which NCCL does not support; it would only say so once the workers are up, and
+    a worker left waiting for the others can hang the run. Refuse before any worker starts, naming
+    the option and the ways out."""
+    import torch
+
+    workers = int(opt.get('distributed_world_size') or 0)
+    if cpu_distributed(opt):
+        return
+    gpus = torch.cuda.device_count()
+    if workers > gpus:
+        raise ValueError(
+            f'--distributed-world-size {workers}: only {gpus} GPU(s) visible, and multiprocessing_train runs '
+            f'one worker per GPU. Pass --distributed-world-size {gpus} (or fewer), make more GPUs visible '
+            f'(CUDA_VISIBLE_DEVICES), or add --no-cuda to run {workers} workers on CPU (gloo).'
+        )
+
+
+def gpu_world_size_guard(module):
+    """``multiprocessing_train`` with more workers than GPUs fails at once with a clear message
+    (``check_world_size_fits_gpus``) instead of in NCCL after the workers started. Nothing changes
+    on CPU or when the world size fits."""
+    original = module.launch_and_train
+
+    @functools.wraps(original)
+    def launch_and_train(opt, port=None):
+        check_world_size_fits_gpus(opt)
+        return original(opt, port)
+
+    module.launch_and_train = launch_and_train
     return True
 
 
@@ -341,7 +386,7 @@ PATCHES = {
     'parlai.core.torch_generator_agent': (cpu_ddp_device_ids,),
     'parlai.core.torch_ranker_agent': (cpu_ddp_device_ids,),
     'parlai.utils.fsdp': (cpu_join_device,),
-    'parlai.scripts.multiprocessing_train': (cpu_world_size_default,),
+    'parlai.scripts.multiprocessing_train': (cpu_world_size_default, gpu_world_size_guard),
 }
 
 

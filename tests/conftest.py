@@ -56,3 +56,22 @@ def run_parlai(args, cwd=None, env=None, input=None, timeout=300, check=True):
 @pytest.fixture
 def parlai_cli():
     return run_parlai
+
+
+def train_stats(model_file):
+    """``train_model``'s own record of a run (``<model_file>.trainstats``: ``train_reports``,
+    ``final_valid_report``, ``final_test_report``). Unlike the printed reports, which ParlAI renders as
+    tables when pandas is installed (as on the GPU machine), this is JSON everywhere."""
+    import json
+
+    with open(f'{model_file}.trainstats', encoding='utf-8') as f:
+        return json.load(f)
+
+
+def eval_report(args, report_file, **kwargs):
+    """Run ``parlai eval_model`` with ``--report-filename`` and return its report (JSON everywhere)."""
+    import json
+
+    run_parlai(['eval_model', *args, '--report-filename', report_file], **kwargs)
+    with open(report_file, encoding='utf-8') as f:
+        return json.load(f)['report']

@@ -9,7 +9,12 @@ Compares, on the same backbone, data and batches, for each backbone shape in ``-
 
 Two shapes, because the loss's extra work is vocabulary-sized ([B, T, V] per step) while a
 backbone's grows with depth and width: ``small`` (the zoo's size class) is the worst case for the
-ratios, ``medium`` shows the trend.
+ratios, ``medium`` shows the trend. Two more run the HF backbone on a random GPT-2 built locally
+(``random_gpt2.py``, no download): ``dialogpt-small`` (DialoGPT-small's shape and vocabulary, what
+the GPU check measures) and ``tiny-gpt2`` (its CPU dry run). ``--device cuda --fp16`` measures on a
+GPU in half precision (CUDA is synchronised around every timed call); with ``--item-decoding-ratio``
+it also times the student's item-aware decoding (``--item-decoding class``) against plain greedy
+(``--item-decoding token``) when the agent has that option.
 
 Timings interleave the configurations round-robin in a shuffled order (so machine noise and
 order effects hit all of them alike) and report medians; run it on a quiet machine, a loaded
@@ -40,6 +45,40 @@ SHAPES = {
     'small': ['--n-layers', '2', '--n-heads', '2', '--embedding-size', '128', '--ffn-size', '256', *TRUNCATION],
     'medium': ['--n-layers', '4', '--n-heads', '4', '--embedding-size', '256', '--ffn-size', '1024', *TRUNCATION],
 }
+#: HF backbones on a random GPT-2 made by random_gpt2.py: shape name -> (its random_gpt2 shape, truncation)
+HF_SHAPES = {
+    'dialogpt-small': ('dialogpt-small', ['--truncate', '256', '--text-truncate', '192', '--label-truncate', '64']),
+    'tiny-gpt2': ('tiny', ['--truncate', '64', '--text-truncate', '48', '--label-truncate', '16']),
+}
+
+
+def shape_args(name, workdir):
+    """The backbone arguments of shape ``name`` (an HF shape's random model is made in ``workdir``)."""
+    if name in SHAPES:
+        return SHAPES[name]
+    from random_gpt2 import make_random_gpt2
+
+    model_shape, truncation = HF_SHAPES[name]
+    directory = make_random_gpt2(os.path.join(workdir, f'random-{model_shape}'), model_shape)
+    return ['--backbone', 'hf', '--hf-model-path', directory, '--dropout', '0', *truncation]
+
+
+def device_args(device, fp16):
+    """Arguments that put every model (teachers included) on ``device``, in fp16 when asked."""
+    return (['--no-cuda'] if device == 'cpu' else []) + (['--fp16', 'true'] if fp16 else [])
+
+
+def sync(agent=None):
+    """Wait for queued CUDA work, so that a timer reads the work's end (no-op on CPU)."""
+    import torch
+
+    if torch.cuda.is_available() and (agent is None or agent.use_cuda):
+        torch.cuda.synchronize()
+
+
+def to_device(agent, batch):
+    """``batchify`` makes CPU tensors; ParlAI's ``batch_act`` moves them to the agent's GPU, as here."""
+    return batch.to(0 if agent.opt['gpu'] == -1 else agent.opt['gpu']) if agent.use_cuda else batch
 
 
 def _parlai(args, env):
@@ -60,14 +99,14 @@ def build_teachers(workdir, data_args, shape, env):
     return rec, dial
 
 
-def make_agent(workdir, data_args, shape, gate, rec, dial, batchsize, cache=None):
+def make_agent(workdir, data_args, shape, gate, rec, dial, batchsize, cache=None, extra=()):
     from parlai.core.agents import create_agent
     from parlai.core.params import ParlaiParser
 
     args = ['-t', 'redial_crs', '-m', 'conkd_student', '--gate', gate, '-dt', 'train:ordered',
             '-bs', batchsize, '--dialogue-teacher-file', dial, '--rec-teacher-file', rec,
             '--dict-file', dial + '.dict', '-mf', os.path.join(workdir, f'student-{gate}'),
-            '--optimizer', 'adam', '-lr', '1e-3', *shape, *data_args]
+            '--optimizer', 'adam', '-lr', '1e-3', *shape, *data_args, *extra]
     if cache:
         args += ['--teacher-cache', cache]
     return create_agent(ParlaiParser(True, True).parse_args([str(a) for a in args]))
@@ -86,7 +125,7 @@ def make_batches(agent, data_args, batchsize, count):
         for _ in range(batchsize):
             clone = agent.clone()
             observations.append(clone.observe(teacher.act()))
-        batches.append(agent.batchify(observations))
+        batches.append(to_device(agent, agent.batchify(observations)))
     return batches
 
 
@@ -100,8 +139,10 @@ def train_step(agent, batch):
 
 
 def time_train_step(agent, batch):
+    sync(agent)
     start = time.perf_counter()
     train_step(agent, batch)
+    sync(agent)
     return time.perf_counter() - start
 
 
@@ -113,8 +154,10 @@ def teacher_forward(student, batch):
 
 
 def time_teacher_forward(student, batch):
+    sync(student)
     start = time.perf_counter()
     teacher_forward(student, batch)
+    sync(student)
     return time.perf_counter() - start
 
 
@@ -126,9 +169,11 @@ def time_generation(agent, batch, length=20):
     agent.beam_min_length = length
     agent.model.eval()
     agent._control_local_metrics(disabled=True)
+    sync(agent)
     start = time.perf_counter()
     with torch.no_grad():
         beam_preds_scores, _ = agent._generate(batch, agent.beam_size, length)
+    sync(agent)
     elapsed = time.perf_counter() - start
     agent._control_local_metrics(enabled=True)
     tokens = sum(len(pred) for pred, _score, *_ in beam_preds_scores)
@@ -145,8 +190,8 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def peak_rss_child(conn, workdir, data_args, shape, gate, rec, dial, batchsize, cache, steps):
-    agent = make_agent(workdir, data_args, shape, gate, rec, dial, batchsize, cache)
+def peak_rss_child(conn, workdir, data_args, shape, gate, rec, dial, batchsize, cache, steps, extra=()):
+    agent = make_agent(workdir, data_args, shape, gate, rec, dial, batchsize, cache, extra)
     batches = make_batches(agent, data_args, batchsize, steps)
     before = peak_rss_mb()
     for batch in batches:
@@ -165,27 +210,39 @@ def measure_peak_rss(*args):
     return value
 
 
-def benchmark_shape(name, shape, workdir, data_args, args, env):
-    """Every measurement for one backbone shape; returns its JSON record."""
+def item_decoding_modes(agent):
+    """``('class', 'token')`` when the agent has ``--item-decoding`` (item-aware vs plain greedy
+    decoding), else None: the option is newer than this benchmark, which runs with and without it."""
+    return ('class', 'token') if 'item_decoding' in agent.opt else None
+
+
+def benchmark_shape(name, shape, workdir, data_args, args, env, extra=()):
+    """Every measurement for one backbone shape; returns its JSON record. ``extra``: device/precision
+    arguments given to every model (teachers included)."""
     import torch
     from tqdm import tqdm
 
     os.makedirs(workdir, exist_ok=True)
     print(f'[bench] {name}: building throwaway teachers in {workdir}', flush=True)
-    rec, dial = build_teachers(workdir, data_args, shape, env)
+    rec, dial = build_teachers(workdir, data_args, [*shape, *extra], env)
     cache = os.path.join(workdir, 'teacher.cache')
     if os.path.exists(cache):
         os.unlink(cache)
     agents = {
-        'nll': make_agent(workdir, data_args, shape, 'none', rec, dial, args.batchsize),
-        'live': make_agent(workdir, data_args, shape, 'soft', rec, dial, args.batchsize),
-        'live_hard': make_agent(workdir, data_args, shape, 'hard', rec, dial, args.batchsize),
-        'cached': make_agent(workdir, data_args, shape, 'soft', rec, dial, args.batchsize, cache),
+        'nll': make_agent(workdir, data_args, shape, 'none', rec, dial, args.batchsize, extra=extra),
+        'live': make_agent(workdir, data_args, shape, 'soft', rec, dial, args.batchsize, extra=extra),
+        'live_hard': make_agent(workdir, data_args, shape, 'hard', rec, dial, args.batchsize, extra=extra),
+        'cached': make_agent(workdir, data_args, shape, 'soft', rec, dial, args.batchsize, cache, extra=extra),
     }
+    modes = item_decoding_modes(agents['live']) if args.item_decoding_ratio else None
+    if modes:  # the same student network decoding both ways (no teachers needed: gate none)
+        for mode in modes:
+            agents[f'decode_{mode}'] = make_agent(workdir, data_args, shape, 'none', rec, dial, args.batchsize,
+                                                  extra=[*extra, '--item-decoding', mode])
     batches = make_batches(agents['nll'], data_args, args.batchsize, args.batches)
     order = random.Random(0)
     # inference first, on the freshly built agents (same architecture: the cost should match)
-    gen = {'nll': [], 'live': []}
+    gen = {'nll': [], 'live': [], **{f'decode_{mode}': [] for mode in modes or ()}}
     for agent_name in gen:  # untimed warm-up: first calls pay one-off allocations
         time_generation(agents[agent_name], batches[0])
     for _ in tqdm(range(args.rounds * 2), desc=f'{name}: generation (round-robin)'):
@@ -195,6 +252,8 @@ def benchmark_shape(name, shape, workdir, data_args, args, env):
             for agent_name in names:
                 elapsed, tokens = time_generation(agents[agent_name], batch)
                 gen[agent_name].append(elapsed / max(tokens, 1))
+    for mode in modes or ():
+        del agents[f'decode_{mode}']  # training below times the four training configurations only
     for batch in batches:  # fill the cache (and warm every configuration up) once, untimed
         for agent in agents.values():
             train_step(agent, batch)
@@ -210,15 +269,22 @@ def benchmark_shape(name, shape, workdir, data_args, args, env):
     step_ms = {k: 1000 * statistics.median(v) for k, v in times.items()}
     ms_per_token = {k: 1000 * statistics.median(v) for k, v in gen.items()}
     parameters = sum(p.numel() for p in agents['nll'].model.parameters())
+    device = str(next(agents['nll'].model.parameters()).device)
     del agents
-    print(f'[bench] {name}: peak RSS, one process per configuration', flush=True)
     rss = {}
-    for label, gate in (('nll', 'none'), ('live', 'soft'), ('cached', 'soft')):
-        built, trained = measure_peak_rss(workdir, data_args, shape, gate, rec, dial, args.batchsize,
-                                          cache if label == 'cached' else None, 2)
-        rss[label] = {'after_build': built, 'after_training_steps': trained}
+    if not args.skip_rss:
+        print(f'[bench] {name}: peak RSS, one process per configuration', flush=True)
+        for label, gate in (('nll', 'none'), ('live', 'soft'), ('cached', 'soft')):
+            built, trained = measure_peak_rss(workdir, data_args, shape, gate, rec, dial, args.batchsize,
+                                              cache if label == 'cached' else None, 2, extra)
+            rss[label] = {'after_build': built, 'after_training_steps': trained}
+    # the random model's directory is this run's own: shown as what it is
+    shown = [f'<random {name} GPT-2>' if os.path.isabs(a) else a for a in shape]
+    backbone = ' '.join(shown) if '--backbone' in shape else 'transformer ' + ' '.join(shown)
     return {
-        'backbone': 'transformer ' + ' '.join(shape),
+        'backbone': backbone,
+        'device': device,
+        'fp16': '--fp16' in extra,
         'parameters': parameters,
         'train_step_ms_median': step_ms,
         'ratio_live_over_nll': step_ms['live'] / step_ms['nll'],
@@ -231,76 +297,114 @@ def benchmark_shape(name, shape, workdir, data_args, args, env):
         'share_distillation_work_hard': (step_ms['live_hard'] - step_ms['nll'] - step_ms['teacher_forward']) / step_ms['nll'],
         'generation_ms_per_token': ms_per_token,
         'ratio_inference_student_over_nll': ms_per_token['live'] / ms_per_token['nll'],
+        'ratio_item_decoding_over_greedy': (ms_per_token['decode_class'] / ms_per_token['decode_token']
+                                            if modes else None),
+        'item_decoding': 'class / token' if modes else (
+            'not measured: this version has no --item-decoding option' if args.item_decoding_ratio else 'not asked'),
         'peak_rss_mb': rss,
         'torch_threads': torch.get_num_threads(),
     }
 
 
+def targets_for(result):
+    """The issue's targets: CPU ones (#16) for a CPU run, GPU ones (#17) for a GPU run."""
+    return GPU_TARGETS if result.get('device', 'cpu').startswith('cuda') else TARGETS
+
+
 def print_table(name, result):
     step_ms, ms_per_token, rss = result['train_step_ms_median'], result['generation_ms_per_token'], result['peak_rss_mb']
+    targets = targets_for(result)
     rows = [
-        ('train step, live teachers, soft gate / NLL-only', result['ratio_live_over_nll'], TARGETS['live'],
-         f"{step_ms['live']:.0f} / {step_ms['nll']:.0f} ms"),
-        ('train step, live teachers, hard gate / NLL-only', result['ratio_live_hard_over_nll'], TARGETS['live'],
-         f"{step_ms['live_hard']:.0f} / {step_ms['nll']:.0f} ms"),
-        ('train step, teacher cache (soft) / NLL-only', result['ratio_cached_over_nll'], TARGETS['cached'],
-         f"{step_ms['cached']:.0f} / {step_ms['nll']:.0f} ms"),
+        ('train step, live teachers, soft gate / NLL-only', result['ratio_live_over_nll'], targets['live'],
+         f"{step_ms['live']:.1f} / {step_ms['nll']:.1f} ms"),
+        ('train step, live teachers, hard gate / NLL-only', result['ratio_live_hard_over_nll'], targets['live'],
+         f"{step_ms['live_hard']:.1f} / {step_ms['nll']:.1f} ms"),
+        ('train step, teacher cache (soft) / NLL-only', result['ratio_cached_over_nll'], targets['cached'],
+         f"{step_ms['cached']:.1f} / {step_ms['nll']:.1f} ms"),
         ('generation ms/token, student / NLL-only model', result['ratio_inference_student_over_nll'],
-         TARGETS['inference'], f"{ms_per_token['live']:.2f} / {ms_per_token['nll']:.2f} ms"),
+         targets['inference'], f"{ms_per_token['live']:.3f} / {ms_per_token['nll']:.3f} ms"),
         ('  of which: the teachers\' forward alone / NLL-only', result['share_teacher_forward'], '-',
-         f"{step_ms['teacher_forward']:.0f} / {step_ms['nll']:.0f} ms"),
+         f"{step_ms['teacher_forward']:.1f} / {step_ms['nll']:.1f} ms"),
         ('  of which: distillation work, soft / hard gate', result['share_distillation_work_soft'], '-',
          f"hard: {result['share_distillation_work_hard']:.2f}"),
     ]
-    print(f"\n{name}: {result['backbone']} ({result['parameters'] / 1e6:.1f}M parameters)")
+    if result.get('ratio_item_decoding_over_greedy') is not None:
+        rows.append(('generation ms/token, item-aware / plain greedy decoding', result['ratio_item_decoding_over_greedy'],
+                     '-', f"{ms_per_token['decode_class']:.3f} / {ms_per_token['decode_token']:.3f} ms"))
+    precision = ', fp16' if result.get('fp16') else ''
+    print(f"\n{name}: {result['backbone']} ({result['parameters'] / 1e6:.1f}M parameters, "
+          f"{result.get('device', 'cpu')}{precision})")
     print('| measurement | ratio | target | raw |\n|---|---|---|---|')
     for label, ratio, target, raw in rows:
         bound = f'<= {target}' if target != '-' else ''
         print(f'| {label} | {ratio:.2f} | {bound} | {raw} |')
-    peaks = ' / '.join(f"{rss[k]['after_training_steps']:.0f}" for k in ('nll', 'live', 'cached'))
-    print(f'| peak RSS (MB): NLL-only / live / cached | | | {peaks} |')
+    if rss:
+        peaks = ' / '.join(f"{rss[k]['after_training_steps']:.0f}" for k in ('nll', 'live', 'cached'))
+        print(f'| peak RSS (MB): NLL-only / live / cached | | | {peaks} |')
 
 
+#: targets of the CPU benchmark (issue #16) and of the GPU check (issue #17)
 TARGETS = {'live': 1.35, 'cached': 1.10, 'inference': 1.02}
+GPU_TARGETS = {'live': 1.25, 'cached': 1.02, 'inference': 1.02}
 
 
-def main():
+def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--redial-path', default=os.environ.get('CONKD_REDIAL_PATH'))
     parser.add_argument('--redial-meta-path', default=os.environ.get('CONKD_REDIAL_META_PATH'))
     parser.add_argument('--workdir', default=None, help='reuse teachers built here (default: a temp dir)')
-    parser.add_argument('--shapes', default=','.join(SHAPES), help=f'backbones to measure, from {list(SHAPES)}')
+    parser.add_argument('--shapes', default=','.join(SHAPES),
+                        help=f'backbones to measure, from {list(SHAPES) + list(HF_SHAPES)}')
     parser.add_argument('--batchsize', type=int, default=32)
     parser.add_argument('--batches', type=int, default=4)
     parser.add_argument('--rounds', type=int, default=3, help='round-robin passes over the batches')
+    parser.add_argument('--max-dialogues', type=int, default=200, help='ReDial dialogues the batches come from')
+    parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda', 'auto'),
+                        help='where every model runs (auto: cuda when available)')
+    parser.add_argument('--fp16', action='store_true', help='train and run every model with --fp16 true')
+    parser.add_argument('--skip-rss', action='store_true', help='leave out the peak-RSS processes')
+    parser.add_argument('--item-decoding-ratio', action='store_true',
+                        help='also time item-aware against plain greedy decoding (when --item-decoding exists)')
     parser.add_argument('--out', default=os.path.join(os.path.dirname(__file__), 'results', 'student_benchmark.json'))
-    args = parser.parse_args()
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     if not args.redial_path:
         sys.exit('pass --redial-path (or set CONKD_REDIAL_PATH) to a ReDial directory')
     shapes = [name.strip() for name in args.shapes.split(',') if name.strip()]
-    unknown = [name for name in shapes if name not in SHAPES]
+    unknown = [name for name in shapes if name not in SHAPES and name not in HF_SHAPES]
     if unknown:
-        sys.exit(f'--shapes: unknown {unknown}; choose from {list(SHAPES)}')
+        sys.exit(f'--shapes: unknown {unknown}; choose from {list(SHAPES) + list(HF_SHAPES)}')
 
     import torch
 
+    device = ('cuda' if torch.cuda.is_available() else 'cpu') if args.device == 'auto' else args.device
+    if device == 'cuda' and not torch.cuda.is_available():
+        sys.exit('--device cuda: no CUDA device is visible')
+    extra = device_args(device, args.fp16)
     workdir = args.workdir or tempfile.mkdtemp(prefix='conkd-bench-')
     data_args = ['-dp', os.path.join(workdir, 'data'), '--redial-path', args.redial_path,
-                 '--redial-max-dialogues', 200]
+                 '--redial-max-dialogues', args.max_dialogues]
     if args.redial_meta_path:
         data_args += ['--redial-meta-path', args.redial_meta_path]
     env = dict(os.environ)
-    results = {name: benchmark_shape(name, SHAPES[name], os.path.join(workdir, name), data_args, args, env)
-               for name in shapes}
+    results = {}
+    for name in shapes:
+        shape_dir = os.path.join(workdir, name)
+        results[name] = benchmark_shape(name, shape_args(name, shape_dir), shape_dir, data_args, args, env, extra)
+    gpu = f', {torch.cuda.get_device_name()}' if device == 'cuda' else ''
     result = {
-        'hardware': f'{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores, '
+        'hardware': f'{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores{gpu}, '
                     f'torch {torch.__version__}, {torch.get_num_threads()} threads',
         'allocator': {key: os.environ[key] for key in sorted(os.environ) if key.startswith('MALLOC_')
                       or key == 'LD_PRELOAD'} or 'glibc malloc, default settings',
         'setup': {'batchsize': args.batchsize, 'batches': args.batches, 'rounds': args.rounds,
-                  'gates': 'soft (live, cached), hard (live)', 'data': args.redial_path},
+                  'gates': 'soft (live, cached), hard (live)', 'data': args.redial_path,
+                  'dialogues': args.max_dialogues, 'device': device, 'fp16': args.fp16},
         'shapes': results,
-        'targets': TARGETS,
+        'targets': GPU_TARGETS if device == 'cuda' else TARGETS,
     }
     for name, shape_result in results.items():
         print_table(name, shape_result)
@@ -310,6 +414,7 @@ def main():
         json.dump(result, f, indent=2)
     os.replace(tmp, args.out)
     print(f'\n[bench] wrote {args.out}')
+    return result
 
 
 if __name__ == '__main__':

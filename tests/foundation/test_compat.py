@@ -178,3 +178,66 @@ def test_stock_multiprocessing_train_on_cpu_with_two_workers(tmp_path):
     assert 'Distributed group initialized (gloo, CPU)' in log
     assert '"total_train_updates"' in log
     assert (tmp_path / 'mp').is_file()
+
+
+# --------------------------------------------------------------------------- CUDA machines (issue #17)
+@pytest.mark.parametrize('cuda, opt, gpu, on_cpu', [
+    (False, {}, None, True),                   # no CUDA: gloo on CPU
+    (True, {}, None, False),                   # CUDA: ParlAI's NCCL path, our patches inactive
+    (True, {}, 0, False),
+    (True, {'no_cuda': True}, None, True),     # --no-cuda on a CUDA machine: CPU workers
+    (True, {}, -1, True),                      # a worker placed on the CPU
+])
+def test_cpu_distributed_only_without_cuda_or_when_asked(monkeypatch, cuda, opt, gpu, on_cpu):
+    monkeypatch.setattr(compat, '_cuda_available', lambda: cuda)
+    assert compat.cpu_distributed(opt, gpu) is on_cpu
+
+
+def test_world_size_default_is_left_to_parlai_on_a_cuda_machine(monkeypatch):
+    import types
+
+    monkeypatch.setattr(compat, '_cuda_available', lambda: True)
+    module = types.SimpleNamespace(setup_args=lambda: 'upstream')
+    assert compat.cpu_world_size_default(module) is False
+    assert module.setup_args() == 'upstream'
+
+
+def test_no_cuda_on_a_cuda_machine_gets_gloo_cpu_workers(monkeypatch, tmp_path):
+    """Before #17 a CUDA machine always took ParlAI's NCCL path, --no-cuda or not."""
+    import parlai.utils.distributed as distributed
+    import torch.distributed as dist
+
+    monkeypatch.setattr(compat, '_cuda_available', lambda: True)
+    opt = {'distributed_world_size': 1, 'verbose': False, 'no_cuda': True}
+    with distributed.distributed_context(0, opt, init_method=f'file://{tmp_path}/init') as worker_opt:
+        assert worker_opt['gpu'] == -1 and dist.get_backend() == 'gloo'
+    compat._release_gloo_groups()
+
+
+@pytest.mark.parametrize('workers, gpus, opt, refused', [
+    (2, 1, {}, True),
+    (1, 1, {}, False),
+    (4, 4, {}, False),
+    (2, 1, {'no_cuda': True}, False),  # CPU workers: any number
+])
+def test_more_workers_than_gpus_is_refused_before_any_worker_starts(monkeypatch, workers, gpus, opt, refused):
+    import types
+
+    import parlai.scripts.multiprocessing_train as mp_train
+
+    assert mp_train.launch_and_train.__wrapped__ is not None  # the guard is installed on the real script
+    monkeypatch.setattr(compat, '_cuda_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: gpus)
+    launched = []
+    script = types.SimpleNamespace(launch_and_train=lambda opt, port=None: launched.append(opt))
+    compat.gpu_world_size_guard(script)
+    opt = {'distributed_world_size': workers, **opt}
+    if refused:
+        with pytest.raises(ValueError) as error:
+            script.launch_and_train(opt)
+        assert str(error.value).startswith(f'--distributed-world-size {workers}: only {gpus} GPU(s) visible')
+        assert f'--distributed-world-size {gpus}' in str(error.value) and '--no-cuda' in str(error.value)
+        assert launched == []
+    else:
+        script.launch_and_train(opt)
+        assert launched == [opt]

@@ -11,8 +11,9 @@ recommendation teacher is trained without the KG (``--use-kg false``) and says s
 
 Recipes: ``default`` (sized for a 2-core CPU: every model trains a fixed number of epochs and
 keeps its best validation checkpoint; ``--seed`` and the thread count are fixed, so two builds give
-the same weights; see the README's "Recipe") and ``tiny`` (40 dialogues, one epoch: tests).
-Choose with ``$CONKD_ZOO_RECIPE``.
+the same weights; see the README's "Recipe"), ``tiny`` (40 dialogues, one epoch: tests) and
+``paper`` (one GPU: DialoGPT-small generators under ``--fp16 true``, meant for the whole official
+ReDial; issue #17). Choose with ``$CONKD_ZOO_RECIPE``.
 """
 import argparse
 import hashlib
@@ -64,6 +65,9 @@ class Recipe:
     threads: int = 2
     #: decoding saved with the generators (chosen on the validation fold, see README)
     decoding: Tuple[str, ...] = ()
+    #: the dialogue teacher's item token embeddings start from the rec teacher's item vectors
+    #: (``--item-embeddings-from``; transformer backbone only)
+    item_embeddings_from_rec_teacher: bool = True
 
 
 #: The seed of every model of the zoo (``--seed``; see parlai_conkd/seeding.py).
@@ -125,6 +129,56 @@ RECIPES: Dict[str, Recipe] = {
 }
 
 
+# ---------------------------------------------------------------------------- paper (issue #17)
+#: the paper's backbone for the dialogue teacher and the students (a hub name: see
+#: parlai_conkd/agents/conkd_dialogue_teacher/hf_model.py; offline, pass a local copy instead)
+PAPER_HF_MODEL = 'microsoft/DialoGPT-small'
+
+
+def _uncapped(args: Sequence[str]) -> Tuple[str, ...]:
+    """``args`` without ``--max-train-time`` (the CPU recipes' cap): the paper recipe runs its epochs."""
+    out, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg == '--max-train-time':
+            skip = True
+        else:
+            out.append(arg)
+    return tuple(out)
+
+
+#: One GPU, DialoGPT-small for the dialogue teacher and both students, ``--fp16 true``. Our choices,
+#: not the paper's (its hyper-parameters were not readable here; see projects/conkd/README.md):
+#: batch 32, AdamW lr 5e-5 with 500 warm-up updates, weight decay 0.01, gradient clip 1.0, context
+#: 256 / response 64 BPE tokens, up to 5 epochs for the dialogue teacher and 3 for each student with
+#: early stopping on validation perplexity (patience: 4 validations, two per epoch).
+_PAPER_GENERATOR = (
+    '--backbone', 'hf', '--hf-model-path', PAPER_HF_MODEL, '--fp16', 'true',
+    '--text-truncate', '256', '--label-truncate', '64', '--truncate', '256',
+    '-bs', '32', '--optimizer', 'adamw', '-lr', '5e-5', '--weight-decay', '0.01',
+    '--warmup-updates', '500', '--gradient-clip', '1.0',
+    '--validation-every-n-epochs', '0.5', '--validation-metric', 'ppl', '--validation-metric-mode', 'min',
+    '--validation-patience', '4', '--skip-generation', 'true',
+)
+
+RECIPES['paper'] = Recipe(
+    name='paper',
+    common=('--seed', str(SEED), '--log-every-n-secs', '60'),
+    # the rec teacher as in the default zoo recipe (same model and arguments), without its time cap
+    rec_teacher=_uncapped(RECIPES['default'].rec_teacher),
+    generator=_PAPER_GENERATOR,
+    dialogue_teacher=(),
+    student=('--kd-weight', '0.5', '--kd-temperature', '1.0'),
+    epochs={'rec_teacher': RECIPES['default'].epochs['rec_teacher'], 'dialogue_teacher': 5, 'soft': 3, 'hard': 3},
+    # not measured: no GPU run of this recipe yet, so the builder announces no duration
+    expected_minutes={},
+    decoding=('--item-decoding', 'class'),
+    # DialoGPT brings its own embeddings; --item-embeddings-from is for the transformer backbone
+    item_embeddings_from_rec_teacher=False,
+)
+
+
 def recipe_name(name: Optional[str] = None) -> str:
     name = name or os.environ.get(ENV_RECIPE) or DEFAULT_RECIPE
     if name not in RECIPES:
@@ -164,8 +218,10 @@ def train_args(
     if missing:
         raise ValueError(f'{model} needs the model files of {missing}')
     if model == 'dialogue_teacher':
+        item_embeddings = (('--item-embeddings-from', teacher_files['rec_teacher'])
+                           if r.item_embeddings_from_rec_teacher else ())
         return ['-t', 'redial_crs', '-m', 'conkd_dialogue_teacher', *base, *r.generator, *r.dialogue_teacher,
-                '--item-embeddings-from', teacher_files['rec_teacher'], *r.decoding]
+                *item_embeddings, *r.decoding]
     if model in ('soft', 'hard'):
         # the student starts from the dialogue teacher's weights (same shape and vocabulary) and
         # is fine-tuned with the gated distillation loss: a useful student in one epoch on a CPU
@@ -195,14 +251,34 @@ def commands(datapath: str = 'data', models_dir: str = 'data/models/conkd', use_
     ]
 
 
+def wrapped(line: str, width: int = 100) -> str:
+    """A shell line broken into continuation lines (``\\``) of at most ``width`` characters where
+    possible, never between an option and its value."""
+    tokens, words = line.split(' '), []
+    for token in tokens:  # an option stays on one line with its value
+        if words and words[-1].startswith('-') and ' ' not in words[-1] and not token.startswith('-'):
+            words[-1] += ' ' + token
+        else:
+            words.append(token)
+    lines, current = [], ''
+    for word in words:
+        if current and len(current) + 1 + len(word) > width - 2:
+            lines.append(current + ' \\')
+            current = '    ' + word
+        else:
+            current = f'{current} {word}' if current else word
+    return '\n'.join(lines + [current])
+
+
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description='Print the ConKD zoo recipe as parlai commands.')
     parser.add_argument('--recipe', default=None, choices=sorted(RECIPES))
     parser.add_argument('--datapath', default='data')
     parser.add_argument('--no-kg', action='store_true', help='the variant used when no movie KG is available')
+    parser.add_argument('--wrap', type=int, default=0, help='break lines at this width (0: one line each)')
     args = parser.parse_args(argv)
     for line in commands(args.datapath, os.path.join(args.datapath, 'models', 'conkd'), not args.no_kg, args.recipe):
-        print(line)
+        print(wrapped(line, args.wrap) if args.wrap else line)
 
 
 if __name__ == '__main__':

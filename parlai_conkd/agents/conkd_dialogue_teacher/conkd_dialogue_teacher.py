@@ -50,6 +50,7 @@ from .dictionary import (
     model_catalog_path,
     resolve_catalog,
 )
+from .hf_model import resolve_hf_model_path
 from .item_search import ItemDecodingSpec, context_items_of, item_aware
 from .response_metrics import DistinctNgramMetric
 
@@ -88,7 +89,9 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
         )
         group.add_argument(
             '--hf-model-path', type=str, default=None,
-            help='Directory with a HF GPT-2-family model and its tokenizer (--backbone hf).',
+            help='A HF GPT-2-family model and its tokenizer (--backbone hf): a local directory, or a '
+            'hub name such as microsoft/DialoGPT-small (fetched once into the HF cache when online; '
+            'offline it must already be cached).',
         )
         group.add_argument(
             '--item-catalog', type=str, default=None,
@@ -160,10 +163,9 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
     def __init__(self, opt, shared=None):
         seed_from_opt(opt, shared)  # before the model is built: its initialisation is seeded too
         if opt.get('backbone') == 'hf':
-            if not opt.get('hf_model_path'):
-                raise CatalogError('--backbone hf needs --hf-model-path DIR (a local HF model)')
-            # what ParlAI's GPT-2 classes read: fixed here, not user options
-            opt['model_name'] = opt['hf_model_path']
+            # what ParlAI's GPT-2 classes read: fixed here, not user options (a hub name becomes
+            # the directory of its cached snapshot; a bad value fails here, naming the option)
+            opt['model_name'] = resolve_hf_model_path(opt.get('hf_model_path'))
             opt['add_special_tokens'] = True
             opt['add_start_token'] = False
             opt.setdefault('gpt2_size', 'small')

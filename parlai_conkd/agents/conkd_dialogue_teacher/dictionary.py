@@ -12,6 +12,8 @@ from parlai.core.dict import DictionaryAgent
 
 from parlai_conkd.items import GEN_TOKEN, REC_TOKEN, CatalogError, ItemCatalog
 
+from .hf_model import resolve_hf_model_path
+
 CATALOG_SUFFIX = '.catalog.json'
 #: Frequency given to item tokens so that sorting the dictionary keeps them in one block, in
 #: catalog order, right after ParlAI's special tokens (whose counts are ~1e9) and never trims them.
@@ -88,12 +90,10 @@ class ConkdDictionaryAgent(DictionaryAgent):
 
 
 def load_hf_tokenizer(path: str):
-    """The tokenizer saved in a local HF model directory (no hub access)."""
+    """The tokenizer of ``--hf-model-path`` (a local directory, or a hub name: see hf_model.py)."""
     from transformers import AutoTokenizer
 
-    if not path or not os.path.isdir(path):
-        raise CatalogError(f'--hf-model-path {path!r}: not a directory holding a HF model')
-    return AutoTokenizer.from_pretrained(path)
+    return AutoTokenizer.from_pretrained(resolve_hf_model_path(path))
 
 
 def _hf_dictionary_class():

@@ -34,6 +34,21 @@ from parlai_conkd.agents.frozen import TeacherError, load_frozen_teacher, resolv
 
 DIALOGUE_TEACHER_MODELS = {'conkd_dialogue_teacher', 'conkd_student'}
 REC_TEACHER_MODELS = {'conkd_rec_teacher'}
+#: ParlAI pads the vocabulary to a multiple of 8 with these tokens under ``--fp16 true``
+#: (``TorchAgent.__init__``), on any device
+FP16_PAD_PREFIX = '__FP16_PAD_'
+
+
+def fp16_padding_hint(teacher_tok2ind, student_tok2ind) -> str:
+    """The fix when two vocabularies differ only by ParlAI's --fp16 padding tokens, else ''."""
+    def unpadded(tok2ind):
+        return {token: index for token, index in tok2ind.items() if not token.startswith(FP16_PAD_PREFIX)}
+
+    if unpadded(teacher_tok2ind) != unpadded(student_tok2ind):
+        return ''
+    padded = 'student' if len(student_tok2ind) > len(teacher_tok2ind) else 'teacher'
+    return (f'they differ only by the padding tokens ParlAI adds under --fp16 true (here to the {padded}\'s): '
+            'train the dialogue teacher and the student both with --fp16 true, or both without')
 
 
 class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
@@ -120,8 +135,9 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
         if self.dialogue_teacher.dict.tok2ind != self.dict.tok2ind:
             raise TeacherError(
                 f'--dialogue-teacher-file {dial_file}: its vocabulary ({len(self.dialogue_teacher.dict)} tokens) '
-                f'differs from the student\'s ({len(self.dict)}); train the student with the teacher\'s '
-                'dictionary (the default when --dict-file is not given)'
+                f'differs from the student\'s ({len(self.dict)}); '
+                + (fp16_padding_hint(self.dialogue_teacher.dict.tok2ind, self.dict.tok2ind)
+                   or 'train the student with the teacher\'s dictionary (the default when --dict-file is not given)')
             )
         temperature = self.opt.get('rec_temperature')
         self.rec_teacher, rec_file = load_frozen_teacher(
