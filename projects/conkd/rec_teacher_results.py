@@ -38,7 +38,7 @@ VARIANTS = {
     '+seeker mentions': ['-m', 'conkd_rec_teacher', '--item-bias-init', 'zero',
                          '--redial-rec-seeker-mentions', 'true'],
     '+popularity prior (zoo)': ['-m', 'conkd_rec_teacher', '--redial-rec-seeker-mentions', 'true'],
-    'zoo, 128-d': ['-m', 'conkd_rec_teacher', '--redial-rec-seeker-mentions', 'true', '--rec-dim', '128'],
+    'zoo 128-d': ['-m', 'conkd_rec_teacher', '--redial-rec-seeker-mentions', 'true', '--rec-dim', '128'],
     'zoo without KG': ['-m', 'conkd_rec_teacher', '--redial-rec-seeker-mentions', 'true', '--use-kg', 'false'],
 }
 #: what every R-GCN variant shares (the zoo recipe's rec teacher arguments)
@@ -129,6 +129,8 @@ def main():
         'variants': previous,
     }
     for name in args.variants.split(','):
+        if name not in VARIANTS:
+            raise SystemExit(f'--variants: unknown variant {name!r}; choose from {list(VARIANTS)}')
         entry = {'seeds': {}}
         for seed in seeds:
             model_file = out_dir / name.replace(' ', '_').replace('+', 'plus_').replace(',', '') / f'seed{seed}' / 'model'
@@ -149,6 +151,8 @@ def main():
             print(f'{name} seed {seed}: {seconds:.0f}s; test {run_entry["test"]}', flush=True)
         entry['summary'] = summarise(entry)
         results['variants'][name] = entry
+        if args.json:  # after every variant: an interrupted run keeps what it finished
+            write_json(args.json, results)
 
     print('\n| variant | valid R@10 | valid NLL | test R@1 | test R@10 | test R@50 | test NLL | T |')
     print('|---|---|---|---|---|---|---|---|')
@@ -158,12 +162,16 @@ def main():
               f'{cell(s, "test/new_recall@1")} | {cell(s, "test/new_recall@10")} | '
               f'{cell(s, "test/new_recall@50")} | {cell(s, "test/gold_nll", 2)} | {cell(s, "temperature", 2)} |')
     if args.json:
-        path = Path(args.json)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix('.tmp')
-        tmp.write_text(json.dumps(results, indent=2))
-        os.replace(tmp, path)
-        print(f'wrote {path}')
+        write_json(args.json, results)
+        print(f'wrote {args.json}')
+
+
+def write_json(path, payload):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix('.tmp')
+    tmp.write_text(json.dumps(payload, indent=2))
+    os.replace(tmp, path)
 
 
 if __name__ == '__main__':
