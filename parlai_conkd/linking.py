@@ -82,6 +82,9 @@ saw say see seen she should show since so some something sometimes soon still su
 than thank thanks that thats the their them then there these they thing things think this those
 though through time to too two up us very want wanted was watch watched way we well went were
 what when where which while who why will with without would yeah yes yet you your yours
+action adventure animated awesome bye comedy cool drama favorite hello help hey hi horror kids
+recommend recommendation recommendations romance romantic scary sounds suggestion suggestions
+thriller thrillers watching wow
 '''.split())
 
 
