@@ -65,20 +65,29 @@ def test_the_panel_follows_the_conversation(tiny_zoo, small_rec_teacher, fresh_d
         assert 0 < sum(i['score'] for i in ranking['rec_teacher']) <= 1
 
 
-def test_ids_and_titles_reach_the_history_and_the_teacher(tiny_zoo, fresh_datapath, tmp_path):
-    """@id (ReDial's syntax) and typed titles are linked and stay in the history: the second
-    message names nothing, and the teacher still reads the items of the first."""
+def test_a_transcript_ids_titles_history_blank_lines_long_input_and_done(tiny_zoo, fresh_datapath, tmp_path):
+    """@id (ReDial's syntax) and typed titles are linked and stay in the history (the second
+    message names nothing and the teacher still reads the first one's items); a blank line is the
+    silence token; truncation is said once per conversation; [DONE] starts a new one."""
     _, env = tiny_zoo
     log = tmp_path / 'chat.jsonl'
+    long = 'so ' * 5000
     proc = chat(fresh_datapath, env, ['I loved @202190 and "get out", also meet the parents (2000)',
-                                      'anything else?'], '--show-recs', '3', outfile=log)
-    assert 'understood: The Shining (1980) (@202190), Get Out (2017), Meet the Parents (2000)' in proc.stdout
-    first, second = model_turns(log)[0][:2]
-    for turn in (first, second):
+                                      'anything else?', '', long, long, '[DONE]', long, '[EXIT]'],
+                '--show-recs', '3', outfile=log)
+    out = proc.stdout
+    assert 'understood: The Shining (1980) (@202190), Get Out (2017), Meet the Parents (2000)' in out
+    first, second = model_turns(log)
+    assert len(first) == 5 and len(second) == 1 and out.count('[ConkdStudent]:') == 6
+    for turn in first[:3]:
         read = [(i['movie_id'], i['title']) for i in turn['item_rankings']['rec_teacher_read']['items']]
         assert read[:3] == [('202190', 'The Shining'), ('184418', 'Get Out'), ('170722', 'Meet the Parents')]
         assert isinstance(turn['recommendations'], list)
-    assert '__item_' not in proc.stdout.split('Enter Your Message:', 1)[1]
+    assert second[0]['item_rankings']['rec_teacher_read']['items'] == []
+    note = 'this conversation is now longer than the model reads'
+    assert [note in turn['text'] for turn in first] == [False, False, False, True, False]
+    assert note in second[0]['text'] and out.count(note) == 2
+    assert '__item_' not in out.split('Enter Your Message:', 1)[1]
 
 
 def test_zoo_model_chats_without_redial_data(tiny_zoo, fresh_datapath):
@@ -91,18 +100,6 @@ def test_zoo_model_chats_without_redial_data(tiny_zoo, fresh_datapath):
     assert re.search(r'genre: [a-z]', proc.stdout), proc.stdout[-3000:]
     assert 'gate per token' in proc.stdout or 'no generated tokens to show a gate for' in proc.stdout
     assert sorted(p.name for p in fresh_datapath.iterdir()) == ['models']  # no redial_crs/, no downloads/
-
-
-def test_blank_lines_long_input_and_done(tiny_zoo, fresh_datapath):
-    """A blank line is the silence token; truncation is said once per conversation; [DONE] starts
-    a new conversation, [EXIT] quits."""
-    _, env = tiny_zoo
-    long = 'so ' * 5000
-    proc = chat(fresh_datapath, env, ['', long, long, '[DONE]', long, '[EXIT]'])
-    out = proc.stdout
-    assert out.count('[ConkdStudent]:') == 4
-    assert out.count('this conversation is now longer than the model reads') == 2
-    assert out.count('CHAT DONE') >= 1
 
 
 def _free_port():
@@ -144,3 +141,24 @@ def test_interactive_web_follows_the_conversation_the_same_way(tiny_zoo, fresh_d
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_the_readme_python_example_runs_as_written(tiny_zoo, fresh_datapath, tmp_path):
+    """projects/conkd/README.md's create_agent_from_model_file example, unchanged, with `data`
+    being the tiny zoo's datapath."""
+    import os
+    import sys
+    from pathlib import Path
+
+    _, env = tiny_zoo
+    readme = (Path(__file__).resolve().parents[2] / 'projects' / 'conkd' / 'README.md').read_text()
+    code = re.search(r'```python\n(from parlai\.core\.agents import create_agent_from_model_file\n.*?)```',
+                     readme, re.S).group(1)
+    os.symlink(fresh_datapath, tmp_path / 'data')
+    proc = subprocess.run([sys.executable, '-c', code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.splitlines()
+    assert 'understood: The Shining (1980)' in lines
+    ranked = [line for line in lines if re.fullmatch(r'\d+ .+ (\d{4}|None) \d+\.\d\d%', line)]
+    assert len(ranked) >= 5  # at least the teacher's top 5 (and any film the reply names)
