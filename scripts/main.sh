@@ -36,5 +36,5 @@ printf '%s\n' \
     "I have seen that one. Something more recent maybe?" \
     "Thanks, I will check it out!" \
   | parlai interactive -mf zoo:conkd/soft -dp "$DATA" --show-recs 5 --show-gates true 2>/dev/null \
-  | grep -v -E "^Enter Your Message| INFO  |^Enter \[DONE\]" || true
+  | sed "s/^Enter Your Message: *//" | grep -v -E "^$| INFO  |^Enter \[DONE\]" || true
 echo "[main] done in $(( $(date +%s) - start ))s; report: $RUN_DIR/eval_soft.json"
