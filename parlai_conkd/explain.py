@@ -429,7 +429,9 @@ class InteractiveExplainMixin:
 
         interactive = self._in_interactive()
         if interactive:
-            if not hasattr(self, '_truncation_said'):
+            if getattr(self, 'observation', None) is None:
+                # the first message, or the first after an episode_done one (ParlAI then cleared
+                # the history and its last observation)
                 self._new_conversation()
             self._understood = self._explanation = None
         if interactive and 'text' in observation:
@@ -476,8 +478,6 @@ class InteractiveExplainMixin:
             self_message = Message(self_message)
             self_message.force_set('text', self._history_form(self_message['text']))
         super().self_observe(self_message)
-        if self._in_interactive() and getattr(self, 'observation', None) is None:
-            self._new_conversation()  # an episode_done message ended the conversation
 
     def _history_form(self, text: str) -> str:
         """The reply as the model's history holds it: its items as item tokens, not titles."""

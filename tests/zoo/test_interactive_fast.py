@@ -147,10 +147,12 @@ def test_blank_and_long_messages_and_a_new_conversation(tmp_path):
     assert agent.history.get_history_str() is None or agent.history.get_history_str() == ''
     agent.observe({'text': 'so ' * 3000, 'episode_done': False})
     assert note in agent.act()['text']
-    agent.observe({'text': 'so ' * 3000, 'episode_done': True})  # a program ending the episode
-    agent.act()
+    agent.observe({'text': 'so ' * 3000 + ' The Matrix (1999)', 'episode_done': True})  # a program ending it
+    last = agent.act()
+    assert 'understood: The Matrix (1999)' in last['text'] and 'recommendations' in last
     agent.observe({'text': 'so ' * 3000, 'episode_done': False})
     assert note in agent.act()['text']
+    assert '__item_111__' not in agent.history.get_history_str()
 
 
 def test_the_explanation_fits_the_interactive_display():
