@@ -327,11 +327,21 @@ class ReplyExplainer:
             kept.append(float(gate))
         return tokens, kept
 
+    def display_catalog(self) -> ItemCatalog:
+        """The catalog items are described from: the model's, or, when that one has no metadata
+        (a model trained without the KG directory), the recommendation teacher's stored one
+        (genre/director/stars; same items, same order: the fingerprints were checked)."""
+        catalog = self.agent.catalog
+        rec = self._teachers.get('rec')
+        if rec is not None and not any(item.metadata for item in catalog):
+            return rec.catalog
+        return catalog
+
     def decorate(self, text: str, max_chars: Optional[int] = None) -> str:
         """The reply text followed by the last explanation (for interactive display)."""
         if self.last is None:
             return text
-        block = self.last.render(self.agent.catalog, self.agent.opt.get('gate', 'soft'),
+        block = self.last.render(self.display_catalog(), self.agent.opt.get('gate', 'soft'),
                                  self.agent.opt.get('hard_gate_threshold', 0.5),
                                  None if max_chars is None else max(max_chars - len(text) - 1, 0))
         return f'{text}\n{block}' if block else text

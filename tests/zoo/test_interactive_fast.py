@@ -181,3 +181,16 @@ def test_nothing_changes_outside_interactive_mode(agent):
     reply = agent.act()
     assert 'top items' not in reply.get('text', '') and empty_reply_text() not in reply.get('text', '')
     assert 'recommendations' not in reply
+
+
+def test_metadata_comes_from_the_rec_teacher_file_when_the_model_has_none():
+    from types import SimpleNamespace
+
+    bare = ItemCatalog([Item(0, '1', 'Heat', 1995)])
+    described = ItemCatalog([Item(0, '1', 'Heat', 1995, metadata={'genre': ['crime']})])
+    explainer = ReplyExplainer(SimpleNamespace(catalog=bare, opt={}), k=1)
+    assert explainer.display_catalog() is bare  # no teacher loaded
+    explainer._teachers['rec'] = SimpleNamespace(catalog=described)
+    assert explainer.display_catalog() is described
+    explainer.agent.catalog = described
+    assert explainer.display_catalog() is described
