@@ -24,6 +24,9 @@ MENTION_RE = re.compile(r'@(\d+)')
 #: An item token in processed text.
 ITEM_TOKEN_RE = re.compile(r'__item_(\d+|unk)__')
 _TITLE_YEAR_RE = re.compile(r'^(.*?)\s*\((\d{4})\)\s*$')
+#: The metadata fields shown to people next to an item (genre / director / stars); models that store
+#: their catalog without the rest (plots are large) keep these.
+DISPLAY_METADATA = ('genre', 'director', 'star')
 
 
 def item_token(movie_id) -> str:

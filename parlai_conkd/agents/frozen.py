@@ -52,6 +52,10 @@ def load_frozen_teacher(opt, option: str, expected_class, expected_models, catal
         'gpu': opt.get('gpu', -1),
         'interactive_mode': False,
         'skip_generation': True,
+        # A frozen teacher is a component, not on a task: its model file's catalog is checked
+        # against ours below, so it must not build (or download) the task data it was trained on
+        # to check it again (issue #14: chatting with a zoo model needs no ReDial data).
+        'task': None,
     }
     for key in ('redial_path', 'redial_meta_path'):
         if opt.get(key):

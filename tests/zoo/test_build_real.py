@@ -64,8 +64,9 @@ def test_interactive_session_with_piped_input(tiny_zoo):
     out = proc.stdout
     assert 'Traceback' not in proc.stderr
     assert out.count('Enter Your Message:') >= 3
-    assert 'top items (recommendation teacher, for the dialogue so far):' in out
-    assert 'gate per token' in out or 'the model generated an empty response' in out
+    assert 'top items (recommendation teacher, for the conversation so far):' in out
+    assert 'understood: Frozen (2013)' in out
+    assert 'gate per token' in out or 'no generated tokens to show a gate for' in out
     assert '__item_' not in out.split('Enter Your Message:', 1)[1]  # items shown as titles
 
 

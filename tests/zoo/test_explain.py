@@ -62,14 +62,6 @@ def test_explanation_render(catalog):
     assert lines[4] == '(teachers unavailable: x)'
 
 
-def test_title_linker_links_exact_title_year_longest_first(catalog):
-    link = explain.title_linker(catalog)
-    assert link('I loved frozen (2013) and The Lion King (1994)!') == 'I loved __item_10__ and __item_20__!'
-    assert link('King (1994) twice: King (1994)') == '__item_30__ twice: __item_30__'
-    assert link('Frozen (1999), Frozen') == 'Frozen (1999), Frozen'  # wrong year / no year: untouched
-    assert link('') == '' and link('(1994)') == '(1994)'
-
-
 def test_display_token_renders_items_only(catalog):
     assert explain.display_token('__item_10__', catalog) == '<Frozen (2013)>'
     assert explain.display_token('hello', catalog) == 'hello'

@@ -32,7 +32,7 @@ from parlai.utils.torch import total_parameters, trainable_parameters
 
 from parlai_conkd import ranking
 from parlai_conkd.calibration import fit_temperature, sharpness, sharpness_rows
-from parlai_conkd.items import CatalogError, Item, ItemCatalog
+from parlai_conkd.items import DISPLAY_METADATA, CatalogError, Item, ItemCatalog
 from parlai_conkd.knowledge_graph import (
     EntityLinker,
     KnowledgeGraph,
@@ -74,10 +74,12 @@ class TextOnlyHistory(History):
 
 
 def _catalog_state(catalog: ItemCatalog) -> Dict:
-    """Fingerprint + items (metadata left out: plots are large and not needed to score)."""
+    """Fingerprint + items with the metadata people are shown (genre/director/stars), so a model
+    file alone can describe its recommendations; plots and the rest are left out (large)."""
     items = [
         {'index': i.index, 'movie_id': i.movie_id, 'title': i.title, 'year': i.year,
-         'mentions': i.mentions, 'kg_entity': i.kg_entity}
+         'mentions': i.mentions, 'kg_entity': i.kg_entity,
+         'metadata': {k: i.metadata[k] for k in DISPLAY_METADATA if i.metadata and i.metadata.get(k)}}
         for i in catalog
     ]
     return {'fingerprint': catalog.fingerprint, 'items': items}

@@ -111,13 +111,15 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
                 self._load_teachers()
 
     def _wants_teachers(self) -> bool:
-        if self.opt['gate'] == 'none':
+        if self.opt['gate'] == 'none' or self.opt.get('interactive_mode'):
+            # chat (interactive mode, whatever its datatype) loads the teachers lazily, only for
+            # --show-recs / --show-gates (parlai_conkd.explain)
             return False
         datatype = self.opt.get('datatype', '')
         if datatype.startswith('train') and 'evalmode' not in datatype:
             return True  # training must distil: missing or wrong teachers are errors here
-        # eval_model / interactive on a trained student: KD metrics only if the teachers exist
-        if not self.opt.get('distill_in_eval') or self.opt.get('interactive_mode'):
+        # eval_model on a trained student: KD metrics only if the teachers exist
+        if not self.opt.get('distill_in_eval'):
             return False
         try:
             resolve_model_file(self.opt, '--dialogue-teacher-file')
