@@ -7,7 +7,7 @@ from parlai_conkd.agents.conkd_rec_teacher.conkd_rec_teacher import (
     _catalog_from_state,
     _catalog_state,
 )
-from parlai_conkd.agents.conkd_student.teachers import load_frozen_teacher
+from parlai_conkd.agents.frozen import load_frozen_teacher
 from parlai_conkd.items import Item, ItemCatalog
 from tests.conftest import SHARED_REDIAL
 
