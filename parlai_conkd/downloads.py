@@ -22,6 +22,8 @@ import time
 import zipfile
 from typing import Callable, Optional
 
+from parlai_conkd.fileio import match_umask
+
 ZIP, TAR = 'zip', 'tar'
 #: connection errors and 5xx answers are retried this many times in all, after 1 s, 2 s, ...
 ATTEMPTS = 3
@@ -130,15 +132,9 @@ def fetch_archive(url: str, dest: str, sha256: str, kind: str, offline_hint: str
                 f'checksum mismatch for {url}: the downloaded {kind} archive has sha256 {received}, '
                 f'expected {sha256.lower()}; nothing was kept. {offline_hint}'
             )
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it owner-only
+        match_umask(tmp)  # mkstemp made it owner-only
         os.replace(tmp, dest)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return dest
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -41,6 +41,8 @@ import time
 import uuid
 from typing import Dict, Iterable, List, Optional, Sequence
 
+from parlai_conkd.fileio import match_umask
+
 from . import recipe as zoo_recipe
 
 ZOO_SUBDIR = os.path.join('models', 'conkd')
@@ -176,7 +178,7 @@ def _atomic_write_json(path: str, payload: Dict) -> None:
     try:
         with os.fdopen(fd, 'w', encoding='utf-8') as f:
             json.dump(payload, f, indent=1, sort_keys=True)
-            os.fchmod(f.fileno(), 0o644)
+            match_umask(f.fileno())  # mkstemp made it owner-only
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
