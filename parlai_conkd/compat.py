@@ -20,8 +20,9 @@ upstream code works it changes nothing. Nothing here edits site-packages.
 | ``cpu_world_size_default`` | scripts/multiprocessing_train.py:92 | default world size 0 on CPU |
 | ``resumable_train_loop`` | scripts/train_model.py:360-366, 1014 | resumed runs report/record the checkpoint; finished runs retrain (#2939) |
 | ``validation_metric_may_be_absent`` | scripts/train_model.py:583 | KeyError when the validation metric is absent |
+| ``display_data_on_empty_data`` | scripts/display_data.py:75-79 | a fake padding example on an empty fold |
 
-The last two rows are bugs of ParlAI's train loop itself, on any stack; the decision of what a
+The last three rows are bugs of ParlAI's scripts themselves, on any stack; the decision of what a
 rerun resumes from lives in :mod:`parlai_conkd.resume`.
 
 ``core/opt.py:18`` imports ``pkg_resources``, which setuptools 81 removed: that one is fixed by
@@ -448,6 +449,49 @@ def validation_metric_may_be_absent(module):
     return True
 
 
+def display_data_on_empty_data(module):
+    """``display_data`` parleys before it checks ``epoch_done``: on an empty fold the teacher's
+    only act is batch padding, shown as a fake example (``[no text field]``, or ``[batch_padding]``
+    with ``--verbose``). Stop at the first padding act instead, and say that there is nothing
+    (more) to show. The display loop itself is ParlAI's."""
+    if getattr(module.display_data, '_parlai_conkd_empty_aware', False):
+        return True
+    original, original_create_task = module.display_data, module.create_task
+
+    class _NoMoreExamples(Exception):
+        pass
+
+    def create_task(opt, agent):
+        world = original_create_task(opt, agent)
+        parley, shown = world.parley, [0]
+
+        def guarded_parley():
+            parley()
+            acts = world.get_acts()
+            if acts and getattr(acts[0], 'is_padding', lambda: False)():
+                raise _NoMoreExamples(shown[0])
+            shown[0] += 1
+
+        world.parley = guarded_parley
+        return world
+
+    @functools.wraps(original)
+    def display_data(opt):
+        try:
+            return original(opt)
+        except _NoMoreExamples as stop:
+            shown = stop.args[0]
+            where = f"-t {opt.get('task')} -dt {opt.get('datatype')}"
+            if shown:
+                module.logging.info(f'{where}: no more examples after {shown}')
+            else:
+                module.logging.warning(f'{where}: the fold has no examples; nothing to display')
+
+    display_data._parlai_conkd_empty_aware = True
+    module.create_task, module.display_data = create_task, display_data
+    return True
+
+
 # --------------------------------------------------------------------------- setuptools >= 80
 def quiet_pkg_resources_warning():
     """``core/opt.py`` imports ``pkg_resources`` (kept working by the setuptools<81 pin); since
@@ -477,6 +521,7 @@ PATCHES = {
     'parlai.core.torch_ranker_agent': (cpu_ddp_device_ids,),
     'parlai.utils.fsdp': (cpu_join_device,),
     'parlai.scripts.multiprocessing_train': (cpu_world_size_default,),
+    'parlai.scripts.display_data': (display_data_on_empty_data,),
 }
 
 
