@@ -10,7 +10,7 @@ from parlai_conkd.fileio import match_umask
 
 def iter_jsonl(path: str, error: Type[Exception] = ValueError, what: str = 'file') -> Iterator[Tuple[int, object]]:
     """(line number, parsed value) per non-blank line; a missing file or bad line raises ``error``
-    naming ``path:line``."""
+    naming ``path:line`` and the column in that line."""
     if not os.path.isfile(path):
         raise error(f'{what} not found: {path}')
     with open(path, encoding='utf-8') as f:
@@ -18,9 +18,10 @@ def iter_jsonl(path: str, error: Type[Exception] = ValueError, what: str = 'file
             if not line.strip():
                 continue
             try:
-                yield line_no, json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise error(f'{path}:{line_no}: invalid JSON ({exc.msg})') from exc
+                value = json.loads(line.rstrip('\r\n'))
+            except json.JSONDecodeError as exc:  # column counted from the start of this line
+                raise error(f'{path}:{line_no}: invalid JSON ({exc.msg} at column {exc.pos + 1})') from exc
+            yield line_no, value
 
 
 def append_jsonl(path: str, record: Dict) -> None:

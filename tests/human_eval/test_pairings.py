@@ -188,3 +188,11 @@ def test_one_log_under_two_model_names_is_refused(logs, catalog, tmp_path):
     episode['dialog'][1][1]['text'] = 'something else'
     copy.write_text('\n'.join(lines[:3] + [json.dumps(episode)]) + '\n')
     assert len(build_pairings({'model_a': logs['model_a'], 'copy': str(copy)}, catalog)) == 4
+
+
+def test_a_torn_line_names_file_line_and_column(pairs, tmp_path):
+    path = tmp_path / 'torn.jsonl'
+    torn = json.dumps(pairs[1]).split(', "speakers_to_eval"')[0]  # '{"is_onboarding": false': cut after a value
+    path.write_text(json.dumps(pairs[0]) + '\n' + torn + '\n')
+    with pytest.raises(PairingError, match=rf"torn\.jsonl:2: invalid JSON \(Expecting ',' delimiter at column 24\)$"):
+        read_pairings(str(path))
