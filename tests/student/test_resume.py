@@ -14,14 +14,16 @@ import subprocess
 import time
 
 import pytest
+import torch
 
 from tests.conftest import PARLAI, run_parlai
 from tests.student.conftest import TINY_TRANSFORMER, TRUNC
 
 pytestmark = pytest.mark.cli
 
-STEPS = 200
-INTERRUPT_AFTER = 40  # updates in the checkpoint before SIGINT (several epochs of the slice)
+STEPS = 120
+INTERRUPT_AFTER = 20  # updates in the checkpoint before SIGINT (two epochs of the slice)
+RUN_TIMEOUT = 900  # each checkpoint save rewrites the 3 MB catalog: slow on a busy machine
 
 
 def _sha(path):
@@ -46,6 +48,7 @@ def _final_reports(log):
     return found
 
 
+@pytest.mark.timeout(2400)
 def test_sigint_resume_final_report_and_finished_rerun(teachers, tmp_path):
     root, env, common = teachers
     mf = tmp_path / 'student'
@@ -57,29 +60,36 @@ def test_sigint_resume_final_report_and_finished_rerun(teachers, tmp_path):
             *TINY_TRANSFORMER, *TRUNC, *common]
 
     # 1. interrupted run: SIGINT once the checkpoint holds INTERRUPT_AFTER updates
-    proc = subprocess.Popen([PARLAI, *map(str, args)], env={**os.environ, **env, 'PYTHONUNBUFFERED': '1'},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log_path = tmp_path.parent / f'{tmp_path.name}-interrupted.log'  # not among the run's files
+    with open(log_path, 'w') as log:
+        proc = subprocess.Popen([PARLAI, *map(str, args)], env={**os.environ, **env, 'PYTHONUNBUFFERED': '1'},
+                                stdout=log, stderr=subprocess.STDOUT)
     try:
         while proc.poll() is None and (_steps(f'{mf}.checkpoint.trainstats') or 0) < INTERRUPT_AFTER:
             time.sleep(0.2)
         assert proc.poll() is None, 'the run ended before it could be interrupted'
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=120)
+        while proc.poll() is None:  # ParlAI swallows a Ctrl-C that lands while it saves: repeat it
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                pass
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode != 0 and 'KeyboardInterrupt' in stderr
+    assert proc.returncode != 0 and 'KeyboardInterrupt' in log_path.read_text()
     interrupted_at = _steps(f'{mf}.checkpoint.trainstats')
     assert INTERRUPT_AFTER <= interrupted_at < STEPS
-    cache_before = _sha(cache)
+    cached_before = len(torch.load(cache, weights_only=False)['entries'])
+    assert cached_before > 0
 
     # 2. identical rerun: resumes from the checkpoint, finishes, reports the final weights
-    resumed = run_parlai(args, env=env)
+    resumed = run_parlai(args, env=env, timeout=RUN_TIMEOUT)
     log = resumed.stdout + resumed.stderr
     assert f'Loading existing model params from {mf}.checkpoint' in log
-    assert re.search(rf'teacher cache {re.escape(str(cache))} \([1-9]\d* examples\)', log)
-    assert _sha(cache) == cache_before  # every example was cached before the interrupt
+    # the resumed run opens the cache the interrupted one wrote, with every entry in it
+    assert f'teacher cache {cache} ({cached_before} examples)' in log
     checkpoint_steps = _steps(f'{mf}.checkpoint.trainstats')
     assert checkpoint_steps < STEPS  # the checkpoint is older than the final model...
     assert _final_reports(log) == {'valid': STEPS, 'test': STEPS}  # ...which the final report scores
@@ -91,7 +101,7 @@ def test_sigint_resume_final_report_and_finished_rerun(teachers, tmp_path):
 
     # 3. identical rerun of the finished run: says so, leaves every file alone
     files = {p.name: _sha(p) for p in tmp_path.iterdir() if p.is_file()}
-    again = run_parlai(args, env=env)
+    again = run_parlai(args, env=env, timeout=RUN_TIMEOUT)
     log = again.stdout + again.stderr
     assert f'{mf}: training already finished (train_steps {STEPS} reached --max-train-steps {STEPS})' in log
     assert 'Loading existing model params' not in log
@@ -101,7 +111,7 @@ def test_sigint_resume_final_report_and_finished_rerun(teachers, tmp_path):
     # 4. a raised limit continues from the final model, not from the older checkpoint
     raised = list(args)
     raised[raised.index('--max-train-steps') + 1] = STEPS + 10
-    more = run_parlai(raised, env=env)
+    more = run_parlai(raised, env=env, timeout=RUN_TIMEOUT)
     log = more.stdout + more.stderr
     assert f'continuing the finished run from {mf} (train_steps {STEPS})' in log
     assert f'Loading existing model params from {mf}.checkpoint' not in log
