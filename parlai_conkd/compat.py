@@ -19,9 +19,14 @@ upstream code works it changes nothing. Nothing here edits site-packages.
 | ``cpu_join_device`` | utils/fsdp.py:234, :286 | join device ``-1`` on CPU |
 | ``cpu_world_size_default`` | scripts/multiprocessing_train.py:92 | default world size 0 on CPU |
 | ``gpu_world_size_guard`` | scripts/multiprocessing_train.py:60 | more workers than GPUs: NCCL fails late |
+| ``resumable_train_loop`` | scripts/train_model.py:360-366, 1014 | resumed runs report/record the checkpoint; finished runs retrain (#2939) |
+| ``validation_metric_may_be_absent`` | scripts/train_model.py:583 | KeyError when the validation metric is absent |
+| ``display_data_on_empty_data`` | scripts/display_data.py:75-79 | a fake padding example on an empty fold |
 
 The CPU patches act only where ``cpu_distributed`` says a worker runs on CPU (no CUDA, ``--no-cuda``
-or ``gpu == -1``); on a CUDA machine ParlAI's NCCL code runs unchanged.
+or ``gpu == -1``); on a CUDA machine ParlAI's NCCL code runs unchanged. The last three rows are bugs
+of ParlAI's scripts themselves, on any stack; the decision of what a rerun resumes from lives in
+:mod:`parlai_conkd.resume`.
 
 ``core/opt.py:18`` imports ``pkg_resources``, which setuptools 81 removed: that one is fixed by
 the pin ``setuptools<81`` in requirements/parlai-runtime.txt; ``quiet_pkg_resources_warning`` (run
@@ -359,6 +364,178 @@ def cpu_world_size_default(module):
     return True
 
 
+# --------------------------------------------------------------------------- train_model (ParlAI bugs)
+def resumable_train_loop(module):
+    """Resuming ``train_model`` from ``M.checkpoint`` (ParlAI #2939) left the run pointing at it.
+
+    ``TrainLoop.__init__`` sets ``opt['init_model'] = M.checkpoint`` to resume; that value stays in
+    the loop's opt and, through ``_get_init_model``, the agent's opt gets ``dict_file =
+    M.checkpoint.dict``. So the agent reloaded after training (the final valid/test report) was
+    built from the checkpoint, not the final model, and ``M.opt`` recorded both checkpoint paths.
+    And since the checkpoint is never removed, an identical rerun of a finished run resumed from
+    it and overwrote the finished model. Fixed here: after the agent is built, ``init_model`` /
+    ``dict_file`` / ``load_from_checkpoint`` are what the user gave again (the loaded weights are
+    unaffected); the loop records in ``M.trainstats`` when it finished; what a rerun does is
+    :func:`parlai_conkd.resume.plan` (finished: say so, leave the model alone, report the recorded
+    final reports; raised limit: continue from ``M``; otherwise ParlAI's resume).
+    """
+    from parlai_conkd import resume
+
+    loop = module.TrainLoop
+    if getattr(loop, '_parlai_conkd_resumable', False):
+        return True
+    original_init, original_train = loop.__init__, loop.train
+    original_train_steps, original_save_stats = loop.train_steps, loop._save_train_stats
+
+    @functools.wraps(original_init)
+    def __init__(self, opt):
+        plan = resume.plan(opt)
+        if plan.action == resume.FINISHED:
+            self.opt, self._conkd_finished_plan = opt, plan
+            module.logging.warning(resume.finished_message(opt['model_file'], plan))
+            return
+        given = {key: opt.get(key) for key in ('init_model', 'load_from_checkpoint')}
+        # the dictionary the loop builds or loads (ParlAI's default: M.dict)
+        dict_file = opt.get('dict_file') or (opt['model_file'] + '.dict' if opt.get('model_file') else None)
+        if plan.action == resume.FROM_MODEL_FILE:
+            module.logging.info(f'{plan.reason}; not from the older {opt["model_file"]}.checkpoint')
+            opt['load_from_checkpoint'] = False  # ParlAI then loads M and M.trainstats
+        try:
+            original_init(self, opt)
+        finally:
+            opt.update(given)
+        # _get_init_model rewrote dict_file to M.checkpoint.dict in the loop's opt (generator
+        # agents pass it the caller's opt) and in the agent's
+        checkpoint = f'{opt.get("model_file")}.checkpoint'
+        agent_opt = getattr(getattr(self, 'agent', None), 'opt', None)
+        for target in (opt, agent_opt):
+            if target is None:
+                continue
+            if target.get('init_model') == checkpoint:
+                target['init_model'] = given['init_model']
+            if target.get('dict_file') == checkpoint + '.dict':
+                target['dict_file'] = dict_file
+            target['load_from_checkpoint'] = given['load_from_checkpoint']
+
+    @functools.wraps(original_train_steps)
+    def train_steps(self):
+        yield from original_train_steps(self)
+        if hasattr(self, '_total_epochs'):  # at least one step: ParlAI writes trainstats then
+            state = {'train_steps': self._train_steps, 'total_epochs': self._total_epochs,
+                     'train_time': self.train_time.time(), 'impatience': self.impatience}
+            self._conkd_finished = resume.finished_record(self.opt, state)
+            self._save_train_stats()  # finished even if the final evaluation is interrupted
+
+    @functools.wraps(original_save_stats)
+    def _save_train_stats(self, suffix=None):
+        original_save_stats(self, suffix)
+        record = getattr(self, '_conkd_finished', None)
+        if record is not None and not suffix and self.opt.get('model_file') and module.is_primary_worker():
+            resume.mark_finished(self.opt['model_file'] + '.trainstats', record)
+
+    @functools.wraps(original_train)
+    def train(self):
+        plan = getattr(self, '_conkd_finished_plan', None)
+        if plan is None:
+            return original_train(self)
+        reports = []
+        for datatype in ('valid', 'test'):
+            report = plan.stats.get(f'final_{datatype}_report') or {}
+            if report:
+                module.logging.report(f'{datatype} (recorded when the run finished):\n{module.nice_report(report)}\n')
+            reports.append(report)
+        return tuple(reports)
+
+    loop.__init__, loop.train = __init__, train
+    loop.train_steps, loop._save_train_stats = train_steps, _save_train_stats
+    loop._parlai_conkd_resumable = True
+    return True
+
+
+def validation_metric_may_be_absent(module):
+    """``TrainLoop.validate`` indexes the validation report by ``--validation-metric``: a KeyError
+    killed training when a validation run produced no value for it (CRSLab #40: a validation fold
+    without gold items has no recall@k; any agent, any metric). Log which metric is absent and what
+    the report holds, skip the best-model comparison for this validation and go on (the periodic
+    ``--save-after-valid`` checkpoint is still written)."""
+    loop = module.TrainLoop
+    if getattr(loop, '_parlai_conkd_metric_may_be_absent', False):
+        return True
+    original = loop.validate
+
+    @functools.wraps(original)
+    def validate(self):
+        metric = self.opt['validation_metric']
+        reports_before = len(self.valid_reports)
+        try:
+            return original(self)
+        except KeyError as exc:
+            report = self.valid_reports[-1] if len(self.valid_reports) > reports_before else None
+            if exc.args != (metric,) or report is None or metric in report:
+                raise
+        bookkeeping = {'train_time', 'parleys', 'train_steps', 'total_exs', 'total_epochs'}
+        present = sorted(k for k in report if k not in bookkeeping)
+        best = 'none yet' if self.best_valid is None else f'{self.best_valid:.4g}'
+        module.logging.warning(
+            f'validation metric {metric!r} is absent from this validation report ({report.get("exs", 0)} '
+            f'examples; metrics present: {", ".join(present) or "none"}), e.g. because no validation '
+            f'example has a gold item: this validation is not compared with the best so far ({best}) '
+            'and training goes on. If it is never reported, check --validation-metric.'
+        )
+        self.validate_time.reset()
+        if self.opt.get('model_file') and self.opt.get('save_after_valid'):
+            module.logging.info(f"saving model checkpoint: {self.opt['model_file']}.checkpoint")
+            self.save_model('.checkpoint')
+        return False
+
+    loop.validate = validate
+    loop._parlai_conkd_metric_may_be_absent = True
+    return True
+
+
+def display_data_on_empty_data(module):
+    """``display_data`` parleys before it checks ``epoch_done``: on an empty fold the teacher's
+    only act is batch padding, shown as a fake example (``[no text field]``, or ``[batch_padding]``
+    with ``--verbose``). Stop at the first padding act instead, and say that there is nothing
+    (more) to show. The display loop itself is ParlAI's."""
+    if getattr(module.display_data, '_parlai_conkd_empty_aware', False):
+        return True
+    original, original_create_task = module.display_data, module.create_task
+
+    class _NoMoreExamples(Exception):
+        pass
+
+    def create_task(opt, agent):
+        world = original_create_task(opt, agent)
+        parley, shown = world.parley, [0]
+
+        def guarded_parley():
+            parley()
+            acts = world.get_acts()
+            if acts and getattr(acts[0], 'is_padding', lambda: False)():
+                raise _NoMoreExamples(shown[0])
+            shown[0] += 1
+
+        world.parley = guarded_parley
+        return world
+
+    @functools.wraps(original)
+    def display_data(opt):
+        try:
+            return original(opt)
+        except _NoMoreExamples as stop:
+            shown = stop.args[0]
+            where = f"-t {opt.get('task')} -dt {opt.get('datatype')}"
+            if shown:
+                module.logging.info(f'{where}: no more examples after {shown}')
+            else:
+                module.logging.warning(f'{where}: the fold has no examples; nothing to display')
+
+    display_data._parlai_conkd_empty_aware = True
+    module.create_task, module.display_data = create_task, display_data
+    return True
+
+
 # --------------------------------------------------------------------------- setuptools >= 80
 def quiet_pkg_resources_warning():
     """``core/opt.py`` imports ``pkg_resources`` (kept working by the setuptools<81 pin); since
@@ -381,12 +558,14 @@ PATCHES = {
     'parlai.core.dict': (txt2vec_without_np_int,),
     'parlai.agents.hugging_face.gpt2': (gpt2_reorder_cache,),
     'parlai.utils.distributed': (cpu_distributed_context, cpu_all_gather_list),
-    'parlai.scripts.train_model': (_rebind_all_gather_list,),
+    'parlai.scripts.train_model': (_rebind_all_gather_list, resumable_train_loop,
+                                   validation_metric_may_be_absent),
     'parlai.scripts.eval_model': (_rebind_all_gather_list,),
     'parlai.core.torch_generator_agent': (cpu_ddp_device_ids,),
     'parlai.core.torch_ranker_agent': (cpu_ddp_device_ids,),
     'parlai.utils.fsdp': (cpu_join_device,),
     'parlai.scripts.multiprocessing_train': (cpu_world_size_default, gpu_world_size_guard),
+    'parlai.scripts.display_data': (display_data_on_empty_data,),
 }
 
 

@@ -13,7 +13,8 @@ exact.
 
 Safety: the cache file records a key made of the teacher files' sha256, the data version and the
 vectorisation settings. ``TeacherCache.open`` refuses a file whose key differs (a stale cache is never
-reused) and names both keys. Writes are atomic (temp file + rename).
+reused) and names both keys. Writes are atomic (temp file + rename); the file gets the mode the
+umask gives every other output.
 """
 import hashlib
 import json
@@ -23,6 +24,8 @@ from dataclasses import dataclass
 from typing import Dict, Optional, Sequence
 
 import torch
+
+from parlai_conkd.fileio import match_umask
 
 FORMAT_VERSION = 1
 
@@ -111,6 +114,7 @@ class TeacherCache:
             with os.fdopen(fd, 'wb') as f:
                 torch.save({'format': FORMAT_VERSION, 'key': self.key,
                             'entries': {k: vars(v) for k, v in self.entries.items()}}, f)
+            match_umask(tmp)  # mkstemp made it owner-only; like every other output instead
             os.replace(tmp, self.path)
         finally:
             if os.path.exists(tmp):

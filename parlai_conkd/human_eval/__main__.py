@@ -59,11 +59,13 @@ def cmd_pairings(args, extra):
         name, sep, path = spec.partition('=')
         if not sep or not name or not path:
             raise SystemExit(f'--log expects NAME=PATH, got {spec!r}')
+        if name in logs:
+            raise SystemExit(f'--log {name}= is given twice ({logs[name]} and {path}); one log per model name')
         logs[name] = path
     catalog = load_catalog(args.catalog) if args.catalog else catalog_for_log(next(iter(logs.values())))
     if catalog is None:
-        print('[human_eval] no item catalog (--catalog, or a redial_crs log\'s metadata): item tokens '
-              'stay as they are', file=sys.stderr)
+        print('[human_eval] no item catalog (--catalog, or a redial_crs log\'s metadata): logs with item '
+              'tokens will be refused', file=sys.stderr)
     source = f'{args.task}:{args.datatype}'
     pairs = []
     if args.onboarding_file:
@@ -91,12 +93,18 @@ def cmd_serve(args, extra):
 
 
 def cmd_analyze(args, extra):
-    from parlai_conkd.human_eval.analysis import markdown_table, win_rates, write_reports
+    from parlai_conkd.human_eval.analysis import (
+        first_ratings, markdown_table, responses, win_rates, write_reports,
+    )
     from parlai_conkd.human_eval.units import read_results
 
     records = [r for path in args.results for r in read_results(path)]
     matchups = win_rates(records, keep_failed=args.keep_failed)
     paths = write_reports(matchups, args.outdir, args.title)
+    repeated = first_ratings(responses(records))[1]
+    if repeated:
+        print(f'[human_eval] {repeated} repeated rating(s) (same rater, question and comparison) not '
+              'counted: each rater\'s first rating is kept', file=sys.stderr)
     print(markdown_table(matchups))
     print('\n'.join(f'wrote {p}' for p in paths.values()))
 

@@ -3,7 +3,11 @@
 Reads stored units (ACUTE result shape, see ``units``), flattens them into one response per
 comparison as ACUTE's ``AcuteAnalyzer._extract_response_by_index`` does, drops onboarding
 comparisons and every rater who answered any onboarding comparison wrongly (its
-``_remove_failed_onboarding``), then counts wins per (question, sorted model pair).
+``_remove_failed_onboarding``), keeps only a rater's first rating of a comparison for a question
+(a resubmitted or repeated unit is not a second vote), then counts wins per (question, sorted
+model pair). A ``speakerChoice`` of ``"tie"`` (results from tools that offer one) is counted
+apart: ties are reported, and left out of the win rate and of the binomial (sign) test, which
+compare the decisive ratings only.
 """
 import csv
 import json
@@ -32,8 +36,12 @@ def binomial_two_sided_p(k: int, n: int) -> float:
     return min(1.0, 2 * tail)
 
 
+#: the ``speakerChoice`` of a rating that prefers neither side
+TIE = 'tie'
+
+
 def responses(records: Iterable[Dict]) -> List[Dict]:
-    """One row per answered comparison (ACUTE's response rows)."""
+    """One row per answered comparison (ACUTE's response rows); ``winner``/``loser`` are None for a tie."""
     rows = []
     for record in records:
         inputs = record['data']['inputs']
@@ -43,6 +51,10 @@ def responses(records: Iterable[Dict]) -> List[Dict]:
             onboarding = bool(specs.get('is_onboarding'))
             choice = answer['speakerChoice']
             speakers = sorted(pairing['speakers_to_eval'])
+            tie = str(choice).lower() == TIE
+            if not tie and choice not in speakers:
+                raise ValueError(f'unit {record.get("unit_id")} (worker {record["worker_id"]}): speakerChoice '
+                                 f'{choice!r} is neither of {speakers} nor {TIE!r}')
             rows.append({
                 'worker': record['worker_id'],
                 'unit_id': record.get('unit_id'),
@@ -50,14 +62,31 @@ def responses(records: Iterable[Dict]) -> List[Dict]:
                 'question': specs['question'],
                 'is_onboarding': onboarding,
                 'correct': (choice == pairing.get('correct_answer')) if onboarding else None,
-                'winner': choice,
-                'loser': speakers[1 - speakers.index(choice)],
+                'tie': tie,
+                'winner': None if tie else choice,
+                'loser': None if tie else speakers[1 - speakers.index(choice)],
                 'eval_choice_0': speakers[0],
                 'eval_choice_1': speakers[1],
                 'reason': answer.get('textReason', ''),
                 'pairing_id': entry['pair_id'],
+                'comparison': tuple(pairing.get('dialogue_ids') or ()) or entry['pair_id'],
             })
     return rows
+
+
+def first_ratings(rows: Sequence[Dict]):
+    """Rows with only each rater's first rating of a comparison for a question; and how many were
+    dropped. A comparison is known by its pairing's ``dialogue_ids`` (unique per model and
+    context), else by its line in the pairings file."""
+    kept, seen, dropped = [], set(), 0
+    for r in rows:
+        key = (r['worker'], r['question'], r['is_onboarding'], r['comparison'])
+        if key in seen:
+            dropped += 1
+            continue
+        seen.add(key)
+        kept.append(r)
+    return kept, dropped
 
 
 def failed_onboarding_workers(rows: Sequence[Dict]) -> set:
@@ -72,9 +101,11 @@ class Matchup:
     model_b: str
     wins_a: int
     wins_b: int
+    ties: int = 0
 
     @property
     def total(self) -> int:
+        """Decisive ratings (ties are not counted)."""
         return self.wins_a + self.wins_b
 
     @property
@@ -98,23 +129,24 @@ class Matchup:
 
 
 def win_rates(records: Iterable[Dict], keep_failed: bool = False) -> List[Matchup]:
-    rows = responses(records)
+    rows, _ = first_ratings(responses(records))
     dropped = set() if keep_failed else failed_onboarding_workers(rows)
-    wins = defaultdict(lambda: [0, 0])
+    counts = defaultdict(lambda: [0, 0, 0])  # wins of eval_choice_0, of eval_choice_1, ties
     for r in rows:
         if r['is_onboarding'] or r['worker'] in dropped:
             continue
         key = (r['question'], r['eval_choice_0'], r['eval_choice_1'])
-        wins[key][0 if r['winner'] == r['eval_choice_0'] else 1] += 1
-    return [Matchup(q, a, b, w[0], w[1]) for (q, a, b), w in sorted(wins.items())]
+        counts[key][2 if r['tie'] else 0 if r['winner'] == r['eval_choice_0'] else 1] += 1
+    return [Matchup(q, a, b, *c) for (q, a, b), c in sorted(counts.items())]
 
 
 def markdown_table(matchups: Sequence[Matchup]) -> str:
-    lines = ['| question | model A | model B | A wins | B wins | n | A win rate | p (binomial) |',
-             '|---|---|---|---:|---:|---:|---:|---:|']
+    lines = ['| question | model A | model B | A wins | B wins | ties | n (decisive) | A win rate | p (binomial) |',
+             '|---|---|---|---:|---:|---:|---:|---:|---:|']
     for m in matchups:
-        lines.append(f'| {key_of(m.question)} | {m.model_a} | {m.model_b} | {m.wins_a} | {m.wins_b} '
-                     f'| {m.total} | {m.win_rate_a:.1%} | {m.p_value:.4g}{m.stars} |')
+        rate = f'{m.win_rate_a:.1%}' if m.total else 'n/a'
+        lines.append(f'| {key_of(m.question)} | {m.model_a} | {m.model_b} | {m.wins_a} | {m.wins_b} | {m.ties} '
+                     f'| {m.total} | {rate} | {m.p_value:.4g}{m.stars} |')
     return '\n'.join(lines)
 
 
@@ -153,21 +185,27 @@ def plot(matchups: Sequence[Matchup], path: str, title: Optional[str] = None) ->
     import matplotlib.pyplot as plt
 
     labels = [f'{key_of(m.question)}\n{m.model_a} vs {m.model_b}' for m in matchups]
-    rates = [100 * m.win_rate_a for m in matchups]
+    rates = [100 * m.win_rate_a for m in matchups]  # of the decisive ratings; nan: ties only
     fig, ax = plt.subplots(figsize=(8, 0.8 + 0.7 * len(matchups)))
     y = list(range(len(matchups)))
-    ax.barh(y, rates, color='#4c78a8', label='model A wins')
-    ax.barh(y, [100 - r for r in rates], left=rates, color='#f58518', label='model B wins')
+    a_part = [0 if math.isnan(r) else r for r in rates]
+    b_part = [0 if math.isnan(r) else 100 - r for r in rates]
+    ax.barh(y, a_part, color='#4c78a8', label='model A wins')
+    ax.barh(y, b_part, left=a_part, color='#f58518', label='model B wins')
     ax.axvline(50, color='black', linewidth=0.8, linestyle='--')
     for yi, m, r in zip(y, matchups, rates):
-        ax.text(r / 2, yi, f'{r:.0f}%', va='center', ha='center', color='white', fontsize=9)
-        ax.text(101, yi, f'n={m.total} p={m.p_value:.3g}{m.stars}', va='center', fontsize=8)
+        if math.isnan(r):
+            ax.text(50, yi, 'ties only', va='center', ha='center', fontsize=9)
+        else:
+            ax.text(r / 2, yi, f'{r:.0f}%', va='center', ha='center', color='white', fontsize=9)
+        ties = f' ties={m.ties}' if m.ties else ''
+        ax.text(101, yi, f'n={m.total}{ties} p={m.p_value:.3g}{m.stars}', va='center', fontsize=8)
     ax.set_yticks(y)
     ax.set_yticklabels(labels, fontsize=8)
     ax.invert_yaxis()
     ax.set_xlim(0, 130)
     ax.set_xticks([0, 25, 50, 75, 100])
-    ax.set_xlabel('win rate (%)')
+    ax.set_xlabel('win rate among decisive ratings (%)')
     ax.set_title(title or 'Human evaluation: pairwise win rates (exact binomial test)')
     ax.legend(loc='lower right', fontsize=8)
     fig.tight_layout()

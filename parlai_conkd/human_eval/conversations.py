@@ -7,8 +7,11 @@ Conversations shape: ``{"dialog": [[teacher_act, model_act], ...], "context": [.
 "metadata_path": ...}``; the teacher act carries the seeker's turn(s), the model act the reply.
 
 ``to_acute_dialogue`` turns one such episode into an ACUTE-Eval dialogue dict (speakers,
-dialogue[{id, text}]) with text made readable: flag tokens dropped, ParlAI's ``normalize_reply``
-applied, item tokens rendered as titles by ``ItemCatalog.render``.
+dialogue[{id, text}]) with text made readable: flag tokens dropped, ParlAI's internal tokens
+(``__SILENCE__``, ``__unk__``, ``__null__``, ...) dropped, so a recommender that speaks first
+shows no seeker line, ParlAI's ``normalize_reply`` applied, item tokens rendered as titles by
+``ItemCatalog.render`` (``__item_unk__``: "an unknown movie"). Internal tokens never reach
+raters: without a catalog, a log with item tokens is refused.
 """
 import json
 import os
@@ -25,6 +28,13 @@ from parlai_conkd.items import GEN_TOKEN, REC_TOKEN, ITEM_TOKEN_RE, CatalogError
 #: The speaker id given to the replayed human side (the ReDial seeker) in ACUTE dialogues.
 SEEKER_ID = 'seeker'
 _FLAG_RE = re.compile(r'\s*(%s|%s)\s*' % (re.escape(REC_TOKEN), re.escape(GEN_TOKEN)))
+#: ParlAI-style internal tokens: __SILENCE__, __silence__, __unk__, __null__, __end__, __item_12__, ...
+INTERNAL_TOKEN_RE = re.compile(r'__[A-Za-z0-9]+(?:_[A-Za-z0-9]+)*__')
+
+
+def internal_tokens(text: str) -> List[str]:
+    """Internal tokens and flags in ``text`` that a rater must never see."""
+    return INTERNAL_TOKEN_RE.findall(text) + [flag for flag in (REC_TOKEN, GEN_TOKEN) if flag in text]
 
 
 class LogError(ValueError):
@@ -75,6 +85,13 @@ def collect_logs(model_files: Sequence[str], outdir: str, task: str = 'redial_cr
         raise ValueError(f'{len(names)} --name values for {len(model_files)} model files')
     if len(set(names)) != len(names):
         raise ValueError(f'model names must be distinct, got {names}; pass --name for each model')
+    seen = {}
+    for name, model_file in zip(names, model_files):
+        key = model_file if model_file.startswith('zoo:') else os.path.realpath(model_file)
+        if key in seen:
+            raise ValueError(f'{model_file} is given twice (as {seen[key]} and {name}): a model compared '
+                             'with itself tells nothing; pass each model file once')
+        seen[key] = name
     os.makedirs(outdir, exist_ok=True)
     runs = []
     for name, model_file in zip(names, model_files):
@@ -144,10 +161,13 @@ def read_log(path: str) -> Iterator[Dict]:
 
 
 def readable(text: str, catalog: Optional[ItemCatalog]) -> str:
-    """Model/dataset text as raters should see it."""
+    """Model/dataset text as raters should see it (item tokens need ``catalog``; see the module doc)."""
     from parlai.utils.strings import normalize_reply
 
-    text = _FLAG_RE.sub(' ', text).strip()
+    text = _FLAG_RE.sub(' ', text)
+    # every internal token but the items goes; items are rendered as titles below
+    text = INTERNAL_TOKEN_RE.sub(lambda m: m.group(0) if ITEM_TOKEN_RE.fullmatch(m.group(0)) else ' ', text)
+    text = ' '.join(text.split())
     if not text:
         return ''
     # normalize_reply lower-cases, so titles are put in only afterwards
@@ -176,6 +196,14 @@ def to_acute_dialogue(episode: Dict, speaker: str, catalog: Optional[ItemCatalog
                 f'{source}: turn {pair_no}: the model act has no "text" (was the log made with '
                 '--skip-generation true?)'
             )
+        if catalog is None:
+            for text in (seeker_act.get('text') or '', model_act['text']):
+                if has_item_tokens(text):
+                    raise LogError(
+                        f'{source}: turn {pair_no} holds the item token {ITEM_TOKEN_RE.search(text).group(0)} '
+                        'and no item catalog was given to show it as a title: pass --catalog (the '
+                        'catalog JSON of the build, or ReDial\'s movies_with_mentions.csv)'
+                    )
         for line in (seeker_act.get('text') or '').split('\n'):
             line = readable(line, catalog)
             if line:
@@ -204,7 +232,7 @@ def has_item_tokens(text: str) -> bool:
 
 
 __all__ = [
-    'CatalogError', 'LogError', 'LogRun', 'SEEKER_ID', 'catalog_for_log', 'collect_logs', 'eval_model_command',
-    'has_item_tokens', 'load_catalog', 'model_name', 'read_log', 'readable', 'seeker_turns',
-    'to_acute_dialogue',
+    'CatalogError', 'INTERNAL_TOKEN_RE', 'LogError', 'LogRun', 'SEEKER_ID', 'catalog_for_log', 'collect_logs',
+    'eval_model_command', 'has_item_tokens', 'internal_tokens', 'load_catalog', 'model_name', 'read_log',
+    'readable', 'seeker_turns', 'to_acute_dialogue',
 ]

@@ -8,7 +8,9 @@
   JSONL next to the results, never to the worker.
 - ``collect``: lists submitted assignments, reads the page's ``answer`` field from MTurk's
   QuestionFormAnswers XML, grades onboarding, stores each assignment as an ACUTE-shaped unit,
-  soft-blocks failing workers and (optionally) approves.
+  soft-blocks failing workers and (optionally) approves. HITs are planned before workers are
+  known, so one worker may get a comparison twice (two HITs): both are stored and paid, counted
+  as ``repeated``, and the analysis counts the worker's first rating only.
 
 Targets: ``sandbox`` (default; fake money, https://workersandbox.mturk.com) and ``live``;
 ``--endpoint-url`` points the client anywhere else (the local stand-in). boto3 reads AWS
@@ -166,7 +168,7 @@ def _list_assignments(client, hit_id: str) -> Iterable[Dict]:
 def collect(client, study: Study, manifest_path: str, approve: bool = True, block: bool = True) -> Dict[str, int]:
     """Store every new submitted assignment; returns counts of what happened."""
     stored = {r.get('assignment_id') for r in study.store.records()}
-    counts = {'stored': 0, 'screened_out': 0, 'approved': 0, 'invalid': 0, 'already_stored': 0}
+    counts = {'stored': 0, 'screened_out': 0, 'approved': 0, 'invalid': 0, 'already_stored': 0, 'repeated': 0}
     for entry in read_manifest(manifest_path):
         unit = UnitSpec.from_dict(entry['unit'])
         for assignment in _list_assignments(client, entry['hit_id']):
@@ -186,6 +188,13 @@ def collect(client, study: Study, manifest_path: str, approve: bool = True, bloc
                 counts['invalid'] += 1
                 continue
             status = COMPLETED if study.passes(unit, answers) else SCREENED_OUT
+            repeated = {i.pair_id for i in unit.items if not i.is_onboarding} & study.rated(
+                worker_id, unit.question['question'])
+            if repeated:  # two HITs sharing comparisons: stored, but only the first rating counts
+                print(f'[human_eval] assignment {assignment_id}: worker {worker_id} already rated '
+                      f'comparison(s) {sorted(repeated)}; the analysis counts their first rating only',
+                      file=sys.stderr)
+                counts['repeated'] += 1
             worker_unit = UnitSpec(f'{unit.unit_id}-{assignment_id}', unit.question, unit.items,
                                    worker_id, payload.get('task_start'))
             study.store.append(result_record(

@@ -10,7 +10,9 @@ and the runner's ``_load_conversation_data``)::
                          "dialogue": [{"id": "seeker", "text": "..."}, ...]}, {...}]}
 
 Checks are those the ACUTE runner makes (the evaluated speakers appear in dialogue_dicts in the
-order of ``speakers_to_eval``) plus onboarding pairs naming a ``correct_answer`` among them.
+order of ``speakers_to_eval``) plus onboarding pairs naming a ``correct_answer`` among them, no
+internal token (``__silence__``, ``[REC]``, ``__item_12__``, ...) in any text a rater sees, and,
+when pairings are built, no model paired with itself (the same log under two names).
 """
 import hashlib
 import itertools
@@ -21,7 +23,7 @@ from typing import Dict, List, Optional, Sequence
 
 from parlai_conkd.human_eval.files import atomic_write, iter_jsonl
 from parlai_conkd.human_eval.conversations import (
-    SEEKER_ID, LogError, read_log, seeker_turns, to_acute_dialogue,
+    SEEKER_ID, LogError, internal_tokens, read_log, seeker_turns, to_acute_dialogue,
 )
 
 
@@ -46,6 +48,13 @@ def validate(pair: Dict, where: str = 'pairing') -> Dict:
         for turn_no, turn in enumerate(d['dialogue']):
             if not isinstance(turn, dict) or 'id' not in turn or 'text' not in turn:
                 raise PairingError(f'{where}: dialogue_dicts[{side}].dialogue[{turn_no}] needs "id" and "text"')
+            leaked = internal_tokens(str(turn['text']))
+            if leaked:
+                raise PairingError(
+                    f'{where}: dialogue_dicts[{side}].dialogue[{turn_no}] would show raters the internal '
+                    f'token {leaked[0]!r}; rebuild the pairings with `python -m parlai_conkd.human_eval '
+                    'pairings` (it renders items as titles and drops the rest)'
+                )
     evaluated = [s for d in dialogues for s in d.get('speakers', []) if s in speakers]
     if evaluated != speakers:
         raise PairingError(
@@ -90,6 +99,10 @@ def write_pairings(pairs: Sequence[Dict], path: str) -> None:
     atomic_write(path, write)
 
 
+def _replies(episode: Dict) -> List[str]:
+    return [(pair[1].get('text') or '') if len(pair) > 1 else '' for pair in episode['dialog']]
+
+
 def _hash(*parts) -> str:
     return hashlib.sha1(':'.join(map(str, parts)).encode()).hexdigest()[:16]
 
@@ -117,6 +130,14 @@ def build_pairings(logs: Dict[str, str], catalog=None, max_turns: Optional[int] 
                     f'{logs[name]} episode {i} replays other seeker turns than {logs[names[0]]}: '
                     'make every log with the same --task, --datatype and --num-examples'
                 )
+    for a, b in itertools.combinations(names, 2):
+        same_file = os.path.realpath(logs[a]) == os.path.realpath(logs[b])
+        if same_file or all(_replies(episodes[a][i]) == _replies(episodes[b][i]) for i in range(count)):
+            raise PairingError(
+                f'{logs[a]} ({a}) and {logs[b]} ({b}) '
+                + ('are the same file' if same_file else f'hold the same replies in all {count} episodes')
+                + ': one model under two names would be compared with itself; give one log per model'
+            )
     # dialogue ids unique across the whole file, as Fast-ACUTE's _assign_unique_ids does
     dialogue_id = {(name, i): m * count + i for m, name in enumerate(names) for i in range(count)}
     rng = random.Random(seed)

@@ -2,6 +2,9 @@
 
 - Each unit asks one question about ``pairs_per_unit`` comparisons; the question least answered
   so far is asked next, and the comparisons least rated for it that this rater has not rated.
+- One rating per rater per comparison and question: a rater with a unit in progress gets that same
+  unit back (a page reload), never a second copy; a unit holding a comparison the rater already
+  rated is refused at submission (the analysis also counts only a rater's first rating).
 - A rater's first unit starts with onboarding comparisons; scoring below ``onboarding_threshold``
   screens the rater out (ACUTE soft-blocks them); their answers are kept but marked
   ``status="screened_out"`` and the analysis drops them, as ACUTE's ``_remove_failed_onboarding``.
@@ -80,7 +83,8 @@ class Study:
                 per_pair[(unit.question['question'], item.pair_id)] += 1
         return per_question, per_pair
 
-    def _seen(self, worker_id: str, question: str) -> set:
+    def rated(self, worker_id: str, question: str) -> set:
+        """Pair ids this rater has a stored rating of for ``question``."""
         return {e['pair_id'] for r in self._records() if r['worker_id'] == worker_id
                 for e in r['data']['inputs'] if e['task_specs']['question'] == question}
 
@@ -92,10 +96,14 @@ class Study:
             status = self.worker_status(worker_id) if worker_id else None
             if status == SCREENED_OUT:
                 raise StudyError(f'rater {worker_id} was screened out by onboarding')
+            if worker_id:
+                for unit in self.pending.values():
+                    if unit.worker_id == worker_id:
+                        return unit  # a reload: the unit in progress, not a second copy of it
             per_question, per_pair = self._counts()
             order = sorted(self.questions, key=lambda q: (per_question[q.question], self.rng.random()))
             for question in order:
-                seen = self._seen(worker_id, question.question) if worker_id else set()
+                seen = self.rated(worker_id, question.question) if worker_id else set()
                 candidates = [p for p in self.eval_ids if p not in seen]
                 if candidates:
                     break
@@ -143,10 +151,19 @@ class Study:
             del self.pending[unit_id]
             return False
 
+    def _refuse_repeats(self, unit: UnitSpec, worker_id: str) -> None:
+        seen = self.rated(worker_id, unit.question['question'])
+        repeated = sorted(i.pair_id for i in unit.items if not i.is_onboarding and i.pair_id in seen)
+        if repeated:
+            del self.pending[unit.unit_id]
+            raise StudyError(f'rater {worker_id} already rated comparison(s) {repeated} for this question; '
+                             f'unit {unit.unit_id} is not stored')
+
     def submit(self, unit_id: str, worker_id: str, answers: Sequence[Dict], **ids) -> Dict:
         with self._lock:
             unit = self._unit(unit_id, worker_id)
             check_answers(unit, answers)
+            self._refuse_repeats(unit, worker_id)
             status = COMPLETED if self.passes(unit, answers) else SCREENED_OUT
             record = result_record(unit, self.pairs, answers, worker_id, status, **ids)
             self.store.append(record)

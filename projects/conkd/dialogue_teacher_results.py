@@ -20,6 +20,8 @@ import sys
 import tempfile
 import time
 
+from parlai_conkd.fileio import match_umask
+
 REPORTED = ['ppl', 'dist-2', 'dist-3', 'dist-4', 'dist_crs-2', 'dist_crs-3', 'dist_crs-4',
             'rer@1', 'rer@10', 'rer@50', 'item_ratio', 'item_precision', 'item_f1', 'bleu-4',
             'dist-1', 'dist_crs-1', 'rec_flag_acc', 'gen_n_toks', 'f1', 'exs']
@@ -68,6 +70,7 @@ def write_json_atomic(path: str, payload) -> None:
     with os.fdopen(fd, 'w', encoding='utf-8') as f:
         json.dump(payload, f, indent=2, sort_keys=True)
         f.write('\n')
+    match_umask(tmp)  # mkstemp made it owner-only
     os.replace(tmp, path)
 
 

@@ -25,9 +25,9 @@ import zipfile
 from typing import Dict, Optional
 
 import parlai.core.build_data as build_data
-from parlai.core.build_data import DownloadableFile
 from parlai.utils import logging
 
+from parlai_conkd.downloads import ZIP, DownloadError, archive_problem, fetch_archive
 from parlai_conkd.items import ItemCatalog
 
 from .preprocess import (
@@ -228,37 +228,40 @@ class _RawSource:
 
 
 def _download_official(opt) -> str:
-    """Download (once) and verify the archive; returns the cached zip path."""
+    """Download (once) and verify the archive; returns the cached zip path.
+
+    Only a zip archive holding the three ReDial files and matching ``--redial-sha256`` is ever
+    cached (``parlai_conkd.downloads``); an HTTP error, an HTML page or a cut download is
+    refused whatever checksum was given, naming the status/URL and the offline route.
+    """
     url, sha256 = _download_spec(opt)
     cache_dir = os.path.join(opt['datapath'], TASK_DIR, 'downloads')
     cached = os.path.join(cache_dir, f'{sha256[:16]}-{ARCHIVE_NAME}')
     if os.path.isfile(cached):
-        return cached
-    os.makedirs(cache_dir, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix='.download-', dir=cache_dir)
+        problem = archive_problem(cached, ZIP) or _missing_members(cached)
+        if problem is None:
+            return cached
+        # stored by an older version that did not check the archive: never reuse it
+        logging.warning(f'{cached} is {problem}; removing it and downloading {url} again')
+        os.unlink(cached)
+    offline = (
+        f'Without access to it, pass --redial-path (or set {ENV_PATH}) to a local copy: a '
+        f'directory holding {", ".join(REQUIRED_FILES)} or the official {ARCHIVE_NAME}; or '
+        '--redial-url with its --redial-sha256 for a mirror.'
+    )
+    logging.info(f'downloading {url}')
     try:
-        resource = DownloadableFile(url, ARCHIVE_NAME, sha256, zipped=False)
-        try:
-            build_data.download(resource.url, tmp, resource.file_name)
-        except (OSError, RuntimeError) as exc:
-            raise RedialDataError(
-                f'could not download {url} ({exc}). Without access to it, pass --redial-path (or set '
-                f'{ENV_PATH}) to a local copy: a directory holding {", ".join(REQUIRED_FILES)} or '
-                f'the official {ARCHIVE_NAME}; or --redial-url/--redial-sha256 for a mirror.'
-            ) from exc
-        try:
-            resource.checksum(tmp)
-        except AssertionError:
-            received = _sha256_of(os.path.join(tmp, ARCHIVE_NAME))
-            raise RedialDataError(
-                f'checksum mismatch for {url}: the downloaded {ARCHIVE_NAME} has sha256 {received}, '
-                f'expected {sha256}; nothing was built or kept. If you use a mirror of a different '
-                f'file, pass its checksum with --redial-sha256.'
-            ) from None
-        os.replace(os.path.join(tmp, ARCHIVE_NAME), cached)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        fetch_archive(url, cached, sha256, ZIP, offline, check=_missing_members)
+    except DownloadError as exc:
+        raise RedialDataError(str(exc)) from None
     return cached
+
+
+def _missing_members(path: str) -> Optional[str]:
+    with zipfile.ZipFile(path) as archive:
+        names = {name.rsplit('/', 1)[-1] for name in archive.namelist() if not name.startswith('__MACOSX')}
+    missing = [f for f in REQUIRED_FILES if f not in names]
+    return f'a zip archive without {", ".join(missing)}' if missing else None
 
 
 def _sha256_of(path: str) -> str:

@@ -61,15 +61,18 @@ class PreprocessStats:
 
 
 def read_jsonl(lines: Iterable[str], source: str) -> Iterator[Tuple[int, Dict]]:
-    """Yield (line number, dialogue) from JSON lines; bad lines raise naming ``source:line``."""
+    """Yield (line number, dialogue) from JSON lines; bad lines raise naming ``source:line`` and
+    the column, counted from the start of that line (1-based)."""
     for line_no, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            dialogue = json.loads(line)
+            # without its line break: an error at the end of a cut line is past its last character,
+            # not at "column 1" after the newline
+            dialogue = json.loads(line.rstrip('\r\n'))
         except json.JSONDecodeError as exc:
             raise RedialDataError(
-                f'{source}:{line_no}: malformed JSON ({exc.msg} at column {exc.colno})'
+                f'{source}:{line_no}: malformed JSON ({exc.msg} at column {exc.pos + 1})'
             ) from exc
         if not isinstance(dialogue, dict):
             raise RedialDataError(f'{source}:{line_no}: expected a JSON object, got {type(dialogue).__name__}')

@@ -155,7 +155,7 @@ def test_mturk_route_end_to_end_against_local_standin(browser, pairings_file, tm
 
         out = _cli('mturk', 'collect', *study_args, env=env)
         assert json.loads(out.strip().splitlines()[-1]) == {
-            'stored': 2, 'screened_out': 1, 'approved': 2, 'invalid': 0, 'already_stored': 0}
+            'stored': 2, 'screened_out': 1, 'approved': 2, 'invalid': 0, 'already_stored': 0, 'repeated': 0}
         assert {a['AssignmentStatus'] for a in turk.assignments.values()} == {'Approved'}
         block_id = hits[0]['block_qualification_id']
         assert ('W2', block_id) in turk.worker_quals and ('W1', block_id) not in turk.worker_quals

@@ -23,15 +23,18 @@ def _human_eval(*args):
 
 @pytest.mark.cli
 def test_logs_and_pairings_from_a_parlai_model_file(tmp_path):
-    model_file = tmp_path / 'tiny' / 'model'
-    run_parlai(['train_model', '-m', 'transformer/generator', '-t', 'integration_tests:multiturn',
-                '-mf', model_file, *TINY, '--max-train-steps', 5, '--batchsize', 8,
-                '-vtim', 100000, '--validation-max-exs', 1, '--skip-generation', 'true'], env=ENV)
+    first, second = tmp_path / 'first' / 'model', tmp_path / 'second' / 'model'
+    for model_file, steps in ((first, 5), (second, 60)):  # two different models
+        run_parlai(['train_model', '-m', 'transformer/generator', '-t', 'integration_tests:multiturn',
+                    '-mf', model_file, *TINY, '--max-train-steps', steps, '--batchsize', 8,
+                    '-vtim', 100000, '--validation-max-exs', 1, '--skip-generation', 'true'], env=ENV)
     logdir = tmp_path / 'logs'
-    # the same model under two names stands in for two models; the route cannot tell
-    proc = _human_eval('logs', '-mf', model_file, '-mf', model_file, '--name', 'first', '--name', 'second',
-                       '--outdir', logdir, '-t', 'integration_tests:multiturn', '-dt', 'valid', '-n', 8,
-                       '--', *TINY, '--inference', 'greedy')
+    args = ['--outdir', logdir, '-t', 'integration_tests:multiturn', '-dt', 'valid', '-n', 8, '--', *TINY,
+            '--inference', 'greedy']
+    # one model under two names would be compared with itself
+    proc = _human_eval('logs', '-mf', first, '-mf', first, '--name', 'a', '--name', 'b', *args)
+    assert proc.returncode == 2 and f'{first} is given twice (as a and b)' in proc.stderr
+    proc = _human_eval('logs', '-mf', first, '-mf', second, '--name', 'first', '--name', 'second', *args)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split() == ['first', str(logdir / 'first.jsonl'), 'second', str(logdir / 'second.jsonl')]
     episode = json.loads((logdir / 'first.jsonl').read_text().splitlines()[0])
@@ -41,9 +44,13 @@ def test_logs_and_pairings_from_a_parlai_model_file(tmp_path):
     assert not any(p.name.startswith('.') for p in logdir.iterdir())  # no partial logs left
 
     out = tmp_path / 'pairings.jsonl'
+    common = ['--out', out, '-t', 'integration_tests:multiturn', '-dt', 'valid', '--onboarding', 1]
     proc = _human_eval('pairings', '--log', f'first={logdir / "first.jsonl"}',
-                       '--log', f'second={logdir / "second.jsonl"}', '--out', out,
-                       '-t', 'integration_tests:multiturn', '-dt', 'valid', '--onboarding', 1)
+                       '--log', f'second={logdir / "first.jsonl"}', *common)
+    assert proc.returncode == 2 and 'are the same file: one model under two names' in proc.stderr
+    assert not out.exists()
+    proc = _human_eval('pairings', '--log', f'first={logdir / "first.jsonl"}',
+                       '--log', f'second={logdir / "second.jsonl"}', *common)
     assert proc.returncode == 0, proc.stderr[-3000:]
     pairs = read_pairings(str(out))
     assert [p['is_onboarding'] for p in pairs][0] is True

@@ -70,7 +70,8 @@ def test_collect_stores_valid_answers_and_leaves_bad_ones(standin, study, tmp_pa
     turk.submit(bad['AssignmentId'], {'assignmentId': bad['AssignmentId'], 'answer': '{"answers": []}'})
 
     counts = mturk.collect(client, study, manifest)
-    assert counts == {'stored': 1, 'screened_out': 0, 'approved': 1, 'invalid': 1, 'already_stored': 0}
+    assert counts == {'stored': 1, 'screened_out': 0, 'approved': 1, 'invalid': 1, 'already_stored': 0,
+                      'repeated': 0}
     (record,) = study.store.records()
     assert (record['worker_id'], record['assignment_id'], record['hit_id']) == ('W1', good['AssignmentId'],
                                                                                 good_hit['hit_id'])
@@ -78,6 +79,31 @@ def test_collect_stores_valid_answers_and_leaves_bad_ones(standin, study, tmp_pa
     assert record['data']['outputs']['final_data'][0]['speakerChoice'] == onboarding_pair['correct_answer']
     # the invalid one stays Submitted for a person to look at
     assert turk.assignments[bad['AssignmentId']]['AssignmentStatus'] == 'Submitted'
+
+
+def test_a_worker_rating_a_comparison_in_two_hits_counts_once(standin, study, tmp_path):
+    from parlai_conkd.human_eval.analysis import win_rates
+
+    turk, client = standin
+    manifest = str(tmp_path / 'hits.jsonl')
+    hits = mturk.create_hits(client, study, manifest, num_hits=3, reward='0.10')  # 4 comparisons, 2 per HIT
+    planned = [[i.pair_id for i in UnitSpec.from_dict(h['unit']).items if not i.is_onboarding] for h in hits]
+    assert len({p for unit in planned for p in unit}) == 4  # the third HIT repeats comparisons
+    for hit in hits:
+        unit = UnitSpec.from_dict(hit['unit'])
+        answers = []
+        for item in unit.items:
+            pair = study.pairs[item.pair_id]
+            wanted = pair['correct_answer'] or 'model_a'
+            answers.append({'choice': 'left' if chosen_speaker(item, pair, 'left') == wanted else 'right',
+                            'reason': 'reads well'})
+        assignment = turk.accept(hit['hit_id'], 'W1')
+        turk.submit(assignment['AssignmentId'], {'assignmentId': assignment['AssignmentId'],
+                                                 'answer': json.dumps({'answers': answers})})
+    counts = mturk.collect(client, study, manifest)
+    assert (counts['stored'], counts['repeated']) == (3, 1)
+    (matchup,) = win_rates(study.store.records())
+    assert (matchup.wins_a, matchup.wins_b) == (4, 0)  # 6 ratings stored, 4 comparisons counted
 
 
 def test_missing_manifest_is_named(standin, study, tmp_path):

@@ -132,3 +132,67 @@ def test_onboarding_needs_gold_replies(tmp_path):
 def test_validate_accepts_what_build_makes(pairs):
     for pair in pairs:
         assert validate(pair) is pair
+
+
+def _episode(seeker_model_turns):
+    return {'dialog': [[{'id': 'redial_crs', 'text': s}, {'id': 'M', 'text': m}] for s, m in seeker_model_turns]}
+
+
+def test_internal_tokens_never_reach_raters(catalog):
+    """ParlAI PR #3344: `seeker: __silence__` opened every dialogue the recommender starts."""
+    episode = _episode([
+        ('__SILENCE__', '[GEN] hi ! what kind of movies do you like ?'),
+        ('i liked __item_999__ and __item_111__', '[REC] try __item_222__ , or __unk__ __item_unk__'),
+        ('__silence__\nok thanks __null__', '[GEN] __start__ bye __end__'),
+    ])
+    dialogue = to_acute_dialogue(episode, 'model_a', catalog, source='log.jsonl episode 0')['dialogue']
+    assert dialogue == [
+        {'id': 'model_a', 'text': 'Hi! What kind of movies do you like?'},
+        {'id': SEEKER_ID, 'text': 'I liked an unknown movie and The Matrix (1999)'},
+        {'id': 'model_a', 'text': 'Try Frozen (2013), or an unknown movie'},
+        {'id': SEEKER_ID, 'text': 'Ok thanks'},
+        {'id': 'model_a', 'text': 'Bye'},
+    ]
+    assert readable('__SILENCE__', catalog) == '' and readable('[REC] __unk__', None) == ''
+
+
+def test_item_tokens_without_a_catalog_are_refused_not_shown(tmp_path):
+    episode = _episode([('any thriller?', '[REC] try __item_111__')])
+    with pytest.raises(ValueError, match=r'log\.jsonl episode 0: turn 0 holds the item token __item_111__ '
+                                         r'and no item catalog .* pass --catalog'):
+        to_acute_dialogue(episode, 'a', None, source='log.jsonl episode 0')
+
+
+@pytest.mark.parametrize('text', ['__silence__', 'seen __item_111__', '[REC] try it', 'x __SILENCE__ y'])
+def test_pairings_showing_internal_tokens_are_rejected(pairs, tmp_path, text):
+    broken = json.loads(json.dumps(pairs[1]))
+    broken['dialogue_dicts'][0]['dialogue'][0]['text'] = text
+    path = tmp_path / 'old.jsonl'
+    path.write_text(json.dumps(pairs[0]) + '\n' + json.dumps(broken) + '\n')
+    with pytest.raises(PairingError, match=r'old\.jsonl:2: dialogue_dicts\[0\]\.dialogue\[0\] would show raters '
+                                           r'the internal token .*; rebuild the pairings'):
+        read_pairings(str(path))
+
+
+def test_one_log_under_two_model_names_is_refused(logs, catalog, tmp_path):
+    """The same log given twice would pair a model with itself (every comparison a coin flip)."""
+    with pytest.raises(PairingError, match=r'model_a\.jsonl \(model_a\) and .*model_a\.jsonl \(copy\) are the same file'):
+        build_pairings({'model_a': logs['model_a'], 'copy': logs['model_a']}, catalog)
+    copy = tmp_path / 'copy.jsonl'
+    copy.write_text(open(logs['model_a']).read())
+    with pytest.raises(PairingError, match=r'\(copy\) hold the same replies in all 4 episodes: one model under two names'):
+        build_pairings({'model_a': logs['model_a'], 'model_b': logs['model_b'], 'copy': str(copy)}, catalog)
+    # logs that differ in one reply are different models
+    lines = copy.read_text().splitlines()
+    episode = json.loads(lines[3])
+    episode['dialog'][1][1]['text'] = 'something else'
+    copy.write_text('\n'.join(lines[:3] + [json.dumps(episode)]) + '\n')
+    assert len(build_pairings({'model_a': logs['model_a'], 'copy': str(copy)}, catalog)) == 4
+
+
+def test_a_torn_line_names_file_line_and_column(pairs, tmp_path):
+    path = tmp_path / 'torn.jsonl'
+    torn = json.dumps(pairs[1]).split(', "speakers_to_eval"')[0]  # '{"is_onboarding": false': cut after a value
+    path.write_text(json.dumps(pairs[0]) + '\n' + torn + '\n')
+    with pytest.raises(PairingError, match=rf"torn\.jsonl:2: invalid JSON \(Expecting ',' delimiter at column 24\)$"):
+        read_pairings(str(path))

@@ -120,3 +120,43 @@ def test_abandoned_units_expire(study):
     assert abandoned.unit_id not in study.pending and len(study.pending) == 1
     with pytest.raises(StudyError, match='expired'):
         study.submit(abandoned.unit_id, 'w1', [])
+
+
+def test_reload_gets_the_same_unit_back_and_never_a_second_counted_copy(study):
+    """ParlAI #89 / PR #3344: a reloaded page got a second unit with the same comparisons, and both
+    submissions were counted."""
+    server, url = start_server(study)
+    try:
+        status, view = _call(f'{url}/api/unit?worker_id=w1')
+        assert status == 200
+        assert _call(f'{url}/api/unit?worker_id=w1') == (200, view)  # reload: the same unit, same sides
+        assert len(study.pending) == 1
+        unit = study.pending[view['unit_id']]
+        answers = _answers(study, unit, lambda item, pair: pair['correct_answer'] or pair['speakers_to_eval'][0])
+        body = {'unit_id': unit.unit_id, 'worker_id': 'w1', 'answers': answers}
+        assert _call(f'{url}/api/submit', body)[0] == 200
+        status, error = _call(f'{url}/api/submit', body)  # the same answers posted again
+        assert status == 400 and 'finished unit' in error['error']
+        assert len(study.store.records()) == 1
+        # next unit: other comparisons for that question, or another question
+        status, nxt = _call(f'{url}/api/unit?worker_id=w1')
+        assert status == 200 and nxt['unit_id'] != view['unit_id']
+        later = study.pending[nxt['unit_id']]
+        if later.question == unit.question:
+            assert not {i.pair_id for i in later.items} & {i.pair_id for i in unit.items}
+    finally:
+        server.shutdown()
+
+
+def test_a_unit_repeating_rated_comparisons_is_not_stored(study):
+    from parlai_conkd.human_eval.units import make_unit
+
+    first = study.new_unit('w1')
+    study.submit(first.unit_id, 'w1', _answers(study, first, lambda item, pair: pair['speakers_to_eval'][0]))
+    repeat = make_unit(first.question, [i.pair_id for i in first.items if not i.is_onboarding], study.pairs,
+                       study.rng)
+    repeat.worker_id = 'w1'
+    study.pending[repeat.unit_id] = repeat  # e.g. planned before the first one was stored
+    with pytest.raises(StudyError, match=r'rater w1 already rated comparison\(s\) \[.*\] for this question'):
+        study.submit(repeat.unit_id, 'w1', _answers(study, repeat, lambda item, pair: pair['speakers_to_eval'][1]))
+    assert len(study.store.records()) == 1 and repeat.unit_id not in study.pending

@@ -2,6 +2,7 @@
 import hashlib
 import json
 import os
+import zipfile
 
 import pytest
 
@@ -200,17 +201,105 @@ def test_official_defaults_are_the_published_archive():
 
 
 def test_failed_download_names_the_url_and_the_offline_route(tmp_path, monkeypatch):
-    def offline(url, path, fname, **kwargs):
-        raise RuntimeError('Connection broken too many times. Stopped retrying.')
+    import socket
 
-    monkeypatch.setattr(redial_build.build_data, 'download', offline)
-    opt = task_opt(tmp_path / 'dp', redial_url='http://127.0.0.1:9/redial_dataset.zip')
+    monkeypatch.setattr('parlai_conkd.downloads.time.sleep', lambda s: None)
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(('127.0.0.1', 0))
+        url = f'http://127.0.0.1:{s.getsockname()[1]}/redial_dataset.zip'
+    opt = task_opt(tmp_path / 'dp', redial_url=url)
     with pytest.raises(RedialDataError) as info:
         redial_build.build(opt)
     message = str(info.value)
-    assert 'could not download http://127.0.0.1:9/redial_dataset.zip' in message
+    assert f'could not download {url}' in message
     assert '--redial-path' in message and 'CONKD_REDIAL_PATH' in message
     assert not os.path.exists(redial_build.built_dir(opt)) and leftovers(tmp_path / 'dp') == []
+
+
+def _serve(directory):
+    import functools
+    import http.server
+    import threading
+
+    from tests.task.conftest import QuietHandler
+
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), functools.partial(QuietHandler, directory=str(directory)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f'http://127.0.0.1:{server.server_address[1]}'
+
+
+def test_http_404_names_status_url_and_offline_route_and_keeps_nothing(tmp_path, monkeypatch):
+    """CRSLab #11 / UniCRS #8: a 404 was reported as a checksum mismatch, and passing the 404
+    page's checksum stored that page as the verified archive."""
+    monkeypatch.setenv('NO_PROXY', '127.0.0.1')
+    (tmp_path / 'www').mkdir()
+    server, base = _serve(tmp_path / 'www')
+    try:
+        url = f'{base}/redial_dataset.zip'
+        page = __import__('requests').get(url).content  # what the server answers: an HTML 404 page
+        for sha256 in (redial_build.OFFICIAL_SHA256, hashlib.sha256(page).hexdigest()):
+            opt = task_opt(tmp_path / 'dp', redial_url=url, redial_sha256=sha256)
+            with pytest.raises(RedialDataError) as info:
+                redial_build.build(opt)
+            message = str(info.value)
+            assert message.startswith(f'HTTP 404 File not found for {url}. ')
+            assert '--redial-path' in message and 'CONKD_REDIAL_PATH' in message
+            assert 'checksum mismatch' not in message
+            assert os.listdir(tmp_path / 'dp' / 'redial_crs' / 'downloads') == []
+            assert not os.path.exists(redial_build.built_dir(opt)) and leftovers(tmp_path / 'dp') == []
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_html_page_served_as_200_is_refused_even_with_its_checksum(tmp_path, monkeypatch):
+    monkeypatch.setenv('NO_PROXY', '127.0.0.1')
+    (tmp_path / 'www').mkdir()
+    page = b'<html><body>Sign in to continue</body></html>'
+    (tmp_path / 'www' / 'login.html').write_bytes(page)
+    server, base = _serve(tmp_path / 'www')
+    try:
+        url = f'{base}/login.html'
+        opt = task_opt(tmp_path / 'dp', redial_url=url, redial_sha256=hashlib.sha256(page).hexdigest())
+        with pytest.raises(RedialDataError) as info:
+            redial_build.build(opt)
+        message = str(info.value)
+        assert message.startswith(f'{url} did not send the expected zip archive: it is not a zip archive '
+                                  f"(Content-Type text/html, {len(page)} bytes starting '<html>")
+        assert '--redial-path' in message and 'CONKD_REDIAL_PATH' in message
+        assert os.listdir(tmp_path / 'dp' / 'redial_crs' / 'downloads') == []
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_zip_without_the_redial_files_is_not_cached(tmp_path, tiny_redial, monkeypatch):
+    monkeypatch.setenv('NO_PROXY', '127.0.0.1')
+    (tmp_path / 'www').mkdir()
+    archive = tmp_path / 'www' / 'redial_dataset.zip'
+    with zipfile.ZipFile(archive, 'w') as zf:
+        zf.write(tiny_redial / 'train_data.jsonl', 'train_data.jsonl')
+    server, base = _serve(tmp_path / 'www')
+    try:
+        opt = task_opt(tmp_path / 'dp', redial_url=f'{base}/redial_dataset.zip',
+                       redial_sha256=hashlib.sha256(archive.read_bytes()).hexdigest())
+        with pytest.raises(RedialDataError, match='a zip archive without test_data.jsonl, movies_with_mentions.csv'):
+            redial_build.build(opt)
+        assert os.listdir(tmp_path / 'dp' / 'redial_crs' / 'downloads') == []
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_bad_file_cached_by_an_older_version_is_downloaded_again(tmp_path, served_archive, monkeypatch):
+    monkeypatch.setenv('NO_PROXY', '127.0.0.1')
+    url, sha256 = served_archive
+    cache = tmp_path / 'dp' / 'redial_crs' / 'downloads'
+    cache.mkdir(parents=True)
+    (cache / f'{sha256[:16]}-redial_dataset.zip').write_bytes(b'<html>404</html>')
+    opt = task_opt(tmp_path / 'dp', redial_url=url, redial_sha256=sha256)
+    assert is_built(redial_build.build(opt))
+    assert hashlib.sha256((cache / f'{sha256[:16]}-redial_dataset.zip').read_bytes()).hexdigest() == sha256
 
 
 def test_concurrent_build_that_finishes_first_is_kept(tmp_path, tiny_redial, monkeypatch):

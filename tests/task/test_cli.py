@@ -42,3 +42,22 @@ def test_display_rec_from_served_archive_and_reject_checksum_mismatch(served_arc
                    '--display-add-fields', 'label_items', env=env)
     assert '__item_222__' in good.stdout and '[label_items]: 1' in good.stdout
 
+
+
+@pytest.mark.parametrize('task,extra', [('redial_crs', []), ('redial_crs:rec', ['--verbose']),
+                                        ('redial_crs:readable', ['--display-add-fields', 'label_items'])])
+def test_display_of_an_empty_fold_shows_no_fake_example(tmp_path, task, extra):
+    """ParlAI's loop parleys before it checks for the end: an empty fold showed the teacher's
+    batch padding as an example ([no text field], or [batch_padding] with --verbose)."""
+    from tests.task.conftest import write_redial
+
+    redial = write_redial(tmp_path / 'redial', test=[])  # an official layout with an empty test file
+    proc = display(task, tmp_path / 'dp', '--redial-path', redial, '-dt', 'test', *extra)
+    assert 'NEW EPISODE' not in proc.stdout and 'no text field' not in proc.stdout
+    assert 'batch_padding' not in proc.stdout + proc.stderr
+    assert f'-t {task} -dt test: the fold has no examples; nothing to display' in proc.stdout + proc.stderr
+    if extra == ['--verbose']:  # a fold with examples is shown as before, to its end
+        proc = display(task, tmp_path / 'dp', '--redial-path', redial, '-dt', 'train', '-n', 1000, *extra)
+        log = proc.stdout + proc.stderr
+        assert log.count('__item_') > 0 and 'nothing to display' not in log and 'batch_padding' not in log
+        assert 'epoch done' in log

@@ -91,6 +91,20 @@ def test_malformed_json_line_names_file_and_line(catalog):
         process_file(lines, 'train_data.jsonl', catalog)
 
 
+@pytest.mark.parametrize('bad,column,message', [
+    # cut at the end: the column is one past the line's last character, not "column 1" of the next
+    ('{"conversationId": "2", "messages": [', 38, 'Expecting value'),
+    ('{"conversationId": "2" "messages": []}', 24, "Expecting ',' delimiter"),  # hand-counted
+    ('   {"conversationId": 2,}', 25, 'Expecting property name enclosed in double quotes'),
+])
+def test_malformed_json_column_counts_from_the_start_of_its_line(catalog, bad, column, message):
+    good = json.dumps(default_dialogues(1)[0])
+    lines = [good + '\n', good + '\n', bad + '\n', good + '\n']
+    with pytest.raises(RedialDataError) as info:
+        process_file(lines, 'train_data.jsonl', catalog)
+    assert str(info.value) == f'train_data.jsonl:3: malformed JSON ({message} at column {column})'
+
+
 def test_dialogue_without_required_key_names_file_line_and_key(catalog):
     raw = default_dialogues(1)[0]
     del raw['respondentWorkerId']

@@ -189,6 +189,45 @@ def test_release_checksum_mismatch_installs_nothing(tmp_path, clean_zoo_env, fak
     assert tmp_dirs(dp) == []
 
 
+def test_release_http_404_names_status_url_and_local_build(tmp_path, clean_zoo_env, fake_trainer, http_dir, monkeypatch):
+    """UniCRS #9: a 404 answer was reported as a checksum mismatch, whatever was configured."""
+    import hashlib
+
+    import requests
+
+    monkeypatch.setenv('NO_PROXY', '127.0.0.1')
+    root, base = http_dir
+    url = f'{base}/conkd_zoo.tar.gz'  # nothing there
+    page = requests.get(url).content
+    for sha in ('0' * 64, hashlib.sha256(page).hexdigest()):
+        clean_zoo_env.setenv('CONKD_ZOO_URL', url)
+        clean_zoo_env.setenv('CONKD_ZOO_SHA256', sha)
+        dp = str(tmp_path / 'user')
+        with pytest.raises(builder.ZooError) as info:
+            builder.ensure(dp, ['rec_teacher'])
+        assert str(info.value).startswith(f'ConKD zoo release: HTTP 404 File not found for {url}. '
+                                          'Unset $CONKD_ZOO_URL (and $CONKD_ZOO_SHA256) to build the models locally')
+        assert fake_trainer.calls == [] and visible_model_files(dp, 'rec_teacher') == [] and tmp_dirs(dp) == []
+
+
+def test_release_html_page_is_refused_even_with_its_checksum(tmp_path, clean_zoo_env, fake_trainer, http_dir, monkeypatch):
+    import hashlib
+
+    monkeypatch.setenv('NO_PROXY', '127.0.0.1')
+    root, base = http_dir
+    page = b'<!DOCTYPE html><html><body>Sign in</body></html>'
+    (root / 'conkd_zoo.html').write_bytes(page)
+    clean_zoo_env.setenv('CONKD_ZOO_URL', f'{base}/conkd_zoo.html')
+    clean_zoo_env.setenv('CONKD_ZOO_SHA256', hashlib.sha256(page).hexdigest())
+    dp = str(tmp_path / 'user')
+    with pytest.raises(builder.ZooError) as info:
+        builder.ensure(dp, ['rec_teacher'])
+    message = str(info.value)
+    assert f'{base}/conkd_zoo.html did not send the expected tar archive' in message
+    assert 'Content-Type text/html' in message and 'Unset $CONKD_ZOO_URL' in message
+    assert fake_trainer.calls == [] and visible_model_files(dp, 'rec_teacher') == [] and tmp_dirs(dp) == []
+
+
 def test_release_url_without_checksum_is_refused(tmp_path, clean_zoo_env, fake_trainer):
     clean_zoo_env.setenv('CONKD_ZOO_URL', 'http://127.0.0.1:9/conkd_zoo.tar.gz')
     with pytest.raises(builder.ZooError, match='CONKD_ZOO_SHA256'):

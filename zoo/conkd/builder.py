@@ -5,9 +5,9 @@ For each wanted model (its teachers first), the first route that applies:
 1. **present**: ``<model>.zoo.json`` (the stamp) exists, names this ``ZOO_VERSION`` and recipe,
    lists files that all exist, and records the build ids of the teachers now present;
 2. **release archive**: when a release is configured (``$CONKD_ZOO_URL`` + ``$CONKD_ZOO_SHA256``,
-   or :data:`RELEASE_URL` / :data:`RELEASE_SHA256`), download it with ParlAI's
-   ``DownloadableFile`` (sha256 checked; a mismatch stops with an error and leaves nothing), unpack
-   it and install every model in it;
+   or :data:`RELEASE_URL` / :data:`RELEASE_SHA256`), download it (HTTP status, tar form and sha256
+   checked by ``parlai_conkd.downloads``; any failure stops with an error naming the status and URL
+   and leaves nothing), unpack it and install every model in it;
 3. **build locally** from :mod:`.recipe` by running ``parlai train_model`` in a subprocess (a
    progress bar per model, its full log kept next to the model as ``<model>.build.log``).
 
@@ -40,6 +40,8 @@ import threading
 import time
 import uuid
 from typing import Dict, Iterable, List, Optional, Sequence
+
+from parlai_conkd.fileio import match_umask
 
 from . import recipe as zoo_recipe
 
@@ -176,7 +178,7 @@ def _atomic_write_json(path: str, payload: Dict) -> None:
     try:
         with os.fdopen(fd, 'w', encoding='utf-8') as f:
             json.dump(payload, f, indent=1, sort_keys=True)
-            os.fchmod(f.fileno(), 0o644)
+            match_umask(f.fileno())  # mkstemp made it owner-only
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -247,19 +249,26 @@ def release_source():
 
 
 def fetch_release(datapath: str, url: str, sha256: str, recipe: Optional[str] = None) -> List[str]:
-    """Download, check and install every model of the release archive; returns their names."""
-    from parlai.core.build_data import DownloadableFile
+    """Download, check and install every model of the release archive; returns their names.
+
+    The archive is kept only when the server answered with a tar archive matching ``sha256``
+    (``parlai_conkd.downloads``): an HTTP error or an HTML page is refused with its status and
+    URL, whatever checksum was configured, and nothing is installed.
+    """
+    from parlai.core.build_data import untar
+
+    from parlai_conkd.downloads import TAR, DownloadError, fetch_archive
 
     tmp = _new_tmp(datapath, 'release')
     try:
         _say(f'downloading the ConKD zoo release {url}')
+        offline = (f'Unset ${ENV_URL} (and ${ENV_SHA256}) to build the models locally instead '
+                   '(about 30 minutes on 2 CPU cores).')
         try:
-            DownloadableFile(url, ARCHIVE_NAME, sha256, zipped=True).download_file(tmp)
-        except AssertionError as exc:  # ParlAI's checksum failure
-            raise ZooError(f'ConKD zoo release {url}: checksum mismatch, nothing installed.\n{exc}') from exc
-        except (OSError, RuntimeError) as exc:
-            raise ZooError(f'ConKD zoo release {url}: download failed ({exc}); unset ${ENV_URL} '
-                           'to build the models locally instead') from exc
+            fetch_archive(url, os.path.join(tmp, ARCHIVE_NAME), sha256, TAR, offline)
+        except DownloadError as exc:
+            raise ZooError(f'ConKD zoo release: {exc}') from None
+        untar(tmp, ARCHIVE_NAME)
         installed = []
         wanted_recipe = zoo_recipe.recipe_name(recipe)
         for model in zoo_recipe.MODELS:  # teachers first: students' stamps name their build ids
