@@ -317,7 +317,8 @@ class ItemRankingAgent(TorchAgent):
         if exclude is not None:
             scores = scores.masked_fill(exclude, float('-inf'))
         top = scores.argmax(dim=1).tolist()
-        return Output(text=[self.catalog[i].token for i in top], item_ranking=scores.topk(10).indices.tolist())
+        ranking = scores.topk(min(10, scores.size(1))).indices.tolist()
+        return Output(text=[self.catalog[i].token for i in top], item_ranking=ranking)
 
     # ------------------------------------------------------------------ distillation API
     @torch.no_grad()
