@@ -175,7 +175,7 @@ class Leaderboard(ParlaiScript):
             label = f'{run.row} [{run.index + 1}/{sum(r.row == run.row for r in runs)}]'
             result = None if opt.get('force') else runner.cached(run)
             if result is not None:
-                bar.write(f'{label}: unchanged, cached result reused ({run.stamp_path})')
+                bar.write(f'{label}: unchanged, cached result reused ({run.stamp_path})', file=sys.stderr)
                 result['cached'] = True
             else:
                 bar.set_postfix_str(label)
@@ -190,7 +190,7 @@ class Leaderboard(ParlaiScript):
                 finally:
                     step.close()
                 result['cached'] = False
-                bar.write(f'{label}: done in {result["seconds"]:.0f} s')
+                bar.write(f'{label}: done in {result["seconds"]:.0f} s', file=sys.stderr)
             results[i] = result
             bar.update(1)
         bar.close()
