@@ -1,7 +1,7 @@
 """``python -m parlai_conkd.leaderboard``: evaluate rows of models under both recall protocols
 and write the leaderboard as JSON, Markdown and PNG (issue #15).
 
-    python -m parlai_conkd.leaderboard --spec projects/conkd/leaderboards/shared_test.json
+    python -m parlai_conkd.leaderboard --spec projects/conkd/leaderboards/shared_test.spec.json
     python -m parlai_conkd.leaderboard --out runs/lb/board -dt test \\
         --row popularity=runs/pop/model --row 'soft=zoo:conkd/soft,runs/soft-seed2/model' \\
         --row-args 'soft=--inference beam --beam-size 5'
@@ -60,6 +60,12 @@ def _versions() -> Dict:
     return versions
 
 
+def _shown_path(path: str) -> str:
+    """Relative to the working directory when below it (the JSON is often committed)."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith('..') else relative
+
+
 def _write_atomic(path: str, text: str) -> None:
     tmp = f'{path}.tmp-{os.getpid()}'
     with open(tmp, 'w', encoding='utf-8') as f:
@@ -81,8 +87,8 @@ class Leaderboard(ParlaiScript):
         group.add_argument('--row-args', type=str, action='append', default=[],
                            help='NAME=ARGS: extra eval_model arguments for that row (shell-quoted)')
         group.add_argument('--out', type=str, default=None,
-                           help='output prefix: writes OUT.json, OUT.md, OUT.png (default: next to --spec, '
-                           'with its name)')
+                           help='output prefix: writes OUT.json, OUT.md, OUT.png (default for --spec X.spec.json: '
+                           'X; for another spec name X.json: X.leaderboard)')
         group.add_argument('--work-dir', type=str, default=None,
                            help='eval_model reports and logs, reused across runs (default: '
                            'runs/leaderboards/<name of OUT>)')
@@ -122,11 +128,18 @@ class Leaderboard(ParlaiScript):
         return spec
 
     def _out_prefix(self) -> str:
+        spec = self.opt.get('spec')
         if self.opt.get('out'):
-            return self.opt['out']
-        if self.opt.get('spec'):
-            return os.path.splitext(self.opt['spec'])[0]
-        raise SpecError('--out PREFIX is required with --row (writes PREFIX.json/.md/.png)')
+            out = self.opt['out']
+        elif spec:
+            # X.spec.json -> X.json/.md/.png; any other name -> X.leaderboard.json/...
+            stem, _ = os.path.splitext(spec)
+            out = stem[: -len('.spec')] if stem.endswith('.spec') else stem + '.leaderboard'
+        else:
+            raise SpecError('--out PREFIX is required with --row (writes PREFIX.json/.md/.png)')
+        if spec and os.path.abspath(out + '.json') == os.path.abspath(spec):
+            raise SpecError(f'--out {out} would overwrite the spec file {spec}; choose another prefix')
+        return out
 
     def _common_args(self, spec: Spec) -> List[str]:
         opt = self.opt
@@ -217,7 +230,7 @@ class Leaderboard(ParlaiScript):
                 'args': list(row.args),
                 'metrics': table.aggregate([result['report'] for _, result in mine]),
                 'runs': [{
-                    'model': run.model, 'model_file': run.model_file,
+                    'model': run.model, 'model_file': _shown_path(run.model_file),
                     'model_sha256': runner.model_inputs(run.model_file)['model'],
                     'seeds': runner.model_seeds(run.model_file),
                     'command': runner.display_command(run.command), 'argv': run.command[1:],
