@@ -82,3 +82,17 @@ def test_markdown_table_has_both_protocols_and_counts():
     assert head.startswith('| model | n | R@1 all |') and 'pairs all' in head and 'R@1 new' in head
     assert line.startswith('| repeat | 1 | 0.043 |') and '| 1,064 |' in line and '| 980 |' in line
     assert '| 0.000 |' in line and line.count('| - ') == 4  # R@10/50 of both protocols not reported
+
+
+@pytest.mark.parametrize('spec, out, expected', [
+    ('lb/shared_test.spec.json', None, 'lb/shared_test'),
+    ('lb/board.json', None, 'lb/board.leaderboard'),
+    ('lb/board.yaml', 'x/y', 'x/y'),
+])
+def test_outputs_default_next_to_the_spec_and_never_overwrite_it(spec, out, expected):
+    from parlai_conkd.leaderboard.script import Leaderboard
+
+    script = Leaderboard({'spec': spec, 'out': out})
+    assert script._out_prefix() == expected
+    with pytest.raises(SpecError, match='would overwrite the spec file'):
+        Leaderboard({'spec': 'lb/board.json', 'out': 'lb/board'})._out_prefix()
