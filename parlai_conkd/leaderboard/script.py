@@ -183,11 +183,18 @@ class Leaderboard(ParlaiScript):
                 runs.append(run)
 
         results: Dict[int, Dict] = {}
+        done: Dict[str, str] = {}  # run key -> label of the run that produced it in this invocation
         bar = tqdm(total=len(runs), desc='leaderboard', unit='run', file=sys.stderr)
         for i, run in enumerate(runs):
             label = f'{run.row} [{run.index + 1}/{sum(r.row == run.row for r in runs)}]'
+            twin = next((j for j in results if runs[j].key == run.key), None)
             result = None if opt.get('force') else runner.cached(run)
-            if result is not None:
+            if twin is not None:
+                # the same model file with the same command and data: the same numbers
+                result = dict(results[twin], cached=True)
+                bar.write(f'{label}: same model, command and data as {done[run.key]}, result reused',
+                          file=sys.stderr)
+            elif result is not None:
                 bar.write(f'{label}: unchanged, cached result reused ({run.stamp_path})', file=sys.stderr)
                 result['cached'] = True
             else:
@@ -205,6 +212,7 @@ class Leaderboard(ParlaiScript):
                 result['cached'] = False
                 bar.write(f'{label}: done in {result["seconds"]:.0f} s', file=sys.stderr)
             results[i] = result
+            done.setdefault(run.key, label)
             bar.update(1)
         bar.close()
 
