@@ -3,9 +3,12 @@
 - ``-t redial_crs`` (DefaultTeacher = ResponseTeacher): one example per recommender turn, one
   episode per dialogue.
 - ``-t redial_crs:rec`` (RecTeacher): one single-example episode per new item a recommender turn
-  mentions.
-- ``-t redial_crs:readable`` / ``redial_crs:rec_readable``: the same with movie titles in place of
-  item tokens, for ``parlai display_data`` (``--redial-readable true`` does it for any of them).
+  mentions (the "new" protocol).
+- ``-t redial_crs:rec_all`` (RecAllTeacher): one single-example episode per item a recommender turn
+  names, items mentioned before included (the "all" protocol); ``new_items`` is empty for those.
+- ``-t redial_crs:readable`` / ``redial_crs:rec_readable`` / ``redial_crs:rec_all_readable``: the
+  same with movie titles in place of item tokens, for ``parlai display_data``
+  (``--redial-readable true`` does it for any of them).
 
 Folds: ``train`` / ``valid`` (10% of the official train dialogues, salted hash of conversationId)
 / ``test`` (the official test file). See README.md next to this file.
@@ -14,15 +17,16 @@ import copy
 from typing import Dict, Iterator, List, Optional
 
 from parlai.core.message import Message
+from parlai.core.metrics import SumMetric
 from parlai.core.params import ParlaiParser
 from parlai.core.opt import Opt
 from parlai.core.teachers import DialogTeacher
 from parlai.utils.data import DatatypeHelper
 
-from parlai_conkd.items import ItemCatalog
+from parlai_conkd.items import UNKNOWN_ITEM_TOKEN, ItemCatalog
 
 from .build import add_redial_args, fold_path, load_catalog, read_episodes
-from .examples import dialogue_examples, rec_examples, seeker_mention_examples
+from .examples import dialogue_examples, rec_all_examples, rec_examples, seeker_mention_examples
 
 
 class ResponseTeacher(DialogTeacher):
@@ -31,6 +35,8 @@ class ResponseTeacher(DialogTeacher):
     TEACHER_ID = 'redial_crs'
     #: names the stream-mode length cache: teachers that count examples differently need their own.
     EXAMPLE_KIND = 'response'
+    #: the gold labels are replies (text), so unknown movies can appear in them as __item_unk__
+    TEXT_TARGETS = True
 
     @classmethod
     def add_cmdline_args(
@@ -68,12 +74,23 @@ class ResponseTeacher(DialogTeacher):
                     example['labels'] = [catalog.render(label) for label in example['labels']]
                 yield Message(example), position == 0
 
+    def custom_evaluation(self, teacher_action, labels, model_response) -> None:
+        """``item_unk_targets``: movie mentions in the gold replies that are not catalog items.
+
+        They appear as ``__item_unk__`` in the target text (a model can never name them
+        correctly) and never in ``label_items``/``new_items``; reported as a count so a test set
+        with many of them is visible in every report.
+        """
+        if self.TEXT_TARGETS and labels:
+            self.metrics.add('item_unk_targets', SumMetric(labels[0].count(UNKNOWN_ITEM_TOKEN)))
+
 
 class RecTeacher(ResponseTeacher):
     """One example per new item a recommender turn mentions (KBRD/CRSLab convention)."""
 
     TEACHER_ID = 'redial_crs:rec'
     EXAMPLE_KIND = 'rec'
+    TEXT_TARGETS = False  # the label is one catalog item's token
 
     @classmethod
     def add_cmdline_args(
@@ -109,6 +126,18 @@ class RecTeacher(ResponseTeacher):
             yield message, True
 
 
+class RecAllTeacher(RecTeacher):
+    """One example per item a recommender turn names, items mentioned before included ("all")."""
+
+    TEACHER_ID = 'redial_crs:rec_all'
+    EXAMPLE_KIND = 'rec_all'
+
+    def examples_per_episode(self, episodes: List[Dict], catalog: ItemCatalog) -> Iterator[List[Dict]]:
+        tokens = catalog.tokens()
+        for episode in episodes:
+            yield rec_all_examples(episode, tokens)
+
+
 class ReadableTeacher(ResponseTeacher):
     """The default teacher with titles instead of item tokens (``parlai display_data``)."""
 
@@ -120,6 +149,15 @@ class ReadableTeacher(ResponseTeacher):
 
 class RecReadableTeacher(RecTeacher):
     """The ``:rec`` teacher with titles instead of item tokens."""
+
+    def __init__(self, opt, shared=None):
+        opt = copy.deepcopy(opt)
+        opt['redial_readable'] = True
+        super().__init__(opt, shared)
+
+
+class RecAllReadableTeacher(RecAllTeacher):
+    """The ``:rec_all`` teacher with titles instead of item tokens."""
 
     def __init__(self, opt, shared=None):
         opt = copy.deepcopy(opt)

@@ -47,25 +47,42 @@ def dialogue_examples(episode: Dict) -> List[Dict]:
 
 
 def rec_examples(episode: Dict, catalog_tokens: List[str]) -> List[Dict]:
-    """One example per new item a recommender turn mentions (KBRD/CRSLab convention).
+    """One example per new item a recommender turn mentions (KBRD/CRSLab convention, new items).
 
     Each is its own episode (``episode_done`` True) whose ``text`` is the whole dialogue so far,
     turns joined by newlines: one response can recommend several items, and repeating its seeker
     text inside one ParlAI episode would duplicate it in every agent's history.
     """
+    return _item_examples(episode, catalog_tokens, new_only=True)
+
+
+def rec_all_examples(episode: Dict, catalog_tokens: List[str]) -> List[Dict]:
+    """One example per item a recommender turn names, items already mentioned kept (the "all"
+    protocol; repeats count, as in KBRD's and CRSLab's ``:rec`` data).
+
+    Same shape as :func:`rec_examples`; ``label_items`` = [that item], ``new_items`` = [that
+    item] when it was not mentioned before in the dialogue, else []. So one evaluation reports
+    ``recall@k`` over all pairs and ``new_recall@k`` over the new ones (the pairs of
+    :func:`rec_examples`, with the same text and context).
+    """
+    return _item_examples(episode, catalog_tokens, new_only=False)
+
+
+def _item_examples(episode: Dict, catalog_tokens: List[str], new_only: bool) -> List[Dict]:
     examples: List[Dict] = []
     history: List[str] = []
     for example in dialogue_examples(episode):
         if example['text'] != SILENCE:
             history.append(example['text'])
-        for index in example['new_items']:
+        new = set(example['new_items'])
+        for index in example['new_items'] if new_only else example['label_items']:
             examples.append(
                 {
                     'text': '\n'.join(history) if history else SILENCE,
                     'labels': [catalog_tokens[index]],
                     'context_items': list(example['context_items']),
                     'label_items': [index],
-                    'new_items': [index],
+                    'new_items': [index] if index in new else [],
                     'is_rec': True,
                     'conversation_id': example['conversation_id'],
                     'episode_done': True,

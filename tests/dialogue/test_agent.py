@@ -173,3 +173,30 @@ def test_force_rec_flag_prefixes_every_reply_with_rec(agent):
         assert agent.get_prefix_tokens(batch).tolist() == [[agent.rec_token_id], [agent.rec_token_id]]
     finally:
         agent.opt['force_rec_flag'] = False
+
+
+def test_response_recall_under_both_protocols_and_item_recall(agent, monkeypatch):
+    """The reply repeats the seeker's item 111 (index 0) and recommends 444 (index 3): ``rer@k``
+    ranks the new item only, ``rer_all@k`` both, at the same first item slot (hand-set scores)."""
+    agent.model.eval()
+    example = {'text': 'i liked __item_111__', 'labels': ['__item_111__ is great, also __item_444__'],
+               'is_rec': True, 'label_items': [0, 3], 'new_items': [3]}
+    batch = _batch(agent, [example])
+    assert batch.gold_label_items == [[0, 3]] and batch.gold_new_items == [[3]]
+    row = batch.label_vec[0]
+    preds = [torch.cat([torch.tensor([agent.START_IDX]), row[row.ne(agent.NULL_IDX)]])]
+    # slot ranking: 0 > 3 > 4 > 1 > 2
+    monkeypatch.setattr(agent, '_slot_item_scores',
+                        lambda *_: torch.tensor([[5.0, 1.0, 0.0, 4.0, 2.0]]))
+    agent._local_metrics.clear()
+    agent.record_response_metrics(batch, preds)
+    metrics = agent._local_metrics
+    assert metrics['rer@1'][0].value() == 0.0  # the new item is second
+    assert metrics['rer_all@1'][0].value() == pytest.approx(0.5)  # one of the two gold items is first
+    assert metrics['rer@10'][0].value() == 1.0 and metrics['rer_all@10'][0].value() == 1.0
+    assert metrics['rer_responses'][0].value() == 1 and metrics['rer_all_responses'][0].value() == 1
+    assert metrics['item_precision'][0].value() == pytest.approx(0.5)  # names 111 and 444; 444 is new
+    assert metrics['item_recall'][0].value() == 1.0
+    # without task fields, all items = the items named in the label
+    plain = _batch(agent, [{'text': 'hello', 'labels': ['see __item_222__']}])
+    assert plain.gold_label_items == [[1]]

@@ -39,3 +39,7 @@ class TestReadableTeacher(AutoTeacherTest):
 
 class TestRecReadableTeacher(AutoTeacherTest):
     task = 'redial_crs:rec_readable'
+
+
+class TestRecAllTeacher(AutoTeacherTest):
+    task = 'redial_crs:rec_all'

@@ -90,3 +90,49 @@ def test_stream_counts_are_per_teacher_and_never_written_to_cwd(tmp_path, isolat
     assert (rec.num_episodes(), rec.num_examples()) == (6, 6)
     assert (sliced.num_episodes(), sliced.num_examples()) == (3, 3)
     assert list(tmp_path.glob('*.lengths')) == []
+
+
+def test_rec_all_teacher_keeps_items_mentioned_before(tmp_path, isolated_datapath):
+    # the recommender names Alien again (mentioned by the seeker) next to a new item, then repeats
+    # Heat (its own earlier recommendation): "all" has one example per named item, "new" only Heat/Up
+    test = [dialogue(7, [(1, 'I liked @111'), (2, 'like @111? try @222 @222'), (1, 'ok'),
+                         (2, 'again @222, or @444')])]
+    source = write_redial(tmp_path / 'r', test=test)
+    teacher, acts = teacher_acts('redial_crs:rec_all', isolated_datapath, source)
+    assert (teacher.num_episodes(), teacher.num_examples()) == (4, 4)
+    assert [a['label_items'] for a in acts] == [[ALIEN], [HEAT], [HEAT], [UP]]
+    # a repeat of an earlier mention has no new item; a double mention inside one turn counts once
+    assert [a['new_items'] for a in acts] == [[], [HEAT], [], [UP]]
+    assert [list(a['eval_labels']) for a in acts] == [
+        ['__item_111__'], ['__item_222__'], ['__item_222__'], ['__item_444__']]
+    assert acts[0]['text'] == acts[1]['text'] == 'I liked __item_111__'
+    assert acts[2]['text'] == 'I liked __item_111__\nlike __item_111__? try __item_222__ __item_222__\nok'
+    assert all(a['episode_done'] and a['context_items'] for a in acts)
+    # the "new" teacher holds exactly the new-item examples of the "all" teacher
+    _, new = teacher_acts('redial_crs:rec', isolated_datapath, source)
+    with_new = [a for a in acts if a['new_items']]
+    assert [(a['text'], a['label_items'], a['context_items']) for a in new] == [
+        (a['text'], a['label_items'], a['context_items']) for a in with_new]
+    _, readable = teacher_acts('redial_crs:rec_all_readable', isolated_datapath, source)
+    assert list(readable[0]['eval_labels']) == ['Alien (1979)']
+
+
+def test_response_teacher_counts_unknown_items_in_gold_replies(tmp_path, isolated_datapath):
+    from parlai.core.agents import create_agent
+    from parlai.core.params import ParlaiParser
+    from parlai.core.worlds import create_task
+
+    test = [dialogue(8, [(1, 'hi'), (2, 'try @999 or @998, or @222'), (1, 'ok'), (2, 'bye')])]
+    source = write_redial(tmp_path / 'r', test=test)
+    for task, expected in (('redial_crs', 2), ('redial_crs:rec_all', None)):
+        opt = ParlaiParser(True, True).parse_kwargs(
+            task=task, datatype='test', model='fixed_response', fixed_response='none',
+            datapath=str(isolated_datapath), redial_path=str(source), batchsize=1)
+        world = create_task(opt, create_agent(opt))
+        for _ in range(world.num_examples()):
+            world.parley()
+        report = world.report()
+        if expected is None:
+            assert 'item_unk_targets' not in report
+        else:
+            assert report['item_unk_targets'] == expected

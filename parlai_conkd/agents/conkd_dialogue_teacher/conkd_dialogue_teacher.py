@@ -12,8 +12,8 @@ Trained with NLL alone it is also the paper's "no distillation" baseline. The st
 * ``compute_loss(batch, return_output=True)`` is ParlAI's: ``model_output[0]`` are the logits
   ``[B, T, V]`` aligned with ``batch.label_vec`` (flag token first). A subclass adds a loss term by
   calling ``super().compute_loss(batch, return_output=True)`` and adding to the returned loss.
-* ``record_response_metrics(batch, preds)``: ReR@k, item precision/F1, item ratio, Dist-n; called
-  from ``_add_generation_metrics`` for every generator of this project.
+* ``record_response_metrics(batch, preds)``: ReR@k (new and all items), item precision/recall/F1,
+  item ratio, Dist-n; called from ``_add_generation_metrics`` for every generator of this project.
 
 Backbones (``--backbone``): ``transformer`` = ParlAI's TransformerGeneratorModel from scratch over
 a word dictionary; ``hf`` = ParlAI's HF GPT-2 model class (``parlai.agents.hugging_face.gpt2``) on
@@ -25,7 +25,7 @@ from typing import Dict, List, Optional
 import torch
 import torch.nn.functional as F
 from parlai.agents.transformer.transformer import TransformerGeneratorAgent
-from parlai.core.metrics import AverageMetric
+from parlai.core.metrics import AverageMetric, SumMetric
 from parlai.utils import logging
 from parlai.utils.torch import padded_tensor
 
@@ -343,11 +343,13 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
         self._interactive = bool(mode)
 
     def batchify(self, obs_batch, sort=False):
-        """ParlAI's batch + ``gold_new_items`` (one list per valid example, None when unknown) and
-        ``context_items`` (catalog indices named in the dialogue before the reply)."""
+        """ParlAI's batch + ``gold_new_items`` and ``gold_label_items`` (one list per valid
+        example, None when unknown), ``context_items`` (catalog indices named in the dialogue
+        before the reply), ``context_texts`` and ``conversation_ids``."""
         batch = super().batchify(obs_batch, sort=sort)
         valid = batch.valid_indices if batch.valid_indices is not None else []
         batch['gold_new_items'] = [self._gold_new_items(obs_batch[i]) for i in valid]
+        batch['gold_label_items'] = [self._gold_label_items(obs_batch[i]) for i in valid]
         batch['context_items'] = context_items_of(batch, self.catalog, [obs_batch[i] for i in valid])
         batch['context_texts'] = [obs_batch[i].get('full_text') or obs_batch[i].get('text') or '' for i in valid]
         batch['conversation_ids'] = [obs_batch[i].get('conversation_id') for i in valid]
@@ -489,6 +491,16 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
         seen = set(self.catalog.items_in_text(obs.get('full_text', obs.get('text', ''))))
         return [i for i in self.catalog.items_in_text(labels[0]) if i not in seen]
 
+    def _gold_label_items(self, obs) -> Optional[List[int]]:
+        """``label_items`` from the task (every item of the gold reply, mentioned before or not),
+        else the items named in the label."""
+        if obs.get('label_items') is not None:
+            return list(obs['label_items'])
+        labels = obs.get('labels', obs.get('eval_labels'))
+        if not labels:
+            return None
+        return self.catalog.items_in_text(labels[0])
+
     def _slot_item_scores(self, batch, preds, slots) -> torch.Tensor:
         """Item-token logits at each response's first item slot, ``[B, N]`` (zeros without slot).
 
@@ -515,27 +527,35 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
 
     @torch.no_grad()
     def record_response_metrics(self, batch, preds):
-        """ReR@k, item precision/F1, item ratio, Dist-n (both conventions) for generated replies,
-        and ``rec_flag_acc`` (the generated [REC]/[GEN] flag equals the gold one).
+        """ReR@k under both protocols, item precision/recall/F1, item ratio, Dist-n (both
+        conventions) for generated replies, and ``rec_flag_acc`` (the generated [REC]/[GEN] flag
+        equals the gold one).
 
+        ``rer@k`` ranks the gold *new* items (not mentioned before), ``rer_all@k`` *all* items of
+        the gold reply (repeats of earlier mentions included), both at the reply's first item
+        slot; ``rer_responses`` / ``rer_all_responses`` count the responses each averages over.
         Definitions: parlai_conkd/metrics.py and projects/conkd/README.md.
         """
         responses = [self._response_ids(p) for p in preds]
         gen_items = [generated_items(r, self.item_index_of_token) for r in responses]
         gold_new = batch.get('gold_new_items') or [None] * len(preds)
+        gold_all = batch.get('gold_label_items') or [None] * len(preds)
         # slot positions are taken in the raw prediction (after the start token, flag included)
         targets = [p[1:] if len(p) and int(p[0]) == self.START_IDX else p for p in preds]
         slots = [first_item_slot(t.tolist(), self.item_index_of_token) for t in targets]
         has_slot = [s is not None for s in slots]
-        if any(has_slot[b] and gold_new[b] for b in range(len(preds))):
+        if any(has_slot[b] and (gold_new[b] or gold_all[b]) for b in range(len(preds))):
             scores = self._slot_item_scores(batch, preds, slots)
         else:
             scores = torch.zeros(len(preds), len(self.item_token_ids))
-        rer = response_recall_at_k(scores, has_slot, [g or [] for g in gold_new], ks=RER_KS)
-        for k in RER_KS:
-            self.record_local_metric(f'rer@{k}', [_average(v) for v in rer[k]])
+        for name, gold in (('rer', gold_new), ('rer_all', gold_all)):
+            gold = [g or [] for g in gold]
+            recall = response_recall_at_k(scores, has_slot, gold, ks=RER_KS)
+            for k in RER_KS:
+                self.record_local_metric(f'{name}@{k}', [_average(v) for v in recall[k]])
+            self.record_local_metric(f'{name}_responses', [SumMetric(int(bool(g))) for g in gold])
         overlaps = [item_overlap(gen, gold or []) for gen, gold in zip(gen_items, gold_new)]
-        for name in ('precision', 'f1'):
+        for name in ('precision', 'recall', 'f1'):
             self.record_local_metric(f'item_{name}', [_average(o[name]) for o in overlaps])
         self.record_local_metric('item_ratio', [AverageMetric(bool(g)) for g in gen_items])
         if batch.label_vec is not None:

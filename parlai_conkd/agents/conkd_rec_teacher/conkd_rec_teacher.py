@@ -15,8 +15,16 @@ Train / evaluate (see projects/conkd/README.md, "Recommendation teacher")::
 
 Metrics (per (example, gold item) pair, ties by expectation; see :mod:`parlai_conkd.ranking`):
 ``recall@k``, ``mrr``, ``ndcg@k`` over the example's ``label_items``; ``new_recall@k``,
-``new_mrr``, ``new_ndcg@k`` over its ``new_items`` (on ``redial_crs:rec`` the two coincide).
+``new_mrr``, ``new_ndcg@k`` over its ``new_items``; ``pairs`` / ``new_pairs`` count the pairs each
+family averages over. On ``redial_crs:rec`` the two families coincide; on ``redial_crs:rec_all``
+they are the "all" and "new" protocols side by side (issue #15).
 ``--rank-exclude-context true`` removes the context items from the ranking first.
+
+The agents' replies carry no ``text`` outside interactive mode: ParlAI's teachers would score a
+top-1 item token with word-overlap metrics (``accuracy``/``f1``/``precision``/``recall``, BLEU),
+and ``__item_1__`` vs ``__item_2__`` share the word "item" (``recall`` 0.5 beside
+``recall@50`` 0). The ranking is in ``recommendations`` (top-10 item tokens) and
+``item_ranking`` (their catalog indices).
 
 The distillation entry point is :meth:`ItemRankingAgent.item_log_probs`.
 """
@@ -25,7 +33,7 @@ from typing import Dict, List, Optional, Sequence
 import torch
 import torch.nn.functional as F
 from parlai.core.dict import DictionaryAgent
-from parlai.core.metrics import AverageMetric
+from parlai.core.metrics import AverageMetric, SumMetric
 from parlai.core.torch_agent import Batch, History, Output, TorchAgent
 from parlai.utils import logging
 from parlai.utils.torch import total_parameters, trainable_parameters
@@ -296,7 +304,8 @@ class ItemRankingAgent(TorchAgent):
         return ranking.exclusion_mask(batch.context_items, len(self.catalog), device=batch.context.device)
 
     def record_ranking_metrics(self, scores: torch.Tensor, batch: Batch) -> None:
-        """recall@k / mrr / ndcg@k over label items, and the same with ``new_`` over new items."""
+        """recall@k / mrr / ndcg@k over label items, and the same with ``new_`` over new items;
+        ``pairs`` / ``new_pairs``: the number of (example, gold item) pairs behind each."""
         exclude = self._exclusion(batch)
         for prefix, gold in (('', batch.label_items), ('new_', batch.new_items)):
             sums = ranking.ranking_sums(scores, gold, self.rank_ks, exclude, self.ndcg_ks)
@@ -306,6 +315,7 @@ class ItemRankingAgent(TorchAgent):
                     prefix + name,
                     [AverageMetric(v, c) if c else None for v, c in zip(values.tolist(), count)],
                 )
+            self.record_local_metric(prefix + 'pairs', [SumMetric(int(c)) for c in count])
 
     def eval_step(self, batch):
         if batch.batchsize == 0:
@@ -316,9 +326,13 @@ class ItemRankingAgent(TorchAgent):
         exclude = self._exclusion(batch)
         if exclude is not None:
             scores = scores.masked_fill(exclude, float('-inf'))
-        top = scores.argmax(dim=1).tolist()
-        ranking = scores.topk(min(10, scores.size(1))).indices.tolist()
-        return Output(text=[self.catalog[i].token for i in top], item_ranking=ranking)
+        top = scores.topk(min(10, scores.size(1))).indices.tolist()
+        recommendations = [[self.catalog[i].token for i in row] for row in top]
+        if self.opt.get('interactive_mode'):
+            return Output(text=[row[0] for row in recommendations], recommendations=recommendations,
+                          item_ranking=top)
+        # no 'text': teachers would score it with word-overlap metrics (see the module docstring)
+        return Output(recommendations=recommendations, item_ranking=top)
 
     # ------------------------------------------------------------------ distillation API
     @torch.no_grad()
