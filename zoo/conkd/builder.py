@@ -337,6 +337,7 @@ def _run_training(args: List[str], log_path: str, desc: str, epochs: float, thre
                 log.write(line)
                 match = _EPOCHS_RE.search(line)
                 if match:
+                    bar.set_description_str(desc, refresh=False)
                     bar.update(max(0.0, min(float(match.group(1)), epochs) - bar.n))
                 elif 'running eval: valid' in line:
                     bar.set_description_str(desc + ' (evaluating)')
