@@ -48,7 +48,7 @@ def with_seed(args, seed):
 def spec_rows(files, seeds):
     """The rows of the results table (test fold), as leaderboard spec rows."""
     rec, dialogue = files['rec_teacher'], files['dialogue_teacher']
-    students = {gate: [files[(gate, s)] for s in seeds] for gate in GATES}
+    students = {gate: [files.get((gate, s)) for s in seeds] for gate in GATES}
     fill = ['--fill-items-from', rec[0]]
     token = ['--item-decoding', 'token']
     force = ['--force-rec-flag', 'true']
@@ -100,6 +100,7 @@ def main():
         path = os.path.join(out, f'rec_teacher_s{seed}', 'model')
         train = with_seed(recipe.train_args('rec_teacher', path, datapath, use_kg=use_kg), seed)
         if not os.path.isfile(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
             log['seconds'][path] = parlai(['train_model', *train], path + '.log')
         log['commands'][path] = 'parlai train_model ' + ' '.join(map(shlex.quote, train))
         files['rec_teacher'].append(os.path.relpath(path))
