@@ -46,12 +46,12 @@ def with_seed(args, seed):
 
 
 def spec_rows(files, seeds):
-    """The rows of the results table (test fold), as leaderboard spec rows."""
+    """The rows of the results table (test fold), as leaderboard spec rows. A gate trained with
+    fewer seeds than asked (``--gates``/``--seeds`` subsets) shows the seeds it has."""
     rec, dialogue = files['rec_teacher'], files['dialogue_teacher']
-    students = {gate: [files.get((gate, s)) for s in seeds] for gate in GATES}
+    students = {gate: [m for m in (files.get((gate, s)) for s in seeds) if m is not None] for gate in GATES}
     fill = ['--fill-items-from', rec[0]]
     token = ['--item-decoding', 'token']
-    force = ['--force-rec-flag', 'true']
     return [
         {'name': 'rec teacher', 'models': rec},
         {'name': 'pipeline: dialogue teacher + rec teacher items', 'models': [dialogue], 'args': fill},
@@ -60,14 +60,9 @@ def spec_rows(files, seeds):
         {'name': 'student, gate static (lambda 0.5)', 'models': students['static']},
         {'name': 'student, gate hard', 'models': students['hard']},
         {'name': 'student, gate soft', 'models': students['soft']},
-        {'name': 'ablation: pipeline, token decoding', 'models': [dialogue], 'args': fill + token},
-        {'name': 'ablation: dialogue teacher, token decoding', 'models': [dialogue], 'args': token},
+        # the paper's plain decoding (an item only where it is the single best token)
         {'name': 'ablation: student soft, token decoding', 'models': students['soft'], 'args': token},
-        {'name': 'ablation: student none, token decoding', 'models': students['none'], 'args': token},
-        {'name': 'diagnostic --force-rec-flag: pipeline', 'models': [dialogue], 'args': fill + force},
-        {'name': 'diagnostic --force-rec-flag: dialogue teacher', 'models': [dialogue], 'args': force},
-        {'name': 'diagnostic --force-rec-flag: student none', 'models': students['none'], 'args': force},
-        {'name': 'diagnostic --force-rec-flag: student soft', 'models': students['soft'], 'args': force},
+        {'name': 'ablation: pipeline, token decoding', 'models': [dialogue], 'args': fill + token},
     ]
 
 
@@ -79,6 +74,8 @@ def main():
     parser.add_argument('--spec', default='projects/conkd/leaderboards/conkd_test.spec.json')
     parser.add_argument('--check-zoo', action='store_true',
                         help='also train seed 0 of hard/soft afresh and compare weights with the zoo')
+    parser.add_argument('--collect-only', action='store_true',
+                        help='train nothing: write the spec from the model files already there')
     args = parser.parse_args()
 
     from parlai_conkd.zoo.conkd import builder, recipe
@@ -99,6 +96,8 @@ def main():
             continue
         path = os.path.join(out, f'rec_teacher_s{seed}', 'model')
         train = with_seed(recipe.train_args('rec_teacher', path, datapath, use_kg=use_kg), seed)
+        if args.collect_only and not os.path.isfile(path):
+            continue
         if not os.path.isfile(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
             log['seconds'][path] = parlai(['train_model', *train], path + '.log')
@@ -114,6 +113,9 @@ def main():
             path = os.path.join(out, f'{gate}_s{seed}', 'model')
             train = with_seed(recipe.train_args('soft', path, datapath, teachers, use_kg=use_kg), seed)
             train[train.index('--gate') + 1] = gate
+            if args.collect_only and not os.path.isfile(path):
+                print(f'{gate} seed {seed}: not trained, left out (--collect-only)', flush=True)
+                continue
             if not os.path.isfile(path):
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 log['seconds'][path] = parlai(['train_model', *train], path + '.log')
@@ -127,13 +129,18 @@ def main():
         'title': 'ConKD on the shared ReDial copy, test fold: recommenders, pipeline, dialogue teacher, students',
         'split': 'test',
         'eval_args': ['-bs', '64'],
-        'rows': [row for row in spec_rows(files, seeds)
-                 if all(m is not None for m in row['models'])],
+        'rows': [row for row in spec_rows(files, seeds) if row['models']],
     }
     os.makedirs(os.path.dirname(os.path.abspath(args.spec)), exist_ok=True)
     with open(args.spec, 'w') as f:
         json.dump(spec, f, indent=1)
-    with open(os.path.join(out, 'student_results.json'), 'w') as f:
+    log_file = os.path.join(out, 'student_results.json')
+    if os.path.isfile(log_file):  # runs that trained other gates/seeds keep their records
+        with open(log_file) as f:
+            previous = json.load(f)
+        for key in ('commands', 'seconds'):
+            log[key] = {**previous.get(key, {}), **log[key]}
+    with open(log_file, 'w') as f:
         json.dump(log, f, indent=1)
     print(f'wrote {args.spec}; now: python -m parlai_conkd.leaderboard --spec {args.spec} -dp {args.datapath}')
 
