@@ -52,7 +52,12 @@ def spec_rows(files, seeds):
     students = {gate: [m for m in (files.get((gate, s)) for s in seeds) if m is not None] for gate in GATES}
     fill = ['--fill-items-from', rec[0]]
     token = ['--item-decoding', 'token']
-    return [
+    baselines = [
+        {'name': 'popularity', 'models': [files['popularity']]},
+        {'name': 'repeat (mentioned items, then popularity)', 'models': [files['repeat']]},
+        {'name': 'repeat, mentioned items only', 'models': [files['repeat']], 'args': ['--repeat-fill', 'none']},
+    ] if files.get('popularity') and files.get('repeat') else []
+    return baselines + [
         {'name': 'rec teacher', 'models': rec},
         {'name': 'pipeline: dialogue teacher + rec teacher items', 'models': [dialogue], 'args': fill},
         {'name': 'dialogue teacher', 'models': [dialogue]},
@@ -103,6 +108,15 @@ def main():
             log['seconds'][path] = parlai(['train_model', *train], path + '.log')
         log['commands'][path] = 'parlai train_model ' + ' '.join(map(shlex.quote, train))
         files['rec_teacher'].append(os.path.relpath(path))
+    # the baselines every table keeps (seconds to train; no seed: counts, not weights)
+    for name in ('popularity', 'repeat'):
+        path = os.path.join(out, name, 'model')
+        train = ['-t', 'redial_crs:rec', '-m', f'conkd_{name}', '-dp', datapath, '-mf', path, '-eps', '1', '-bs', '64']
+        if not os.path.isfile(path) and not args.collect_only:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            log['seconds'][path] = parlai(['train_model', *train], path + '.log')
+        log['commands'][path] = 'parlai train_model ' + ' '.join(map(shlex.quote, train))
+        files[name] = os.path.relpath(path) if os.path.isfile(path) else None
     for gate in args.gates.split(','):
         for seed in seeds:
             zoo_model = gate in ('soft', 'hard') and seed == recipe.SEED
