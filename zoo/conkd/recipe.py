@@ -110,7 +110,7 @@ RECIPES: Dict[str, Recipe] = {
         student=(
             '--kd-weight', '0.5', '--kd-temperature', '1.0', '--teacher-cache-topk', '64',
             '--validation-max-exs', '-1', '-veps', '0.5', '-vmt', 'tf_rer@10', '-vmm', 'max', '-vp', '4',
-            *_cap(25),
+            *_cap(90),  # a guard: 25 min bound on a 2-core machine at load 10 (1.5 of 3 epochs)
         ),
         epochs={'rec_teacher': 5, 'dialogue_teacher': 6, 'soft': 3, 'hard': 3},
         expected_minutes={'rec_teacher': 1.5, 'dialogue_teacher': 14, 'soft': 7, 'hard': 7},
