@@ -82,6 +82,32 @@ def spec_rows(files, seeds):
     return baselines + generators
 
 
+#: the README's compact table: (column, ranker metric, generator metric, digits)
+SUMMARY = [('R@10 / ReR@10 new', 'new_recall@10', 'rer@10', 3), ('R@50 / ReR@50 new', 'new_recall@50', 'rer@50', 3),
+           ('R@1 / item P', 'new_recall@1', 'item_precision', 3), ('item F1', None, 'item_f1', 3),
+           ('item ratio', None, 'item_ratio', 3), ('Dist_crs-2', None, 'dist_crs-2', 3), ('BLEU-4', None, 'bleu-4', 3),
+           ('PPL', None, 'ppl', 1)]
+
+
+def summary_table(board):
+    """The README's compact Markdown table of a leaderboard JSON (mean ± sample sd over seeds)."""
+    lines = ['| model | n | ' + ' | '.join(c for c, *_ in SUMMARY) + ' |', '|---|---|' + '---:|' * len(SUMMARY)]
+    for row in board['rows']:
+        cells = []
+        for _, ranker_metric, generator_metric, digits in SUMMARY:
+            metric = ranker_metric if row['kind'] == 'ranker' else generator_metric
+            value = row['metrics'].get(metric) if metric else None
+            if not value:
+                cells.append('')
+                continue
+            text = f"{value['mean']:.{digits}f}"
+            if value.get('std') is not None:
+                text += f" ± {value['std']:.{digits}f}"
+            cells.append(text)
+        lines.append(f"| {row['name']} | {len(row['runs'])} | " + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('-dp', '--datapath', default='data')
@@ -92,7 +118,13 @@ def main():
                         help='also train seed 0 of hard/soft afresh and compare weights with the zoo')
     parser.add_argument('--collect-only', action='store_true',
                         help='train nothing: write the spec from the model files already there')
+    parser.add_argument('--summary', metavar='BOARD_JSON',
+                        help='train nothing: print the compact table of a leaderboard JSON')
     args = parser.parse_args()
+    if args.summary:
+        with open(args.summary) as f:
+            print(summary_table(json.load(f)))
+        return
 
     from parlai_conkd.zoo.conkd import builder, recipe
 
