@@ -6,13 +6,14 @@ tests/gpu/test_mixed_precision.py, next to its --fp16 GPU test.
 import pytest
 import torch
 
-from parlai_conkd import distill
+from parlai_conkd.fast_target import make_target
+from parlai_conkd.fused_loss import nll_and_kd
 from tests.student.test_fused_loss import CONTIGUOUS, PAD, _inputs
 
 
 def _fused(logits, labels, dial, rec, gate='soft', tau=1.0):
-    target = distill.make_target(gate, dial, rec, CONTIGUOUS, labels.ne(PAD), hard_threshold=0.3, temperature=tau)
-    return distill.nll_and_kd(logits, labels, target, CONTIGUOUS, ignore_index=PAD), target
+    target = make_target(gate, dial, rec, CONTIGUOUS, labels.ne(PAD), hard_threshold=0.3, temperature=tau)
+    return nll_and_kd(logits, labels, target, CONTIGUOUS, ignore_index=PAD), target
 
 
 @pytest.mark.parametrize('gate', ['soft', 'hard'])

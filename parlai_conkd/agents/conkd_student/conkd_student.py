@@ -18,6 +18,7 @@ from parlai.utils import logging
 from parlai.utils.distributed import get_rank, is_distributed
 
 from parlai_conkd import distill
+from parlai_conkd.fast_target import DistillTarget, ItemSlots, make_target
 from parlai_conkd.explain import InteractiveExplainMixin
 from parlai_conkd.agents.conkd_dialogue_teacher.conkd_dialogue_teacher import ConkdDialogueTeacherAgent
 from parlai_conkd.teacher_cache import (
@@ -99,7 +100,7 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
         if not opt.get('dict_file') and opt.get('dialogue_teacher_file'):
             opt['dict_file'] = resolve_model_file(opt, '--dialogue-teacher-file') + '.dict'
         super().__init__(opt, shared)
-        self.item_slots = distill.ItemSlots(self.item_token_ids)
+        self.item_slots = ItemSlots(self.item_token_ids)
         self.teacher_cache = None
         if shared is not None:
             self.dialogue_teacher = shared['dialogue_teacher']
@@ -217,9 +218,9 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
         return (distill.TopK(dial.values.to(device), dial.indices.to(device)), gate.to(device),
                 distill.TopK(rec.values.to(device), rec.indices.to(device)))
 
-    def distillation_target(self, batch, mask) -> distill.DistillTarget:
+    def distillation_target(self, batch, mask) -> DistillTarget:
         dial, gate, rec = self.teacher_targets(batch, mask)
-        return distill.make_target(
+        return make_target(
             self.opt['gate'], dial, rec, self.item_slots, mask,
             hard_threshold=self.opt['hard_gate_threshold'],
             static_gate=self.opt['static_gate'],
