@@ -1,35 +1,30 @@
-"""ConKD gates and the distillation loss, in plain torch (no ParlAI import).
+"""The ConKD loss as the paper defines it (Jung, Jung & Chen, EMNLP 2023, Sec. 3), in plain torch.
 
-Notation, per example b and target step t (V = vocabulary, I = the item tokens, N = |I|):
+Per example b and target step t (V: the vocabulary, I: the vocabulary ids of the N catalog items):
 
-- ``p_dial[b,t,:]``   dialogue teacher's next-token distribution over V
-- ``p_rec[b,:]``      recommendation teacher's distribution over the N catalog items, placed on
-                      the item tokens of V (zero on every word): ``p_rec_V[b, I[n]] = p_rec[b, n]``
-- gate ``lambda[b,t] = sum_{v in I} p_dial[b,t,v]`` (the dialogue teacher's item mass)
-- targets:
-    hard:   ``q = p_rec_V`` where ``lambda > threshold``, else ``p_dial``
-    soft:   ``q = lambda * p_rec_V + (1 - lambda) * p_dial``
-    static: soft with a constant ``lambda`` (default 0.5), the paper's ablation
-    none:   no distillation (NLL only: the baseline)
-  All three are ``q = (1 - w) * p_dial + w * p_rec_V`` with a per-step weight ``w``: the gate
-  (soft, static) or ``1[lambda > threshold]`` (hard).
-- ``KD[b,t] = tau^2 * KL(q_tau || p_student_tau)`` with ``0 log 0 = 0``, where ``_tau`` means the
-  teacher/student log-probabilities divided by the temperature tau and renormalised (Hinton et al.;
-  the tau^2 factor keeps gradient scale independent of tau). The gate itself always uses the
-  untempered teacher (it is a probability, not a target).
-- total loss ``= (1 - alpha) * NLL + alpha * KD``, both averaged over non-padding target tokens.
+- ``p_dial[b,t,:]``: the dialogue teacher's next-token distribution over V;
+- ``p_rec[b,:]``: the recommendation teacher's distribution over the N items, placed on the item
+  tokens of V (zero on every word): ``p_rec_V[b, I[n]] = p_rec[b, n]``;
+- the gate ``lambda[b,t] = sum_{v in I} p_dial[b,t,v]``, the dialogue teacher's item mass;
+- the target ``q[b,t] = (1 - w[b,t]) * p_dial[b,t] + w[b,t] * p_rec_V[b]``, with the weight
+  ``w = lambda`` (soft gate), a constant ``w`` (static gate, the paper's ablation),
+  ``w = 1[lambda > threshold]`` (hard gate), or no distillation at all (gate none, the baseline);
+- ``KD[b,t] = tau^2 * KL(q^tau || p_student^tau)`` with ``0 log 0 = 0``: at temperature tau each
+  teacher distribution and the student's are softened (``softmax(log p / tau)``) before the mixing
+  and the KL (Hinton et al.; tau^2 keeps the gradient scale). The gate reads the untempered
+  teacher: it is a probability, not a target;
+- the loss ``(1 - alpha) * NLL + alpha * KD``, both averaged over the real (non-padding) steps.
 
-How it is computed for training: :mod:`parlai_conkd.fast_target` (the target without [B,T,V]
-temporaries) and :mod:`parlai_conkd.fused_loss` (NLL and KD from one softmax, hand-written
-backward). :func:`conkd_terms` is the same loss through plain autograd, kept as the readable
-reference the fused one is tested against.
+A teacher kept as its top k entries (:class:`TopK`, the teacher cache's form) stands for its
+distribution renormalised over those k (:func:`from_topk`); the gate then comes from the cache,
+which stores the exact item mass.
 
-Precision: the target and the loss are computed in float32 whatever the models run in. Half-precision
-(fp16/bf16) scores from a ``--fp16`` student or teacher are promoted first, autocast is switched off
-inside the loss, and the gradient is handed back in the logits' own dtype (issue #17).
+:func:`conkd_terms` computes KD exactly this way, materialising ``q`` over V: the reference.
+Training computes the same numbers without [B,T,V] temporaries (:mod:`parlai_conkd.fast_target`,
+:mod:`parlai_conkd.fused_loss`); tests/student/test_fused_loss.py checks both against each other.
 """
 from dataclasses import dataclass
-from typing import List, Optional, Tuple, Union
+from typing import Optional, Union
 
 import torch
 
@@ -38,13 +33,9 @@ GATES = ('none', 'static', 'hard', 'soft')
 
 @dataclass
 class TopK:
-    """A distribution kept as its k largest entries (the teacher cache's form).
-
-    ``values`` [..., k] log-probabilities (or, inside :class:`DistillTarget`, probabilities) and
-    ``indices`` [..., k] their ids: vocabulary ids for the dialogue teacher, catalog indices for
-    the rec teacher. Everything outside the k entries has probability 0: the distribution is
-    renormalised over them.
-    """
+    """A distribution kept as its k largest entries: ``values`` [..., k] log-probabilities and
+    ``indices`` [..., k] their ids (vocabulary ids for the dialogue teacher, catalog indices for
+    the rec teacher). Entries outside the k have probability 0."""
 
     values: torch.Tensor
     indices: torch.Tensor
@@ -53,46 +44,21 @@ class TopK:
 Distribution = Union[torch.Tensor, TopK]
 
 
-@dataclass
-class DistillationTerms:
-    """Per-step pieces of the ConKD loss; every tensor is [B, T] and zero on padding."""
-
-    kd: torch.Tensor
-    gate: torch.Tensor
-    rec_steps: torch.Tensor  # bool: steps that distilled from the rec teacher (hard gate only)
-    mask: torch.Tensor  # bool: non-padding target steps
-
-    def kd_sum(self) -> torch.Tensor:
-        return self.kd.sum()
-
-    def gate_mean(self) -> torch.Tensor:
-        return _masked_mean(self.gate, self.mask)
-
-    def rec_share(self) -> torch.Tensor:
-        return _masked_mean(self.rec_steps.float(), self.mask)
+def from_topk(values: torch.Tensor, indices: torch.Tensor, size: int) -> torch.Tensor:
+    """Dense log-probabilities [..., size] of a top-k slice, renormalised over the kept entries
+    (the others get -inf): the teacher's distribution conditioned on its top k."""
+    dense = values.new_full((*values.shape[:-1], size), float('-inf'))
+    return torch.log_softmax(dense.scatter(-1, indices, values), dim=-1)
 
 
-def item_mass(dial_log_probs: torch.Tensor, item_token_ids) -> torch.Tensor:
-    """``lambda[b,t]``: total probability the dialogue teacher puts on item tokens. [B,T,V] -> [B,T]."""
-    from parlai_conkd.fast_target import ItemSlots
-
-    return ItemSlots.of(item_token_ids).take(dial_log_probs).exp().sum(-1).clamp(0.0, 1.0)
-
-
-def items_on_vocab(rec_log_probs: torch.Tensor, item_token_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
-    """Place item log-probabilities [B,N] on the vocabulary [B,V]; non-item tokens get -inf (p = 0)."""
-    out = rec_log_probs.new_full((rec_log_probs.size(0), vocab_size), float('-inf'))
-    return out.index_copy(1, item_token_ids, rec_log_probs)
-
-
-def tempered(log_probs: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Renormalised ``p^(1/tau)`` in log space; entries at -inf (p = 0) stay at -inf."""
-    if temperature == 1.0:
-        return log_probs
-    return torch.log_softmax(log_probs / temperature, dim=-1)
+def item_mass(dial_log_probs: torch.Tensor, item_token_ids: torch.Tensor) -> torch.Tensor:
+    """The gate ``lambda`` [B,T]: the probability ``dial_log_probs`` [B,T,V] puts on the item
+    tokens ``item_token_ids`` [N]."""
+    return dial_log_probs.index_select(-1, item_token_ids).exp().sum(-1).clamp(0.0, 1.0)
 
 
 def gate_values(kind: str, dial_item_mass: torch.Tensor, static_gate: float = 0.5) -> torch.Tensor:
+    """The gate per step [B,T] for a ``--gate`` kind, from the item mass [B,T]."""
     if kind == 'static':
         return torch.full_like(dial_item_mass, float(static_gate))
     if kind in ('hard', 'soft'):
@@ -102,18 +68,23 @@ def gate_values(kind: str, dial_item_mass: torch.Tensor, static_gate: float = 0.
     raise ValueError(f'unknown gate {kind!r}; choose one of {GATES}')
 
 
-def target_log_probs(
-    kind: str,
-    dial_log_probs: torch.Tensor,
-    rec_vocab_log_probs: torch.Tensor,
-    gate: torch.Tensor,
-    hard_threshold: float = 0.5,
-):
-    """The dense distillation target ``log q`` [B,T,V] and the hard gate's rec-step mask [B,T].
+def tempered(log_probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Renormalised ``p^(1/tau)`` in log space; entries at -inf (p = 0) stay at -inf."""
+    if temperature == 1.0:
+        return log_probs
+    return torch.log_softmax(log_probs / temperature, dim=-1)
 
-    The loss never materialises this (see :func:`make_target`); it is the definition, kept for
-    inspection, plots and tests.
-    """
+
+def items_on_vocab(rec_log_probs: torch.Tensor, item_token_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """Item log-probabilities [B,N] placed on the vocabulary [B,V]; words get -inf (p = 0)."""
+    out = rec_log_probs.new_full((rec_log_probs.size(0), vocab_size), float('-inf'))
+    return out.index_copy(1, item_token_ids, rec_log_probs)
+
+
+def target_log_probs(kind: str, dial_log_probs: torch.Tensor, rec_vocab_log_probs: torch.Tensor,
+                     gate: torch.Tensor, hard_threshold: float = 0.5):
+    """``log q`` [B,T,V] from ``log p_dial`` [B,T,V], ``log p_rec_V`` [B,V] and the gate [B,T],
+    with the hard gate's rec steps [B,T] (bool; all False for soft/static)."""
     rec = rec_vocab_log_probs.unsqueeze(1).expand_as(dial_log_probs)
     if kind == 'hard':
         rec_steps = gate > hard_threshold
@@ -132,45 +103,63 @@ def kl_divergence(target_log_probs: torch.Tensor, student_log_probs: torch.Tenso
     return torch.where(q > 0, terms, torch.zeros_like(terms)).sum(-1)
 
 
-# ---------------------------------------------------------------------------------- the loss
-def conkd_terms(
-    student_logits: torch.Tensor,
-    dial_scores: Distribution,
-    rec_item_log_probs: Distribution,
-    item_token_ids,
-    mask: torch.Tensor,
-    gate: str = 'soft',
-    hard_threshold: float = 0.5,
-    static_gate: float = 0.5,
-    temperature: float = 1.0,
-    dial_item_mass: Optional[torch.Tensor] = None,
-) -> DistillationTerms:
-    """Per-step distillation terms for a batch through plain autograd (the reference).
+@dataclass
+class DistillationTerms:
+    """Per-step pieces of the ConKD loss; every tensor is [B,T] and zero on padding."""
 
-    :param student_logits: [B,T,V] student scores for each target step (teacher forcing).
-    Every other argument is :func:`make_target`'s. Training uses :func:`nll_and_kd`, which gives
-    the same values and gradients from one softmax shared with the NLL.
+    kd: torch.Tensor
+    gate: torch.Tensor
+    rec_steps: torch.Tensor  # bool: steps distilled from the rec teacher (hard gate only)
+    mask: torch.Tensor  # bool: real (non-padding) target steps
+
+    def kd_sum(self) -> torch.Tensor:
+        return self.kd.sum()
+
+    def gate_mean(self) -> torch.Tensor:
+        return _masked_mean(self.gate, self.mask)
+
+    def rec_share(self) -> torch.Tensor:
+        return _masked_mean(self.rec_steps.float(), self.mask)
+
+
+def conkd_terms(student_logits: torch.Tensor, dial_scores: Distribution, rec_item_log_probs: Distribution,
+                item_token_ids: torch.Tensor, mask: torch.Tensor, gate: str = 'soft', hard_threshold: float = 0.5,
+                static_gate: float = 0.5, temperature: float = 1.0,
+                dial_item_mass: Optional[torch.Tensor] = None) -> DistillationTerms:
+    """KD per step by the definition above: ``q`` materialised over V, then the KL (autograd).
+
+    :param student_logits: [B,T,V] student scores at each target step (teacher forcing).
+    :param dial_scores: [B,T,V] dialogue-teacher logits or log-probabilities, or their :class:`TopK`.
+    :param rec_item_log_probs: [B,N] rec-teacher log-probabilities (catalog order), or a :class:`TopK`.
+    :param item_token_ids: [N] vocabulary id of each catalog item.
+    :param mask: [B,T] true on real target steps.
+    :param dial_item_mass: the gate's item mass [B,T]; required with a top-k dialogue teacher.
+    :raises ValueError: an unknown gate, ``temperature <= 0``, a top-k teacher without its mass.
     """
-    from parlai_conkd.fast_target import without_autocast
-
-    return without_autocast(_conkd_terms)(student_logits, dial_scores, rec_item_log_probs, item_token_ids, mask,
-                                          gate, hard_threshold, static_gate, temperature, dial_item_mass)
-
-
-def _conkd_terms(student_logits, dial_scores, rec_item_log_probs, item_token_ids, mask, gate, hard_threshold,
-                 static_gate, temperature, dial_item_mass):
-    from parlai_conkd.fast_target import ItemSlots, at_least_float, make_target
-
-    target = make_target(gate, dial_scores, rec_item_log_probs, item_token_ids, mask,
-                         hard_threshold, static_gate, temperature, dial_item_mass)
+    if gate not in GATES:
+        raise ValueError(f'unknown gate {gate!r}; choose one of {GATES}')
+    if temperature <= 0:
+        raise ValueError(f'temperature must be > 0, got {temperature}')
+    vocab, mask = student_logits.size(-1), mask.bool()
+    if isinstance(dial_scores, TopK):
+        if dial_item_mass is None:
+            raise ValueError('a top-k dialogue teacher needs its exact item mass (dial_item_mass)')
+        dial_scores = from_topk(dial_scores.values, dial_scores.indices, vocab)
+    if isinstance(rec_item_log_probs, TopK):
+        rec_item_log_probs = from_topk(rec_item_log_probs.values, rec_item_log_probs.indices, len(item_token_ids))
+    dial = torch.log_softmax(_float(dial_scores), dim=-1)
+    rec = _float(rec_item_log_probs)  # used as given: the teacher's item_log_probs are normalised
+    mass = item_mass(dial, item_token_ids) if dial_item_mass is None else _float(dial_item_mass)
+    lam = gate_values(gate, mass, static_gate) * mask
     if gate == 'none':
-        zeros = torch.zeros_like(target.gate)
-        return DistillationTerms(kd=zeros, gate=target.gate, rec_steps=target.rec_steps, mask=target.mask)
-    student = torch.log_softmax(at_least_float(student_logits) / temperature, dim=-1)
-    expected = target.expected_log_prob(student, ItemSlots.of(item_token_ids))
-    kd = (target.plogp - expected) * (temperature ** 2)
-    kd = torch.where(target.mask, kd, torch.zeros_like(kd))
-    return DistillationTerms(kd=kd, gate=target.gate, rec_steps=target.rec_steps, mask=target.mask)
+        zeros = torch.zeros_like(lam)
+        return DistillationTerms(kd=zeros, gate=lam, rec_steps=torch.zeros_like(mask), mask=mask)
+    rec_vocab = items_on_vocab(tempered(rec, temperature), item_token_ids, vocab)
+    q, rec_steps = target_log_probs(gate, tempered(dial, temperature), rec_vocab, lam, hard_threshold)
+    student = torch.log_softmax(_float(student_logits) / temperature, dim=-1)
+    kd = temperature ** 2 * kl_divergence(q, student)
+    kd = torch.where(mask, kd, torch.zeros_like(kd))
+    return DistillationTerms(kd=kd, gate=lam, rec_steps=rec_steps & mask, mask=mask)
 
 
 def mix_losses(nll_sum: torch.Tensor, kd_sum: torch.Tensor, num_tokens, kd_weight: float) -> torch.Tensor:
@@ -180,25 +169,11 @@ def mix_losses(nll_sum: torch.Tensor, kd_sum: torch.Tensor, num_tokens, kd_weigh
     return ((1.0 - kd_weight) * nll_sum + kd_weight * kd_sum) / max(float(num_tokens), 1.0)
 
 
-def topk_log_probs(log_probs: torch.Tensor, k: int):
-    """Compress a distribution to its k most likely entries (what the teacher cache stores)."""
-    k = min(k, log_probs.size(-1))
-    values, indices = log_probs.topk(k, dim=-1)
-    return values, indices
-
-
-def from_topk(values: torch.Tensor, indices: torch.Tensor, size: int) -> torch.Tensor:
-    """Dense log-probabilities from a top-k slice, renormalised over the kept entries (others p=0).
-
-    This is the cache's approximation: the tail beyond the top k is dropped, so the target is
-    the teacher's distribution conditioned on its top k.
-    """
-    dense = values.new_full((*values.shape[:-1], size), float('-inf'))
-    return torch.log_softmax(dense.scatter(-1, indices, values), dim=-1)
+def _float(x: torch.Tensor) -> torch.Tensor:
+    """Half precision promoted to float32 (the loss sums many small terms); double stays."""
+    return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     count = mask.sum()
-    if count == 0:
-        return values.new_zeros(())
-    return (values * mask).sum() / count
+    return values.new_zeros(()) if count == 0 else (values * mask).sum() / count

@@ -7,7 +7,7 @@ What is stored per example (keyed by the example's token ids: context + target):
 - the recommendation teacher's top-k item log-probabilities.
 
 What is approximated: the teacher distributions are truncated to their top k and renormalised
-(``distill.from_topk`` is the dense equivalent), i.e. the student distils the teachers conditioned
+(:func:`parlai_conkd.distill.from_topk` is the dense equivalent), i.e. the student distils the teachers conditioned
 on their top k. With k at or above the vocabulary / catalog size the cache is exact. The gate is
 exact.
 
@@ -153,11 +153,14 @@ def stack_targets(entries: Sequence[CachedTargets], mask: torch.Tensor):
     return dial, gate, TopK(rec_values, rec_indices)
 
 
+def topk_log_probs(log_probs: torch.Tensor, k: int):
+    """``(values, indices)`` [..., min(k, size)]: the k most likely entries of a distribution [..., size]."""
+    return log_probs.topk(min(k, log_probs.size(-1)), dim=-1)
+
+
 def make_entry(dial_log_probs: torch.Tensor, gate: torch.Tensor, rec_log_probs: torch.Tensor,
                mask: torch.Tensor, k: int, k_rec: int) -> CachedTargets:
     """Compress one example's live teacher outputs ([T,V], [T], [N], [T] mask) for the cache."""
-    from parlai_conkd.distill import topk_log_probs
-
     real = mask.bool()
     dial_values, dial_indices = topk_log_probs(dial_log_probs[real], k)
     rec_values, rec_indices = topk_log_probs(rec_log_probs, k_rec)

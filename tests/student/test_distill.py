@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from parlai_conkd import distill
+from parlai_conkd.teacher_cache import topk_log_probs
 
 ITEMS = torch.tensor([2, 3])  # vocabulary ids of catalog items 0 and 1
 P_DIAL = torch.tensor([[[0.5, 0.3, 0.1, 0.1],     # step 0: item mass 0.2
@@ -117,9 +118,9 @@ def test_bad_gate_and_temperature_are_rejected():
 
 def test_topk_round_trip_is_exact_when_k_covers_vocab_and_renormalises_otherwise():
     log_p = P_DIAL.log()
-    values, indices = distill.topk_log_probs(log_p, k=4)
+    values, indices = topk_log_probs(log_p, k=4)
     assert torch.allclose(distill.from_topk(values, indices, 4), log_p, atol=1e-6)
-    values, indices = distill.topk_log_probs(log_p, k=2)
+    values, indices = topk_log_probs(log_p, k=2)
     approx = distill.from_topk(values, indices, 4).exp()
     assert approx[0, 0].tolist() == pytest.approx([0.5 / 0.8, 0.3 / 0.8, 0.0, 0.0])
 
@@ -152,7 +153,7 @@ def test_topk_teacher_equals_its_dense_reconstruction(kind):
     student = torch.randn(2, 3, V, generator=g, requires_grad=True)
     mask = torch.ones(2, 3, dtype=torch.bool)
     lam = distill.item_mass(dial, items)
-    values, indices = distill.topk_log_probs(dial, 4)
+    values, indices = topk_log_probs(dial, 4)
     sparse = distill.conkd_terms(student, distill.TopK(values, indices), rec, items, mask, gate=kind,
                                  dial_item_mass=lam, temperature=2.0)
     dense = distill.conkd_terms(student, distill.from_topk(values, indices, V), rec, items, mask, gate=kind,
@@ -161,3 +162,28 @@ def test_topk_teacher_equals_its_dense_reconstruction(kind):
     (grad_sparse,) = torch.autograd.grad(sparse.kd.sum(), student)
     (grad_dense,) = torch.autograd.grad(dense.kd.sum(), student)
     assert torch.allclose(grad_sparse, grad_dense, atol=1e-5)
+
+
+def test_soft_gate_at_temperature_two_by_hand():
+    """tau = 2: each teacher softened (p^(1/2), renormalised) before the mix, the gate untempered,
+    the student softened too, and KD scaled by tau^2 = 4."""
+    def soften(p):
+        roots = [x ** 0.5 for x in p]
+        return [x / sum(roots) for x in roots]
+
+    dial, rec = soften([0.1, 0.1, 0.6, 0.2]), soften([0.75, 0.25])
+    q = [0.2 * dial[0], 0.2 * dial[1], 0.8 * rec[0] + 0.2 * dial[2], 0.8 * rec[1] + 0.2 * dial[3]]
+    out = terms('soft', temperature=2.0)
+    assert out.kd[0, 1].item() == pytest.approx(4 * kl_to_uniform(q), rel=1e-5)
+    assert out.gate[0].tolist() == pytest.approx([0.2, 0.8])
+
+
+def test_reference_does_not_use_the_fast_path(monkeypatch):
+    """conkd_terms is the independent definition the fast target and fused loss are tested against."""
+    from parlai_conkd import fast_target
+
+    def refuse(*args, **kwargs):
+        raise AssertionError('the reference must not build the fast target')
+
+    monkeypatch.setattr(fast_target, 'make_target', refuse)
+    assert terms('soft').kd.sum() > 0

@@ -1,10 +1,12 @@
-"""The fused NLL + KD (one softmax, hand-written backward) against plain autograd on the reference."""
+"""The fast target and the fused NLL + KD (one softmax, hand-written backward) against the independent
+dense reference (distill.conkd_terms) through plain autograd."""
 import pytest
 import torch
 import torch.nn.functional as F
 
 from parlai_conkd import distill, fast_target
 from parlai_conkd.fused_loss import nll_and_kd
+from parlai_conkd.teacher_cache import topk_log_probs
 
 PAD = 0
 CONTIGUOUS = torch.tensor([5, 6, 7, 8, 9])   # item ids as this project's dictionaries lay them out
@@ -28,13 +30,14 @@ def _inputs(items, seed=0, vocab=11, dtype=torch.float32):
 
 
 def _as_topk(dial, rec, k_dial, k_rec):
-    values, indices = distill.topk_log_probs(dial, k_dial)
-    rec_values, rec_indices = distill.topk_log_probs(rec, k_rec)
+    values, indices = topk_log_probs(dial, k_dial)
+    rec_values, rec_indices = topk_log_probs(rec, k_rec)
     return distill.TopK(values, indices), distill.TopK(rec_values, rec_indices)
 
 
 def _reference(logits, labels, dial, rec, items, gate, tau, mass):
-    """NLL from torch's cross-entropy and KD from conkd_terms, differentiated by autograd."""
+    """NLL from torch's cross-entropy and KD from the definition (distill.conkd_terms: the target
+    materialised over the vocabulary, no fast_target), differentiated by autograd."""
     nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=PAD,
                           reduction='none').view(labels.shape)
     kd = distill.conkd_terms(logits, dial, rec, items, labels.ne(PAD), gate=gate, hard_threshold=0.3,
@@ -195,3 +198,16 @@ def test_target_from_packed_scores_equals_target_from_the_padded_batch(gate):
     assert packed.dial.shape == (int(mask.sum()), 11)
     with pytest.raises(ValueError, match='packed teacher scores'):
         fast_target.make_target(gate, dial[mask][:-1], rec, CONTIGUOUS, mask)
+
+
+@pytest.mark.parametrize('form', ['dense', 'topk'])
+def test_gate_none_distils_nothing_in_the_reference_and_the_target(form):
+    """--gate none: KD 0 and gate 0 (the student then loads no teacher and uses plain cross-entropy)."""
+    dial, rec, labels, logits = _inputs(CONTIGUOUS)
+    mass = distill.item_mass(dial, CONTIGUOUS)
+    if form == 'topk':
+        dial, rec = _as_topk(dial, rec, k_dial=6, k_rec=3)
+    _, ref_kd = _reference(logits, labels, dial, rec, CONTIGUOUS, 'none', 2.0, mass)
+    target = fast_target.make_target('none', dial, rec, CONTIGUOUS, labels.ne(PAD), temperature=2.0,
+                                     dial_item_mass=mass)
+    assert ref_kd.abs().sum() == 0 and target.weight.abs().sum() == 0 and target.gate.abs().sum() == 0
