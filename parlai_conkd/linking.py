@@ -1,7 +1,7 @@
 """Link what a person types to catalog items: ``@<movieId>``, "Title (Year)" and "Title".
 
 Stdlib only and ParlAI-free: a plain function of the text and an :class:`~parlai_conkd.items.ItemCatalog`,
-shared by interactive chat (:mod:`parlai_conkd.explain`), the measurement script
+shared by interactive chat (:mod:`parlai_conkd.agents.conkd_student.interactive`), the measurement script
 (``projects/conkd/linking_results.py``) and any other reader of typed text.
 
 What is linked (issue #14), in this order of precedence:

@@ -4,13 +4,13 @@ import pytest
 import torch
 
 from parlai_conkd.agents.conkd_dialogue_teacher.conkd_dialogue_teacher import ConkdDialogueTeacherAgent
-from parlai_conkd.explain import (
+from parlai_conkd.agents.conkd_student.interactive import (
     DISPLAY_CHARS,
-    Explanation,
     InteractiveExplainMixin,
     ReplyExplainer,
     empty_reply_text,
 )
+from parlai_conkd.formatting import Explanation
 from parlai_conkd.items import Item, ItemCatalog
 from tests.dialogue.conftest import TINY_ITEMS, TINY_TRANSFORMER
 

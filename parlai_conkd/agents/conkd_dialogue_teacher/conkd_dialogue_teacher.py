@@ -327,7 +327,7 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
         """Token ids -> reply text without the flag token; titles when rendering for people."""
         ids = [int(i) for i in (vec.cpu() if hasattr(vec, 'cpu') else vec) if int(i) not in self._flag_ids]
         text = super()._v2t(ids)
-        if self.opt.get('render_items') or getattr(self, '_interactive', False):
+        if self.opt.get('render_items') or self.in_interactive_mode():
             text = self.catalog.render(text)
         return text
 
@@ -341,6 +341,11 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
     def set_interactive_mode(self, mode, shared=False):
         super().set_interactive_mode(mode, shared)
         self._interactive = bool(mode)
+
+    def in_interactive_mode(self) -> bool:
+        """True in a person's chat: ``parlai interactive`` / ``interactive_web`` (ParlAI's
+        ``set_interactive_mode``) or an agent created with ``interactive_mode: True``."""
+        return bool(getattr(self, '_interactive', False) or self.opt.get('interactive_mode'))
 
     def batchify(self, obs_batch, sort=False):
         """ParlAI's batch + ``gold_new_items`` and ``gold_label_items`` (one list per valid

@@ -19,7 +19,6 @@ from parlai.utils.distributed import get_rank, is_distributed
 
 from parlai_conkd import distill
 from parlai_conkd.fast_target import DistillTarget, ItemSlots, make_target
-from parlai_conkd.explain import InteractiveExplainMixin
 from parlai_conkd.agents.conkd_dialogue_teacher.conkd_dialogue_teacher import ConkdDialogueTeacherAgent
 from parlai_conkd.teacher_cache import (
     TeacherCache,
@@ -31,6 +30,7 @@ from parlai_conkd.teacher_cache import (
 )
 
 from .criterion import DistillingCrossEntropy
+from .interactive import InteractiveExplainMixin
 from parlai_conkd.agents.frozen import TeacherError, load_frozen_teacher, resolve_model_file
 
 DIALOGUE_TEACHER_MODELS = {'conkd_dialogue_teacher', 'conkd_student'}
@@ -114,7 +114,7 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
     def _wants_teachers(self) -> bool:
         if self.opt['gate'] == 'none' or self.opt.get('interactive_mode'):
             # chat (interactive mode, whatever its datatype) loads the teachers lazily, only for
-            # --show-recs / --show-gates (parlai_conkd.explain)
+            # --show-recs / --show-gates (interactive.py)
             return False
         datatype = self.opt.get('datatype', '')
         if datatype.startswith('train') and 'evalmode' not in datatype:

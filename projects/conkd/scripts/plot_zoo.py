@@ -5,7 +5,7 @@
 
 Reads ``<datapath>/models/conkd/*.zoo.json`` (the stamps: recipe, train args, build seconds) and
 ``<model>.test`` (train_model's final test report), writes ``zoo_build.json`` in the ``rows``
-shape that ``python -m parlai_conkd.explain plot-results`` reads, prints a Markdown table, and
+shape that ``python -m parlai_conkd.scripts.plot_results`` reads, prints a Markdown table, and
 draws ``zoo_results.png`` and the gate pictures ``gates_soft.png`` / ``gates_hard.png`` of one test
 dialogue (``--dialogue``).
 """
@@ -14,7 +14,7 @@ import json
 import os
 import sys
 
-from parlai_conkd import explain
+from parlai_conkd import explain, plots
 from parlai_conkd.zoo.conkd import builder, recipe
 
 METRICS = ('recall@10', 'recall@50', 'ppl', 'token_acc', 'kd_loss', 'kd_gate', 'kd_rec_share')
@@ -56,7 +56,7 @@ def main(argv=None):
     print('| model | build time | final test report |\n|---|---|---|')
     print('\n'.join(table))
     print(f'| all four | {total / 60:.1f} min | |')
-    explain.plot_results(explain.load_results([out_json]), ['recall@10', 'ppl', 'kd_loss', 'kd_gate'],
+    plots.plot_results(plots.load_results([out_json]), ['recall@10', 'ppl', 'kd_loss', 'kd_gate'],
                          os.path.join(args.out_dir, 'zoo_results.png'), 'ConKD zoo (default recipe), test')
     if not args.no_gates:
         for gate in ('soft', 'hard'):
