@@ -5,7 +5,7 @@ without its dependency pins, so this distribution does not list it in install_re
 """
 import os
 
-from setuptools import setup
+from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 from setuptools.command.editable_wheel import editable_wheel
 
@@ -55,17 +55,6 @@ class EditableWheelWithStartupHook(editable_wheel):
         return WithStartupHook()
 
 
-def _packages(root_dir, dist_prefix):
-    """Packages under root_dir, named as they are installed (under dist_prefix)."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(os.path.join(HERE, root_dir)):
-        dirnames[:] = [d for d in dirnames if d != '__pycache__']
-        if '__init__.py' in filenames:
-            rel = os.path.relpath(dirpath, os.path.join(HERE, root_dir))
-            found.append(dist_prefix if rel == '.' else dist_prefix + '.' + rel.replace(os.sep, '.'))
-    return found
-
-
 setup(
     name='parlai-conkd',
     version='0.1.0',
@@ -74,16 +63,7 @@ setup(
     long_description_content_type='text/markdown',
     license='MIT',
     python_requires='>=3.10',
-    # tasks/ and zoo/ follow ParlAI's repository layout in the source tree but are installed
-    # under parlai_conkd so the distribution owns no top-level `tasks`/`zoo`/`projects`.
-    package_dir={
-        'parlai_conkd': 'parlai_conkd',
-        'parlai_conkd.tasks': 'tasks',
-        'parlai_conkd.zoo': 'zoo',
-    },
-    packages=_packages('parlai_conkd', 'parlai_conkd')
-    + _packages('tasks', 'parlai_conkd.tasks')
-    + _packages('zoo', 'parlai_conkd.zoo'),
+    packages=find_packages(include=['parlai_conkd', 'parlai_conkd.*']),
     package_data={'': ['*.json', '*.md', '*.html', '*.js', '*.css']},
     cmdclass={'build_py': BuildPyWithStartupHook, 'editable_wheel': EditableWheelWithStartupHook},
     # ParlAI and torch are deliberately absent: see requirements/*.txt and scripts/setup.sh.

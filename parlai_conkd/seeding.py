@@ -11,7 +11,7 @@ fixes the order ParlAI samples training examples in (``random.randrange`` in
 
 What is seeded: Python's ``random``, numpy's global generator, torch's CPU and CUDA generators.
 On CPU that makes a run bit-for-bit repeatable on one machine with one thread count (the zoo
-builder fixes the thread count; see ``zoo/conkd/builder.py``). On GPU some kernels
+builder fixes the thread count; see ``parlai_conkd/zoo/conkd/builder.py``). On GPU some kernels
 (e.g. scatter/index_add in the graph convolution's backward, cuBLAS split-K reductions) are not
 deterministic; ``--deterministic true`` asks torch for deterministic kernels everywhere
 (``torch.use_deterministic_algorithms``; needs ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` on CUDA), at a

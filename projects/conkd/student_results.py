@@ -1,6 +1,6 @@
 """ConKD results table on the ReDial data the task reaches: none / static / hard / soft, one budget.
 
-The teachers are the zoo's (zoo/conkd/recipe.py; built, or reused when present). All four students
+The teachers are the zoo's (parlai_conkd/zoo/conkd/recipe.py; built, or reused when present). All four students
 start from the same dialogue teacher and are fine-tuned with the zoo recipe's student arguments
 and the same number of optimiser steps (``--steps``; a step budget, not the recipe's wall-clock
 cap, so a busy machine cannot favour one row); only ``--gate`` differs: ``none`` (NLL only, the

@@ -5,7 +5,7 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
-README = REPO / 'tasks' / 'redial_crs' / 'README.md'
+README = REPO / 'parlai_conkd' / 'tasks' / 'redial_crs' / 'README.md'
 REGRESSIONS = Path(__file__).with_name('test_auto_teachers')
 ROW = re.compile(r'^\| `(redial_crs(?::rec(?:_all)?)?)` \| (train|valid|test) \| ([\d,]+) \| ([\d,]+) \|$', re.M)
 

@@ -469,7 +469,7 @@ def build_locally(datapath: str, model: str, step: int, steps: int, recipe: Opti
 def ensure(datapath: str, models: Iterable[str] = zoo_recipe.MODELS, recipe: Optional[str] = None) -> List[str]:
     """Make ``models`` (and their teachers) present; returns their model files.
 
-    This is what ``download(datapath)`` of every ``zoo/conkd`` module calls.
+    This is what ``download(datapath)`` of every ``parlai_conkd/zoo/conkd`` module calls.
     """
     datapath = os.path.abspath(datapath)
     wanted = set()

@@ -1,6 +1,6 @@
 """The recorded recipe of the ConKD zoo: every ``parlai train_model`` argument of every model.
 
-This is the one place the zoo models are defined; ``zoo/conkd/builder.py`` runs it and
+This is the one place the zoo models are defined; ``parlai_conkd/zoo/conkd/builder.py`` runs it and
 projects/conkd/README.md cites it. ``python -m parlai_conkd.zoo.conkd.recipe [--recipe tiny]``
 prints the commands as shell lines (what the README shows).
 
