@@ -31,7 +31,7 @@ def gated_responses(model_file: str, datapath: str, fold: str = 'test', dialogue
     from parlai.core.agents import create_agent_from_model_file
     from parlai.core.build_data import modelzoo_path
 
-    from parlai_conkd.tasks.redial_crs.build import load_episodes
+    from parlai_conkd.redial.build import load_episodes
 
     resolved = modelzoo_path(datapath, model_file)
     if not os.path.isfile(resolved + '.opt'):

@@ -147,7 +147,7 @@ def catalog_for_log(path: str) -> Optional[ItemCatalog]:
     opt = log_opt(path)
     if not opt or 'redial_crs' not in (opt.get('task') or ''):
         return None
-    from parlai_conkd.tasks.redial_crs.build import load_catalog as load_task_catalog
+    from parlai_conkd.redial.build import load_catalog as load_task_catalog
 
     return load_task_catalog(opt)
 

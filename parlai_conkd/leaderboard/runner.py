@@ -124,7 +124,7 @@ def model_inputs(model_file: str) -> Dict[str, str]:
 
 def data_inputs(datapath: str, split: str, redial_path: Optional[str], meta_path: Optional[str]) -> Dict:
     """The built fold and item catalog the runs read (built here when needed)."""
-    from parlai_conkd.tasks.redial_crs import build
+    from parlai_conkd.redial import build
 
     opt = {'datapath': datapath, 'redial_path': redial_path, 'redial_meta_path': meta_path}
     fold = build.fold_path(opt, split)

@@ -41,7 +41,7 @@ from typing import Dict, List, Sequence, Tuple
 
 from parlai_conkd.items import ItemCatalog
 from parlai_conkd.linking import MENTION_RE, TitleLinker, common_words_from_counts, words
-from parlai_conkd.tasks.redial_crs.preprocess import is_valid_fold
+from parlai_conkd.redial.preprocess import is_valid_fold
 
 FORMS = ('year', 'no_year', 'lower', 'lower_year')
 TOP_N_GRID = (0, 300, 1000, 2000)

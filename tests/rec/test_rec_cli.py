@@ -68,7 +68,7 @@ def test_eval_reports_ranking_metrics_and_kg_model_beats_popularity(trained):
 
 
 def test_model_file_stores_catalog_graph_and_config(trained):
-    from parlai_conkd.tasks.redial_crs.build import load_catalog
+    from parlai_conkd.redial.build import load_catalog
 
     states = torch.load(trained['models']['kg'], map_location='cpu', weights_only=False)
     assert (trained['models']['kg'].parent / 'model.opt').is_file()

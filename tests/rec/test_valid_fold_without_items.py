@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from parlai_conkd.tasks.redial_crs.preprocess import is_valid_fold
+from parlai_conkd.redial.preprocess import is_valid_fold
 from tests.conftest import run_parlai
 from tests.task.conftest import dialogue, write_redial
 

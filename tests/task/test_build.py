@@ -7,8 +7,8 @@ import zipfile
 import pytest
 
 from parlai_conkd.items import UNKNOWN_ITEM_TOKEN
-from parlai_conkd.tasks.redial_crs import build as redial_build
-from parlai_conkd.tasks.redial_crs.preprocess import RedialDataError
+from parlai_conkd.redial import build as redial_build
+from parlai_conkd.redial.preprocess import RedialDataError
 from tests.task.conftest import default_dialogues, dialogue, task_opt, write_redial, zip_redial
 
 pytestmark = pytest.mark.usefixtures('no_redial_env')

@@ -5,7 +5,7 @@ import pytest
 
 from parlai_conkd.items import UNKNOWN_ITEM_TOKEN, ItemCatalog
 from parlai_conkd.tasks.redial_crs.examples import SILENCE, dialogue_examples, rec_examples
-from parlai_conkd.tasks.redial_crs.preprocess import (
+from parlai_conkd.redial.preprocess import (
     RECOMMENDER,
     SEEKER,
     PreprocessStats,

@@ -44,7 +44,7 @@ def resolve_catalog(opt) -> ItemCatalog:
                 _CATALOG_CACHE[key] = ItemCatalog.load(path)
             return _CATALOG_CACHE[key]
     try:
-        from parlai_conkd.tasks.redial_crs.build import load_catalog
+        from parlai_conkd.redial.build import load_catalog
     except ImportError as exc:
         raise CatalogError(
             'no item catalog: pass --item-catalog PATH or train on -t redial_crs '

@@ -114,13 +114,13 @@ def _data_catalog(opt) -> Optional[ItemCatalog]:
     """The catalog of the redial_crs data in use, or None when no redial_crs task is set."""
     if 'redial_crs' not in (opt.get('task') or ''):
         return None
-    from parlai_conkd.tasks.redial_crs.build import load_catalog
+    from parlai_conkd.redial.build import load_catalog
 
     return load_catalog(opt)
 
 
 def _data_meta_path(opt) -> Optional[str]:
-    from parlai_conkd.tasks.redial_crs.build import meta_path
+    from parlai_conkd.redial.build import meta_path
 
     return meta_path(opt)
 
@@ -128,7 +128,7 @@ def _data_meta_path(opt) -> Optional[str]:
 def _training_dialogue_items(opt) -> Dict[str, List[int]]:
     """conversation id -> the items named in that training dialogue (both speakers, in order)."""
     from parlai_conkd.items import dedupe
-    from parlai_conkd.tasks.redial_crs.build import load_episodes
+    from parlai_conkd.redial.build import load_episodes
 
     return {
         str(episode['conversation_id']): dedupe(i for turn in episode['turns'] for i in turn['items'])

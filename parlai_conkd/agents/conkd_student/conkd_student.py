@@ -166,7 +166,7 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
 
     def _data_version(self) -> str:
         try:
-            from parlai_conkd.tasks.redial_crs.build import fold_path
+            from parlai_conkd.redial.build import fold_path
 
             return file_sha256(fold_path(self.opt, 'train'))
         except Exception:  # another task: the per-example keys still pin the exact token ids

@@ -25,7 +25,7 @@ from parlai.utils.data import DatatypeHelper
 
 from parlai_conkd.items import UNKNOWN_ITEM_TOKEN, ItemCatalog
 
-from .build import add_redial_args, fold_path, load_catalog, read_episodes
+from parlai_conkd.redial.build import add_redial_args, fold_path, load_catalog, read_episodes
 from .examples import dialogue_examples, rec_all_examples, rec_examples, seeker_mention_examples
 
 

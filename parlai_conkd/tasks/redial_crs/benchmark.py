@@ -21,7 +21,7 @@ def measure(redial_path: str, meta_path: str = None) -> dict:
     from parlai.core.params import ParlaiParser
     from parlai.core.worlds import create_task
 
-    from parlai_conkd.tasks.redial_crs import build as redial_build
+    from parlai_conkd.redial import build as redial_build
 
     result = {'redial_path': os.path.abspath(redial_path), 'meta_path': meta_path, 'rows': []}
     with tempfile.TemporaryDirectory(prefix='redial_crs_bench_') as datapath:

@@ -7,7 +7,7 @@ from typing import Dict, List
 
 from parlai_conkd.items import dedupe
 
-from .preprocess import RECOMMENDER
+from parlai_conkd.redial.preprocess import RECOMMENDER
 
 #: ``text`` of the first example when the recommender opens the dialogue (ParlAI's convention for
 #: "the other side said nothing yet").

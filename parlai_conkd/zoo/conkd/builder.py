@@ -393,7 +393,7 @@ def _data_version(datapath: str, model: str) -> Dict[str, str]:
     train fold (the task's version, source and preprocessing are all in the directory name)."""
     from parlai.core.params import ParlaiParser
 
-    from parlai_conkd.tasks.redial_crs.build import built_dir
+    from parlai_conkd.redial.build import built_dir
 
     opt = ParlaiParser(True, False).parse_args(['-dp', datapath])
     opt.update({k: v for k, v in _data_sources().items() if v})
@@ -408,7 +408,7 @@ def _data_version(datapath: str, model: str) -> Dict[str, str]:
 
 
 def _data_sources() -> Dict[str, Optional[str]]:
-    from parlai_conkd.tasks.redial_crs.build import ENV_META_PATH, ENV_PATH
+    from parlai_conkd.redial.build import ENV_META_PATH, ENV_PATH
 
     return {'redial_path': os.environ.get(ENV_PATH), 'redial_meta_path': os.environ.get(ENV_META_PATH)}
 
