@@ -92,7 +92,7 @@ def model_kind(model_file: str, where: str) -> str:
     from parlai.core.loader import load_agent_module
     from parlai.core.torch_generator_agent import TorchGeneratorAgent
 
-    from parlai_conkd.agents.conkd_rec_teacher.conkd_rec_teacher import ItemRankingAgent
+    from parlai_conkd.agents.item_ranking import ItemRankingAgent
 
     name = model_opt(model_file).get('model')
     if not name:

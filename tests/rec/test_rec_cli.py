@@ -146,7 +146,7 @@ def test_item_log_probs_without_text_equals_model_scores(trained):
 
 
 def test_catalog_mismatch_is_a_clear_error(trained, tmp_path):
-    from parlai_conkd.agents.conkd_rec_teacher.conkd_rec_teacher import ItemCatalogMismatch
+    from parlai_conkd.agents.item_ranking import ItemCatalogMismatch
 
     states = torch.load(trained['models']['kg'], map_location='cpu', weights_only=False)
     items = states['item_catalog']['items'][:-1]

@@ -226,7 +226,7 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
         """The ``--fill-items-from`` recommender (frozen), or None."""
         if not self.opt.get('fill_items_from'):
             return None
-        from parlai_conkd.agents.conkd_rec_teacher.conkd_rec_teacher import ItemRankingAgent
+        from parlai_conkd.agents.item_ranking import ItemRankingAgent
         from parlai_conkd.agents.frozen import load_frozen_teacher
 
         agent, _ = load_frozen_teacher(

@@ -18,7 +18,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from parlai_conkd.agents.conkd_rec_teacher.conkd_rec_teacher import ItemRankingAgent
+from parlai_conkd.agents.item_ranking import ItemRankingAgent
 
 
 class PopularityModel(nn.Module):
