@@ -50,6 +50,12 @@ class KnowledgeGraph:
     def num_edges(self) -> int:
         return int(self.src.numel())
 
+    def state(self) -> Dict:
+        """What ``KnowledgeGraph(**state)`` rebuilds it from (a model file keeps this; entity
+        names are left out: the entity linker stores its own)."""
+        return {'num_nodes': self.num_nodes, 'src': self.src, 'dst': self.dst, 'edge_type': self.edge_type,
+                'edge_norm': self.edge_norm, 'relations': self.relations, 'item_nodes': self.item_nodes}
+
 
 def build_graph(
     heads: List[int],

@@ -16,6 +16,7 @@ Train / evaluate (see projects/conkd/README.md, "Recommendation teacher")::
 Metrics, replies and the distillation entry point (:meth:`ItemRankingAgent.item_log_probs`)
 come from the shared base, :mod:`parlai_conkd.agents.item_ranking`.
 """
+from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional
 
 import torch
@@ -42,6 +43,52 @@ CONFIG_KEY = 'rec_model_config'
 COOCCURRENCE_KEY = 'item_cooccurrence'
 #: conversation id -> catalog indices of each training dialogue (leave-one-out co-occurrence)
 TRAIN_DIALOGUES_KEY = 'train_dialogue_items'
+
+
+@dataclass(frozen=True)
+class RecModelConfig:
+    """The rec teacher's architecture, from its options: what its model file is rebuilt with.
+
+    Saved with the model as a plain dict (checkpoint key ``rec_model_config``; model files do not
+    depend on this class, and older ones load). Loading refuses a model whose saved config differs
+    from the options, naming each option.
+    """
+
+    use_kg: bool
+    text_entities: bool
+    #: None when text entities are off (the option then changes nothing)
+    text_entity_min_movies: Optional[int]
+    rec_dim: int
+    num_bases: int
+    cooccurrence: bool
+
+    @classmethod
+    def from_opt(cls, opt) -> 'RecModelConfig':
+        text_entities_on = bool(opt['use_kg'] and opt['text_entities'])
+        return cls(
+            use_kg=bool(opt['use_kg']),
+            text_entities=text_entities_on,
+            text_entity_min_movies=opt['text_entity_min_movies'] if text_entities_on else None,
+            rec_dim=opt['rec_dim'],
+            num_bases=opt['num_bases'],
+            cooccurrence=bool(opt.get('cooccurrence')),
+        )
+
+    def state(self) -> Dict:
+        return asdict(self)
+
+    def check_saved(self, saved: Dict, path: Optional[str]) -> None:
+        """Raise ValueError when the saved config ``saved`` (a dict) is not this one."""
+        differing = {k: (saved.get(k), v) for k, v in self.state().items() if saved.get(k) != v}
+        if differing:
+            mismatch = '; '.join(
+                f'--{k.replace("_", "-")}: model {saved_value}, options {value}'
+                for k, (saved_value, value) in differing.items()
+            )
+            raise ValueError(
+                f'{path} has another architecture than the options ask for ({mismatch}): '
+                'pass the model\'s values or retrain.'
+            )
 
 
 def _data_meta_path(opt) -> Optional[str]:
@@ -115,6 +162,7 @@ class ConkdRecTeacherAgent(ItemRankingAgent):
         self._calibration = []  # (scores, gold) of validation examples since the last fit
         super().__init__(opt, shared)
         if shared:
+            self.model_config = shared['model_config']
             self.train_dialogues = shared['train_dialogues']
 
     # ------------------------------------------------------------------ co-occurrence
@@ -187,33 +235,15 @@ class ConkdRecTeacherAgent(ItemRankingAgent):
 
     def build_model_from(self, saved: Dict, path: Optional[str]):
         opt = self.opt
-        text_entities_on = bool(opt['use_kg'] and opt['text_entities'])
-        config = {
-            'use_kg': bool(opt['use_kg']),
-            'text_entities': text_entities_on,
-            'text_entity_min_movies': opt['text_entity_min_movies'] if text_entities_on else None,
-            'rec_dim': opt['rec_dim'],
-            'num_bases': opt['num_bases'],
-            'cooccurrence': bool(opt.get('cooccurrence')),
-        }
+        config = RecModelConfig.from_opt(opt)
         if CONFIG_KEY in saved:
-            stored = saved[CONFIG_KEY]
-            differing = {k: (stored.get(k), v) for k, v in config.items() if stored.get(k) != v}
-            if differing:
-                mismatch = '; '.join(
-                    f'--{k.replace("_", "-")}: model {saved_value}, options {value}'
-                    for k, (saved_value, value) in differing.items()
-                )
-                raise ValueError(
-                    f'{path} has another architecture than the options ask for ({mismatch}): '
-                    'pass the model\'s values or retrain.'
-                )
+            config.check_saved(saved[CONFIG_KEY], path)
         self.model_config = config
         num_items = len(self.catalog)
         counts = None
         self.train_dialogues: Dict[str, List[int]] = {}
         from_scratch = 'model' not in saved
-        if config['cooccurrence']:
+        if config.cooccurrence:
             if COOCCURRENCE_KEY in saved:
                 stored = saved[COOCCURRENCE_KEY]
                 counts = torch.sparse_coo_tensor(stored['indices'], stored['values'], tuple(stored['size']),
@@ -236,11 +266,11 @@ class ConkdRecTeacherAgent(ItemRankingAgent):
                 model.item_bias.copy_(torch.log1p(naming))
         return model
 
-    def _build_recommender(self, config, counts, num_items, saved: Dict):
+    def _build_recommender(self, config: RecModelConfig, counts, num_items, saved: Dict):
         """The R-GCN recommender (graph from ``saved`` when loading, else from the KG files)."""
         opt = self.opt
-        if not config['use_kg']:
-            return KnowledgeRecommender(num_items, dim=config['rec_dim'], dropout=opt['rec_dropout'],
+        if not config.use_kg:
+            return KnowledgeRecommender(num_items, dim=config.rec_dim, dropout=opt['rec_dropout'],
                                         cooccurrence=counts)
         if GRAPH_KEY in saved:
             graph = KnowledgeGraph(**saved[GRAPH_KEY])
@@ -261,9 +291,9 @@ class ConkdRecTeacherAgent(ItemRankingAgent):
                 )
             graph = load_knowledge_graph(meta, self.catalog)
             extra_nodes = torch.zeros(0, dtype=torch.long)
-            if config['text_entities']:
+            if config.text_entities:
                 extra_nodes, self.linker = text_entities(
-                    meta, graph, num_items, config['text_entity_min_movies']
+                    meta, graph, num_items, config.text_entity_min_movies
                 )
             logging.info(
                 f'movie KG: {graph.num_nodes} nodes, {graph.num_edges} edges, relations '
@@ -280,8 +310,8 @@ class ConkdRecTeacherAgent(ItemRankingAgent):
                 'num_relations': graph.num_relations,
             },
             extra_nodes=extra_nodes,
-            dim=config['rec_dim'],
-            num_bases=config['num_bases'],
+            dim=config.rec_dim,
+            num_bases=config.num_bases,
             dropout=opt['rec_dropout'],
             cooccurrence=counts,
         )
@@ -294,14 +324,9 @@ class ConkdRecTeacherAgent(ItemRankingAgent):
 
     def state_dict(self):
         states = super().state_dict()
-        states[CONFIG_KEY] = self.model_config
-        if self.model_config['use_kg']:
-            graph = self.graph
-            states[GRAPH_KEY] = {
-                'num_nodes': graph.num_nodes, 'src': graph.src, 'dst': graph.dst,
-                'edge_type': graph.edge_type, 'edge_norm': graph.edge_norm,
-                'relations': graph.relations, 'item_nodes': graph.item_nodes,
-            }
+        states[CONFIG_KEY] = self.model_config.state()
+        if self.model_config.use_kg:
+            states[GRAPH_KEY] = self.graph.state()
             states['extra_nodes'] = self.extra_nodes
             if self.linker is not None:
                 states[LINKER_KEY] = self.linker.state()
