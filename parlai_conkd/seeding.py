@@ -10,12 +10,16 @@ fixes the order ParlAI samples training examples in (``random.randrange`` in
 ``FixedDialogTeacher.next_episode_idx``) and dropout.
 
 What is seeded: Python's ``random``, numpy's global generator, torch's CPU and CUDA generators.
-On CPU that makes a run bit-for-bit repeatable on one machine with one thread count (the zoo
-builder fixes the thread count; see ``parlai_conkd/zoo/conkd/builder.py``). On GPU some kernels
-(e.g. scatter/index_add in the graph convolution's backward, cuBLAS split-K reductions) are not
-deterministic; ``--deterministic true`` asks torch for deterministic kernels everywhere
-(``torch.use_deterministic_algorithms``; needs ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` on CUDA), at a
-speed cost, and is off by default.
+Seeding alone is not enough with more than one thread: two 2-thread CPU trainings of the zoo's rec
+teacher with the same seed differed at about 1e-7 after one epoch (some CPU kernels accumulate in
+thread order), and identical with deterministic kernels. So ``--deterministic`` defaults to
+*auto*: ``torch.use_deterministic_algorithms(True)`` whenever the agent runs on CPU, which makes a
+run bit-for-bit repeatable on one machine with one thread count (the zoo builder also fixes the
+thread count; see
+``parlai_conkd/zoo/conkd/builder.py``). On GPU some kernels (e.g. scatter/index_add in the
+graph convolution's backward, cuBLAS split-K reductions) are not deterministic either;
+``--deterministic true`` asks for deterministic kernels there too (slower; needs
+``CUBLAS_WORKSPACE_CONFIG=:4096:8``, which this sets when unset), ``false`` turns them off on CPU.
 """
 import os
 import random
@@ -39,9 +43,10 @@ def add_seed_args(parser) -> None:
         'also used by sampling decoders. Same command + same seed = same model on one machine.',
     )
     group.add_argument(
-        '--deterministic', type='bool', default=False,
-        help='torch.use_deterministic_algorithms(True): deterministic kernels also on GPU '
-        '(slower; on CUDA set CUBLAS_WORKSPACE_CONFIG=:4096:8).',
+        '--deterministic', type='bool', default=None,
+        help='torch.use_deterministic_algorithms(True). Default (unset): on when the agent runs '
+        'on CPU (repeatable multi-threaded runs), off on CUDA; true also on CUDA (slower; sets '
+        'CUBLAS_WORKSPACE_CONFIG=:4096:8 when unset), false never.',
     )
 
 
@@ -70,4 +75,13 @@ def seed_from_opt(opt, shared=None) -> None:
     seed = opt.get('rec_seed')
     if seed is None:
         seed = opt.get('seed', DEFAULT_SEED)
-    seed_everything(seed, bool(opt.get('deterministic')))
+    seed_everything(seed, wants_deterministic(opt))
+
+
+def wants_deterministic(opt) -> bool:
+    """``--deterministic`` resolved: given -> as given; unset -> True unless the agent will use CUDA
+    (ParlAI's rule: CUDA when available and not ``--no-cuda``)."""
+    value = opt.get('deterministic')
+    if value is not None:
+        return bool(value)
+    return not (torch.cuda.is_available() and not opt.get('no_cuda'))

@@ -104,16 +104,25 @@ def cell(summary, key, digits=3):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--redial-path', required=True)
-    parser.add_argument('--meta-path', required=True)
+    parser.add_argument('--redial-path')
+    parser.add_argument('--meta-path')
     parser.add_argument('--out-dir', default='runs/rec_ablation', help='model files and logs')
     parser.add_argument('--datapath', default='data', help='ParlAI datapath (-dp)')
     parser.add_argument('--json', default=None, help='where to write the results JSON')
     parser.add_argument('--seeds', default='0,1,2', help='comma-separated --seed values')
     parser.add_argument('--max-dialogues', type=int, default=0, help='slice of every fold (0: all)')
     parser.add_argument('--variants', default=','.join(VARIANTS), help='comma-separated subset')
+    parser.add_argument('--table-only', action='store_true',
+                        help='train nothing: print the Markdown table of the results in --json')
     args = parser.parse_args()
+    if args.table_only:
+        if not (args.json and Path(args.json).is_file()):
+            raise SystemExit(f'--table-only needs an existing --json file, got {args.json!r}')
+        print_table(json.loads(Path(args.json).read_text())['variants'])
+        return
 
+    if not (args.redial_path and args.meta_path):
+        parser.error('--redial-path and --meta-path are required (unless --table-only)')
     out_dir = Path(args.out_dir)
     data = ['-t', 'redial_crs:rec', '--redial-path', args.redial_path, '--redial-meta-path', args.meta_path,
             '--redial-max-dialogues', str(args.max_dialogues), '-dp', args.datapath]
@@ -121,6 +130,8 @@ def main():
     previous = {}
     if args.json and Path(args.json).is_file():
         previous = json.loads(Path(args.json).read_text()).get('variants', {})
+        # results of variants this script no longer defines (or an older layout) are dropped
+        previous = {k: v for k, v in previous.items() if k in VARIANTS and 'summary' in v}
     results = {
         'host': {'cpus': os.cpu_count(), 'platform': platform.platform(),
                  'omp_num_threads': os.environ.get('OMP_NUM_THREADS', '1')},
@@ -137,9 +148,9 @@ def main():
             if model_file.parent.exists():
                 shutil.rmtree(model_file.parent)  # train_model would resume an existing model
             model_file.parent.mkdir(parents=True)
-            train = [PARLAI, 'train_model', *VARIANTS[name], *data, '-mf', str(model_file), '--seed', str(seed)]
-            if name != 'popularity':
-                train += TRAIN
+            train = [PARLAI, 'train_model', *data, '-mf', str(model_file), '--seed', str(seed)]
+            # the variant's own arguments come last so that they override the shared ones
+            train += ([] if name == 'popularity' else TRAIN) + VARIANTS[name]
             seconds = run(train, model_file.parent / 'train.log')
             run_entry = {'train_command': ' '.join(train), 'train_seconds': round(seconds, 1)}
             run_entry['valid'], run_entry['valid_command'] = evaluate(model_file, data, 'valid', [], 'valid')
@@ -154,16 +165,25 @@ def main():
         if args.json:  # after every variant: an interrupted run keeps what it finished
             write_json(args.json, results)
 
-    print('\n| variant | valid R@10 | valid NLL | test R@1 | test R@10 | test R@50 | test NLL | T |')
-    print('|---|---|---|---|---|---|---|---|')
-    for name, entry in results['variants'].items():
-        s = entry['summary']
-        print(f'| {name} | {cell(s, "valid/new_recall@10")} | {cell(s, "valid/gold_nll", 2)} | '
-              f'{cell(s, "test/new_recall@1")} | {cell(s, "test/new_recall@10")} | '
-              f'{cell(s, "test/new_recall@50")} | {cell(s, "test/gold_nll", 2)} | {cell(s, "temperature", 2)} |')
+    print_table(results['variants'])
     if args.json:
         write_json(args.json, results)
         print(f'wrote {args.json}')
+
+
+def print_table(variants):
+    print('\n| variant | valid R@10 | valid NLL (T=1 -> fitted T) | test R@1 | test R@10 | test R@50 | '
+          'test NLL | fitted T | train s |')
+    print('|---|---|---|---|---|---|---|---|---|')
+    for name, entry in variants.items():
+        s = entry['summary']
+        seconds = statistics.fmean(run['train_seconds'] for run in entry['seeds'].values())
+        nll = (f'{cell(s, "valid_t1/gold_nll", 2)} -> {cell(s, "valid/gold_nll", 2)}'
+               if 'valid_t1/gold_nll' in s else '-')
+        print(f'| {name} | {cell(s, "valid/new_recall@10")} | {nll} | '
+              f'{cell(s, "test/new_recall@1")} | {cell(s, "test/new_recall@10")} | '
+              f'{cell(s, "test/new_recall@50")} | {cell(s, "test/gold_nll", 2)} | {cell(s, "temperature", 2)} | '
+              f'{seconds:.0f} |')
 
 
 def write_json(path, payload):

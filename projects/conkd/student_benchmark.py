@@ -42,6 +42,8 @@ TRUNCATION = ['--truncate', '128', '--text-truncate', '128', '--label-truncate',
 #: backbones measured: ``small`` is the zoo's size class (the vocabulary-sized passes of the loss
 #: weigh most there); ``medium`` has 8x the transformer compute per token with the same vocabulary.
 SHAPES = {
+    # the zoo's generators (parlai_conkd/zoo/conkd/recipe.py, default recipe)
+    'zoo': ['--n-layers', '2', '--n-heads', '4', '--embedding-size', '128', '--ffn-size', '512', *TRUNCATION],
     'small': ['--n-layers', '2', '--n-heads', '2', '--embedding-size', '128', '--ffn-size', '256', *TRUNCATION],
     'medium': ['--n-layers', '4', '--n-heads', '4', '--embedding-size', '256', '--ffn-size', '1024', *TRUNCATION],
 }

@@ -1,137 +1,162 @@
-"""ConKD results table on the ReDial data the task reaches: none / static / hard / soft, one budget.
+#!/usr/bin/env python
+"""Train what the ConKD results table compares, at one budget and several seeds, then tabulate it.
 
-The teachers are the zoo's (parlai_conkd/zoo/conkd/recipe.py; built, or reused when present). All four students
-start from the same dialogue teacher and are fine-tuned with the zoo recipe's student arguments
-and the same number of optimiser steps (``--steps``; a step budget, not the recipe's wall-clock
-cap, so a busy machine cannot favour one row); only ``--gate`` differs: ``none`` (NLL only, the
-no-distillation baseline), ``static`` (lambda = 0.5, the ablation), ``hard`` and ``soft``. Every row
-is evaluated with ``parlai eval_model`` on the test fold (greedy decoding, and teacher-forced
-tf_rer@k), next to the rec teacher's R@1/10/50 on ``redial_crs:rec``.
+1. the zoo teachers (``builder ensure``: rec teacher, dialogue teacher; reused when present) and the
+   rec teacher again with the other seeds (same recipe arguments, ``--seed`` changed);
+2. the students ``none`` (NLL only, the no-distillation baseline), ``static`` (lambda = 0.5, the
+   ablation), ``hard`` and ``soft``, each with every seed, all with the zoo recipe's student
+   arguments (same teachers, same epochs, same decoding): only ``--gate`` and ``--seed`` differ.
+   Seed 0 of hard and soft is what the zoo itself builds; the zoo's files are reused when present
+   and their weights checked against a fresh build's checksum when ``--check-zoo`` is given;
+3. a leaderboard spec (``--spec``) with every row of the table, run by
+   ``python -m parlai_conkd.leaderboard`` (both recall protocols, JSON, Markdown, PNG).
 
-    python projects/conkd/student_results.py --datapath runs/conkd/data \
-        [--redial-path ../shared/data/redial --redial-meta-path ../shared/data/redial-meta]
+    python projects/conkd/student_results.py -dp data --seeds 0,1,2 \\
+        --spec projects/conkd/leaderboards/conkd_test.spec.json
+    python -m parlai_conkd.leaderboard --spec projects/conkd/leaderboards/conkd_test.spec.json -dp data
 
-Prints a markdown table and writes projects/conkd/results/student.json (commands included).
+Model files go to ``<datapath>/../conkd_results/``; every command is printed and logged there.
 """
 import argparse
 import json
 import os
-import platform
 import shlex
 import subprocess
 import sys
 import time
 
-METRICS = ('ppl', 'dist-2', 'dist-3', 'dist-4', 'rer@1', 'rer@10', 'rer@50', 'tf_rer@1', 'tf_rer@10',
-           'tf_rer@50', 'item_f1', 'item_ratio', 'kd_gate', 'exs')
-REC_METRICS = ('recall@1', 'recall@10', 'recall@50', 'new_recall@1', 'new_recall@10', 'new_recall@50')
 GATES = ('none', 'static', 'hard', 'soft')
 
 
 def parlai(args, log_path):
-    """Run the parlai CLI, log to a file, return the last JSON report it printed."""
     exe = os.path.join(os.path.dirname(sys.executable), 'parlai')
-    cmd = [exe, *map(str, args)]
     print('$ parlai ' + ' '.join(shlex.quote(str(a)) for a in args), flush=True)
+    started = time.time()
     with open(log_path, 'w') as log:
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=log, text=True)
-        log.write(proc.stdout)
+        proc = subprocess.run([exe, *map(str, args)], stdout=log, stderr=subprocess.STDOUT, text=True)
     if proc.returncode != 0:
         sys.exit(f'failed (exit {proc.returncode}); see {log_path}')
-    reports = [line for line in proc.stdout.splitlines() if line.startswith('{')]
-    return json.loads(reports[-1]) if reports else {}
+    return round(time.time() - started, 1)
+
+
+def with_seed(args, seed):
+    args = list(args)
+    args[args.index('--seed') + 1] = str(seed)
+    return args
+
+
+def spec_rows(files, seeds):
+    """The rows of the results table (test fold), as leaderboard spec rows. A gate trained with
+    fewer seeds than asked (``--gates``/``--seeds`` subsets) shows the seeds it has."""
+    rec, dialogue = files['rec_teacher'], files['dialogue_teacher']
+    students = {gate: [m for m in (files.get((gate, s)) for s in seeds) if m is not None] for gate in GATES}
+    fill = ['--fill-items-from', rec[0]]
+    token = ['--item-decoding', 'token']
+    baselines = [
+        {'name': 'popularity', 'models': [files['popularity']]},
+        {'name': 'repeat (mentioned items, then popularity)', 'models': [files['repeat']]},
+        {'name': 'repeat, mentioned items only', 'models': [files['repeat']], 'args': ['--repeat-fill', 'none']},
+    ] if files.get('popularity') and files.get('repeat') else []
+    return baselines + [
+        {'name': 'rec teacher', 'models': rec},
+        {'name': 'pipeline: dialogue teacher + rec teacher items', 'models': [dialogue], 'args': fill},
+        {'name': 'dialogue teacher', 'models': [dialogue]},
+        {'name': 'student, gate none (NLL only)', 'models': students['none']},
+        {'name': 'student, gate static (lambda 0.5)', 'models': students['static']},
+        {'name': 'student, gate hard', 'models': students['hard']},
+        {'name': 'student, gate soft', 'models': students['soft']},
+        # the paper's plain decoding (an item only where it is the single best token)
+        {'name': 'ablation: student soft, token decoding', 'models': students['soft'], 'args': token},
+        {'name': 'ablation: pipeline, token decoding', 'models': [dialogue], 'args': fill + token},
+    ]
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--datapath', default='runs/conkd/data')
-    parser.add_argument('--redial-path', default=None)
-    parser.add_argument('--redial-meta-path', default=None)
-    parser.add_argument('--eval-examples', type=int, default=0, help='0: the whole test fold')
-    parser.add_argument('--steps', type=int, default=100, help='optimiser steps per student (same for every gate)')
-    parser.add_argument('--out', default=os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results', 'student.json'))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('-dp', '--datapath', default='data')
+    parser.add_argument('--seeds', default='0,1,2')
+    parser.add_argument('--gates', default=','.join(GATES))
+    parser.add_argument('--spec', default='projects/conkd/leaderboards/conkd_test.spec.json')
+    parser.add_argument('--check-zoo', action='store_true',
+                        help='also train seed 0 of hard/soft afresh and compare weights with the zoo')
+    parser.add_argument('--collect-only', action='store_true',
+                        help='train nothing: write the spec from the model files already there')
     args = parser.parse_args()
-    if args.redial_path:
-        os.environ['CONKD_REDIAL_PATH'] = os.path.abspath(args.redial_path)
-    if args.redial_meta_path:
-        os.environ['CONKD_REDIAL_META_PATH'] = os.path.abspath(args.redial_meta_path)
-    datapath = os.path.abspath(args.datapath)
-    logs = os.path.join(os.path.dirname(datapath), 'logs')
-    os.makedirs(logs, exist_ok=True)
 
     from parlai_conkd.zoo.conkd import builder, recipe
 
-    started = time.time()
-    built = builder.ensure(datapath, ['rec_teacher', 'dialogue_teacher'])
-    files = {m: builder.model_file(datapath, m) for m in ('rec_teacher', 'dialogue_teacher')}
-    train_minutes = {'zoo teachers': round((time.time() - started) / 60, 1), 'built': built}
-    commands = {'teachers': f'python -m parlai_conkd.zoo.conkd.builder ensure -dp {datapath} rec_teacher dialogue_teacher'}
+    datapath = os.path.abspath(args.datapath)
+    out = os.path.join(os.path.dirname(datapath), 'conkd_results')
+    os.makedirs(out, exist_ok=True)
+    seeds = [int(s) for s in args.seeds.split(',')]
     use_kg = bool(os.environ.get('CONKD_REDIAL_META_PATH'))
-    for gate in GATES:
-        files[gate] = os.path.join(os.path.dirname(datapath), 'students', gate)
-        train = recipe.train_args('soft', files[gate], datapath, files, use_kg=use_kg)
-        train[train.index('--gate') + 1] = gate
-        if '--max-train-time' in train:  # a step budget instead of the recipe's wall-clock cap
-            at = train.index('--max-train-time')
-            del train[at:at + 2]
-        train += ['--max-train-steps', str(args.steps)]
-        commands[gate] = 'parlai train_model ' + ' '.join(shlex.quote(a) for a in train)
-        if not os.path.isfile(files[gate]):
-            os.makedirs(os.path.dirname(files[gate]), exist_ok=True)
-            t0 = time.time()
-            parlai(['train_model', *train], os.path.join(logs, f'train-{gate}.log'))
-            train_minutes[gate] = round((time.time() - t0) / 60, 1)
-
-    rows = {}
-    limit = ['--num-examples', args.eval_examples] if args.eval_examples else []
-    for gate in GATES:
-        evaluate = ['eval_model', '-t', 'redial_crs', '-dt', 'test', '-mf', files[gate], '-dp', datapath,
-                    '--skip-generation', 'false', '--inference', 'greedy', '-bs', 64,
-                    '--dialogue-teacher-file', files['dialogue_teacher'], '--rec-teacher-file', files['rec_teacher'],
-                    *limit]
-        commands[f'eval {gate}'] = 'parlai ' + ' '.join(shlex.quote(str(a)) for a in evaluate)
-        t0 = time.time()
-        report = parlai(evaluate, os.path.join(logs, f'eval-{gate}.log'))
-        rows[gate] = {m: report.get(m) for m in METRICS}
-        rows[gate]['eval_minutes'] = round((time.time() - t0) / 60, 1)
-    rec_eval = ['eval_model', '-t', 'redial_crs:rec', '-dt', 'test', '-mf', files['rec_teacher'], '-dp', datapath, '-bs', 128]
-    commands['eval rec teacher'] = 'parlai ' + ' '.join(shlex.quote(str(a)) for a in rec_eval)
-    rec_report = parlai(rec_eval, os.path.join(logs, 'eval-rec-teacher.log'))
-    rec = {m: rec_report.get(m) for m in REC_METRICS}
-
-    import torch
-
-    result = {
-        'hardware': f'{platform.machine()}, {os.cpu_count()} CPU cores (shared), torch {torch.__version__}, no GPU',
-        'data': {'redial': os.environ.get('CONKD_REDIAL_PATH', 'official download'),
-                 'meta': os.environ.get('CONKD_REDIAL_META_PATH'), 'eval_fold': 'test'},
-        'budget': f'zoo recipe "default" student arguments, {args.steps} optimiser steps each from the '
-                  'dialogue teacher; only --gate differs',
-        'train_minutes': train_minutes,
-        'students': rows,
-        'rec_teacher': rec,
-        'commands': commands,
-        # for `python -m parlai_conkd.explain plot-results` (the rec teacher's R@k beside the
-        # students' item ranking at the gold slot)
-        'rows': [{'model': f'student, gate {gate}', 'metrics': rows[gate]} for gate in GATES]
-        + [{'model': 'rec teacher (R@k)', 'metrics': {f'tf_rer@{k}': rec[f'recall@{k}'] for k in (1, 10, 50)}}],
+    builder.ensure(datapath, ['rec_teacher', 'dialogue_teacher'])
+    teachers = {m: builder.model_file(datapath, m) for m in ('rec_teacher', 'dialogue_teacher')}
+    # zoo models by their zoo names, the others relative to the working directory (spec rules)
+    files = {'rec_teacher': [], 'dialogue_teacher': 'zoo:conkd/dialogue_teacher'}
+    log = {'seeds': seeds, 'commands': {}, 'seconds': {}}
+    for seed in seeds:
+        if seed == recipe.SEED:
+            files['rec_teacher'].append('zoo:conkd/rec_teacher')
+            continue
+        path = os.path.join(out, f'rec_teacher_s{seed}', 'model')
+        train = with_seed(recipe.train_args('rec_teacher', path, datapath, use_kg=use_kg), seed)
+        if args.collect_only and not os.path.isfile(path):
+            continue
+        if not os.path.isfile(path):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            log['seconds'][path] = parlai(['train_model', *train], path + '.log')
+        log['commands'][path] = 'parlai train_model ' + ' '.join(map(shlex.quote, train))
+        files['rec_teacher'].append(os.path.relpath(path))
+    # the baselines every table keeps (seconds to train; no seed: counts, not weights)
+    for name in ('popularity', 'repeat'):
+        path = os.path.join(out, name, 'model')
+        train = ['-t', 'redial_crs:rec', '-m', f'conkd_{name}', '-dp', datapath, '-mf', path, '-eps', '1', '-bs', '64']
+        if not os.path.isfile(path) and not args.collect_only:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            log['seconds'][path] = parlai(['train_model', *train], path + '.log')
+        log['commands'][path] = 'parlai train_model ' + ' '.join(map(shlex.quote, train))
+        files[name] = os.path.relpath(path) if os.path.isfile(path) else None
+    for gate in args.gates.split(','):
+        for seed in seeds:
+            zoo_model = gate in ('soft', 'hard') and seed == recipe.SEED
+            if zoo_model and not args.check_zoo:
+                builder.ensure(datapath, [gate])
+                files[(gate, seed)] = f'zoo:conkd/{gate}'
+                continue
+            path = os.path.join(out, f'{gate}_s{seed}', 'model')
+            train = with_seed(recipe.train_args('soft', path, datapath, teachers, use_kg=use_kg), seed)
+            train[train.index('--gate') + 1] = gate
+            if args.collect_only and not os.path.isfile(path):
+                print(f'{gate} seed {seed}: not trained, left out (--collect-only)', flush=True)
+                continue
+            if not os.path.isfile(path):
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                log['seconds'][path] = parlai(['train_model', *train], path + '.log')
+            log['commands'][path] = 'parlai train_model ' + ' '.join(map(shlex.quote, train))
+            files[(gate, seed)] = os.path.relpath(path)
+            if zoo_model:
+                zoo = builder.weights_sha256(builder.model_file(datapath, gate))
+                print(f'{gate} seed {seed}: weights {"==" if zoo == builder.weights_sha256(path) else "!="} '
+                      f'the zoo build', flush=True)
+    spec = {
+        'title': 'ConKD on the shared ReDial copy, test fold: recommenders, pipeline, dialogue teacher, students',
+        'split': 'test',
+        'eval_args': ['-bs', '64'],
+        'rows': [row for row in spec_rows(files, seeds) if row['models']],
     }
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, 'w') as f:
-        json.dump(result, f, indent=2)
-
-    def fmt(v):
-        return '-' if v is None else f'{v:.4g}' if isinstance(v, float) else str(v)
-
-    print('\n| gate | PPL | Dist-2 | Dist-3 | Dist-4 | ReR@1 | ReR@10 | ReR@50 | tf-ReR@1 | tf-ReR@10 | tf-ReR@50 '
-          '| item F1 | item ratio | mean gate |')
-    print('|---|---|---|---|---|---|---|---|---|---|---|---|---|---|')
-    for gate in GATES:
-        r = rows[gate]
-        print(f'| {gate} | ' + ' | '.join(fmt(r[m]) for m in METRICS[:-1]) + ' |')
-    print(f"\nrec teacher (redial_crs:rec test): R@1/10/50 = "
-          f"{fmt(rec['recall@1'])} / {fmt(rec['recall@10'])} / {fmt(rec['recall@50'])}")
-    print(f'wrote {args.out}')
+    os.makedirs(os.path.dirname(os.path.abspath(args.spec)), exist_ok=True)
+    with open(args.spec, 'w') as f:
+        json.dump(spec, f, indent=1)
+    log_file = os.path.join(out, 'student_results.json')
+    if os.path.isfile(log_file):  # runs that trained other gates/seeds keep their records
+        with open(log_file) as f:
+            previous = json.load(f)
+        for key in ('commands', 'seconds'):
+            log[key] = {**previous.get(key, {}), **log[key]}
+    with open(log_file, 'w') as f:
+        json.dump(log, f, indent=1)
+    print(f'wrote {args.spec}; now: python -m parlai_conkd.leaderboard --spec {args.spec} -dp {args.datapath}')
 
 
 if __name__ == '__main__':

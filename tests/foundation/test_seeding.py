@@ -67,3 +67,34 @@ def test_rec_teacher_same_seed_same_weights_other_seed_other_weights(tmp_path):
     other = _train(tmp_path, 'c', [*rec, '--seed', '1'])
     assert first == second
     assert other[0] != first[0]
+
+
+def test_deterministic_kernels_by_default_on_cpu(monkeypatch):
+    """--deterministic unset: deterministic kernels on CPU, not on CUDA unless asked."""
+    from parlai_conkd.seeding import wants_deterministic
+
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    assert wants_deterministic({}) is True
+    assert wants_deterministic({'deterministic': False}) is False
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    assert wants_deterministic({}) is False
+    assert wants_deterministic({'no_cuda': True}) is True
+    assert wants_deterministic({'deterministic': True}) is True
+
+
+def _two_thread_rec_teacher(tmp_path, name, extra=()):
+    meta = shared_meta_or_skip()
+    redial = shared_redial_or_skip()
+    model = tmp_path / name / 'model'
+    run_parlai(['train_model', '-t', 'redial_crs:rec', '-m', 'conkd_rec_teacher', '--redial-meta-path', meta,
+                '--redial-path', redial, '--redial-max-dialogues', '300', '-dp', tmp_path / 'data',
+                '-mf', model, '--rec-dim', '64', '-bs', '128', '-eps', '1', '--seed', '0', *extra],
+               env={'OMP_NUM_THREADS': '2', 'MKL_NUM_THREADS': '2'})
+    return weights_sha256(str(model))
+
+
+@pytest.mark.cli
+def test_two_thread_rec_teacher_runs_are_identical(tmp_path):
+    """With 2 threads some CPU kernels accumulate in thread order; the default deterministic
+    kernels make two runs bit-identical (the zoo builds with 2 threads)."""
+    assert _two_thread_rec_teacher(tmp_path, 'a') == _two_thread_rec_teacher(tmp_path, 'b')

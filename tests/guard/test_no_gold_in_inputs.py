@@ -113,9 +113,9 @@ class Guard:
     def watch_ranker_model(self, model):
         forward = model.forward
 
-        def checked(context):
+        def checked(context, *args, **kwargs):
             self.check_item_contexts([[i for i in row if i >= 0] for row in context.tolist()])
-            return forward(context)
+            return forward(context, *args, **kwargs)
 
         model.forward = checked
 
@@ -206,13 +206,13 @@ def test_student_and_its_teachers_never_see_the_gold(teachers, datatype):
     item_log_probs = student.rec_teacher.item_log_probs
     seen = {'rec_teacher_rows': 0}
 
-    def rec_teacher(context_items, texts=None, exclude_context=None):
+    def rec_teacher(context_items, texts=None, exclude_context=None, **kwargs):
         guard.check_item_contexts(context_items)
         for text, gold in zip(texts or [], guard.gold):
             for token in gold['new_tokens']:
                 assert token not in text, f'gold new item {token} is in the rec teacher\'s text'
         seen['rec_teacher_rows'] += len(context_items)
-        return item_log_probs(context_items, texts, exclude_context)
+        return item_log_probs(context_items, texts, exclude_context, **kwargs)
 
     student.rec_teacher.item_log_probs = rec_teacher
     _run_world(student, opt, parleys=12 if datatype == 'train' else None)

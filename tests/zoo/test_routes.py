@@ -101,6 +101,19 @@ def test_other_recipe_is_not_taken_as_present(tmp_path, clean_zoo_env, fake_trai
     assert builder.is_present(dp, 'rec_teacher')
 
 
+def test_changed_recipe_arguments_make_the_model_stale(tmp_path, clean_zoo_env, fake_trainer):
+    dp = str(tmp_path)
+    builder.ensure(dp, ['rec_teacher'])
+    stamp_file = builder.stamp_path(builder.zoo_dir(dp), 'rec_teacher')
+    stamp = json.load(open(stamp_file))
+    stamp['recipe_key'] = '0000000000000000'  # built by an older version of the recipe's arguments
+    json.dump(stamp, open(stamp_file, 'w'))
+    assert 'other recipe arguments' in builder.why_not_present(dp, 'rec_teacher')
+    fake_trainer.calls.clear()
+    builder.ensure(dp, ['rec_teacher'])
+    assert built(fake_trainer) == ['rec_teacher'] and builder.is_present(dp, 'rec_teacher')
+
+
 def test_failed_build_leaves_nothing_visible(tmp_path, clean_zoo_env, monkeypatch):
     dp = str(tmp_path)
     trainer = FakeTrainer(fail_for={'dialogue_teacher'})

@@ -108,6 +108,10 @@ def why_not_present(datapath: str, model: str, recipe: Optional[str] = None) -> 
     wanted = zoo_recipe.recipe_name(recipe)
     if stamp.get('recipe') != wanted:
         return f'built with recipe {stamp.get("recipe")!r}, {wanted!r} wanted'
+    key = zoo_recipe.recipe_key(model, stamp.get('use_kg', True), wanted)
+    if stamp.get('recipe_key') is not None and stamp['recipe_key'] != key:
+        # the recipe's arguments for this model changed since it was built (e.g. an epoch budget)
+        return f'built with other recipe arguments (recipe key {stamp["recipe_key"]} != {key})'
     missing = [f for f in stamp.get('files', []) if not os.path.isfile(os.path.join(directory, f))]
     if missing or model not in stamp.get('files', []):
         return f'files missing: {missing or [model]}'
@@ -337,6 +341,7 @@ def _run_training(args: List[str], log_path: str, desc: str, epochs: float, thre
                 log.write(line)
                 match = _EPOCHS_RE.search(line)
                 if match:
+                    bar.set_description_str(desc, refresh=False)
                     bar.update(max(0.0, min(float(match.group(1)), epochs) - bar.n))
                 elif 'running eval: valid' in line:
                     bar.set_description_str(desc + ' (evaluating)')
