@@ -17,12 +17,11 @@ Only then is the file renamed to ``dest`` (same directory, atomic). Used by the 
 import hashlib
 import os
 import tarfile
-import tempfile
 import time
 import zipfile
 from typing import Callable, Optional
 
-from parlai_conkd.fileio import match_umask
+from parlai_conkd.fileio import atomic_path
 
 ZIP, TAR = 'zip', 'tar'
 #: connection errors and 5xx answers are retried this many times in all, after 1 s, 2 s, ...
@@ -106,11 +105,7 @@ def fetch_archive(url: str, dest: str, sha256: str, kind: str, offline_hint: str
     this download. Returns ``dest``; on any failure nothing is left behind and DownloadError says
     why (HTTP status, truncation, not an archive, checksum mismatch).
     """
-    directory = os.path.dirname(os.path.abspath(dest))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.download-', dir=directory)
-    os.close(fd)
-    try:
+    with atomic_path(dest) as tmp:
         for attempt in range(1, attempts + 1):
             try:
                 received, content_type = _stream(url, tmp, timeout)
@@ -132,9 +127,4 @@ def fetch_archive(url: str, dest: str, sha256: str, kind: str, offline_hint: str
                 f'checksum mismatch for {url}: the downloaded {kind} archive has sha256 {received}, '
                 f'expected {sha256.lower()}; nothing was kept. {offline_hint}'
             )
-        match_umask(tmp)  # mkstemp made it owner-only
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return dest

@@ -9,9 +9,10 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence
+
+from parlai_conkd.fileio import atomic_write
 
 ITEM_TOKEN_PREFIX = '__item_'
 ITEM_TOKEN_SUFFIX = '__'
@@ -130,18 +131,8 @@ class ItemCatalog:
     def save(self, path: str) -> None:
         """Write atomically: a reader never sees a half-written catalog."""
         payload = {'fingerprint': self.fingerprint, 'items': [asdict(i) for i in self.items]}
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix='.catalog-', dir=directory)
-        try:
-            with os.fdopen(fd, 'w', encoding='utf-8') as f:
-                json.dump(payload, f)
-            os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes it owner-only
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        with atomic_write(path) as f:
+            json.dump(payload, f)
 
     # ------------------------------------------------------------------ lookups
     def __len__(self) -> int:
@@ -204,12 +195,6 @@ def dedupe(indices: Iterable[int]) -> List[int]:
             seen.add(i)
             result.append(i)
     return result
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def read_json(path: str, what: str = 'file'):

@@ -9,6 +9,7 @@ import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from parlai_conkd.fileio import atomic_path
 from parlai_conkd.formatting import display_token
 
 
@@ -205,16 +206,11 @@ def plot_results(rows: Sequence[Tuple[str, Dict[str, float]]], metrics: Sequence
 def _save_png(fig, out: str) -> str:
     import matplotlib.pyplot as plt
 
-    directory = os.path.dirname(os.path.abspath(out))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f'.{os.path.basename(out)}.tmp.png')
     try:
-        fig.savefig(tmp, dpi=130, bbox_inches='tight')
-        os.replace(tmp, out)
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, dpi=130, bbox_inches='tight')
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return out
 
 

@@ -25,6 +25,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
+from parlai_conkd.fileio import atomic_write
+
 #: Options that end a training run; a rerun that changes none of them asks for the same run.
 LIMITS = ('max_train_steps', 'num_epochs', 'max_train_time', 'validation_patience',
           'validation_cutoff', 'validation_metric', 'validation_metric_mode')
@@ -146,7 +148,5 @@ def mark_finished(stats_path: str, record: Dict) -> None:
     if stats is None:
         return
     stats['finished'] = record
-    tmp = f'{stats_path}.tmp{os.getpid()}'
-    with open(tmp, 'w', encoding='utf-8') as f:
+    with atomic_write(stats_path) as f:
         json.dump(stats, f, indent=4)
-    os.replace(tmp, stats_path)

@@ -19,27 +19,18 @@ umask gives every other output.
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import Dict, Optional, Sequence
 
 import torch
 
-from parlai_conkd.fileio import match_umask
+from parlai_conkd.fileio import atomic_write
 
 FORMAT_VERSION = 1
 
 
 class StaleCacheError(RuntimeError):
     pass
-
-
-def file_sha256(path: str, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(chunk), b''):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def cache_key(**parts) -> Dict[str, str]:
@@ -107,18 +98,9 @@ class TeacherCache:
         """Atomic write; no-op when nothing changed."""
         if not self.dirty:
             return
-        directory = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix='.teacher-cache-', dir=directory)
-        try:
-            with os.fdopen(fd, 'wb') as f:
-                torch.save({'format': FORMAT_VERSION, 'key': self.key,
-                            'entries': {k: vars(v) for k, v in self.entries.items()}}, f)
-            match_umask(tmp)  # mkstemp made it owner-only; like every other output instead
-            os.replace(tmp, self.path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_write(self.path, 'wb') as f:
+            torch.save({'format': FORMAT_VERSION, 'key': self.key,
+                        'entries': {k: vars(v) for k, v in self.entries.items()}}, f)
         self.dirty = False
 
     def __len__(self) -> int:

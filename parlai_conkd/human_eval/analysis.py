@@ -17,7 +17,7 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Dict, Iterable, List, Optional, Sequence
 
-from parlai_conkd.human_eval.files import atomic_write
+from parlai_conkd.fileio import atomic_path, atomic_write
 from parlai_conkd.human_eval.questions import key_of
 
 
@@ -156,25 +156,16 @@ def write_reports(matchups: Sequence[Matchup], outdir: str, title: Optional[str]
         raise ValueError('no rated comparisons left to analyse (all onboarding, or all raters screened out)')
     paths = {k: os.path.join(outdir, f'winrates.{k}') for k in ('csv', 'json', 'md', 'png')}
     rows = [m.to_dict() for m in matchups]
-
-    def write_csv(tmp):
-        with open(tmp, 'w', newline='', encoding='utf-8') as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-
-    def write_json(tmp):
-        with open(tmp, 'w', encoding='utf-8') as f:
-            json.dump(rows, f, indent=1)
-
-    def write_md(tmp):
-        with open(tmp, 'w', encoding='utf-8') as f:
-            f.write(markdown_table(matchups) + '\n')
-
-    atomic_write(paths['csv'], write_csv)
-    atomic_write(paths['json'], write_json)
-    atomic_write(paths['md'], write_md)
-    atomic_write(paths['png'], lambda tmp: plot(matchups, tmp, title))
+    with atomic_write(paths['csv'], newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with atomic_write(paths['json']) as f:
+        json.dump(rows, f, indent=1)
+    with atomic_write(paths['md']) as f:
+        f.write(markdown_table(matchups) + '\n')
+    with atomic_path(paths['png']) as tmp:
+        plot(matchups, tmp, title)
     return paths
 
 

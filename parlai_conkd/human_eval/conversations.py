@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence
 
+from parlai_conkd.fileio import atomic_write
 from parlai_conkd.human_eval.files import iter_jsonl
 from parlai_conkd.items import GEN_TOKEN, REC_TOKEN, ITEM_TOKEN_RE, CatalogError, ItemCatalog
 
@@ -118,15 +119,13 @@ def _install_log(partial: str, final: str) -> None:
     meta_final = os.path.splitext(final)[0] + '.metadata'
     if os.path.exists(meta_partial):
         os.replace(meta_partial, meta_final)
-    tmp = partial + '.tmp'
-    with open(partial, encoding='utf-8') as src, open(tmp, 'w', encoding='utf-8') as dst:
+    with open(partial, encoding='utf-8') as src, atomic_write(final) as dst:
         for line in src:
             if line.strip():
                 episode = json.loads(line)
                 if episode.get('metadata_path'):
                     episode['metadata_path'] = meta_final
                 dst.write(json.dumps(episode) + '\n')
-    os.replace(tmp, final)
     os.unlink(partial)
 
 

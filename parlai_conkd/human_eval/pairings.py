@@ -21,7 +21,8 @@ import os
 import random
 from typing import Dict, List, Optional, Sequence
 
-from parlai_conkd.human_eval.files import atomic_write, iter_jsonl
+from parlai_conkd.fileio import atomic_write
+from parlai_conkd.human_eval.files import iter_jsonl
 from parlai_conkd.human_eval.conversations import (
     SEEKER_ID, LogError, internal_tokens, read_log, seeker_turns, to_acute_dialogue,
 )
@@ -90,13 +91,9 @@ def write_pairings(pairs: Sequence[Dict], path: str) -> None:
     """Validate and write atomically (readers never see half a file)."""
     for i, pair in enumerate(pairs):
         validate(pair, f'pairing {i}')
-
-    def write(tmp):
-        with open(tmp, 'w', encoding='utf-8') as f:
-            for pair in pairs:
-                f.write(json.dumps(pair, ensure_ascii=False) + '\n')
-
-    atomic_write(path, write)
+    with atomic_write(path) as f:
+        for pair in pairs:
+            f.write(json.dumps(pair, ensure_ascii=False) + '\n')
 
 
 def _replies(episode: Dict) -> List[str]:

@@ -16,6 +16,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
 
+from parlai_conkd.fileio import atomic_write, sha256_file
+
 from .spec import SpecError
 
 #: bump when what a run records changes, so older cached runs are recomputed
@@ -56,14 +58,6 @@ class Run:
     @property
     def stamp_path(self) -> str:
         return os.path.join(self.directory, 'run.json')
-
-
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def resolve_model(model: str, datapath: str, where: str) -> str:
@@ -119,7 +113,7 @@ def model_inputs(model_file: str) -> Dict[str, str]:
     for suffix in ('.opt', '.dict', '.catalog.json'):
         if os.path.isfile(model_file + suffix):
             files[suffix] = model_file + suffix
-    return {name: file_sha256(path) for name, path in files.items()}
+    return {name: sha256_file(path) for name, path in files.items()}
 
 
 def data_inputs(datapath: str, split: str, redial_path: Optional[str], meta_path: Optional[str]) -> Dict:
@@ -132,8 +126,8 @@ def data_inputs(datapath: str, split: str, redial_path: Optional[str], meta_path
         'built_dir': os.path.dirname(fold),
         'source': build.source_path(opt) or 'official download',
         'meta_path': build.meta_path(opt),
-        'fold_sha256': file_sha256(fold),
-        'catalog_sha256': file_sha256(build.catalog_path(opt)),
+        'fold_sha256': sha256_file(fold),
+        'catalog_sha256': sha256_file(build.catalog_path(opt)),
     }
 
 
@@ -173,10 +167,8 @@ def cached(run: Run) -> Optional[Dict]:
 
 
 def _write_json_atomic(path: str, payload) -> None:
-    tmp = f'{path}.tmp-{os.getpid()}'
-    with open(tmp, 'w', encoding='utf-8') as f:
+    with atomic_write(path) as f:
         json.dump(payload, f, indent=2)
-    os.replace(tmp, path)
 
 
 def execute(run: Run, on_progress: Callable[[float], None] = lambda fraction: None) -> Dict:

@@ -27,6 +27,8 @@ from typing import Dict, List
 from parlai.core.params import ParlaiParser
 from parlai.core.script import ParlaiScript
 
+from parlai_conkd.fileio import atomic_path, atomic_write
+
 from . import plot as plotting
 from . import runner, table
 from .spec import SPLITS, Spec, SpecError, load_spec, rows_from_cli
@@ -67,10 +69,8 @@ def _shown_path(path: str) -> str:
 
 
 def _write_atomic(path: str, text: str) -> None:
-    tmp = f'{path}.tmp-{os.getpid()}'
-    with open(tmp, 'w', encoding='utf-8') as f:
+    with atomic_write(path) as f:
         f.write(text)
-    os.replace(tmp, path)
 
 
 class Leaderboard(ParlaiScript):
@@ -220,9 +220,8 @@ class Leaderboard(ParlaiScript):
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         _write_atomic(out + '.json', json.dumps(board, indent=2) + '\n')
         _write_atomic(out + '.md', table.markdown(board))
-        tmp_png = f'{out}.png.tmp-{os.getpid()}'
-        plotting.plot(board, tmp_png)
-        os.replace(tmp_png, out + '.png')
+        with atomic_path(out + '.png') as tmp_png:
+            plotting.plot(board, tmp_png)
         print(table.markdown(board))
         print(f'wrote {out}.json, {out}.md, {out}.png')
         return board

@@ -28,6 +28,7 @@ import parlai.core.build_data as build_data
 from parlai.utils import logging
 
 from parlai_conkd.downloads import ZIP, DownloadError, archive_problem, fetch_archive
+from parlai_conkd.fileio import sha256_file, sha256_stream, umask
 from parlai_conkd.items import ItemCatalog
 
 from .preprocess import (
@@ -207,13 +208,10 @@ class _RawSource:
         return io.TextIOWrapper(self._zip.open(self._members[fname]), encoding='utf-8')
 
     def sha256(self, fname: str) -> str:
-        digest = hashlib.sha256()
         opener = (self._zip.open(self._members[fname]) if self._zip is not None
                   else open(os.path.join(self.path, fname), 'rb'))
         with opener as f:
-            for block in iter(lambda: f.read(1 << 16), b''):
-                digest.update(block)
-        return digest.hexdigest()
+            return sha256_stream(f)
 
     def copy_movies(self, dest: str) -> None:
         if self._zip is None:
@@ -262,14 +260,6 @@ def _missing_members(path: str) -> Optional[str]:
         names = {name.rsplit('/', 1)[-1] for name in archive.namelist() if not name.startswith('__MACOSX')}
     missing = [f for f in REQUIRED_FILES if f not in names]
     return f'a zip archive without {", ".join(missing)}' if missing else None
-
-
-def _sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 16), b''):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------- building
@@ -325,7 +315,7 @@ def _build_into(out_dir: str, raw_path: str, meta_dir: Optional[str], opt) -> No
         # Recorded so a result can be traced to the exact raw files it came from.
         source_sha256 = {fname: raw.sha256(fname) for fname in REQUIRED_FILES}
         if os.path.isfile(raw_path):
-            source_sha256[os.path.basename(raw_path)] = _sha256_of(raw_path)
+            source_sha256[os.path.basename(raw_path)] = sha256_file(raw_path)
         stats = {}
         folds = {}
         for fname, fold in ((TRAIN_FILE, 'train'), (TEST_FILE, 'test')):
@@ -362,11 +352,10 @@ def _build_into(out_dir: str, raw_path: str, meta_dir: Optional[str], opt) -> No
 
 def _make_readable(directory: str) -> None:
     """mkdtemp/mkstemp create owner-only entries; a shared datapath needs the usual umask modes."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(directory, 0o777 & ~umask)
+    mask = umask()
+    os.chmod(directory, 0o777 & ~mask)
     for name in os.listdir(directory):
-        os.chmod(os.path.join(directory, name), 0o666 & ~umask)
+        os.chmod(os.path.join(directory, name), 0o666 & ~mask)
 
 
 def _write_json(path: str, payload) -> None:

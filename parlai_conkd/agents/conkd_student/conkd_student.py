@@ -19,12 +19,12 @@ from parlai.utils.distributed import get_rank, is_distributed
 
 from parlai_conkd import distill
 from parlai_conkd.fast_target import DistillTarget, ItemSlots, make_target
+from parlai_conkd.fileio import sha256_file
 from parlai_conkd.agents.conkd_dialogue_teacher.conkd_dialogue_teacher import ConkdDialogueTeacherAgent
 from parlai_conkd.teacher_cache import (
     TeacherCache,
     cache_key,
     example_key,
-    file_sha256,
     make_entry,
     stack_targets,
 )
@@ -148,8 +148,8 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
             extra_overrides={'rec_temperature': temperature} if temperature is not None else None)
         if self.opt.get('teacher_cache') and self.opt.get('datatype', '').startswith('train'):
             key = cache_key(
-                dialogue_teacher=file_sha256(dial_file),
-                rec_teacher=file_sha256(rec_file),
+                dialogue_teacher=sha256_file(dial_file),
+                rec_teacher=sha256_file(rec_file),
                 data=self._data_version(),
                 dictionary=len(self.dict),
                 catalog=self.catalog.fingerprint,
@@ -168,7 +168,7 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
         try:
             from parlai_conkd.redial.build import fold_path
 
-            return file_sha256(fold_path(self.opt, 'train'))
+            return sha256_file(fold_path(self.opt, 'train'))
         except Exception:  # another task: the per-example keys still pin the exact token ids
             return str(self.opt.get('task'))
 

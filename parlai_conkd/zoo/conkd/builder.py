@@ -41,7 +41,7 @@ import time
 import uuid
 from typing import Dict, Iterable, List, Optional, Sequence
 
-from parlai_conkd.fileio import match_umask
+from parlai_conkd.fileio import atomic_path, atomic_write, sha256_file
 
 from . import recipe as zoo_recipe
 
@@ -178,18 +178,8 @@ def _new_tmp(datapath: str, what: str) -> str:
 
 # ---------------------------------------------------------------------------- install
 def _atomic_write_json(path: str, payload: Dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix='.tmp-', dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
-            json.dump(payload, f, indent=1, sort_keys=True)
-            match_umask(f.fileno())  # mkstemp made it owner-only
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path, fsync=True) as f:  # a stamp says the files before it are complete
+        json.dump(payload, f, indent=1, sort_keys=True)
 
 
 def install(source_dir: str, datapath: str, model: str, stamp: Dict) -> None:
@@ -300,18 +290,12 @@ def pack(datapath: str, out: str, models: Sequence[str] = zoo_recipe.MODELS) -> 
         reason = why_not_present(datapath, model, read_stamp(directory, model) and read_stamp(directory, model)['recipe'])
         if reason:
             raise ZooError(f'cannot pack {model}: {reason}')
-    tmp_out = out + '.tmp'
-    with tarfile.open(tmp_out, 'w:gz') as tar:
+    with atomic_path(out) as tmp_out, tarfile.open(tmp_out, 'w:gz') as tar:
         for model in models:
             stamp = read_stamp(directory, model)
             for name in stamp['files'] + [model + STAMP_SUFFIX]:
                 tar.add(os.path.join(directory, name), arcname=name)
-    os.replace(tmp_out, out)
-    digest = hashlib.sha256()
-    with open(out, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(out)
 
 
 # ---------------------------------------------------------------------------- build route
@@ -405,11 +389,7 @@ def _data_version(datapath: str, model: str) -> Dict[str, str]:
     path = os.path.join(built_dir(opt), 'train.json')  # built by the training run; never build here
     if not os.path.isfile(path):
         return {'built': None, 'train_fold_sha256': None}
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return {'built': os.path.basename(os.path.dirname(path)), 'train_fold_sha256': digest.hexdigest()}
+    return {'built': os.path.basename(os.path.dirname(path)), 'train_fold_sha256': sha256_file(path)}
 
 
 def _data_sources() -> Dict[str, Optional[str]]:
