@@ -17,10 +17,9 @@ import os
 import shlex
 import subprocess
 import sys
-import tempfile
 import time
 
-from parlai_conkd.fileio import match_umask
+from parlai_conkd.fileio import atomic_write
 
 REPORTED = ['ppl', 'dist-2', 'dist-3', 'dist-4', 'dist_crs-2', 'dist_crs-3', 'dist_crs-4',
             'rer@1', 'rer@10', 'rer@50', 'item_ratio', 'item_precision', 'item_f1', 'bleu-4',
@@ -64,14 +63,9 @@ def run(command, env):
 
 
 def write_json_atomic(path: str, payload) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.results-', dir=directory)
-    with os.fdopen(fd, 'w', encoding='utf-8') as f:
+    with atomic_write(path) as f:
         json.dump(payload, f, indent=2, sort_keys=True)
         f.write('\n')
-    match_umask(tmp)  # mkstemp made it owner-only
-    os.replace(tmp, path)
 
 
 def main():

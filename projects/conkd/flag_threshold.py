@@ -14,7 +14,6 @@ wins in the decoding search on the same fold (projects/conkd/README.md, "Decodin
 """
 import argparse
 import json
-import os
 
 import torch
 
@@ -80,10 +79,10 @@ def main():
               'best_threshold': best['threshold'], 'argmax_accuracy': argmax['accuracy'],
               'best_accuracy': best['accuracy']}
     if args.json:
-        tmp = args.json + '.tmp'
-        with open(tmp, 'w') as f:
+        from parlai_conkd.fileio import atomic_write
+
+        with atomic_write(args.json) as f:
             json.dump(result, f, indent=1)
-        os.replace(tmp, args.json)
 
 
 if __name__ == '__main__':

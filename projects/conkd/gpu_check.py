@@ -278,11 +278,10 @@ def table(result):
 
 
 def _write(result, path):
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + '.tmp'
-    with open(tmp, 'w', encoding='utf-8') as f:
+    from parlai_conkd.fileio import atomic_write
+
+    with atomic_write(path) as f:
         json.dump(result, f, indent=2)
-    os.replace(tmp, path)
 
 
 def main(argv=None):

@@ -39,6 +39,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
+from parlai_conkd.fileio import atomic_write
 from parlai_conkd.items import ItemCatalog
 from parlai_conkd.linking import MENTION_RE, TitleLinker, common_words_from_counts, words
 from parlai_conkd.redial.preprocess import is_valid_fold
@@ -176,10 +177,8 @@ def _num(value, digits: int = 3) -> str:
 
 
 def write_json(path: Path, payload: Dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.tmp')
-    tmp.write_text(json.dumps(payload, indent=1) + '\n', encoding='utf-8')
-    os.replace(tmp, path)
+    with atomic_write(str(path)) as f:
+        f.write(json.dumps(payload, indent=1) + '\n')
 
 
 def main(argv=None) -> int:

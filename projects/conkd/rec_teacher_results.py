@@ -187,11 +187,10 @@ def print_table(variants):
 
 
 def write_json(path, payload):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix('.tmp')
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
+    from parlai_conkd.fileio import atomic_write
+
+    with atomic_write(str(path)) as f:
+        f.write(json.dumps(payload, indent=2))
 
 
 if __name__ == '__main__':

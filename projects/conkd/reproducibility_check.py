@@ -92,10 +92,10 @@ def main():
             with open(args.json) as f:
                 existing = json.load(f)
         existing[result['deterministic']] = result
-        tmp = args.json + '.tmp'
-        with open(tmp, 'w') as f:
+        from parlai_conkd.fileio import atomic_write
+
+        with atomic_write(args.json) as f:
             json.dump(existing, f, indent=1)
-        os.replace(tmp, args.json)
         print(f'wrote {args.json}')
 
 

@@ -410,11 +410,10 @@ def main(argv=None):
     }
     for name, shape_result in results.items():
         print_table(name, shape_result)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    tmp = args.out + '.tmp'
-    with open(tmp, 'w') as f:
+    from parlai_conkd.fileio import atomic_write
+
+    with atomic_write(args.out) as f:
         json.dump(result, f, indent=2)
-    os.replace(tmp, args.out)
     print(f'\n[bench] wrote {args.out}')
     return result
 

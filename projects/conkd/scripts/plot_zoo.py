@@ -15,6 +15,7 @@ import os
 import sys
 
 from parlai_conkd import explain, plots
+from parlai_conkd.fileio import atomic_write
 from parlai_conkd.zoo.conkd import builder, recipe
 
 METRICS = ('recall@10', 'recall@50', 'ppl', 'token_acc', 'kd_loss', 'kd_gate', 'kd_rec_share')
@@ -48,10 +49,9 @@ def main(argv=None):
                      + ', '.join(f'{k} {v:.4g}' for k, v in metrics.items()) + f' ({report.get("exs")} ex.) |')
     os.makedirs(args.out_dir, exist_ok=True)
     out_json = os.path.join(args.out_dir, 'zoo_build.json')
-    with open(out_json + '.tmp', 'w', encoding='utf-8') as f:
+    with atomic_write(out_json) as f:
         json.dump({'rows': rows, 'note': 'train_model final test report (--short-final-eval: first 500 '
                    'examples); build_seconds: wall time of each train_model run'}, f, indent=1)
-    os.replace(out_json + '.tmp', out_json)
     total = sum(r['build_seconds'] or 0 for r in rows)
     print('| model | build time | final test report |\n|---|---|---|')
     print('\n'.join(table))
