@@ -22,18 +22,17 @@ from parlai_conkd.human_eval.questions import key_of
 
 
 def binomial_two_sided_p(k: int, n: int) -> float:
-    """Exact two-sided binomial test of k successes in n trials against p = 1/2.
-
-    With p = 1/2 the distribution is symmetric, so the two-sided p-value (the probability of an
-    outcome at most as likely as k) is 2 * P(X <= min(k, n - k)), capped at 1; this equals
-    ``scipy.stats.binomtest(k, n).pvalue``.
-    """
+    """Exact two-sided binomial (sign) test of k successes in n trials against p = 1/2:
+    ``scipy.stats.binomtest(k, n, 0.5).pvalue`` (the probability of an outcome at most as likely
+    as k; with p = 1/2, 2 * P(X <= min(k, n - k)) capped at 1). No trials (n = 0): 1.0.
+    Raises ValueError when k is not in 0..n."""
     if n <= 0:
         return 1.0
     if not 0 <= k <= n:
         raise ValueError(f'k={k} outside 0..{n}')
-    tail = sum(math.comb(n, i) for i in range(min(k, n - k) + 1)) / 2 ** n
-    return min(1.0, 2 * tail)
+    from scipy.stats import binomtest  # scipy's import costs ~0.5 s: only when a test is run
+
+    return float(binomtest(k, n, 0.5).pvalue)
 
 
 #: the ``speakerChoice`` of a rating that prefers neither side
