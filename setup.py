@@ -4,6 +4,7 @@ Install with ``bash scripts/setup.sh`` (see README.md): ParlAI 1.7.2 must be ins
 without its dependency pins, so this distribution does not list it in install_requires.
 """
 import os
+import re
 
 from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
@@ -13,6 +14,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 STARTUP_PTH = 'parlai_conkd_startup.pth'
 #: site.py executes `import` lines of .pth files at every interpreter start (see parlai_conkd/_startup.py).
 STARTUP_PTH_CONTENT = b'import parlai_conkd._startup\n'
+
+
+def read_version() -> str:
+    """``parlai_conkd.__version__``, the one place the version is written (read, not imported:
+    importing the package installs its start-up hook)."""
+    with open(os.path.join(HERE, 'parlai_conkd', '__init__.py'), encoding='utf-8') as f:
+        match = re.search(r"^__version__ = '([^']+)'$", f.read(), re.M)
+    if match is None:
+        raise RuntimeError('parlai_conkd/__init__.py has no __version__ line')
+    return match.group(1)
 
 
 class BuildPyWithStartupHook(build_py):
@@ -57,7 +68,7 @@ class EditableWheelWithStartupHook(editable_wheel):
 
 setup(
     name='parlai-conkd',
-    version='0.1.0',
+    version=read_version(),
     description='ConKD (Jung, Jung & Chen, EMNLP 2023) for conversational recommendation in ParlAI',
     long_description=open(os.path.join(HERE, 'README.md'), encoding='utf-8').read(),
     long_description_content_type='text/markdown',
