@@ -12,8 +12,9 @@ they are the "all" and "new" protocols side by side (issue #15).
 The agents' replies carry no ``text`` outside interactive mode: ParlAI's teachers would score a
 top-1 item token with word-overlap metrics (``accuracy``/``f1``/``precision``/``recall``, BLEU),
 and ``__item_1__`` vs ``__item_2__`` share the word "item" (``recall`` 0.5 beside
-``recall@50`` 0). The ranking is in ``recommendations`` (top-10 item tokens) and
-``item_ranking`` (their catalog indices).
+``recall@50`` 0). The ranking is in ``recommendations`` (the top 10 as item records, the one
+shape every reply that carries recommendations uses: see :func:`parlai_conkd.formatting.item_record`
+and docs/architecture.md) and ``item_ranking`` (their catalog indices).
 
 The distillation entry point is :meth:`ItemRankingAgent.item_log_probs`.
 """
@@ -27,6 +28,7 @@ from parlai.utils import logging
 from parlai.utils.torch import total_parameters, trainable_parameters
 
 from parlai_conkd import ranking
+from parlai_conkd.formatting import item_record
 from parlai_conkd.items import DISPLAY_METADATA, CatalogError, Item, ItemCatalog
 from parlai_conkd.seeding import add_seed_args, seed_from_opt
 
@@ -284,12 +286,25 @@ class ItemRankingAgent(TorchAgent):
         if exclude is not None:
             scores = scores.masked_fill(exclude, float('-inf'))
         top = scores.topk(min(10, scores.size(1))).indices.tolist()
-        recommendations = [[self.catalog[i].token for i in row] for row in top]
+        recommendations = self.recommendation_records(top, batch, exclude)
         if self.opt.get('interactive_mode'):
-            return Output(text=[row[0] for row in recommendations], recommendations=recommendations,
+            return Output(text=[self.catalog[row[0]].token for row in top], recommendations=recommendations,
                           item_ranking=top)
         # no 'text': teachers would score it with word-overlap metrics (see the module docstring)
         return Output(recommendations=recommendations, item_ranking=top)
+
+    @torch.no_grad()
+    def recommendation_records(self, top: List[List[int]], batch: Batch, exclude) -> List[List[Dict]]:
+        """Per row, the items ``top[row]`` as item records ``{'movie_id', 'title', 'year', 'index',
+        'score', 'new'}``: ``score`` is the probability :meth:`item_log_probs` gives the item (what a
+        student distils), ``new`` whether the dialogue so far has not named it."""
+        log_probs = self.model_log_probs(batch.context, exclude, batch.context_items, batch.conversation_ids)
+        probs = log_probs.gather(1, torch.tensor(top, device=log_probs.device)).exp().tolist()
+        records = []
+        for items, row_probs, context in zip(top, probs, batch.context_items):
+            named = set(context)
+            records.append([item_record(self.catalog[i], p, new=i not in named) for i, p in zip(items, row_probs)])
+        return records
 
     # ------------------------------------------------------------------ distillation API
     @torch.no_grad()

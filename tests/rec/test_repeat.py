@@ -52,17 +52,21 @@ def repeat_data(tmp_path, monkeypatch):
     return tmp_path / 'dp', write_redial(tmp_path / 'r', test=test)
 
 
-def _evaluate(model, datapath, source, **extra):
+def _world(model, datapath, source, batchsize=2, **extra):
     from parlai.core.agents import create_agent
     from parlai.core.params import ParlaiParser
     from parlai.core.worlds import create_task
 
     opt = ParlaiParser(True, True).parse_kwargs(
         task='redial_crs:rec_all', datatype='test', model=model, datapath=str(datapath),
-        redial_path=str(source), batchsize=2, rank_ks='1,2,3', ndcg_ks='1', **extra)
+        redial_path=str(source), batchsize=batchsize, rank_ks='1,2,3', ndcg_ks='1', **extra)
     agent = create_agent(opt)
     agent.model.counts.copy_(torch.tensor(COUNTS))
-    world = create_task(opt, agent)
+    return create_task(opt, agent)
+
+
+def _evaluate(model, datapath, source, **extra):
+    world = _world(model, datapath, source, **extra)
     while not world.epoch_done():
         world.parley()
     return {k: v for k, v in world.report().items()}
@@ -99,3 +103,18 @@ def test_popularity_on_the_same_examples(repeat_data):
     assert report['recall@1'] == pytest.approx(3 / 5)
     assert report['recall@2'] == pytest.approx(3.5 / 5)
     assert report['new_recall@1'] == pytest.approx(2 / 3)
+
+
+def test_ranker_reply_carries_its_top_items_as_item_records(repeat_data):
+    """The one ``recommendations`` shape (docs/architecture.md): item records with the probability
+    item_log_probs gives. First rec_all example: context [ALIEN]; repeat scores ALIEN 5 + 1 + 1 = 7,
+    the others their counts; probabilities (score + 1) / sum = 8/22, 6/22, 4/22, 4/22."""
+    world = _world('conkd_repeat', *repeat_data, batchsize=1)
+    world.parley()
+    reply = world.get_acts()[1]
+    records = reply['recommendations']
+    assert [set(r) for r in records] == [{'movie_id', 'title', 'year', 'index', 'score', 'new'}] * 4
+    assert [(r['index'], r['movie_id'], r['new']) for r in records[:2]] == [(ALIEN, '111', False), (HEAT, '222', True)]
+    assert {r['index']: r['score'] for r in records} == pytest.approx(
+        {ALIEN: 8 / 22, HEAT: 6 / 22, GODFATHER: 4 / 22, UP: 4 / 22}, abs=1e-6)
+    assert reply['item_ranking'][:2] == [ALIEN, HEAT] and 'text' not in reply
