@@ -32,12 +32,11 @@ The chosen values are the defaults in parlai_conkd/linking.py (a test checks tha
 import argparse
 import json
 import os
-import re
 import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Sequence
 
 from parlai_conkd.fileio import atomic_write
 from parlai_conkd.items import ItemCatalog

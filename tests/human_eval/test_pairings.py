@@ -194,5 +194,5 @@ def test_a_torn_line_names_file_line_and_column(pairs, tmp_path):
     path = tmp_path / 'torn.jsonl'
     torn = json.dumps(pairs[1]).split(', "speakers_to_eval"')[0]  # '{"is_onboarding": false': cut after a value
     path.write_text(json.dumps(pairs[0]) + '\n' + torn + '\n')
-    with pytest.raises(PairingError, match=rf"torn\.jsonl:2: invalid JSON \(Expecting ',' delimiter at column 24\)$"):
+    with pytest.raises(PairingError, match=r"torn\.jsonl:2: invalid JSON \(Expecting ',' delimiter at column 24\)$"):
         read_pairings(str(path))

@@ -40,7 +40,7 @@ def link(catalog):
 
 
 def linked(result, catalog):
-    return [(l.surface, catalog[l.index].movie_id, l.rule) for l in result.links]
+    return [(link.surface, catalog[link.index].movie_id, link.rule) for link in result.links]
 
 
 def test_words_fold_case_accents_apostrophes_and_ampersands():
@@ -69,7 +69,7 @@ def test_title_with_year_ignores_case_spacing_and_accents(link, catalog):
 def test_titles_without_year_inside_sentences(link, catalog):
     result = link('hi! i loved the shining and leon the professional, any other scary movie?')
     assert result.text == 'hi! i loved __item_1__ and __item_10__, any other scary movie?'
-    assert [l.rule for l in result.links] == ['title', 'title']
+    assert [link.rule for link in result.links] == ['title', 'title']
     assert result.items == [0, 9]
     assert linked(link('I loved Spiderman, spider man or Spider-Man'), catalog) == [
         ('Spiderman', '11', 'title'), ('spider man', '11', 'title'), ('Spider-Man', '11', 'title')]

@@ -261,7 +261,7 @@ def test_release_of_another_version_is_refused(tmp_path, clean_zoo_env, fake_tra
 
 def test_recipe_commands_cover_every_model_in_build_order():
     lines = recipe.commands('data', 'data/models/conkd')
-    assert [l.split(' -mf ')[1].split()[0] for l in lines] == [f'data/models/conkd/{m}' for m in recipe.MODELS]
+    assert [line.split(' -mf ')[1].split()[0] for line in lines] == [f'data/models/conkd/{m}' for m in recipe.MODELS]
     soft = lines[recipe.MODELS.index('soft')]
     assert '--gate soft' in soft and '--rec-teacher-file data/models/conkd/rec_teacher' in soft
     assert '--use-kg false' in recipe.commands(use_kg=False)[0]
