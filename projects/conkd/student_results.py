@@ -26,6 +26,13 @@ import sys
 import time
 
 GATES = ('none', 'static', 'hard', 'soft')
+#: the decoding of every generator row, chosen on the valid fold with the zoo's soft student
+#: (leaderboards/decoding_valid.*: the best ReR@10 among decodings with Dist_crs-2 >= 0.3 and item
+#: ratio in [0.35, 0.6]); deterministic, so the seeds' spread is the models' alone
+TABLE_DECODING = ['--inference', 'greedy', '--beam-size', '1', '--beam-block-ngram', '3',
+                  '--beam-context-block-ngram', '3']
+#: the decoding the zoo models are saved with (more varied replies for chat; a row of its own)
+ZOO_DECODING = ['--inference', 'delayedbeam', '--topk', '10', '--beam-delay', '3', '--beam-size', '5']
 
 
 def parlai(args, log_path):
@@ -57,7 +64,7 @@ def spec_rows(files, seeds):
         {'name': 'repeat (mentioned items, then popularity)', 'models': [files['repeat']]},
         {'name': 'repeat, mentioned items only', 'models': [files['repeat']], 'args': ['--repeat-fill', 'none']},
     ] if files.get('popularity') and files.get('repeat') else []
-    return baselines + [
+    generators = [
         {'name': 'rec teacher', 'models': rec},
         {'name': 'pipeline: dialogue teacher + rec teacher items', 'models': [dialogue], 'args': fill},
         {'name': 'dialogue teacher', 'models': [dialogue]},
@@ -65,10 +72,40 @@ def spec_rows(files, seeds):
         {'name': 'student, gate static (lambda 0.5)', 'models': students['static']},
         {'name': 'student, gate hard', 'models': students['hard']},
         {'name': 'student, gate soft', 'models': students['soft']},
+        {'name': 'student, gate soft, zoo decoding (delayed beam)', 'models': students['soft'], 'args': ZOO_DECODING},
         # the paper's plain decoding (an item only where it is the single best token)
         {'name': 'ablation: student soft, token decoding', 'models': students['soft'], 'args': token},
         {'name': 'ablation: pipeline, token decoding', 'models': [dialogue], 'args': fill + token},
     ]
+    for row in generators[1:]:  # every generator row decodes the same way (its own args win)
+        row['args'] = TABLE_DECODING + row.get('args', [])
+    return baselines + generators
+
+
+#: the README's compact table: (column, ranker metric, generator metric, digits)
+SUMMARY = [('R@10 / ReR@10 new', 'new_recall@10', 'rer@10', 3), ('R@50 / ReR@50 new', 'new_recall@50', 'rer@50', 3),
+           ('R@1 / item P', 'new_recall@1', 'item_precision', 3), ('item F1', None, 'item_f1', 3),
+           ('item ratio', None, 'item_ratio', 3), ('Dist_crs-2', None, 'dist_crs-2', 3), ('BLEU-4', None, 'bleu-4', 3),
+           ('PPL', None, 'ppl', 1)]
+
+
+def summary_table(board):
+    """The README's compact Markdown table of a leaderboard JSON (mean ± sample sd over seeds)."""
+    lines = ['| model | n | ' + ' | '.join(c for c, *_ in SUMMARY) + ' |', '|---|---|' + '---:|' * len(SUMMARY)]
+    for row in board['rows']:
+        cells = []
+        for _, ranker_metric, generator_metric, digits in SUMMARY:
+            metric = ranker_metric if row['kind'] == 'ranker' else generator_metric
+            value = row['metrics'].get(metric) if metric else None
+            if not value:
+                cells.append('')
+                continue
+            text = f"{value['mean']:.{digits}f}"
+            if value.get('std') is not None:
+                text += f" ± {value['std']:.{digits}f}"
+            cells.append(text)
+        lines.append(f"| {row['name']} | {len(row['runs'])} | " + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
 
 
 def main():
@@ -81,7 +118,13 @@ def main():
                         help='also train seed 0 of hard/soft afresh and compare weights with the zoo')
     parser.add_argument('--collect-only', action='store_true',
                         help='train nothing: write the spec from the model files already there')
+    parser.add_argument('--summary', metavar='BOARD_JSON',
+                        help='train nothing: print the compact table of a leaderboard JSON')
     args = parser.parse_args()
+    if args.summary:
+        with open(args.summary) as f:
+            print(summary_table(json.load(f)))
+        return
 
     from parlai_conkd.zoo.conkd import builder, recipe
 
