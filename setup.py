@@ -3,6 +3,7 @@
 Install with ``bash scripts/setup.sh`` (see README.md): ParlAI 1.7.2 must be installed
 without its dependency pins, so this distribution does not list it in install_requires.
 """
+
 import os
 import re
 
@@ -40,7 +41,9 @@ class BuildPyWithStartupHook(build_py):
             f.write(STARTUP_PTH_CONTENT)
 
     def get_outputs(self, include_bytecode=True):
-        return super().get_outputs(include_bytecode) + [os.path.join(self.build_lib, STARTUP_PTH)]
+        return super().get_outputs(include_bytecode) + [
+            os.path.join(self.build_lib, STARTUP_PTH)
+        ]
 
 
 class EditableWheelWithStartupHook(editable_wheel):
@@ -76,7 +79,10 @@ setup(
     python_requires='>=3.10',
     packages=find_packages(include=['parlai_conkd', 'parlai_conkd.*']),
     package_data={'': ['*.json', '*.md', '*.html', '*.js', '*.css']},
-    cmdclass={'build_py': BuildPyWithStartupHook, 'editable_wheel': EditableWheelWithStartupHook},
+    cmdclass={
+        'build_py': BuildPyWithStartupHook,
+        'editable_wheel': EditableWheelWithStartupHook,
+    },
     # ParlAI and torch are deliberately absent: see requirements/*.txt and scripts/setup.sh.
     install_requires=[],
 )

@@ -23,6 +23,7 @@ which stores the exact item mass.
 Training computes the same numbers without [B,T,V] temporaries (:mod:`parlai_conkd.fast_target`,
 :mod:`parlai_conkd.fused_loss`); tests/student/test_fused_loss.py checks both against each other.
 """
+
 from dataclasses import dataclass
 from typing import Optional, Union
 
@@ -51,13 +52,17 @@ def from_topk(values: torch.Tensor, indices: torch.Tensor, size: int) -> torch.T
     return torch.log_softmax(dense.scatter(-1, indices, values), dim=-1)
 
 
-def item_mass(dial_log_probs: torch.Tensor, item_token_ids: torch.Tensor) -> torch.Tensor:
+def item_mass(
+    dial_log_probs: torch.Tensor, item_token_ids: torch.Tensor
+) -> torch.Tensor:
     """The gate ``lambda`` [B,T]: the probability ``dial_log_probs`` [B,T,V] puts on the item
     tokens ``item_token_ids`` [N]."""
     return dial_log_probs.index_select(-1, item_token_ids).exp().sum(-1).clamp(0.0, 1.0)
 
 
-def gate_values(kind: str, dial_item_mass: torch.Tensor, static_gate: float = 0.5) -> torch.Tensor:
+def gate_values(
+    kind: str, dial_item_mass: torch.Tensor, static_gate: float = 0.5
+) -> torch.Tensor:
     """The gate per step [B,T] for a ``--gate`` kind, from the item mass [B,T]."""
     if kind == 'static':
         return torch.full_like(dial_item_mass, float(static_gate))
@@ -75,14 +80,21 @@ def tempered(log_probs: torch.Tensor, temperature: float) -> torch.Tensor:
     return torch.log_softmax(log_probs / temperature, dim=-1)
 
 
-def items_on_vocab(rec_log_probs: torch.Tensor, item_token_ids: torch.Tensor, vocab_size: int) -> torch.Tensor:
+def items_on_vocab(
+    rec_log_probs: torch.Tensor, item_token_ids: torch.Tensor, vocab_size: int
+) -> torch.Tensor:
     """Item log-probabilities [B,N] placed on the vocabulary [B,V]; words get -inf (p = 0)."""
     out = rec_log_probs.new_full((rec_log_probs.size(0), vocab_size), float('-inf'))
     return out.index_copy(1, item_token_ids, rec_log_probs)
 
 
-def target_log_probs(kind: str, dial_log_probs: torch.Tensor, rec_vocab_log_probs: torch.Tensor,
-                     gate: torch.Tensor, hard_threshold: float = 0.5):
+def target_log_probs(
+    kind: str,
+    dial_log_probs: torch.Tensor,
+    rec_vocab_log_probs: torch.Tensor,
+    gate: torch.Tensor,
+    hard_threshold: float = 0.5,
+):
     """``log q`` [B,T,V] from ``log p_dial`` [B,T,V], ``log p_rec_V`` [B,V] and the gate [B,T],
     with the hard gate's rec steps [B,T] (bool; all False for soft/static)."""
     rec = rec_vocab_log_probs.unsqueeze(1).expand_as(dial_log_probs)
@@ -91,12 +103,18 @@ def target_log_probs(kind: str, dial_log_probs: torch.Tensor, rec_vocab_log_prob
         return torch.where(rec_steps.unsqueeze(-1), rec, dial_log_probs), rec_steps
     if kind in ('soft', 'static'):
         lam = gate.unsqueeze(-1)
-        mixed = torch.logaddexp(torch.log(lam) + rec, torch.log1p(-lam) + dial_log_probs)
+        mixed = torch.logaddexp(
+            torch.log(lam) + rec, torch.log1p(-lam) + dial_log_probs
+        )
         return mixed, torch.zeros_like(gate, dtype=torch.bool)
-    raise ValueError(f'gate {kind!r} has no distillation target; choose one of hard/soft/static')
+    raise ValueError(
+        f'gate {kind!r} has no distillation target; choose one of hard/soft/static'
+    )
 
 
-def kl_divergence(target_log_probs: torch.Tensor, student_log_probs: torch.Tensor) -> torch.Tensor:
+def kl_divergence(
+    target_log_probs: torch.Tensor, student_log_probs: torch.Tensor
+) -> torch.Tensor:
     """``KL(q || p)`` over the last dim with ``0 log 0 = 0``; finite whenever p > 0 where q > 0."""
     q = target_log_probs.exp()
     terms = q * (target_log_probs - student_log_probs)
@@ -109,7 +127,9 @@ class DistillationTerms:
 
     kd: torch.Tensor
     gate: torch.Tensor
-    rec_steps: torch.Tensor  # bool: steps distilled from the rec teacher (hard gate only)
+    rec_steps: (
+        torch.Tensor
+    )  # bool: steps distilled from the rec teacher (hard gate only)
     mask: torch.Tensor  # bool: real (non-padding) target steps
 
     def kd_sum(self) -> torch.Tensor:
@@ -122,10 +142,18 @@ class DistillationTerms:
         return _masked_mean(self.rec_steps.float(), self.mask)
 
 
-def conkd_terms(student_logits: torch.Tensor, dial_scores: Distribution, rec_item_log_probs: Distribution,
-                item_token_ids: torch.Tensor, mask: torch.Tensor, gate: str = 'soft', hard_threshold: float = 0.5,
-                static_gate: float = 0.5, temperature: float = 1.0,
-                dial_item_mass: Optional[torch.Tensor] = None) -> DistillationTerms:
+def conkd_terms(
+    student_logits: torch.Tensor,
+    dial_scores: Distribution,
+    rec_item_log_probs: Distribution,
+    item_token_ids: torch.Tensor,
+    mask: torch.Tensor,
+    gate: str = 'soft',
+    hard_threshold: float = 0.5,
+    static_gate: float = 0.5,
+    temperature: float = 1.0,
+    dial_item_mass: Optional[torch.Tensor] = None,
+) -> DistillationTerms:
     """KD per step by the definition above: ``q`` materialised over V, then the KL (autograd).
 
     :param student_logits: [B,T,V] student scores at each target step (teacher forcing).
@@ -143,30 +171,48 @@ def conkd_terms(student_logits: torch.Tensor, dial_scores: Distribution, rec_ite
     vocab, mask = student_logits.size(-1), mask.bool()
     if isinstance(dial_scores, TopK):
         if dial_item_mass is None:
-            raise ValueError('a top-k dialogue teacher needs its exact item mass (dial_item_mass)')
+            raise ValueError(
+                'a top-k dialogue teacher needs its exact item mass (dial_item_mass)'
+            )
         dial_scores = from_topk(dial_scores.values, dial_scores.indices, vocab)
     if isinstance(rec_item_log_probs, TopK):
-        rec_item_log_probs = from_topk(rec_item_log_probs.values, rec_item_log_probs.indices, len(item_token_ids))
+        rec_item_log_probs = from_topk(
+            rec_item_log_probs.values, rec_item_log_probs.indices, len(item_token_ids)
+        )
     dial = torch.log_softmax(_float(dial_scores), dim=-1)
-    rec = _float(rec_item_log_probs)  # used as given: the teacher's item_log_probs are normalised
-    mass = item_mass(dial, item_token_ids) if dial_item_mass is None else _float(dial_item_mass)
+    rec = _float(
+        rec_item_log_probs
+    )  # used as given: the teacher's item_log_probs are normalised
+    mass = (
+        item_mass(dial, item_token_ids)
+        if dial_item_mass is None
+        else _float(dial_item_mass)
+    )
     lam = gate_values(gate, mass, static_gate) * mask
     if gate == 'none':
         zeros = torch.zeros_like(lam)
-        return DistillationTerms(kd=zeros, gate=lam, rec_steps=torch.zeros_like(mask), mask=mask)
+        return DistillationTerms(
+            kd=zeros, gate=lam, rec_steps=torch.zeros_like(mask), mask=mask
+        )
     rec_vocab = items_on_vocab(tempered(rec, temperature), item_token_ids, vocab)
-    q, rec_steps = target_log_probs(gate, tempered(dial, temperature), rec_vocab, lam, hard_threshold)
+    q, rec_steps = target_log_probs(
+        gate, tempered(dial, temperature), rec_vocab, lam, hard_threshold
+    )
     student = torch.log_softmax(_float(student_logits) / temperature, dim=-1)
-    kd = temperature ** 2 * kl_divergence(q, student)
+    kd = temperature**2 * kl_divergence(q, student)
     kd = torch.where(mask, kd, torch.zeros_like(kd))
     return DistillationTerms(kd=kd, gate=lam, rec_steps=rec_steps & mask, mask=mask)
 
 
-def mix_losses(nll_sum: torch.Tensor, kd_sum: torch.Tensor, num_tokens, kd_weight: float) -> torch.Tensor:
+def mix_losses(
+    nll_sum: torch.Tensor, kd_sum: torch.Tensor, num_tokens, kd_weight: float
+) -> torch.Tensor:
     """``(1 - alpha) * NLL + alpha * KD``, each averaged over the batch's target tokens."""
     if not 0.0 <= kd_weight <= 1.0:
         raise ValueError(f'kd weight must be in [0, 1], got {kd_weight}')
-    return ((1.0 - kd_weight) * nll_sum + kd_weight * kd_sum) / max(float(num_tokens), 1.0)
+    return ((1.0 - kd_weight) * nll_sum + kd_weight * kd_sum) / max(
+        float(num_tokens), 1.0
+    )
 
 
 def _float(x: torch.Tensor) -> torch.Tensor:

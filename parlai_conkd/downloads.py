@@ -14,6 +14,7 @@ ParlAI's ``build_data.download`` writes whatever the server answers, so a 404 pa
 Only then is the file renamed to ``dest`` (same directory, atomic). Used by the ReDial task
 (``--redial-url``) and the zoo's release route (``$CONKD_ZOO_URL``).
 """
+
 import hashlib
 import os
 import tarfile
@@ -52,11 +53,17 @@ def archive_problem(path: str, kind: str) -> Optional[str]:
                 bad = archive.testzip()
         except (zipfile.BadZipFile, OSError, EOFError) as exc:
             return f'a damaged zip archive ({exc})'
-        return f'a damaged zip archive (member {bad} fails its CRC check)' if bad else None
+        return (
+            f'a damaged zip archive (member {bad} fails its CRC check)' if bad else None
+        )
     if kind == TAR:
         try:
             with tarfile.open(path, 'r:*') as archive:
-                for _ in archive:  # reads (and decompresses) to the end: a cut file fails here
+                for (
+                    _
+                ) in (
+                    archive
+                ):  # reads (and decompresses) to the end: a cut file fails here
                     pass
         except (tarfile.TarError, OSError, EOFError) as exc:
             return f'not a readable tar archive ({exc})'
@@ -72,32 +79,53 @@ class _Retry(Exception):
 
 def _stream(url: str, tmp: str, timeout: float):
     """GET ``url`` into ``tmp``; returns (sha256, content type). Raises DownloadError, or
-    ``_Retry`` for what may pass on a second try (connection errors, 5xx, a cut body)."""
+    ``_Retry`` for what may pass on a second try (connection errors, 5xx, a cut body).
+    """
     import requests
 
     try:
         with requests.get(url, stream=True, timeout=timeout) as response:
             if response.status_code >= 400:
-                error = DownloadError(f'HTTP {response.status_code} {response.reason or ""}'.strip() + f' for {url}')
+                error = DownloadError(
+                    f'HTTP {response.status_code} {response.reason or ""}'.strip()
+                    + f' for {url}'
+                )
                 if response.status_code >= 500:
                     raise _Retry(error)
                 raise error
             digest = hashlib.sha256()
             with open(tmp, 'wb') as out:
-                for block in response.iter_content(CHUNK):  # raises when Content-Length is not met
+                for block in response.iter_content(
+                    CHUNK
+                ):  # raises when Content-Length is not met
                     out.write(block)
                     digest.update(block)
             content_type = response.headers.get('Content-Type')
-    except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
-        raise _Retry(DownloadError(f'could not download {url} ({type(exc).__name__}: {exc})')) from exc
+    except (
+        requests.ConnectionError,
+        requests.Timeout,
+        requests.exceptions.ChunkedEncodingError,
+    ) as exc:
+        raise _Retry(
+            DownloadError(f'could not download {url} ({type(exc).__name__}: {exc})')
+        ) from exc
     except requests.RequestException as exc:
-        raise DownloadError(f'could not download {url} ({type(exc).__name__}: {exc})') from exc
+        raise DownloadError(
+            f'could not download {url} ({type(exc).__name__}: {exc})'
+        ) from exc
     return digest.hexdigest(), content_type
 
 
-def fetch_archive(url: str, dest: str, sha256: str, kind: str, offline_hint: str,
-                  check: Optional[Callable[[str], Optional[str]]] = None, timeout: float = 60.0,
-                  attempts: int = ATTEMPTS) -> str:
+def fetch_archive(
+    url: str,
+    dest: str,
+    sha256: str,
+    kind: str,
+    offline_hint: str,
+    check: Optional[Callable[[str], Optional[str]]] = None,
+    timeout: float = 60.0,
+    attempts: int = ATTEMPTS,
+) -> str:
     """Download ``url`` to ``dest`` if and only if it is a ``kind`` archive with this ``sha256``.
 
     ``kind``: :data:`ZIP` or :data:`TAR`. ``check(path)`` may return a reason to refuse a valid
@@ -112,7 +140,9 @@ def fetch_archive(url: str, dest: str, sha256: str, kind: str, offline_hint: str
                 break
             except _Retry as retry:
                 if attempt == attempts:
-                    raise DownloadError(f'{retry.error} (tried {attempts} times). {offline_hint}') from None
+                    raise DownloadError(
+                        f'{retry.error} (tried {attempts} times). {offline_hint}'
+                    ) from None
                 time.sleep(attempt)
             except DownloadError as exc:
                 raise DownloadError(f'{exc}. {offline_hint}') from None

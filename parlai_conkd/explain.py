@@ -1,6 +1,7 @@
 """``python -m parlai_conkd.explain plot-gates|plot-results ...``: the older name of the two
 picture scripts, kept working, with the same options as ``python -m parlai_conkd.scripts.plot_gates``
 and ``python -m parlai_conkd.scripts.plot_results``."""
+
 import sys
 from typing import Optional, Sequence
 
@@ -12,7 +13,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     scripts = {'plot-gates': PlotGates, 'plot-results': PlotResults}
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in scripts:
-        print(f'usage: python -m parlai_conkd.explain {{{",".join(scripts)}}} ...', file=sys.stderr)
+        print(
+            f'usage: python -m parlai_conkd.explain {{{",".join(scripts)}}} ...',
+            file=sys.stderr,
+        )
         return 2
     script = scripts[argv[0]]
     print(script(script.setup_args().parse_args(argv[1:])).run())

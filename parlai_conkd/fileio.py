@@ -14,6 +14,7 @@ would (:func:`match_umask`).
 Checksums: :func:`sha256_file` (a file's sha256, hex), the one used for teacher files, data folds,
 downloads and release archives.
 """
+
 import contextlib
 import hashlib
 import os
@@ -66,7 +67,9 @@ def atomic_path(path: str, fsync: bool = False) -> Iterator[str]:
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(
-        prefix=f'.{os.path.basename(path)}.tmp-', suffix=os.path.splitext(path)[1], dir=directory
+        prefix=f'.{os.path.basename(path)}.tmp-',
+        suffix=os.path.splitext(path)[1],
+        dir=directory,
     )
     os.close(fd)
     try:
@@ -83,7 +86,11 @@ def atomic_path(path: str, fsync: bool = False) -> Iterator[str]:
 
 @contextlib.contextmanager
 def atomic_write(
-    path: str, mode: str = 'w', encoding: str = 'utf-8', newline: Optional[str] = None, fsync: bool = False
+    path: str,
+    mode: str = 'w',
+    encoding: str = 'utf-8',
+    newline: Optional[str] = None,
+    fsync: bool = False,
 ) -> Iterator[IO]:
     """``open(path, mode)`` for writing, installed atomically (see :func:`atomic_path`)::
 
@@ -96,7 +103,12 @@ def atomic_write(
         raise ValueError(f"atomic_write: mode must be 'w' or 'wb', not {mode!r}")
     with atomic_path(path, fsync=fsync) as tmp:
         text = mode == 'w'
-        with open(tmp, mode, encoding=encoding if text else None, newline=newline if text else None) as f:
+        with open(
+            tmp,
+            mode,
+            encoding=encoding if text else None,
+            newline=newline if text else None,
+        ) as f:
             yield f
 
 

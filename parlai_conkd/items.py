@@ -4,6 +4,7 @@ This is the one source of truth for "the items". Every score vector over items, 
 token block in a vocabulary and every item metric uses the catalog's index order 0..N-1.
 Stdlib only, so the task, the agents and the metrics can all share it.
 """
+
 import csv
 import hashlib
 import json
@@ -75,13 +76,17 @@ class ItemCatalog:
         self.items: List[Item] = list(items)
         for position, item in enumerate(self.items):
             if item.index != position:
-                raise CatalogError(f'item {item.movie_id} has index {item.index}, expected {position}')
+                raise CatalogError(
+                    f'item {item.movie_id} has index {item.index}, expected {position}'
+                )
         self._by_movie_id = {item.movie_id: item for item in self.items}
         self._by_token = {item.token: item for item in self.items}
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_redial(cls, movies_csv: str, meta_dir: Optional[str] = None) -> 'ItemCatalog':
+    def from_redial(
+        cls, movies_csv: str, meta_dir: Optional[str] = None
+    ) -> 'ItemCatalog':
         """Read ReDial's ``movies_with_mentions.csv`` (movieId,movieName,nbMentions).
 
         With ``meta_dir`` (redial-meta layout: id2info.json, entity2id.json) each item also gets
@@ -102,7 +107,9 @@ class ItemCatalog:
             for line_no, row in enumerate(reader, start=2):
                 movie_id = (row['movieId'] or '').strip()
                 if not movie_id.isdigit():
-                    raise CatalogError(f'{movies_csv}:{line_no}: movieId {movie_id!r} is not a number')
+                    raise CatalogError(
+                        f'{movies_csv}:{line_no}: movieId {movie_id!r} is not a number'
+                    )
                 title, year = split_title_year(row['movieName'] or '')
                 meta = dict(info.get(movie_id, {}))
                 kg_name = meta.pop('name', None)
@@ -130,7 +137,10 @@ class ItemCatalog:
 
     def save(self, path: str) -> None:
         """Write atomically: a reader never sees a half-written catalog."""
-        payload = {'fingerprint': self.fingerprint, 'items': [asdict(i) for i in self.items]}
+        payload = {
+            'fingerprint': self.fingerprint,
+            'items': [asdict(i) for i in self.items],
+        }
         with atomic_write(path) as f:
             json.dump(payload, f)
 
@@ -147,7 +157,9 @@ class ItemCatalog:
     @property
     def fingerprint(self) -> str:
         """Identifies the catalog's items and order (not metadata): models store it."""
-        return hashlib.sha256('\n'.join(i.movie_id for i in self.items).encode()).hexdigest()[:16]
+        return hashlib.sha256(
+            '\n'.join(i.movie_id for i in self.items).encode()
+        ).hexdigest()[:16]
 
     def by_movie_id(self, movie_id) -> Optional[Item]:
         return self._by_movie_id.get(str(movie_id))
@@ -205,4 +217,6 @@ def read_json(path: str, what: str = 'file'):
         try:
             return json.load(f)
         except json.JSONDecodeError as exc:
-            raise CatalogError(f'{path}:{exc.lineno}: invalid JSON ({exc.msg})') from exc
+            raise CatalogError(
+                f'{path}:{exc.lineno}: invalid JSON ({exc.msg})'
+            ) from exc

@@ -3,6 +3,7 @@ charts of results tables. The command lines are ParlAI-style scripts in :mod:`pa
 (``python -m parlai_conkd.scripts.plot_gates`` / ``plot_results``; the older
 ``python -m parlai_conkd.explain plot-gates|plot-results`` still works).
 """
+
 import json
 import math
 import os
@@ -22,8 +23,14 @@ class GatedResponse:
     gates: List[float]
 
 
-def gated_responses(model_file: str, datapath: str, fold: str = 'test', dialogue: int = 0,
-                    max_turns: int = 6, overrides: Optional[Dict] = None) -> Tuple[List[GatedResponse], Dict]:
+def gated_responses(
+    model_file: str,
+    datapath: str,
+    fold: str = 'test',
+    dialogue: int = 0,
+    max_turns: int = 6,
+    overrides: Optional[Dict] = None,
+) -> Tuple[List[GatedResponse], Dict]:
     """The gold responses of one ReDial dialogue with the dialogue teacher's gate per token.
 
     ``model_file``: a student (its ``--dialogue-teacher-file`` is used) or a dialogue teacher.
@@ -36,18 +43,27 @@ def gated_responses(model_file: str, datapath: str, fold: str = 'test', dialogue
 
     resolved = modelzoo_path(datapath, model_file)
     if not os.path.isfile(resolved + '.opt'):
-        raise FileNotFoundError(f'-mf {model_file}: no ParlAI model at {resolved} (its .opt is missing)')
+        raise FileNotFoundError(
+            f'-mf {model_file}: no ParlAI model at {resolved} (its .opt is missing)'
+        )
     with open(resolved + '.opt', encoding='utf-8') as f:
         saved = json.load(f)
     teacher_file = saved.get('dialogue_teacher_file') or resolved
     teacher_file = modelzoo_path(datapath, teacher_file)
-    base = {'datapath': datapath, 'skip_generation': True, 'interactive_mode': False, 'no_cuda': True}
+    base = {
+        'datapath': datapath,
+        'skip_generation': True,
+        'interactive_mode': False,
+        'no_cuda': True,
+    }
     base.update(overrides or {})
     teacher = create_agent_from_model_file(teacher_file, dict(base))
     task_opt = dict(saved, datapath=datapath, **(overrides or {}))
     episodes = load_episodes(task_opt, fold)
     if not 0 <= dialogue < len(episodes):
-        raise IndexError(f'--dialogue {dialogue}: the {fold} fold has {len(episodes)} dialogues')
+        raise IndexError(
+            f'--dialogue {dialogue}: the {fold} fold has {len(episodes)} dialogues'
+        )
     turns = episodes[dialogue]['turns']
     teacher.reset()
     out, pending = [], []
@@ -65,9 +81,16 @@ def gated_responses(model_file: str, datapath: str, fold: str = 'test', dialogue
         gates = result.item_mass[0].tolist()
         tokens, kept = [], []
         for token_id, gate in zip(ids, gates):
-            if token_id in (teacher.rec_token_id, teacher.gen_token_id, teacher.END_IDX, teacher.NULL_IDX):
+            if token_id in (
+                teacher.rec_token_id,
+                teacher.gen_token_id,
+                teacher.END_IDX,
+                teacher.NULL_IDX,
+            ):
                 continue
-            tokens.append(display_token(teacher.dict.ind2tok.get(token_id, '?'), teacher.catalog))
+            tokens.append(
+                display_token(teacher.dict.ind2tok.get(token_id, '?'), teacher.catalog)
+            )
             kept.append(float(gate))
         teacher.self_observe({'text': turn['text'], 'episode_done': False})
         out.append(GatedResponse(teacher.catalog.render(text), tokens, kept))
@@ -76,8 +99,13 @@ def gated_responses(model_file: str, datapath: str, fold: str = 'test', dialogue
     return out, saved
 
 
-def plot_gates(responses: Sequence[GatedResponse], out: str, gate_kind: str = 'soft',
-               threshold: float = 0.5, title: str = '') -> str:
+def plot_gates(
+    responses: Sequence[GatedResponse],
+    out: str,
+    gate_kind: str = 'soft',
+    threshold: float = 0.5,
+    title: str = '',
+) -> str:
     """PNG: each response token on a box coloured by lambda_t (soft/static/none) or by the teacher
     the hard gate picks (orange = recommendation teacher, blue = dialogue teacher)."""
     import matplotlib
@@ -90,7 +118,9 @@ def plot_gates(responses: Sequence[GatedResponse], out: str, gate_kind: str = 's
     width_chars = 130
     lines = []  # (kind, payload)
     for r in responses:
-        lines.append(('context', 'seeker: ' + ' '.join(r.context.split())[:width_chars]))
+        lines.append(
+            ('context', 'seeker: ' + ' '.join(r.context.split())[:width_chars])
+        )
         row, used = [], 0
         for token, gate in zip(r.tokens, r.gates):
             if used + len(token) + 1 > width_chars and row:
@@ -109,19 +139,44 @@ def plot_gates(responses: Sequence[GatedResponse], out: str, gate_kind: str = 's
     if gate_kind == 'hard':
         from matplotlib.patches import Patch
 
-        ax.legend(handles=[Patch(color=rec_color, label=f'recommendation teacher (lambda > {threshold:g})'),
-                           Patch(color=dial_color, label='dialogue teacher')],
-                  loc='upper right', fontsize=8, frameon=False, ncol=2)
+        ax.legend(
+            handles=[
+                Patch(
+                    color=rec_color,
+                    label=f'recommendation teacher (lambda > {threshold:g})',
+                ),
+                Patch(color=dial_color, label='dialogue teacher'),
+            ],
+            loc='upper right',
+            fontsize=8,
+            frameon=False,
+            ncol=2,
+        )
     else:
-        bar = fig.colorbar(cm.ScalarMappable(norm=colors.Normalize(0, 1), cmap=cmap), ax=ax,
-                           fraction=0.015, pad=0.01)
-        bar.set_label('lambda_t (dialogue teacher\'s item mass) = weight of the rec teacher', fontsize=8)
+        bar = fig.colorbar(
+            cm.ScalarMappable(norm=colors.Normalize(0, 1), cmap=cmap),
+            ax=ax,
+            fraction=0.015,
+            pad=0.01,
+        )
+        bar.set_label(
+            'lambda_t (dialogue teacher\'s item mass) = weight of the rec teacher',
+            fontsize=8,
+        )
     renderer = fig.canvas.get_renderer()
     to_data = ax.transData.inverted()
     gap = 0.006
     for y, (kind, payload) in enumerate(lines):
         if kind == 'context':
-            ax.text(0, y, payload, fontsize=8, color='#555555', va='center', family='monospace')
+            ax.text(
+                0,
+                y,
+                payload,
+                fontsize=8,
+                color='#555555',
+                va='center',
+                family='monospace',
+            )
             continue
         x = 0.0
         for token, gate in payload:
@@ -130,11 +185,23 @@ def plot_gates(responses: Sequence[GatedResponse], out: str, gate_kind: str = 's
             else:
                 face = cmap(gate)
             text_color = 'white' if (gate_kind == 'hard' or gate < 0.6) else 'black'
-            box = ax.text(x, y, token, fontsize=8, family='monospace', va='center', color=text_color,
-                          bbox=dict(boxstyle='round,pad=0.15', facecolor=face, edgecolor='none'))
+            box = ax.text(
+                x,
+                y,
+                token,
+                fontsize=8,
+                family='monospace',
+                va='center',
+                color=text_color,
+                bbox=dict(boxstyle='round,pad=0.15', facecolor=face, edgecolor='none'),
+            )
             right = box.get_window_extent(renderer=renderer).x1
             x = to_data.transform((right, 0))[0] + gap
-    ax.set_title(title or f'ConKD gate per response token ({gate_kind} gate)', fontsize=10, loc='left')
+    ax.set_title(
+        title or f'ConKD gate per response token ({gate_kind} gate)',
+        fontsize=10,
+        loc='left',
+    )
     return _save_png(fig, out)
 
 
@@ -155,26 +222,48 @@ def load_results(paths: Sequence[str]) -> List[Tuple[str, Dict[str, float]]]:
         except (OSError, ValueError) as exc:
             raise ValueError(f'{path}: not a readable results JSON ({exc})') from exc
         if isinstance(data, dict) and isinstance(data.get('variants'), dict):
-            entries = [dict(entry, model=name, metrics=entry.get('metrics') or entry.get('test'))
-                       for name, entry in data['variants'].items() if isinstance(entry, dict)]
+            entries = [
+                dict(
+                    entry, model=name, metrics=entry.get('metrics') or entry.get('test')
+                )
+                for name, entry in data['variants'].items()
+                if isinstance(entry, dict)
+            ]
         else:
-            entries = data.get('rows') if isinstance(data, dict) and 'rows' in data else [data]
+            entries = (
+                data.get('rows')
+                if isinstance(data, dict) and 'rows' in data
+                else [data]
+            )
         for n, entry in enumerate(entries):
             if not isinstance(entry, dict):
                 raise ValueError(f'{path}: row {n} is not an object')
             metrics = entry.get('metrics') or entry.get('report')
             if not isinstance(metrics, dict):
-                raise ValueError(f'{path}: row {n} has no "metrics" (or "report") object')
-            name = entry.get('model') or entry.get('name') or entry.get('backbone') or \
-                os.path.splitext(os.path.basename(path))[0]
-            numeric = {k: float(v) for k, v in metrics.items()
-                       if isinstance(v, (int, float)) and not isinstance(v, bool)}
+                raise ValueError(
+                    f'{path}: row {n} has no "metrics" (or "report") object'
+                )
+            name = (
+                entry.get('model')
+                or entry.get('name')
+                or entry.get('backbone')
+                or os.path.splitext(os.path.basename(path))[0]
+            )
+            numeric = {
+                k: float(v)
+                for k, v in metrics.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)
+            }
             rows.append((str(name), numeric))
     return rows
 
 
-def plot_results(rows: Sequence[Tuple[str, Dict[str, float]]], metrics: Sequence[str], out: str,
-                 title: str = 'ConKD results') -> str:
+def plot_results(
+    rows: Sequence[Tuple[str, Dict[str, float]]],
+    metrics: Sequence[str],
+    out: str,
+    title: str = 'ConKD results',
+) -> str:
     """PNG: one panel per metric, one bar per model (value printed on the bar)."""
     import matplotlib
 
@@ -185,15 +274,26 @@ def plot_results(rows: Sequence[Tuple[str, Dict[str, float]]], metrics: Sequence
     if not metrics:
         raise ValueError('none of the requested metrics is in the results')
     names = [name for name, _ in rows]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(max(3.0 * len(metrics), 5), 3.6), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(metrics), figsize=(max(3.0 * len(metrics), 5), 3.6), squeeze=False
+    )
     palette = plt.rcParams['axes.prop_cycle'].by_key()['color']
     for ax, metric in zip(axes[0], metrics):
         values = [r.get(metric, float('nan')) for _, r in rows]
-        bars = ax.bar(range(len(names)), values, color=[palette[i % len(palette)] for i in range(len(names))])
+        bars = ax.bar(
+            range(len(names)),
+            values,
+            color=[palette[i % len(palette)] for i in range(len(names))],
+        )
         for bar, value in zip(bars, values):
             if not math.isnan(value):
-                ax.annotate(f'{value:.3g}', (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                            ha='center', va='bottom', fontsize=7)
+                ax.annotate(
+                    f'{value:.3g}',
+                    (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha='center',
+                    va='bottom',
+                    fontsize=7,
+                )
         ax.set_title(metric, fontsize=9)
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=30, ha='right', fontsize=7)
@@ -214,5 +314,12 @@ def _save_png(fig, out: str) -> str:
     return out
 
 
-DEFAULT_RESULT_METRICS = ('recall@10', 'recall@50', 'rer@10', 'rer@50', 'item_ratio', 'dist-2', 'ppl')
-
+DEFAULT_RESULT_METRICS = (
+    'recall@10',
+    'recall@50',
+    'rer@10',
+    'rer@50',
+    'item_ratio',
+    'dist-2',
+    'ppl',
+)

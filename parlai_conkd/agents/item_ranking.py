@@ -18,6 +18,7 @@ and docs/architecture.md) and ``item_ranking`` (their catalog indices).
 
 The distillation entry point is :meth:`ItemRankingAgent.item_log_probs`.
 """
+
 from typing import Dict, List, Optional, Sequence
 
 import torch
@@ -59,11 +60,22 @@ class TextOnlyHistory(History):
 
 def _catalog_state(catalog: ItemCatalog) -> Dict:
     """Fingerprint + items with the metadata people are shown (genre/director/stars), so a model
-    file alone can describe its recommendations; plots and the rest are left out (large)."""
+    file alone can describe its recommendations; plots and the rest are left out (large).
+    """
     items = [
-        {'index': i.index, 'movie_id': i.movie_id, 'title': i.title, 'year': i.year,
-         'mentions': i.mentions, 'kg_entity': i.kg_entity,
-         'metadata': {k: i.metadata[k] for k in DISPLAY_METADATA if i.metadata and i.metadata.get(k)}}
+        {
+            'index': i.index,
+            'movie_id': i.movie_id,
+            'title': i.title,
+            'year': i.year,
+            'mentions': i.mentions,
+            'kg_entity': i.kg_entity,
+            'metadata': {
+                k: i.metadata[k]
+                for k in DISPLAY_METADATA
+                if i.metadata and i.metadata.get(k)
+            },
+        }
         for i in catalog
     ]
     return {'fingerprint': catalog.fingerprint, 'items': items}
@@ -73,9 +85,13 @@ def _catalog_from_state(state: Dict, path: str) -> ItemCatalog:
     try:
         catalog = ItemCatalog([Item(**entry) for entry in state['items']])
     except (KeyError, TypeError) as exc:
-        raise CatalogError(f'{path}: stored item catalog is unreadable ({exc})') from exc
+        raise CatalogError(
+            f'{path}: stored item catalog is unreadable ({exc})'
+        ) from exc
     if catalog.fingerprint != state.get('fingerprint'):
-        raise CatalogError(f'{path}: stored item catalog does not match its own fingerprint')
+        raise CatalogError(
+            f'{path}: stored item catalog does not match its own fingerprint'
+        )
     return catalog
 
 
@@ -117,18 +133,28 @@ class ItemRankingAgent(TorchAgent):
         super().add_cmdline_args(parser, partial_opt=partial_opt)
         group = parser.add_argument_group('Item ranking (recall@k / MRR / NDCG@k)')
         group.add_argument(
-            '--rank-exclude-context', type='bool', default=False,
+            '--rank-exclude-context',
+            type='bool',
+            default=False,
             help='Remove the items already mentioned in the dialogue from the ranking before '
             'computing recall/MRR/NDCG (and from item_log_probs by default).',
         )
         group.add_argument(
-            '--rank-ks', type=str, default='1,10,50', help='Cut-offs k of recall@k (comma-separated).'
+            '--rank-ks',
+            type=str,
+            default='1,10,50',
+            help='Cut-offs k of recall@k (comma-separated).',
         )
         group.add_argument(
-            '--ndcg-ks', type=str, default='10,50', help='Cut-offs k of ndcg@k (comma-separated).'
+            '--ndcg-ks',
+            type=str,
+            default='10,50',
+            help='Cut-offs k of ndcg@k (comma-separated).',
         )
         group.add_argument(
-            '--rec-seed', type=int, default=None,
+            '--rec-seed',
+            type=int,
+            default=None,
             help='Older name of --seed for this agent; when given it wins over --seed.',
         )
         add_seed_args(parser)
@@ -260,21 +286,31 @@ class ItemRankingAgent(TorchAgent):
     def _exclusion(self, batch: Batch) -> Optional[torch.Tensor]:
         if not self.opt['rank_exclude_context']:
             return None
-        return ranking.exclusion_mask(batch.context_items, len(self.catalog), device=batch.context.device)
+        return ranking.exclusion_mask(
+            batch.context_items, len(self.catalog), device=batch.context.device
+        )
 
     def record_ranking_metrics(self, scores: torch.Tensor, batch: Batch) -> None:
         """recall@k / mrr / ndcg@k over label items, and the same with ``new_`` over new items;
-        ``pairs`` / ``new_pairs``: the number of (example, gold item) pairs behind each."""
+        ``pairs`` / ``new_pairs``: the number of (example, gold item) pairs behind each.
+        """
         exclude = self._exclusion(batch)
         for prefix, gold in (('', batch.label_items), ('new_', batch.new_items)):
-            sums = ranking.ranking_sums(scores, gold, self.rank_ks, exclude, self.ndcg_ks)
+            sums = ranking.ranking_sums(
+                scores, gold, self.rank_ks, exclude, self.ndcg_ks
+            )
             count = sums.pop('count').tolist()
             for name, values in sums.items():
                 self.record_local_metric(
                     prefix + name,
-                    [AverageMetric(v, c) if c else None for v, c in zip(values.tolist(), count)],
+                    [
+                        AverageMetric(v, c) if c else None
+                        for v, c in zip(values.tolist(), count)
+                    ],
                 )
-            self.record_local_metric(prefix + 'pairs', [SumMetric(int(c)) for c in count])
+            self.record_local_metric(
+                prefix + 'pairs', [SumMetric(int(c)) for c in count]
+            )
 
     def eval_step(self, batch):
         if batch.batchsize == 0:
@@ -288,22 +324,38 @@ class ItemRankingAgent(TorchAgent):
         top = scores.topk(min(10, scores.size(1))).indices.tolist()
         recommendations = self.recommendation_records(top, batch, exclude)
         if self.opt.get('interactive_mode'):
-            return Output(text=[self.catalog[row[0]].token for row in top], recommendations=recommendations,
-                          item_ranking=top)
+            return Output(
+                text=[self.catalog[row[0]].token for row in top],
+                recommendations=recommendations,
+                item_ranking=top,
+            )
         # no 'text': teachers would score it with word-overlap metrics (see the module docstring)
         return Output(recommendations=recommendations, item_ranking=top)
 
     @torch.no_grad()
-    def recommendation_records(self, top: List[List[int]], batch: Batch, exclude) -> List[List[Dict]]:
+    def recommendation_records(
+        self, top: List[List[int]], batch: Batch, exclude
+    ) -> List[List[Dict]]:
         """Per row, the items ``top[row]`` as item records ``{'movie_id', 'title', 'year', 'index',
         'score', 'new'}``: ``score`` is the probability :meth:`item_log_probs` gives the item (what a
         student distils), ``new`` whether the dialogue so far has not named it."""
-        log_probs = self.model_log_probs(batch.context, exclude, batch.context_items, batch.conversation_ids)
-        probs = log_probs.gather(1, torch.tensor(top, device=log_probs.device)).exp().tolist()
+        log_probs = self.model_log_probs(
+            batch.context, exclude, batch.context_items, batch.conversation_ids
+        )
+        probs = (
+            log_probs.gather(1, torch.tensor(top, device=log_probs.device))
+            .exp()
+            .tolist()
+        )
         records = []
         for items, row_probs, context in zip(top, probs, batch.context_items):
             named = set(context)
-            records.append([item_record(self.catalog[i], p, new=i not in named) for i, p in zip(items, row_probs)])
+            records.append(
+                [
+                    item_record(self.catalog[i], p, new=i not in named)
+                    for i, p in zip(items, row_probs)
+                ]
+            )
         return records
 
     # ------------------------------------------------------------------ distillation API
@@ -338,13 +390,17 @@ class ItemRankingAgent(TorchAgent):
         if len(texts) != len(context_items):
             raise ValueError(f'{len(texts)} texts for {len(context_items)} contexts')
         context = pad_ids(
-            [self._context_ids(items, text) for items, text in zip(context_items, texts)]
+            [
+                self._context_ids(items, text)
+                for items, text in zip(context_items, texts)
+            ]
         ).to(device)
         if exclude_context is None:
             exclude_context = self.opt['rank_exclude_context']
         exclude = (
             ranking.exclusion_mask(context_items, len(self.catalog), device=device)
-            if exclude_context else None
+            if exclude_context
+            else None
         )
         return self.model_log_probs(context, exclude, context_items, conversation_ids)
 
@@ -373,7 +429,9 @@ def _int_list(text: str, option: str) -> List[int]:
     try:
         values = [int(part) for part in str(text).split(',') if part.strip()]
     except ValueError as exc:
-        raise ValueError(f'{option} {text!r}: expected comma-separated integers') from exc
+        raise ValueError(
+            f'{option} {text!r}: expected comma-separated integers'
+        ) from exc
     if not values or any(v <= 0 for v in values):
         raise ValueError(f'{option} {text!r}: expected positive integers')
     return values

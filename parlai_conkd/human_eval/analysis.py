@@ -9,6 +9,7 @@ model pair). A ``speakerChoice`` of ``"tie"`` (results from tools that offer one
 apart: ties are reported, and left out of the win rate and of the binomial (sign) test, which
 compare the decisive ratings only.
 """
+
 import csv
 import json
 import math
@@ -30,7 +31,9 @@ def binomial_two_sided_p(k: int, n: int) -> float:
         return 1.0
     if not 0 <= k <= n:
         raise ValueError(f'k={k} outside 0..{n}')
-    from scipy.stats import binomtest  # scipy's import costs ~0.5 s: only when a test is run
+    from scipy.stats import (
+        binomtest,
+    )  # scipy's import costs ~0.5 s: only when a test is run
 
     return float(binomtest(k, n, 0.5).pvalue)
 
@@ -52,24 +55,33 @@ def responses(records: Iterable[Dict]) -> List[Dict]:
             speakers = sorted(pairing['speakers_to_eval'])
             tie = str(choice).lower() == TIE
             if not tie and choice not in speakers:
-                raise ValueError(f'unit {record.get("unit_id")} (worker {record["worker_id"]}): speakerChoice '
-                                 f'{choice!r} is neither of {speakers} nor {TIE!r}')
-            rows.append({
-                'worker': record['worker_id'],
-                'unit_id': record.get('unit_id'),
-                'status': record.get('status', 'completed'),
-                'question': specs['question'],
-                'is_onboarding': onboarding,
-                'correct': (choice == pairing.get('correct_answer')) if onboarding else None,
-                'tie': tie,
-                'winner': None if tie else choice,
-                'loser': None if tie else speakers[1 - speakers.index(choice)],
-                'eval_choice_0': speakers[0],
-                'eval_choice_1': speakers[1],
-                'reason': answer.get('textReason', ''),
-                'pairing_id': entry['pair_id'],
-                'comparison': tuple(pairing.get('dialogue_ids') or ()) or entry['pair_id'],
-            })
+                raise ValueError(
+                    f'unit {record.get("unit_id")} (worker {record["worker_id"]}): speakerChoice '
+                    f'{choice!r} is neither of {speakers} nor {TIE!r}'
+                )
+            rows.append(
+                {
+                    'worker': record['worker_id'],
+                    'unit_id': record.get('unit_id'),
+                    'status': record.get('status', 'completed'),
+                    'question': specs['question'],
+                    'is_onboarding': onboarding,
+                    'correct': (
+                        (choice == pairing.get('correct_answer'))
+                        if onboarding
+                        else None
+                    ),
+                    'tie': tie,
+                    'winner': None if tie else choice,
+                    'loser': None if tie else speakers[1 - speakers.index(choice)],
+                    'eval_choice_0': speakers[0],
+                    'eval_choice_1': speakers[1],
+                    'reason': answer.get('textReason', ''),
+                    'pairing_id': entry['pair_id'],
+                    'comparison': tuple(pairing.get('dialogue_ids') or ())
+                    or entry['pair_id'],
+                }
+            )
     return rows
 
 
@@ -89,8 +101,12 @@ def first_ratings(rows: Sequence[Dict]):
 
 
 def failed_onboarding_workers(rows: Sequence[Dict]) -> set:
-    return {r['worker'] for r in rows
-            if (r['is_onboarding'] and r['correct'] is False) or r['status'] == 'screened_out'}
+    return {
+        r['worker']
+        for r in rows
+        if (r['is_onboarding'] and r['correct'] is False)
+        or r['status'] == 'screened_out'
+    }
 
 
 @dataclass
@@ -122,38 +138,57 @@ class Matchup:
 
     def to_dict(self) -> Dict:
         d = asdict(self)
-        d.update(question_key=key_of(self.question), total=self.total,
-                 win_rate_a=self.win_rate_a, p_value=self.p_value, significance=self.stars)
+        d.update(
+            question_key=key_of(self.question),
+            total=self.total,
+            win_rate_a=self.win_rate_a,
+            p_value=self.p_value,
+            significance=self.stars,
+        )
         return d
 
 
 def win_rates(records: Iterable[Dict], keep_failed: bool = False) -> List[Matchup]:
     rows, _ = first_ratings(responses(records))
     dropped = set() if keep_failed else failed_onboarding_workers(rows)
-    counts = defaultdict(lambda: [0, 0, 0])  # wins of eval_choice_0, of eval_choice_1, ties
+    counts = defaultdict(
+        lambda: [0, 0, 0]
+    )  # wins of eval_choice_0, of eval_choice_1, ties
     for r in rows:
         if r['is_onboarding'] or r['worker'] in dropped:
             continue
         key = (r['question'], r['eval_choice_0'], r['eval_choice_1'])
-        counts[key][2 if r['tie'] else 0 if r['winner'] == r['eval_choice_0'] else 1] += 1
+        counts[key][
+            2 if r['tie'] else 0 if r['winner'] == r['eval_choice_0'] else 1
+        ] += 1
     return [Matchup(q, a, b, *c) for (q, a, b), c in sorted(counts.items())]
 
 
 def markdown_table(matchups: Sequence[Matchup]) -> str:
-    lines = ['| question | model A | model B | A wins | B wins | ties | n (decisive) | A win rate | p (binomial) |',
-             '|---|---|---|---:|---:|---:|---:|---:|---:|']
+    lines = [
+        '| question | model A | model B | A wins | B wins | ties | n (decisive) | A win rate | p (binomial) |',
+        '|---|---|---|---:|---:|---:|---:|---:|---:|',
+    ]
     for m in matchups:
         rate = f'{m.win_rate_a:.1%}' if m.total else 'n/a'
-        lines.append(f'| {key_of(m.question)} | {m.model_a} | {m.model_b} | {m.wins_a} | {m.wins_b} | {m.ties} '
-                     f'| {m.total} | {rate} | {m.p_value:.4g}{m.stars} |')
+        lines.append(
+            f'| {key_of(m.question)} | {m.model_a} | {m.model_b} | {m.wins_a} | {m.wins_b} | {m.ties} '
+            f'| {m.total} | {rate} | {m.p_value:.4g}{m.stars} |'
+        )
     return '\n'.join(lines)
 
 
-def write_reports(matchups: Sequence[Matchup], outdir: str, title: Optional[str] = None) -> Dict[str, str]:
+def write_reports(
+    matchups: Sequence[Matchup], outdir: str, title: Optional[str] = None
+) -> Dict[str, str]:
     """winrates.csv, winrates.json, winrates.md and winrates.png in ``outdir``; returns their paths."""
     if not matchups:
-        raise ValueError('no rated comparisons left to analyse (all onboarding, or all raters screened out)')
-    paths = {k: os.path.join(outdir, f'winrates.{k}') for k in ('csv', 'json', 'md', 'png')}
+        raise ValueError(
+            'no rated comparisons left to analyse (all onboarding, or all raters screened out)'
+        )
+    paths = {
+        k: os.path.join(outdir, f'winrates.{k}') for k in ('csv', 'json', 'md', 'png')
+    }
     rows = [m.to_dict() for m in matchups]
     with atomic_write(paths['csv'], newline='') as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -175,7 +210,9 @@ def plot(matchups: Sequence[Matchup], path: str, title: Optional[str] = None) ->
     import matplotlib.pyplot as plt
 
     labels = [f'{key_of(m.question)}\n{m.model_a} vs {m.model_b}' for m in matchups]
-    rates = [100 * m.win_rate_a for m in matchups]  # of the decisive ratings; nan: ties only
+    rates = [
+        100 * m.win_rate_a for m in matchups
+    ]  # of the decisive ratings; nan: ties only
     fig, ax = plt.subplots(figsize=(8, 0.8 + 0.7 * len(matchups)))
     y = list(range(len(matchups)))
     a_part = [0 if math.isnan(r) else r for r in rates]
@@ -187,9 +224,23 @@ def plot(matchups: Sequence[Matchup], path: str, title: Optional[str] = None) ->
         if math.isnan(r):
             ax.text(50, yi, 'ties only', va='center', ha='center', fontsize=9)
         else:
-            ax.text(r / 2, yi, f'{r:.0f}%', va='center', ha='center', color='white', fontsize=9)
+            ax.text(
+                r / 2,
+                yi,
+                f'{r:.0f}%',
+                va='center',
+                ha='center',
+                color='white',
+                fontsize=9,
+            )
         ties = f' ties={m.ties}' if m.ties else ''
-        ax.text(101, yi, f'n={m.total}{ties} p={m.p_value:.3g}{m.stars}', va='center', fontsize=8)
+        ax.text(
+            101,
+            yi,
+            f'n={m.total}{ties} p={m.p_value:.3g}{m.stars}',
+            va='center',
+            fontsize=8,
+        )
     ax.set_yticks(y)
     ax.set_yticklabels(labels, fontsize=8)
     ax.invert_yaxis()

@@ -1,12 +1,15 @@
 """JSONL reading with line-numbered errors and durable appends: the file habits every
 human-evaluation file (logs, pairings, results, HIT manifests, reports) shares; atomic writes are
 :mod:`parlai_conkd.fileio`'s."""
+
 import json
 import os
 from typing import Dict, Iterator, Tuple, Type
 
 
-def iter_jsonl(path: str, error: Type[Exception] = ValueError, what: str = 'file') -> Iterator[Tuple[int, object]]:
+def iter_jsonl(
+    path: str, error: Type[Exception] = ValueError, what: str = 'file'
+) -> Iterator[Tuple[int, object]]:
     """(line number, parsed value) per non-blank line; a missing file or bad line raises ``error``
     naming ``path:line`` and the column in that line."""
     if not os.path.isfile(path):
@@ -17,8 +20,12 @@ def iter_jsonl(path: str, error: Type[Exception] = ValueError, what: str = 'file
                 continue
             try:
                 value = json.loads(line.rstrip('\r\n'))
-            except json.JSONDecodeError as exc:  # column counted from the start of this line
-                raise error(f'{path}:{line_no}: invalid JSON ({exc.msg} at column {exc.pos + 1})') from exc
+            except (
+                json.JSONDecodeError
+            ) as exc:  # column counted from the start of this line
+                raise error(
+                    f'{path}:{line_no}: invalid JSON ({exc.msg} at column {exc.pos + 1})'
+                ) from exc
             yield line_no, value
 
 
@@ -29,4 +36,3 @@ def append_jsonl(path: str, record: Dict) -> None:
         f.write(json.dumps(record, ensure_ascii=False) + '\n')
         f.flush()
         os.fsync(f.fileno())
-

@@ -6,6 +6,7 @@ fold and item catalog it is evaluated on, and the plugin and cache versions. A r
 done (``run.json``, written last, atomically) only after its report is in place, so an
 interrupted leaderboard resumes at the first unfinished run.
 """
+
 import hashlib
 import json
 import os
@@ -71,7 +72,9 @@ def resolve_model(model: str, datapath: str, where: str) -> str:
     if not os.path.isfile(path):
         raise SpecError(f'{where}: model file not found: {model} ({path})')
     if not os.path.isfile(path + '.opt'):
-        raise SpecError(f'{where}: {path}.opt is missing; is {model} a ParlAI model file?')
+        raise SpecError(
+            f'{where}: {path}.opt is missing; is {model} a ParlAI model file?'
+        )
     return path
 
 
@@ -116,11 +119,17 @@ def model_inputs(model_file: str) -> Dict[str, str]:
     return {name: sha256_file(path) for name, path in files.items()}
 
 
-def data_inputs(datapath: str, split: str, redial_path: Optional[str], meta_path: Optional[str]) -> Dict:
+def data_inputs(
+    datapath: str, split: str, redial_path: Optional[str], meta_path: Optional[str]
+) -> Dict:
     """The built fold and item catalog the runs read (built here when needed)."""
     from parlai_conkd.redial import build
 
-    opt = {'datapath': datapath, 'redial_path': redial_path, 'redial_meta_path': meta_path}
+    opt = {
+        'datapath': datapath,
+        'redial_path': redial_path,
+        'redial_meta_path': meta_path,
+    }
     fold = build.fold_path(opt, split)
     return {
         'built_dir': os.path.dirname(fold),
@@ -146,8 +155,11 @@ def display_command(command: List[str]) -> str:
 def run_key(run: Run, data: Dict, version: str) -> str:
     command = [a for a in run.command if a not in (run.report_path, run.log_path)]
     payload = {
-        'cache_version': CACHE_VERSION, 'plugin': version, 'command': command[3:],
-        'model': model_inputs(run.model_file), 'data': {k: data[k] for k in ('fold_sha256', 'catalog_sha256')},
+        'cache_version': CACHE_VERSION,
+        'plugin': version,
+        'command': command[3:],
+        'model': model_inputs(run.model_file),
+        'data': {k: data[k] for k in ('fold_sha256', 'catalog_sha256')},
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -163,7 +175,11 @@ def cached(run: Run) -> Optional[Dict]:
             report = json.load(f)['report']
     except (OSError, ValueError, KeyError):
         return None
-    return {'report': report, 'seconds': stamp.get('seconds'), 'finished': stamp.get('finished')}
+    return {
+        'report': report,
+        'seconds': stamp.get('seconds'),
+        'finished': stamp.get('finished'),
+    }
 
 
 def _write_json_atomic(path: str, payload) -> None:
@@ -171,7 +187,9 @@ def _write_json_atomic(path: str, payload) -> None:
         json.dump(payload, f, indent=2)
 
 
-def execute(run: Run, on_progress: Callable[[float], None] = lambda fraction: None) -> Dict:
+def execute(
+    run: Run, on_progress: Callable[[float], None] = lambda fraction: None
+) -> Dict:
     """Run ``eval_model`` (output to ``eval.log``), then stamp the run; raises RunError on failure."""
     os.makedirs(run.directory, exist_ok=True)
     for path in (run.stamp_path, run.report_path):
@@ -181,8 +199,13 @@ def execute(run: Run, on_progress: Callable[[float], None] = lambda fraction: No
     env = dict(os.environ, PYTHONUNBUFFERED='1')
     with open(run.log_path, 'w', encoding='utf-8') as log:
         log.write(display_command(run.command) + '\n')
-        proc = subprocess.Popen(run.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, env=env)
+        proc = subprocess.Popen(
+            run.command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
         try:
             for line in proc.stdout:
                 log.write(line)
@@ -206,6 +229,13 @@ def execute(run: Run, on_progress: Callable[[float], None] = lambda fraction: No
     with open(run.report_path, encoding='utf-8') as f:
         report = json.load(f)['report']
     finished = time.strftime('%Y-%m-%dT%H:%M:%S%z')
-    _write_json_atomic(run.stamp_path, {'key': run.key, 'command': display_command(run.command),
-                                        'seconds': round(seconds, 2), 'finished': finished})
+    _write_json_atomic(
+        run.stamp_path,
+        {
+            'key': run.key,
+            'command': display_command(run.command),
+            'seconds': round(seconds, 2),
+            'finished': finished,
+        },
+    )
     return {'report': report, 'seconds': round(seconds, 2), 'finished': finished}

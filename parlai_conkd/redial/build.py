@@ -14,6 +14,7 @@ place, so an interrupted or failed build (e.g. a checksum mismatch) is never tak
 Public API used by other agents (keep the names): ``add_redial_args``, ``build``, ``catalog_path``,
 ``load_catalog``, ``meta_path``, ``fold_path``, ``load_episodes``.
 """
+
 import hashlib
 import io
 import json
@@ -73,30 +74,42 @@ def add_redial_args(parser) -> None:
     """Task options shared by every redial_crs teacher (and by agents that read the data)."""
     group = parser.add_argument_group('ReDial (redial_crs) data')
     group.add_argument(
-        '--redial-path', type=str, default=None,
+        '--redial-path',
+        type=str,
+        default=None,
         help=f'ReDial directory in the official layout ({", ".join(REQUIRED_FILES)}) or the '
         f'official {ARCHIVE_NAME}. Default: ${ENV_PATH}, else download the official archive.',
     )
     group.add_argument(
-        '--redial-meta-path', type=str, default=None,
+        '--redial-meta-path',
+        type=str,
+        default=None,
         help='Movie metadata / knowledge-graph directory (redial-meta layout: id2info.json, '
         f'entity2id.json, kg.json, ...). Default: ${ENV_META_PATH}, else none.',
     )
     group.add_argument(
-        '--redial-url', type=str, default=OFFICIAL_URL,
+        '--redial-url',
+        type=str,
+        default=OFFICIAL_URL,
         help='Where to download the official archive from (a mirror); used only when neither '
         f'--redial-path nor ${ENV_PATH} is given.',
     )
     group.add_argument(
-        '--redial-sha256', type=str, default=OFFICIAL_SHA256,
+        '--redial-sha256',
+        type=str,
+        default=OFFICIAL_SHA256,
         help='Expected sha256 of the downloaded archive; a mismatch stops the build.',
     )
     group.add_argument(
-        '--redial-max-dialogues', type=int, default=0,
+        '--redial-max-dialogues',
+        type=int,
+        default=0,
         help='Use only the first N dialogues of each fold (0: all); for quick tests and benchmarks.',
     )
     group.add_argument(
-        '--redial-readable', type='bool', default=False,
+        '--redial-readable',
+        type='bool',
+        default=False,
         help='Show movie titles instead of item tokens (for display_data; not for training).',
     )
 
@@ -137,7 +150,11 @@ def _download_spec(opt):
 
 def _source_key(opt) -> str:
     local = source_path(opt)
-    source = f'local:{os.path.realpath(local)}' if local else 'url:%s#%s' % _download_spec(opt)
+    source = (
+        f'local:{os.path.realpath(local)}'
+        if local
+        else 'url:%s#%s' % _download_spec(opt)
+    )
     meta = meta_path(opt)
     key = f'{source}|meta:{os.path.realpath(meta) if meta else ""}'
     kind = 'local' if local else 'download'
@@ -152,7 +169,11 @@ def built_dir(opt) -> str:
 def _signature(path: str) -> str:
     """Changes when the source files change, so an edited copy is rebuilt in place."""
     if os.path.isdir(path):
-        stats = [os.stat(os.path.join(path, f)) for f in REQUIRED_FILES if os.path.isfile(os.path.join(path, f))]
+        stats = [
+            os.stat(os.path.join(path, f))
+            for f in REQUIRED_FILES
+            if os.path.isfile(os.path.join(path, f))
+        ]
     else:
         stats = [os.stat(path)]
     return ','.join(f'{s.st_size}:{s.st_mtime_ns}' for s in stats)
@@ -163,7 +184,9 @@ def _version_string(opt) -> str:
     signature = _signature(local) if local else _download_spec(opt)[1]
     meta = meta_path(opt)
     if meta:
-        signature += '|' + ','.join(str(os.stat(os.path.join(meta, f)).st_size) for f in META_FILES)
+        signature += '|' + ','.join(
+            str(os.stat(os.path.join(meta, f)).st_size) for f in META_FILES
+        )
     return f'{VERSION}|{signature}'
 
 
@@ -175,7 +198,9 @@ class _RawSource:
         self._zip = None
         self._members: Dict[str, str] = {}
         if os.path.isdir(path):
-            missing = [f for f in REQUIRED_FILES if not os.path.isfile(os.path.join(path, f))]
+            missing = [
+                f for f in REQUIRED_FILES if not os.path.isfile(os.path.join(path, f))
+            ]
             if missing:
                 raise RedialDataError(
                     f'ReDial file not found: {os.path.join(path, missing[0])}'
@@ -195,7 +220,9 @@ class _RawSource:
                     f'(expected {", ".join(REQUIRED_FILES)}). {HOW_TO_SUPPLY}'
                 )
         else:
-            raise RedialDataError(f'{path} is neither a directory nor a zip archive. {HOW_TO_SUPPLY}')
+            raise RedialDataError(
+                f'{path} is neither a directory nor a zip archive. {HOW_TO_SUPPLY}'
+            )
 
     def name(self, fname: str) -> str:
         if self._zip is None:
@@ -208,8 +235,11 @@ class _RawSource:
         return io.TextIOWrapper(self._zip.open(self._members[fname]), encoding='utf-8')
 
     def sha256(self, fname: str) -> str:
-        opener = (self._zip.open(self._members[fname]) if self._zip is not None
-                  else open(os.path.join(self.path, fname), 'rb'))
+        opener = (
+            self._zip.open(self._members[fname])
+            if self._zip is not None
+            else open(os.path.join(self.path, fname), 'rb')
+        )
         with opener as f:
             return sha256_stream(f)
 
@@ -217,7 +247,10 @@ class _RawSource:
         if self._zip is None:
             shutil.copyfile(os.path.join(self.path, MOVIES_FILE), dest)
         else:
-            with self._zip.open(self._members[MOVIES_FILE]) as src, open(dest, 'wb') as out:
+            with (
+                self._zip.open(self._members[MOVIES_FILE]) as src,
+                open(dest, 'wb') as out,
+            ):
                 shutil.copyfileobj(src, out)
 
     def close(self):
@@ -240,7 +273,9 @@ def _download_official(opt) -> str:
         if problem is None:
             return cached
         # stored by an older version that did not check the archive: never reuse it
-        logging.warning(f'{cached} is {problem}; removing it and downloading {url} again')
+        logging.warning(
+            f'{cached} is {problem}; removing it and downloading {url} again'
+        )
         os.unlink(cached)
     offline = (
         f'Without access to it, pass --redial-path (or set {ENV_PATH}) to a local copy: a '
@@ -257,7 +292,11 @@ def _download_official(opt) -> str:
 
 def _missing_members(path: str) -> Optional[str]:
     with zipfile.ZipFile(path) as archive:
-        names = {name.rsplit('/', 1)[-1] for name in archive.namelist() if not name.startswith('__MACOSX')}
+        names = {
+            name.rsplit('/', 1)[-1]
+            for name in archive.namelist()
+            if not name.startswith('__MACOSX')
+        }
     missing = [f for f in REQUIRED_FILES if f not in names]
     return f'a zip archive without {", ".join(missing)}' if missing else None
 

@@ -11,6 +11,7 @@ Examples
 
   python -m parlai_conkd.scripts.plot_results --results a.json b.json --metrics recall@10,ppl --out r.png
 """
+
 from parlai.core.params import ParlaiParser
 from parlai.core.script import ParlaiScript
 
@@ -20,8 +21,17 @@ from parlai_conkd.plots import DEFAULT_RESULT_METRICS, load_results, plot_result
 def setup_args(parser=None) -> ParlaiParser:
     if parser is None:
         parser = ParlaiParser(False, False, 'Bar chart of ConKD results tables')
-    parser.add_argument('--results', nargs='+', required=True, help='results JSON file(s) (see load_results)')
-    parser.add_argument('--metrics', default=','.join(DEFAULT_RESULT_METRICS), help='comma-separated metrics')
+    parser.add_argument(
+        '--results',
+        nargs='+',
+        required=True,
+        help='results JSON file(s) (see load_results)',
+    )
+    parser.add_argument(
+        '--metrics',
+        default=','.join(DEFAULT_RESULT_METRICS),
+        help='comma-separated metrics',
+    )
     parser.add_argument('--title', default='ConKD results')
     parser.add_argument('--out', required=True, help='PNG file to write')
     return parser
@@ -35,7 +45,12 @@ class PlotResults(ParlaiScript):
     def run(self) -> str:
         """Write the PNG; returns its path."""
         metrics = [m.strip() for m in self.opt['metrics'].split(',') if m.strip()]
-        return plot_results(load_results(self.opt['results']), metrics, self.opt['out'], self.opt['title'])
+        return plot_results(
+            load_results(self.opt['results']),
+            metrics,
+            self.opt['out'],
+            self.opt['title'],
+        )
 
 
 if __name__ == '__main__':

@@ -1,6 +1,7 @@
 """docs/architecture.md's module table is true of the code, and no module imports one that imports
 it back (issue #18). Static: the imports are read from the source (AST), nothing is imported, so
 lazy imports inside functions count too."""
+
 import ast
 import re
 import sys
@@ -50,7 +51,9 @@ def third_party_imports(path: Path) -> Set[str]:
             found.update(alias.name.split('.')[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and not node.level:
             found.add(node.module.split('.')[0])
-    return {m for m in found if m != 'parlai_conkd' and m not in sys.stdlib_module_names}
+    return {
+        m for m in found if m != 'parlai_conkd' and m not in sys.stdlib_module_names
+    }
 
 
 def doc_rows() -> List[Dict]:
@@ -62,8 +65,12 @@ def doc_rows() -> List[Dict]:
             paths = re.findall(r'`parlai_conkd/([^`]+)`', match.group(1))
             keys = [p[:-3] if p.endswith('.py') else p.rstrip('/') for p in paths]
             allowed = set(re.findall(r'`([^`]+)`', match.group(2)))
-            libraries = set(re.findall(r'[A-Za-z_][\w.]*', re.sub(r'`[^`]+`', '', match.group(2))))
-            rows.append({'keys': keys, 'line': line, 'allowed': allowed, 'libraries': libraries})
+            libraries = set(
+                re.findall(r'[A-Za-z_][\w.]*', re.sub(r'`[^`]+`', '', match.group(2)))
+            )
+            rows.append(
+                {'keys': keys, 'line': line, 'allowed': allowed, 'libraries': libraries}
+            )
     return rows
 
 
@@ -83,14 +90,20 @@ def test_the_table_has_one_row_per_module_and_covers_the_package():
     rows = doc_rows()
     assert len(rows) > 20, 'the module table was not found in docs/architecture.md'
     keys = [key for row in rows for key in row['keys']]
-    assert len(keys) == len(set(keys)), f'listed twice: {sorted({k for k in keys if keys.count(k) > 1})}'
+    assert len(keys) == len(
+        set(keys)
+    ), f'listed twice: {sorted({k for k in keys if keys.count(k) > 1})}'
     for key in keys:
-        assert (PACKAGE / f'{key}.py').is_file() or (PACKAGE / key).is_dir(), f'{key}: no such module'
+        assert (PACKAGE / f'{key}.py').is_file() or (
+            PACKAGE / key
+        ).is_dir(), f'{key}: no such module'
     known = modules()
     for name, path in known.items():
         if path.name == '__init__.py' and not internal_imports(name, path, set(known)):
             continue  # a namespace package's docstring
-        assert row_of(name, path, rows) is not None, f'{path.relative_to(ROOT)} is in no row of {DOC.name}'
+        assert (
+            row_of(name, path, rows) is not None
+        ), f'{path.relative_to(ROOT)} is in no row of {DOC.name}'
 
 
 def test_every_import_is_one_the_table_allows_and_points_up_the_table():
@@ -111,9 +124,13 @@ def test_every_import_is_one_the_table_allows_and_points_up_the_table():
                 continue
             target_key = target[1]
             if target_key not in row['allowed']:
-                problems.append(f'{name} imports {imported}: `{target_key}` is not in the row of `{key}`')
+                problems.append(
+                    f'{name} imports {imported}: `{target_key}` is not in the row of `{key}`'
+                )
             elif order[target_key] >= order[key]:
-                problems.append(f'{name} imports {imported}: `{target_key}` is not above `{key}`')
+                problems.append(
+                    f'{name} imports {imported}: `{target_key}` is not above `{key}`'
+                )
         for library in sorted(third_party_imports(path) - row['libraries']):
             problems.append(f'{name} imports {library}, not in the row of `{key}`')
     assert not problems, '\n'.join(problems)
@@ -121,8 +138,10 @@ def test_every_import_is_one_the_table_allows_and_points_up_the_table():
 
 def test_no_module_imports_one_that_imports_it_back():
     known = modules()
-    graph = {name: internal_imports(name, path, set(known)) & set(known) - {'parlai_conkd'}
-             for name, path in known.items()}
+    graph = {
+        name: internal_imports(name, path, set(known)) & set(known) - {'parlai_conkd'}
+        for name, path in known.items()
+    }
     state, stack, cycles = {}, [], []
 
     def visit(node):
@@ -130,7 +149,7 @@ def test_no_module_imports_one_that_imports_it_back():
         stack.append(node)
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 'open':
-                cycles.append(stack[stack.index(nxt):] + [nxt])
+                cycles.append(stack[stack.index(nxt) :] + [nxt])
             elif nxt not in state:
                 visit(nxt)
         stack.pop()
@@ -153,8 +172,12 @@ def test_the_checks_find_a_cycle_and_a_forbidden_import(tmp_path, monkeypatch):
     monkeypatch.setattr(sys.modules[__name__], 'ROOT', tmp_path)
     monkeypatch.setattr(sys.modules[__name__], 'PACKAGE', package)
     known = modules()
-    assert internal_imports('parlai_conkd.a', package / 'a.py', set(known)) == {'parlai_conkd.sub.b'}
-    assert internal_imports('parlai_conkd.sub.b', package / 'sub' / 'b.py', set(known)) == {'parlai_conkd.a'}
+    assert internal_imports('parlai_conkd.a', package / 'a.py', set(known)) == {
+        'parlai_conkd.sub.b'
+    }
+    assert internal_imports(
+        'parlai_conkd.sub.b', package / 'sub' / 'b.py', set(known)
+    ) == {'parlai_conkd.a'}
     try:
         test_no_module_imports_one_that_imports_it_back()
     except AssertionError as exc:
@@ -162,14 +185,19 @@ def test_the_checks_find_a_cycle_and_a_forbidden_import(tmp_path, monkeypatch):
     else:
         raise AssertionError('the cycle a -> sub.b -> a was not found')
     doc = tmp_path / 'architecture.md'
-    doc.write_text('| module | job | may import |\n|---|---|---|\n'
-                   '| `parlai_conkd/a.py` | a | stdlib |\n'
-                   '| `parlai_conkd/sub/` | b | `a`, torch |\n')
+    doc.write_text(
+        '| module | job | may import |\n|---|---|---|\n'
+        '| `parlai_conkd/a.py` | a | stdlib |\n'
+        '| `parlai_conkd/sub/` | b | `a`, torch |\n'
+    )
     monkeypatch.setattr(sys.modules[__name__], 'DOC', doc)
     try:
         test_every_import_is_one_the_table_allows_and_points_up_the_table()
     except AssertionError as exc:
-        assert 'parlai_conkd.a imports parlai_conkd.sub.b: `sub` is not in the row of `a`' in str(exc)
+        assert (
+            'parlai_conkd.a imports parlai_conkd.sub.b: `sub` is not in the row of `a`'
+            in str(exc)
+        )
         assert 'sub.b imports' not in str(exc)  # b -> a is allowed (`a` is above `sub`)
     else:
         raise AssertionError('a -> sub.b was allowed by a row that does not list `sub`')

@@ -1,5 +1,7 @@
 """The linter's rules hold on the whole tree (settings: pyproject.toml; the same check runs as a
-pre-commit hook, see CONTRIBUTING.md). Takes about a second: ruff is a compiled binary."""
+pre-commit hook, see CONTRIBUTING.md). Takes about a second: ruff is a compiled binary.
+"""
+
 import shutil
 import subprocess
 import sys
@@ -19,6 +21,12 @@ def _tool(name):
 
 
 def test_ruff_finds_nothing():
-    proc = subprocess.run([_tool('ruff'), 'check', '--no-cache', '--output-format', 'concise', '.'],
-                          cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 0, f'ruff check found problems (fix them, or `ruff check --fix .`):\n{proc.stdout}{proc.stderr}'
+    proc = subprocess.run(
+        [_tool('ruff'), 'check', '--no-cache', '--output-format', 'concise', '.'],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert (
+        proc.returncode == 0
+    ), f'ruff check found problems (fix them, or `ruff check --fix .`):\n{proc.stdout}{proc.stderr}'

@@ -16,6 +16,7 @@ Train / evaluate (see projects/conkd/README.md, "Recommendation teacher")::
 Metrics, replies and the distillation entry point (:meth:`ItemRankingAgent.item_log_probs`)
 come from the shared base, :mod:`parlai_conkd.agents.item_ranking`.
 """
+
 from dataclasses import asdict, dataclass
 from typing import Dict, List, Optional
 
@@ -68,7 +69,9 @@ class RecModelConfig:
         return cls(
             use_kg=bool(opt['use_kg']),
             text_entities=text_entities_on,
-            text_entity_min_movies=opt['text_entity_min_movies'] if text_entities_on else None,
+            text_entity_min_movies=(
+                opt['text_entity_min_movies'] if text_entities_on else None
+            ),
             rec_dim=opt['rec_dim'],
             num_bases=opt['num_bases'],
             cooccurrence=bool(opt.get('cooccurrence')),
@@ -79,7 +82,9 @@ class RecModelConfig:
 
     def check_saved(self, saved: Dict, path: Optional[str]) -> None:
         """Raise ValueError when the saved config ``saved`` (a dict) is not this one."""
-        differing = {k: (saved.get(k), v) for k, v in self.state().items() if saved.get(k) != v}
+        differing = {
+            k: (saved.get(k), v) for k, v in self.state().items() if saved.get(k) != v
+        }
         if differing:
             mismatch = '; '.join(
                 f'--{k.replace("_", "-")}: model {saved_value}, options {value}'
@@ -103,7 +108,9 @@ def _training_dialogue_items(opt) -> Dict[str, List[int]]:
     from parlai_conkd.redial.build import load_episodes
 
     return {
-        str(episode['conversation_id']): dedupe(i for turn in episode['turns'] for i in turn['items'])
+        str(episode['conversation_id']): dedupe(
+            i for turn in episode['turns'] for i in turn['items']
+        )
         for episode in load_episodes(opt, 'train')
     }
 
@@ -116,42 +123,63 @@ class ConkdRecTeacherAgent(ItemRankingAgent):
         super().add_cmdline_args(parser, partial_opt=partial_opt)
         group = parser.add_argument_group('ConKD recommendation teacher')
         group.add_argument(
-            '--use-kg', type='bool', default=True,
+            '--use-kg',
+            type='bool',
+            default=True,
             help='Relational graph convolution over the movie KG (needs --redial-meta-path when '
             'training); false: a free embedding per item.',
         )
         group.add_argument(
-            '--text-entities', type='bool', default=True,
+            '--text-entities',
+            type='bool',
+            default=True,
             help='Also pool KG genres / people named in the dialogue text (KG models only).',
         )
         group.add_argument(
-            '--text-entity-min-movies', type=int, default=3,
+            '--text-entity-min-movies',
+            type=int,
+            default=3,
             help='Link only people with at least this many movies in the KG (genres always).',
         )
-        group.add_argument('--rec-dim', type=int, default=128, help='Entity/item embedding size.')
         group.add_argument(
-            '--num-bases', type=int, default=8,
+            '--rec-dim', type=int, default=128, help='Entity/item embedding size.'
+        )
+        group.add_argument(
+            '--num-bases',
+            type=int,
+            default=8,
             help='R-GCN basis matrices shared by the relations (0: one full matrix per relation).',
         )
-        group.add_argument('--rec-dropout', type=float, default=0.0, help='Dropout on pooled inputs.')
         group.add_argument(
-            '--cooccurrence', type='bool', default=True,
+            '--rec-dropout', type=float, default=0.0, help='Dropout on pooled inputs.'
+        )
+        group.add_argument(
+            '--cooccurrence',
+            type='bool',
+            default=True,
             help='Add w * log(1 + co-occurrence counts of the context items) to every item\'s '
             'score (counts of items named in the same training dialogue; w learned). Training '
             'examples leave their own dialogue out.',
         )
         group.add_argument(
-            '--item-bias-init', type=str, default='popularity', choices=('zero', 'popularity'),
+            '--item-bias-init',
+            type=str,
+            default='popularity',
+            choices=('zero', 'popularity'),
             help='Initial item biases (training from scratch): zero, or log(1 + number of training '
             'dialogues naming the item), a popularity prior the model then adjusts.',
         )
         group.add_argument(
-            '--calibrate', type='bool', default=True,
+            '--calibrate',
+            type='bool',
+            default=True,
             help='Fit the temperature of item_log_probs on the validation fold at every '
             'validation of train_model (minimum gold-item NLL); saved with the model.',
         )
         group.add_argument(
-            '--rec-temperature', type=float, default=None,
+            '--rec-temperature',
+            type=float,
+            default=None,
             help='Temperature T of the distribution softmax(scores / T) that item_log_probs '
             'returns (what a student distils); default: the one fitted on the validation fold.',
         )
@@ -159,7 +187,9 @@ class ConkdRecTeacherAgent(ItemRankingAgent):
         return parser
 
     def __init__(self, opt, shared=None):
-        self._calibration = []  # (scores, gold) of validation examples since the last fit
+        self._calibration = (
+            []
+        )  # (scores, gold) of validation examples since the last fit
         super().__init__(opt, shared)
         if shared:
             self.model_config = shared['model_config']
@@ -172,18 +202,27 @@ class ConkdRecTeacherAgent(ItemRankingAgent):
             return None
         rows = []
         for items, conversation in zip(context_items, conversation_ids):
-            dialogue = self.train_dialogues.get(str(conversation)) if conversation is not None else None
+            dialogue = (
+                self.train_dialogues.get(str(conversation))
+                if conversation is not None
+                else None
+            )
             rows.append(leave_one_out(items, dialogue or [], len(self.catalog)))
         if not any(bool(r.any()) for r in rows):
             return None
         return torch.stack(rows).to(module_device(self.model))
 
     def score(self, batch: Batch) -> torch.Tensor:
-        return self.model(batch.context, leave_out=self._leave_out(batch.context_items, batch.conversation_ids))
+        return self.model(
+            batch.context,
+            leave_out=self._leave_out(batch.context_items, batch.conversation_ids),
+        )
 
     def model_log_probs(self, context, exclude, context_items, conversation_ids):
         return self.model.item_log_probs(
-            context, exclude, temperature=self.opt.get('rec_temperature'),
+            context,
+            exclude,
+            temperature=self.opt.get('rec_temperature'),
             leave_out=self._leave_out(context_items, conversation_ids),
         )
 
@@ -198,14 +237,26 @@ class ConkdRecTeacherAgent(ItemRankingAgent):
             return
         scores = scores.detach().float()
         rows = [b for b, items in enumerate(batch.new_items) for _ in items]
-        gold = torch.tensor([i for items in batch.new_items for i in items], device=scores.device)
+        gold = torch.tensor(
+            [i for items in batch.new_items for i in items], device=scores.device
+        )
         temperature = self.opt.get('rec_temperature') or float(self.model.temperature)
         per_pair = sharpness_rows(scores[rows], gold, temperature)
         for name, values in per_pair.items():
-            sums = torch.zeros(batch.batchsize).index_add_(0, torch.tensor(rows), values.cpu())
+            sums = torch.zeros(batch.batchsize).index_add_(
+                0, torch.tensor(rows), values.cpu()
+            )
             counts = [len(items) for items in batch.new_items]
-            self.record_local_metric(name, [AverageMetric(v, c) if c else None for v, c in zip(sums.tolist(), counts)])
-        validating = not self.model.training and self.opt.get('datatype', '').startswith('train')
+            self.record_local_metric(
+                name,
+                [
+                    AverageMetric(v, c) if c else None
+                    for v, c in zip(sums.tolist(), counts)
+                ],
+            )
+        validating = not self.model.training and self.opt.get(
+            'datatype', ''
+        ).startswith('train')
         if self.opt.get('calibrate') and validating:
             self._calibration.append((scores[rows].cpu(), gold.cpu()))
 
@@ -246,8 +297,12 @@ class ConkdRecTeacherAgent(ItemRankingAgent):
         if config.cooccurrence:
             if COOCCURRENCE_KEY in saved:
                 stored = saved[COOCCURRENCE_KEY]
-                counts = torch.sparse_coo_tensor(stored['indices'], stored['values'], tuple(stored['size']),
-                                                 check_invariants=True)
+                counts = torch.sparse_coo_tensor(
+                    stored['indices'],
+                    stored['values'],
+                    tuple(stored['size']),
+                    check_invariants=True,
+                )
                 self.train_dialogues = dict(saved.get(TRAIN_DIALOGUES_KEY) or {})
             else:
                 self.train_dialogues = _training_dialogue_items(opt)
@@ -266,16 +321,24 @@ class ConkdRecTeacherAgent(ItemRankingAgent):
                 model.item_bias.copy_(torch.log1p(naming))
         return model
 
-    def _build_recommender(self, config: RecModelConfig, counts, num_items, saved: Dict):
+    def _build_recommender(
+        self, config: RecModelConfig, counts, num_items, saved: Dict
+    ):
         """The R-GCN recommender (graph from ``saved`` when loading, else from the KG files)."""
         opt = self.opt
         if not config.use_kg:
-            return KnowledgeRecommender(num_items, dim=config.rec_dim, dropout=opt['rec_dropout'],
-                                        cooccurrence=counts)
+            return KnowledgeRecommender(
+                num_items,
+                dim=config.rec_dim,
+                dropout=opt['rec_dropout'],
+                cooccurrence=counts,
+            )
         if GRAPH_KEY in saved:
             graph = KnowledgeGraph(**saved[GRAPH_KEY])
             linker_state = saved.get(LINKER_KEY)
-            self.linker = EntityLinker.from_state(linker_state) if linker_state else None
+            self.linker = (
+                EntityLinker.from_state(linker_state) if linker_state else None
+            )
             extra_nodes = saved.get('extra_nodes', torch.zeros(0, dtype=torch.long))
         else:
             meta = _data_meta_path(opt)
@@ -305,8 +368,11 @@ class ConkdRecTeacherAgent(ItemRankingAgent):
             num_items,
             item_nodes=graph.item_nodes,
             graph={
-                'src': graph.src, 'dst': graph.dst, 'edge_type': graph.edge_type,
-                'edge_norm': graph.edge_norm, 'num_nodes': graph.num_nodes,
+                'src': graph.src,
+                'dst': graph.dst,
+                'edge_type': graph.edge_type,
+                'edge_norm': graph.edge_norm,
+                'num_nodes': graph.num_nodes,
                 'num_relations': graph.num_relations,
             },
             extra_nodes=extra_nodes,
@@ -333,7 +399,9 @@ class ConkdRecTeacherAgent(ItemRankingAgent):
         if self.model.cooccurrence is not None:
             counts = self.model.cooccurrence.counts
             states[COOCCURRENCE_KEY] = {
-                'indices': counts.indices(), 'values': counts.values(), 'size': list(counts.size()),
+                'indices': counts.indices(),
+                'values': counts.values(),
+                'size': list(counts.size()),
             }
             states[TRAIN_DIALOGUES_KEY] = self.train_dialogues
         return states
@@ -348,7 +416,9 @@ class ConkdRecTeacherAgent(ItemRankingAgent):
         rows = [b for b, items in enumerate(targets) for _ in items]
         if not rows:
             return None
-        gold = torch.tensor([i for items in targets for i in items], device=scores.device)
+        gold = torch.tensor(
+            [i for items in targets for i in items], device=scores.device
+        )
         # one cross-entropy term per (example, new item) pair, as in redial_crs:rec
         losses = F.cross_entropy(scores[rows], gold, reduction='none')
         per_example = torch.zeros(batch.batchsize, device=scores.device).index_add_(
@@ -356,7 +426,11 @@ class ConkdRecTeacherAgent(ItemRankingAgent):
         )
         counts = [len(items) for items in targets]
         self.record_local_metric(
-            'loss', [AverageMetric(v, c) if c else None for v, c in zip(per_example.tolist(), counts)]
+            'loss',
+            [
+                AverageMetric(v, c) if c else None
+                for v, c in zip(per_example.tolist(), counts)
+            ],
         )
         self.backward(losses.mean())
         self.update_params()

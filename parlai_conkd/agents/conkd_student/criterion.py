@@ -6,6 +6,7 @@ Given a target for the next call (``distilling``), this criterion computes the N
 together (:func:`parlai_conkd.fused_loss.nll_and_kd`: one log-softmax, one fused backward) and keeps
 the KD for the caller; otherwise it is plain cross-entropy.
 """
+
 from contextlib import contextmanager
 
 import torch
@@ -34,8 +35,14 @@ class DistillingCrossEntropy(torch.nn.Module):
     def forward(self, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self._pending is None:
             # float32 like ParlAI's FP16SafeCrossEntropy when the model runs in half precision
-            return F.cross_entropy(scores.to(torch.promote_types(scores.dtype, torch.float32)), labels,
-                                   ignore_index=self.ignore_index, reduction='none')
+            return F.cross_entropy(
+                scores.to(torch.promote_types(scores.dtype, torch.float32)),
+                labels,
+                ignore_index=self.ignore_index,
+                reduction='none',
+            )
         (target, item_slots), self._pending = self._pending, None
-        nll, self.last_kd = nll_and_kd(scores, labels, target, item_slots, self.ignore_index)
+        nll, self.last_kd = nll_and_kd(
+            scores, labels, target, item_slots, self.ignore_index
+        )
         return nll

@@ -12,11 +12,13 @@ Everything it calls on the agents is public: the generator's ``teacher_forced_sc
 ``in_interactive_mode()``; the teachers' ``item_log_probs``, ``linker`` and
 ``teacher_forced_log_probs``.
 """
+
 from typing import Dict, List, Optional
 
 from parlai_conkd.formatting import Explanation, display_token, item_record, top_k
 from parlai_conkd.items import ItemCatalog
 from parlai_conkd.linking import TitleLinker, describe_unlinked, make_linker
+
 
 class ReplyExplainer:
     """Computes :class:`Explanation` s for a generator agent of this project (student or teacher).
@@ -38,8 +40,18 @@ class ReplyExplainer:
 
     # ---------------------------------------------------------------- teachers
     _ROLES = {
-        'rec': ('rec_teacher', '--rec-teacher-file', 'recommendation teacher', 'no teacher ranking'),
-        'dial': ('dialogue_teacher', '--dialogue-teacher-file', 'dialogue teacher', 'no per-token gate'),
+        'rec': (
+            'rec_teacher',
+            '--rec-teacher-file',
+            'recommendation teacher',
+            'no teacher ranking',
+        ),
+        'dial': (
+            'dialogue_teacher',
+            '--dialogue-teacher-file',
+            'dialogue teacher',
+            'no per-token gate',
+        ),
     }
 
     def teacher(self, role: str):
@@ -47,17 +59,25 @@ class ReplyExplainer:
         if role in self._teachers:
             return self._teachers[role]
         attribute, option, name, missing = self._ROLES[role]
-        teacher = getattr(self.agent, attribute, None)  # a student that loaded its teachers
+        teacher = getattr(
+            self.agent, attribute, None
+        )  # a student that loaded its teachers
         if teacher is None:
             opt = self.agent.opt
             if not opt.get(option[2:].replace('-', '_')):
-                self._teacher_notes[role] = f'no {option} recorded in this model: {missing}'
+                self._teacher_notes[role] = (
+                    f'no {option} recorded in this model: {missing}'
+                )
             else:
                 try:
                     teacher = self._load(role)
                 except Exception as exc:  # chat must go on without it
-                    first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-                    self._teacher_notes[role] = f'{name} unavailable: {first_line[:300]}'
+                    first_line = (
+                        str(exc).strip().splitlines() or [type(exc).__name__]
+                    )[0]
+                    self._teacher_notes[role] = (
+                        f'{name} unavailable: {first_line[:300]}'
+                    )
         self._teachers[role] = teacher
         return teacher
 
@@ -65,14 +85,28 @@ class ReplyExplainer:
         from parlai_conkd.agents.frozen import load_frozen_teacher
 
         if role == 'rec':
-            from parlai_conkd.agents.conkd_rec_teacher.conkd_rec_teacher import ConkdRecTeacherAgent
+            from parlai_conkd.agents.conkd_rec_teacher.conkd_rec_teacher import (
+                ConkdRecTeacherAgent,
+            )
 
-            return load_frozen_teacher(self.agent.opt, '--rec-teacher-file', ConkdRecTeacherAgent,
-                                       {'conkd_rec_teacher'}, self.agent.catalog)[0]
-        from parlai_conkd.agents.conkd_dialogue_teacher.conkd_dialogue_teacher import ConkdDialogueTeacherAgent
+            return load_frozen_teacher(
+                self.agent.opt,
+                '--rec-teacher-file',
+                ConkdRecTeacherAgent,
+                {'conkd_rec_teacher'},
+                self.agent.catalog,
+            )[0]
+        from parlai_conkd.agents.conkd_dialogue_teacher.conkd_dialogue_teacher import (
+            ConkdDialogueTeacherAgent,
+        )
 
-        return load_frozen_teacher(self.agent.opt, '--dialogue-teacher-file', ConkdDialogueTeacherAgent,
-                                   {'conkd_dialogue_teacher', 'conkd_student'}, self.agent.catalog)[0]
+        return load_frozen_teacher(
+            self.agent.opt,
+            '--dialogue-teacher-file',
+            ConkdDialogueTeacherAgent,
+            {'conkd_dialogue_teacher', 'conkd_student'},
+            self.agent.catalog,
+        )[0]
 
     # ---------------------------------------------------------------- per reply
     def explain(self, batch, preds) -> Explanation:
@@ -93,16 +127,31 @@ class ReplyExplainer:
         if not preds:
             return explanation
         pred = preds[0]
-        ids = [int(t) for t in (pred[1:] if len(pred) and int(pred[0]) == agent.START_IDX else pred).tolist()]
+        ids = [
+            int(t)
+            for t in (
+                pred[1:] if len(pred) and int(pred[0]) == agent.START_IDX else pred
+            ).tolist()
+        ]
         if agent.END_IDX in ids:
-            ids = ids[: ids.index(agent.END_IDX) + 1]  # the end step is a place an item could be named
+            ids = ids[
+                : ids.index(agent.END_IDX) + 1
+            ]  # the end step is a place an item could be named
         ids = ids or [agent.END_IDX]
         forced = _forced_batch(batch, ids)
         with torch.no_grad():
             scores = agent.teacher_forced_scores(forced)[0].float()  # [T, V]
-        item_probs = torch.softmax(scores.index_select(-1, agent.item_token_ids), dim=-1)  # [T, N]
-        item_mass = torch.softmax(scores, dim=-1).index_select(-1, agent.item_token_ids).sum(-1)  # [T]
-        slots = [(t, agent.item_index_of_token[i]) for t, i in enumerate(ids) if i in agent.item_index_of_token]
+        item_probs = torch.softmax(
+            scores.index_select(-1, agent.item_token_ids), dim=-1
+        )  # [T, N]
+        item_mass = (
+            torch.softmax(scores, dim=-1).index_select(-1, agent.item_token_ids).sum(-1)
+        )  # [T]
+        slots = [
+            (t, agent.item_index_of_token[i])
+            for t, i in enumerate(ids)
+            if i in agent.item_index_of_token
+        ]
         seen = set()
         for t, index in slots:
             if index not in seen:
@@ -124,22 +173,30 @@ class ReplyExplainer:
                 explanation.tokens, explanation.gates = self._gates(dial, forced, ids)
                 if not explanation.tokens:
                     explanation.notes.append('no generated tokens to show a gate for')
-        explanation.notes += [self._teacher_notes[r] for r in ('rec', 'dial') if r in self._teacher_notes
-                              and (r == 'rec' and self.k > 0 or r == 'dial' and self.show_gates)]
+        explanation.notes += [
+            self._teacher_notes[r]
+            for r in ('rec', 'dial')
+            if r in self._teacher_notes
+            and (r == 'rec' and self.k > 0 or r == 'dial' and self.show_gates)
+        ]
         return explanation
 
     def _rank_with_teacher(self, rec, batch, explanation: Explanation) -> None:
         items = [list(x) for x in (batch.get('context_items') or [[]])][0]
         text = (batch.get('context_texts') or [''])[0]
         log_probs = rec.item_log_probs([items], texts=[text], exclude_context=True)[0]
-        explanation.teacher_items = top_k(log_probs.exp().tolist(), self.k, exclude=items)
+        explanation.teacher_items = top_k(
+            log_probs.exp().tolist(), self.k, exclude=items
+        )
         explanation.context_items = items
         linker = getattr(rec, 'linker', None)
         if linker is not None:
             names = {}
             for name, context_id in linker.names.items():
                 names.setdefault(context_id, ' '.join(name))
-            explanation.context_entities = [names[c] for c in linker(text) if c in names]
+            explanation.context_entities = [
+                names[c] for c in linker(text) if c in names
+            ]
 
     def _gates(self, dial, forced, ids):
         """Dialogue teacher's item mass at each generated token (teacher-forced on the reply)."""
@@ -151,14 +208,17 @@ class ReplyExplainer:
         for token_id, gate in zip(ids, gates):
             if token_id in skip:
                 continue
-            tokens.append(display_token(agent.dict.ind2tok.get(token_id, '?'), agent.catalog))
+            tokens.append(
+                display_token(agent.dict.ind2tok.get(token_id, '?'), agent.catalog)
+            )
             kept.append(float(gate))
         return tokens, kept
 
     def display_catalog(self) -> ItemCatalog:
         """The catalog items are described from: the model's, or, when that one has no metadata
         (a model trained without the KG directory), the recommendation teacher's stored one
-        (genre/director/stars; same items, same order: the fingerprints were checked)."""
+        (genre/director/stars; same items, same order: the fingerprints were checked).
+        """
         catalog = self.agent.catalog
         rec = self._teachers.get('rec')
         if rec is not None and not any(item.metadata for item in catalog):
@@ -169,9 +229,12 @@ class ReplyExplainer:
         """The reply text followed by the last explanation (for interactive display)."""
         if self.last is None:
             return text
-        block = self.last.render(self.display_catalog(), self.agent.opt.get('gate', 'soft'),
-                                 self.agent.opt.get('hard_gate_threshold', 0.5),
-                                 None if max_chars is None else max(max_chars - len(text) - 1, 0))
+        block = self.last.render(
+            self.display_catalog(),
+            self.agent.opt.get('gate', 'soft'),
+            self.agent.opt.get('hard_gate_threshold', 0.5),
+            None if max_chars is None else max(max_chars - len(text) - 1, 0),
+        )
         return f'{text}\n{block}' if block else text
 
 
@@ -182,7 +245,9 @@ def _forced_batch(batch, ids):
 
     forced = Batch(**{k: v for k, v in batch.items()})
     forced['text_vec'] = batch.text_vec[:1]
-    forced['label_vec'] = torch.tensor([ids], dtype=torch.long, device=batch.text_vec.device)
+    forced['label_vec'] = torch.tensor(
+        [ids], dtype=torch.long, device=batch.text_vec.device
+    )
     return forced
 
 
@@ -222,28 +287,54 @@ class InteractiveExplainMixin:
     @classmethod
     def add_cmdline_args(cls, parser, partial_opt=None):
         super().add_cmdline_args(parser, partial_opt=partial_opt)
-        group = parser.add_argument_group('ConKD interactive explanations (interactive mode only)')
-        group.add_argument('--show-recs', type=int, default=0,
-                           help='after each reply, the top-K items of the model (at its item slot) and of the '
-                           'recommendation teacher (for the conversation so far), with metadata')
-        group.add_argument('--show-gates', type='bool', default=False,
-                           help='show the dialogue teacher\'s item mass (the ConKD gate) per generated token')
-        group.add_argument('--link-titles', type='bool', default=True,
-                           help='link "@<movieId>", "Title (Year)" and "Title" in typed messages to items')
+        group = parser.add_argument_group(
+            'ConKD interactive explanations (interactive mode only)'
+        )
+        group.add_argument(
+            '--show-recs',
+            type=int,
+            default=0,
+            help='after each reply, the top-K items of the model (at its item slot) and of the '
+            'recommendation teacher (for the conversation so far), with metadata',
+        )
+        group.add_argument(
+            '--show-gates',
+            type='bool',
+            default=False,
+            help='show the dialogue teacher\'s item mass (the ConKD gate) per generated token',
+        )
+        group.add_argument(
+            '--link-titles',
+            type='bool',
+            default=True,
+            help='link "@<movieId>", "Title (Year)" and "Title" in typed messages to items',
+        )
         return parser
 
     def explainer(self) -> ReplyExplainer:
         if getattr(self, '_reply_explainer', None) is None:
-            self._reply_explainer = ReplyExplainer(self, k=int(self.opt.get('show_recs') or 0),
-                                                   show_gates=bool(self.opt.get('show_gates')))
+            self._reply_explainer = ReplyExplainer(
+                self,
+                k=int(self.opt.get('show_recs') or 0),
+                show_gates=bool(self.opt.get('show_gates')),
+            )
         return self._reply_explainer
 
     def title_linker(self) -> TitleLinker:
         """The linker of typed text, in its measured configuration (chat word counts from this
-        model's dictionary when it has them, see :func:`parlai_conkd.linking.make_linker`)."""
+        model's dictionary when it has them, see :func:`parlai_conkd.linking.make_linker`).
+        """
         if getattr(self, '_title_linker', None) is None:
-            freq = getattr(self.dict, 'freq', None) if not getattr(self, 'is_hf', False) else None
-            counts = {w: c for w, c in (freq or {}).items() if not w.startswith('__') and w[:1] != '['}
+            freq = (
+                getattr(self.dict, 'freq', None)
+                if not getattr(self, 'is_hf', False)
+                else None
+            )
+            counts = {
+                w: c
+                for w, c in (freq or {}).items()
+                if not w.startswith('__') and w[:1] != '['
+            }
             self._title_linker = make_linker(self.catalog, counts)
         return self._title_linker
 
@@ -283,21 +374,33 @@ class InteractiveExplainMixin:
                 observation.force_set('text', text)
         observation = super().observe(observation)
         if interactive and observation is not None:
-            if 'context_items' not in observation and observation.get('full_text') is not None:
-                observation.force_set('context_items', self.catalog.items_in_text(observation['full_text']))
+            if (
+                'context_items' not in observation
+                and observation.get('full_text') is not None
+            ):
+                observation.force_set(
+                    'context_items',
+                    self.catalog.items_in_text(observation['full_text']),
+                )
             if observation.get('context_truncate_rate') and not self._truncation_said:
                 self._truncation_said = True
                 self._pending_notes.append(
                     f'note: this conversation is now longer than the model reads: it sees its last '
                     f'{self.text_truncate} tokens (--text-truncate); the recommendation teacher reads all '
-                    'of it. Said once per conversation; [DONE] starts a new one.')
+                    'of it. Said once per conversation; [DONE] starts a new one.'
+                )
         return observation
 
     def batchify(self, obs_batch, sort=False):
         batch = super().batchify(obs_batch, sort=sort)
         valid = batch.valid_indices if batch.valid_indices is not None else []
-        batch['context_items'] = [list(obs_batch[i].get('context_items') or []) for i in valid]
-        batch['context_texts'] = [obs_batch[i].get('full_text') or obs_batch[i].get('text') or '' for i in valid]
+        batch['context_items'] = [
+            list(obs_batch[i].get('context_items') or []) for i in valid
+        ]
+        batch['context_texts'] = [
+            obs_batch[i].get('full_text') or obs_batch[i].get('text') or ''
+            for i in valid
+        ]
         return batch
 
     def _add_generation_metrics(self, batch, preds):
@@ -309,7 +412,11 @@ class InteractiveExplainMixin:
     def self_observe(self, self_message):
         from parlai.core.message import Message
 
-        if self.in_interactive_mode() and self_message is not None and self_message.get('text'):
+        if (
+            self.in_interactive_mode()
+            and self_message is not None
+            and self_message.get('text')
+        ):
             self_message = Message(self_message)
             self_message.force_set('text', self._history_form(self_message['text']))
         super().self_observe(self_message)
@@ -330,29 +437,54 @@ class InteractiveExplainMixin:
         ``--show-recs K``, ``reply['item_rankings']``: ``{'model': [...], 'model_position',
         'model_position_names_item', 'rec_teacher': [...], 'rec_teacher_read': {'items': [...],
         'entities': [...]}}``, the two top-K lists of the explanation."""
-        context = list((getattr(self, 'observation', None) or {}).get('context_items') or [])
+        context = list(
+            (getattr(self, 'observation', None) or {}).get('context_items') or []
+        )
         reply = super().act()
         if not self.in_interactive_mode() or reply is None or 'text' not in reply:
             return reply
         text = reply['text'] if reply['text'].strip() else empty_reply_text()
-        lines = [text] + self._understood_lines() + [f'({note})' for note in self._pending_notes]
+        lines = (
+            [text]
+            + self._understood_lines()
+            + [f'({note})' for note in self._pending_notes]
+        )
         self._pending_notes = []
         text = '\n'.join(lines)
         explanation = getattr(self, '_explanation', None)
         if explanation is not None:
             if self.explainer().k > 0 or self.explainer().show_gates:
                 text = self.explainer().decorate(text, DISPLAY_CHARS)
-            reply.force_set('recommendations', [
-                item_record(self.catalog[i], p, new=i not in context) for i, p in explanation.named])
+            reply.force_set(
+                'recommendations',
+                [
+                    item_record(self.catalog[i], p, new=i not in context)
+                    for i, p in explanation.named
+                ],
+            )
             if self.explainer().k > 0:
-                reply.force_set('item_rankings', {
-                    'model': [item_record(self.catalog[i], p) for i, p in explanation.student_items],
-                    'model_position': explanation.position,
-                    'model_position_names_item': explanation.position_names_item,
-                    'rec_teacher': [item_record(self.catalog[i], p) for i, p in explanation.teacher_items],
-                    'rec_teacher_read': {'items': [item_record(self.catalog[i]) for i in explanation.context_items],
-                                         'entities': list(explanation.context_entities)},
-                })
+                reply.force_set(
+                    'item_rankings',
+                    {
+                        'model': [
+                            item_record(self.catalog[i], p)
+                            for i, p in explanation.student_items
+                        ],
+                        'model_position': explanation.position,
+                        'model_position_names_item': explanation.position_names_item,
+                        'rec_teacher': [
+                            item_record(self.catalog[i], p)
+                            for i, p in explanation.teacher_items
+                        ],
+                        'rec_teacher_read': {
+                            'items': [
+                                item_record(self.catalog[i])
+                                for i in explanation.context_items
+                            ],
+                            'entities': list(explanation.context_entities),
+                        },
+                    },
+                )
         reply.force_set('text', text)
         return reply
 
@@ -365,7 +497,9 @@ class InteractiveExplainMixin:
             shown = []
             for link in result.links:
                 item = self.catalog[link.index]
-                shown.append(item.display + (f' ({link.surface})' if link.rule == 'id' else ''))
+                shown.append(
+                    item.display + (f' ({link.surface})' if link.rule == 'id' else '')
+                )
             lines.append('understood: ' + ', '.join(dict.fromkeys(shown)))
         notes = [describe_unlinked(u, self.catalog) for u in result.unlinked]
         lines += [f'not linked: {note}' for note in notes if note]
