@@ -1,6 +1,6 @@
-"""The linter's rules hold on the whole tree (settings: pyproject.toml; the same check runs as a
-pre-commit hook, see CONTRIBUTING.md). Takes about a second: ruff is a compiled binary.
-"""
+"""The formatter and the linter's rules hold on the whole tree (settings: pyproject.toml; the
+same checks run as pre-commit hooks, see CONTRIBUTING.md). A few seconds at most: ruff is a
+compiled binary, black keeps a cache of the files it checked."""
 
 import shutil
 import subprocess
@@ -30,3 +30,15 @@ def test_ruff_finds_nothing():
     assert (
         proc.returncode == 0
     ), f'ruff check found problems (fix them, or `ruff check --fix .`):\n{proc.stdout}{proc.stderr}'
+
+
+def test_black_would_change_nothing():
+    proc = subprocess.run(
+        [_tool('black'), '--check', '--quiet', '.'],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert (
+        proc.returncode == 0
+    ), f'black would reformat files (run `black .`):\n{proc.stdout}{proc.stderr}'
