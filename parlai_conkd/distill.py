@@ -127,10 +127,10 @@ class DistillationTerms:
 
     kd: torch.Tensor
     gate: torch.Tensor
-    rec_steps: (
-        torch.Tensor
-    )  # bool: steps distilled from the rec teacher (hard gate only)
-    mask: torch.Tensor  # bool: real (non-padding) target steps
+    #: bool: steps distilled from the rec teacher (hard gate only)
+    rec_steps: torch.Tensor
+    #: bool: real (non-padding) target steps
+    mask: torch.Tensor
 
     def kd_sum(self) -> torch.Tensor:
         return self.kd.sum()
@@ -180,15 +180,11 @@ def conkd_terms(
             rec_item_log_probs.values, rec_item_log_probs.indices, len(item_token_ids)
         )
     dial = torch.log_softmax(_float(dial_scores), dim=-1)
-    rec = _float(
-        rec_item_log_probs
-    )  # used as given: the teacher's item_log_probs are normalised
-    mass = (
-        item_mass(dial, item_token_ids)
-        if dial_item_mass is None
-        else _float(dial_item_mass)
-    )
-    lam = gate_values(gate, mass, static_gate) * mask
+    # used as given: the teacher's item_log_probs are normalised
+    rec = _float(rec_item_log_probs)
+    if dial_item_mass is None:
+        dial_item_mass = item_mass(dial, item_token_ids)
+    lam = gate_values(gate, _float(dial_item_mass), static_gate) * mask
     if gate == 'none':
         zeros = torch.zeros_like(lam)
         return DistillationTerms(
