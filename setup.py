@@ -3,9 +3,11 @@
 Install with ``bash scripts/setup.sh`` (see README.md): ParlAI 1.7.2 must be installed
 without its dependency pins, so this distribution does not list it in install_requires.
 """
-import os
 
-from setuptools import setup
+import os
+import re
+
+from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 from setuptools.command.editable_wheel import editable_wheel
 
@@ -13,6 +15,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 STARTUP_PTH = 'parlai_conkd_startup.pth'
 #: site.py executes `import` lines of .pth files at every interpreter start (see parlai_conkd/_startup.py).
 STARTUP_PTH_CONTENT = b'import parlai_conkd._startup\n'
+
+
+def read_version() -> str:
+    """``parlai_conkd.__version__``, the one place the version is written (read, not imported:
+    importing the package installs its start-up hook)."""
+    with open(os.path.join(HERE, 'parlai_conkd', '__init__.py'), encoding='utf-8') as f:
+        match = re.search(r"^__version__ = '([^']+)'$", f.read(), re.M)
+    if match is None:
+        raise RuntimeError('parlai_conkd/__init__.py has no __version__ line')
+    return match.group(1)
 
 
 class BuildPyWithStartupHook(build_py):
@@ -29,7 +41,9 @@ class BuildPyWithStartupHook(build_py):
             f.write(STARTUP_PTH_CONTENT)
 
     def get_outputs(self, include_bytecode=True):
-        return super().get_outputs(include_bytecode) + [os.path.join(self.build_lib, STARTUP_PTH)]
+        return super().get_outputs(include_bytecode) + [
+            os.path.join(self.build_lib, STARTUP_PTH)
+        ]
 
 
 class EditableWheelWithStartupHook(editable_wheel):
@@ -55,37 +69,20 @@ class EditableWheelWithStartupHook(editable_wheel):
         return WithStartupHook()
 
 
-def _packages(root_dir, dist_prefix):
-    """Packages under root_dir, named as they are installed (under dist_prefix)."""
-    found = []
-    for dirpath, dirnames, filenames in os.walk(os.path.join(HERE, root_dir)):
-        dirnames[:] = [d for d in dirnames if d != '__pycache__']
-        if '__init__.py' in filenames:
-            rel = os.path.relpath(dirpath, os.path.join(HERE, root_dir))
-            found.append(dist_prefix if rel == '.' else dist_prefix + '.' + rel.replace(os.sep, '.'))
-    return found
-
-
 setup(
     name='parlai-conkd',
-    version='0.1.0',
+    version=read_version(),
     description='ConKD (Jung, Jung & Chen, EMNLP 2023) for conversational recommendation in ParlAI',
     long_description=open(os.path.join(HERE, 'README.md'), encoding='utf-8').read(),
     long_description_content_type='text/markdown',
     license='MIT',
     python_requires='>=3.10',
-    # tasks/ and zoo/ follow ParlAI's repository layout in the source tree but are installed
-    # under parlai_conkd so the distribution owns no top-level `tasks`/`zoo`/`projects`.
-    package_dir={
-        'parlai_conkd': 'parlai_conkd',
-        'parlai_conkd.tasks': 'tasks',
-        'parlai_conkd.zoo': 'zoo',
-    },
-    packages=_packages('parlai_conkd', 'parlai_conkd')
-    + _packages('tasks', 'parlai_conkd.tasks')
-    + _packages('zoo', 'parlai_conkd.zoo'),
+    packages=find_packages(include=['parlai_conkd', 'parlai_conkd.*']),
     package_data={'': ['*.json', '*.md', '*.html', '*.js', '*.css']},
-    cmdclass={'build_py': BuildPyWithStartupHook, 'editable_wheel': EditableWheelWithStartupHook},
+    cmdclass={
+        'build_py': BuildPyWithStartupHook,
+        'editable_wheel': EditableWheelWithStartupHook,
+    },
     # ParlAI and torch are deliberately absent: see requirements/*.txt and scripts/setup.sh.
     install_requires=[],
 )

@@ -13,6 +13,7 @@ it imports no ParlAI, no torch and none of our heavy modules. It only puts one f
 2. Compatibility. When a ParlAI module named in ``parlai_conkd.compat.PATCHES`` is executed,
    the finder applies that module's patches right after it loads.
 """
+
 import importlib
 import importlib.abc
 import importlib.machinery
@@ -95,7 +96,9 @@ class ParlaiPluginFinder(importlib.abc.MetaPathFinder):
                     return None
         else:
             parent = sys.modules.get(fullname.rpartition('.')[0])
-            if parent is None or not getattr(parent, '__name__', '').startswith(ours + '.'):
+            if parent is None or not getattr(parent, '__name__', '').startswith(
+                ours + '.'
+            ):
                 return None
         target_name = ours + '.' + '.'.join(parts[2:])
         try:
@@ -134,7 +137,9 @@ class ParlaiPluginFinder(importlib.abc.MetaPathFinder):
 
 def install():
     """Put the finder first on sys.meta_path, once per interpreter (idempotent)."""
-    if any(getattr(f, 'marker', None) == ParlaiPluginFinder.marker for f in sys.meta_path):
+    if any(
+        getattr(f, 'marker', None) == ParlaiPluginFinder.marker for f in sys.meta_path
+    ):
         return
     sys.meta_path.insert(0, ParlaiPluginFinder())
 

@@ -9,6 +9,7 @@ The NLL is convex in the inverse temperature beta = 1/T (``-beta s_gold + logsum
 a linear term plus a log-sum-exp), so Newton's method on beta converges in a few steps:
 gradient ``E_p[s] - s_gold``, curvature ``Var_p[s] >= 0``.
 """
+
 from dataclasses import dataclass
 from typing import Dict
 
@@ -18,13 +19,17 @@ import torch
 MIN_TEMPERATURE, MAX_TEMPERATURE = 0.05, 20.0
 
 
-def mean_nll(scores: torch.Tensor, gold: torch.Tensor, temperature: float = 1.0) -> float:
+def mean_nll(
+    scores: torch.Tensor, gold: torch.Tensor, temperature: float = 1.0
+) -> float:
     """Mean ``-log softmax(scores / T)[gold]`` over rows; ``scores`` ``[M, N]``, ``gold`` ``[M]``."""
     log_p = torch.log_softmax(scores.double() / temperature, dim=-1)
     return float(-log_p.gather(1, gold.view(-1, 1)).mean())
 
 
-def fit_temperature(scores: torch.Tensor, gold: torch.Tensor, steps: int = 50, tol: float = 1e-7) -> float:
+def fit_temperature(
+    scores: torch.Tensor, gold: torch.Tensor, steps: int = 50, tol: float = 1e-7
+) -> float:
     """The T minimising :func:`mean_nll` (Newton on beta = 1/T, clamped to the search range).
 
     ``scores``: ``[M, N]`` logits (``-inf`` allowed for excluded items, never at the gold item);
@@ -33,7 +38,9 @@ def fit_temperature(scores: torch.Tensor, gold: torch.Tensor, steps: int = 50, t
     if scores.numel() == 0 or gold.numel() == 0:
         raise ValueError('fit_temperature needs at least one scored example')
     s = scores.double()
-    s = s.masked_fill(torch.isinf(s), -1e30)  # excluded items: probability 0 at any beta
+    s = s.masked_fill(
+        torch.isinf(s), -1e30
+    )  # excluded items: probability 0 at any beta
     s_gold = s.gather(1, gold.view(-1, 1)).squeeze(1)
     beta = 1.0
     lo, hi = 1.0 / MAX_TEMPERATURE, 1.0 / MIN_TEMPERATURE
@@ -63,11 +70,16 @@ class Sharpness:
     gold_nll: float
 
     def as_dict(self, prefix: str = '') -> Dict[str, float]:
-        return {f'{prefix}top1_prob': self.top1_prob, f'{prefix}entropy': self.entropy,
-                f'{prefix}gold_nll': self.gold_nll}
+        return {
+            f'{prefix}top1_prob': self.top1_prob,
+            f'{prefix}entropy': self.entropy,
+            f'{prefix}gold_nll': self.gold_nll,
+        }
 
 
-def sharpness_rows(scores: torch.Tensor, gold: torch.Tensor, temperature: float = 1.0) -> Dict[str, torch.Tensor]:
+def sharpness_rows(
+    scores: torch.Tensor, gold: torch.Tensor, temperature: float = 1.0
+) -> Dict[str, torch.Tensor]:
     """Per row (float32 ``[M]`` each): ``top1_prob``, ``entropy`` (nats) and ``gold_nll`` of
     ``softmax(scores / T)``; the means are :func:`sharpness`."""
     log_p = torch.log_softmax(scores.double() / temperature, dim=-1)
@@ -79,7 +91,11 @@ def sharpness_rows(scores: torch.Tensor, gold: torch.Tensor, temperature: float 
     }
 
 
-def sharpness(scores: torch.Tensor, gold: torch.Tensor, temperature: float = 1.0) -> Sharpness:
+def sharpness(
+    scores: torch.Tensor, gold: torch.Tensor, temperature: float = 1.0
+) -> Sharpness:
     """Mean top-1 probability, entropy and gold NLL of ``softmax(scores / T)`` over rows."""
     rows = sharpness_rows(scores, gold, temperature)
-    return Sharpness(**{name: float(values.double().mean()) for name, values in rows.items()})
+    return Sharpness(
+        **{name: float(values.double().mean()) for name, values in rows.items()}
+    )

@@ -32,6 +32,7 @@ of ParlAI's scripts themselves, on any stack; the decision of what a rerun resum
 the pin ``setuptools<81`` in requirements/parlai-runtime.txt; ``quiet_pkg_resources_warning`` (run
 before that module executes) only silences the deprecation warning the import prints.
 """
+
 import atexit
 import contextlib
 import functools
@@ -51,10 +52,14 @@ _EFFECTIVE = set()
 # --------------------------------------------------------------------------- torch >= 2.7
 def reduce_on_plateau_without_verbose(module):
     """``ReduceLROnPlateau(verbose=True)`` raises TypeError since torch 2.7; every train_model
-    with ParlAI's default scheduler died. Build it without ``verbose`` (it only printed)."""
+    with ParlAI's default scheduler died. Build it without ``verbose`` (it only printed).
+    """
     import torch
 
-    if 'verbose' in inspect.signature(torch.optim.lr_scheduler.ReduceLROnPlateau).parameters:
+    if (
+        'verbose'
+        in inspect.signature(torch.optim.lr_scheduler.ReduceLROnPlateau).parameters
+    ):
         return False
     scheduler_cls = module.ReduceOnPlateauLRScheduler
 
@@ -71,7 +76,8 @@ def reduce_on_plateau_without_verbose(module):
 # --------------------------------------------------------------------------- iopath
 def lenient_iopath_kwargs(module):
     """ParlAI's HF agents call ``PathManager.get_local_path(dir, recursive=True)``; iopath's
-    strict kwargs checking rejects the unknown keyword. Turn the check off (as iopath allows)."""
+    strict kwargs checking rejects the unknown keyword. Turn the check off (as iopath allows).
+    """
     path_manager = module.PathManager
     if not hasattr(path_manager, 'set_strict_kwargs_checking'):
         return False
@@ -93,7 +99,8 @@ def txt2vec_without_np_int(module):
     def txt2vec(self, text, vec_type=list):
         if vec_type is np.ndarray:
             return np.fromiter(
-                (self._word_lookup(token) for token in self.tokenize(text)), dtype=np.int64
+                (self._word_lookup(token) for token in self.tokenize(text)),
+                dtype=np.int64,
             )
         return original(self, text, vec_type)
 
@@ -154,7 +161,8 @@ def _hold_gloo_group(group):
 
 def _release_gloo_groups():
     """Drop the held groups while the interpreter is fully alive, after what shares them (at exit,
-    or when the next group is made: its collectives are long finished, so no thread needs the GIL)."""
+    or when the next group is made: its collectives are long finished, so no thread needs the GIL).
+    """
     gc.collect()  # a reducer in a reference cycle must go before the group, not after
     while _HELD_GLOO_GROUPS:
         _HELD_GLOO_GROUPS.pop()  # destructor releases the GIL, then joins gloo's threads
@@ -169,7 +177,9 @@ def cpu_distributed_context(module):
     original = module.distributed_context
 
     @contextlib.contextmanager
-    def distributed_context(rank, opt, rank_offset=0, gpu=None, init_method="tcp://localhost:61337"):
+    def distributed_context(
+        rank, opt, rank_offset=0, gpu=None, init_method="tcp://localhost:61337"
+    ):
         if not cpu_distributed(opt, gpu):  # CUDA: ParlAI's own NCCL path, unchanged
             with original(rank, opt, rank_offset, gpu, init_method) as worker_opt:
                 yield worker_opt
@@ -184,7 +194,9 @@ def cpu_distributed_context(module):
         opt['rank'] = rank
         opt['gpu'] = -1
         opt.setdefault('override', {})['gpu'] = -1
-        print_prefix = 'rank:{:3d} |'.format(rank) if (opt.get('verbose') or rank != 0) else None
+        print_prefix = (
+            'rank:{:3d} |'.format(rank) if (opt.get('verbose') or rank != 0) else None
+        )
         suppress_output = not opt.get('verbose') and rank != 0
         with module.override_print(suppress_output, print_prefix):
             _release_gloo_groups()  # a previous run's group (and its store's port) in this process
@@ -270,7 +282,9 @@ def cpu_all_gather_list(module):
         positions = sizes.cumsum(dim=0)
         buffer = torch.zeros(int(positions[-1]), dtype=torch.uint8)
         start = int(positions[rank]) - len(encoded)
-        buffer[start : int(positions[rank])] = torch.frombuffer(bytearray(encoded), dtype=torch.uint8)
+        buffer[start : int(positions[rank])] = torch.frombuffer(
+            bytearray(encoded), dtype=torch.uint8
+        )
         dist.all_reduce(buffer)
         result = []
         for i in range(world_size):
@@ -321,7 +335,11 @@ def cpu_ddp_device_ids(module):
                 device_ids = None
             with warnings.catch_warnings():
                 # ParlAI passes broadcast_buffers=False, deprecated in torch 2.13; nothing to act on
-                warnings.filterwarnings('ignore', message='`broadcast_buffers` is deprecated', category=FutureWarning)
+                warnings.filterwarnings(
+                    'ignore',
+                    message='`broadcast_buffers` is deprecated',
+                    category=FutureWarning,
+                )
                 super().__init__(module, device_ids, *args, **kwargs)
 
     DistributedDataParallel.__qualname__ = ddp.__qualname__
@@ -349,7 +367,8 @@ def cpu_join_device(module):
 
 def cpu_world_size_default(module):
     """``multiprocessing_train`` defaults its world size to ``cuda.device_count()``: 0 on CPU,
-    which launches no worker at all. Default to 1 there (pass ``--distributed-world-size N``)."""
+    which launches no worker at all. Default to 1 there (pass ``--distributed-world-size N``).
+    """
     if _cuda_available():
         return False
     original = module.setup_args
@@ -396,9 +415,13 @@ def resumable_train_loop(module):
             return
         given = {key: opt.get(key) for key in ('init_model', 'load_from_checkpoint')}
         # the dictionary the loop builds or loads (ParlAI's default: M.dict)
-        dict_file = opt.get('dict_file') or (opt['model_file'] + '.dict' if opt.get('model_file') else None)
+        dict_file = opt.get('dict_file') or (
+            opt['model_file'] + '.dict' if opt.get('model_file') else None
+        )
         if plan.action == resume.FROM_MODEL_FILE:
-            module.logging.info(f'{plan.reason}; not from the older {opt["model_file"]}.checkpoint')
+            module.logging.info(
+                f'{plan.reason}; not from the older {opt["model_file"]}.checkpoint'
+            )
             opt['load_from_checkpoint'] = False  # ParlAI then loads M and M.trainstats
         try:
             original_init(self, opt)
@@ -420,9 +443,15 @@ def resumable_train_loop(module):
     @functools.wraps(original_train_steps)
     def train_steps(self):
         yield from original_train_steps(self)
-        if hasattr(self, '_total_epochs'):  # at least one step: ParlAI writes trainstats then
-            state = {'train_steps': self._train_steps, 'total_epochs': self._total_epochs,
-                     'train_time': self.train_time.time(), 'impatience': self.impatience}
+        if hasattr(
+            self, '_total_epochs'
+        ):  # at least one step: ParlAI writes trainstats then
+            state = {
+                'train_steps': self._train_steps,
+                'total_epochs': self._total_epochs,
+                'train_time': self.train_time.time(),
+                'impatience': self.impatience,
+            }
             self._conkd_finished = resume.finished_record(self.opt, state)
             self._save_train_stats()  # finished even if the final evaluation is interrupted
 
@@ -430,7 +459,12 @@ def resumable_train_loop(module):
     def _save_train_stats(self, suffix=None):
         original_save_stats(self, suffix)
         record = getattr(self, '_conkd_finished', None)
-        if record is not None and not suffix and self.opt.get('model_file') and module.is_primary_worker():
+        if (
+            record is not None
+            and not suffix
+            and self.opt.get('model_file')
+            and module.is_primary_worker()
+        ):
             resume.mark_finished(self.opt['model_file'] + '.trainstats', record)
 
     @functools.wraps(original_train)
@@ -442,7 +476,9 @@ def resumable_train_loop(module):
         for datatype in ('valid', 'test'):
             report = plan.stats.get(f'final_{datatype}_report') or {}
             if report:
-                module.logging.report(f'{datatype} (recorded when the run finished):\n{module.nice_report(report)}\n')
+                module.logging.report(
+                    f'{datatype} (recorded when the run finished):\n{module.nice_report(report)}\n'
+                )
             reports.append(report)
         return tuple(reports)
 
@@ -470,10 +506,20 @@ def validation_metric_may_be_absent(module):
         try:
             return original(self)
         except KeyError as exc:
-            report = self.valid_reports[-1] if len(self.valid_reports) > reports_before else None
+            report = (
+                self.valid_reports[-1]
+                if len(self.valid_reports) > reports_before
+                else None
+            )
             if exc.args != (metric,) or report is None or metric in report:
                 raise
-        bookkeeping = {'train_time', 'parleys', 'train_steps', 'total_exs', 'total_epochs'}
+        bookkeeping = {
+            'train_time',
+            'parleys',
+            'train_steps',
+            'total_exs',
+            'total_epochs',
+        }
         present = sorted(k for k in report if k not in bookkeeping)
         best = 'none yet' if self.best_valid is None else f'{self.best_valid:.4g}'
         module.logging.warning(
@@ -484,7 +530,9 @@ def validation_metric_may_be_absent(module):
         )
         self.validate_time.reset()
         if self.opt.get('model_file') and self.opt.get('save_after_valid'):
-            module.logging.info(f"saving model checkpoint: {self.opt['model_file']}.checkpoint")
+            module.logging.info(
+                f"saving model checkpoint: {self.opt['model_file']}.checkpoint"
+            )
             self.save_model('.checkpoint')
         return False
 
@@ -529,7 +577,9 @@ def display_data_on_empty_data(module):
             if shown:
                 module.logging.info(f'{where}: no more examples after {shown}')
             else:
-                module.logging.warning(f'{where}: the fold has no examples; nothing to display')
+                module.logging.warning(
+                    f'{where}: the fold has no examples; nothing to display'
+                )
 
     display_data._parlai_conkd_empty_aware = True
     module.create_task, module.display_data = create_task, display_data
@@ -539,10 +589,13 @@ def display_data_on_empty_data(module):
 # --------------------------------------------------------------------------- setuptools >= 80
 def quiet_pkg_resources_warning():
     """``core/opt.py`` imports ``pkg_resources`` (kept working by the setuptools<81 pin); since
-    setuptools 80 that prints a deprecation UserWarning in every ParlAI command. Silence just it."""
+    setuptools 80 that prints a deprecation UserWarning in every ParlAI command. Silence just it.
+    """
     import warnings
 
-    warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
+    warnings.filterwarnings(
+        'ignore', message='pkg_resources is deprecated', category=UserWarning
+    )
     return True
 
 
@@ -558,13 +611,19 @@ PATCHES = {
     'parlai.core.dict': (txt2vec_without_np_int,),
     'parlai.agents.hugging_face.gpt2': (gpt2_reorder_cache,),
     'parlai.utils.distributed': (cpu_distributed_context, cpu_all_gather_list),
-    'parlai.scripts.train_model': (_rebind_all_gather_list, resumable_train_loop,
-                                   validation_metric_may_be_absent),
+    'parlai.scripts.train_model': (
+        _rebind_all_gather_list,
+        resumable_train_loop,
+        validation_metric_may_be_absent,
+    ),
     'parlai.scripts.eval_model': (_rebind_all_gather_list,),
     'parlai.core.torch_generator_agent': (cpu_ddp_device_ids,),
     'parlai.core.torch_ranker_agent': (cpu_ddp_device_ids,),
     'parlai.utils.fsdp': (cpu_join_device,),
-    'parlai.scripts.multiprocessing_train': (cpu_world_size_default, gpu_world_size_guard),
+    'parlai.scripts.multiprocessing_train': (
+        cpu_world_size_default,
+        gpu_world_size_guard,
+    ),
     'parlai.scripts.display_data': (display_data_on_empty_data,),
 }
 
@@ -579,9 +638,18 @@ def _run_once(module_name, fixes, *args):
         try:
             if fix(*args):
                 _EFFECTIVE.add(key)
-                logger.debug('parlai_conkd.compat: applied %s for %s', fix.__name__, module_name)
-        except Exception as exc:  # an unexpected ParlAI version: warn, leave upstream as is
-            logger.warning('parlai_conkd.compat: %s could not patch %s: %s', fix.__name__, module_name, exc)
+                logger.debug(
+                    'parlai_conkd.compat: applied %s for %s', fix.__name__, module_name
+                )
+        except (
+            Exception
+        ) as exc:  # an unexpected ParlAI version: warn, leave upstream as is
+            logger.warning(
+                'parlai_conkd.compat: %s could not patch %s: %s',
+                fix.__name__,
+                module_name,
+                exc,
+            )
 
 
 def apply_patches(module_name, module):

@@ -22,6 +22,7 @@ in the dialogue: a recommendation names new films); with every item excluded the
 Everything here is plain torch over ``[H, V]`` log-probabilities (H = hypotheses), no ParlAI; the
 tree-search glue is ``parlai_conkd/agents/conkd_dialogue_teacher/item_search.py``.
 """
+
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -56,7 +57,11 @@ class ItemVocab:
 
     def take(self, x: torch.Tensor) -> torch.Tensor:
         """``[H, V] -> [H, N]`` (a view for a contiguous block)."""
-        return x[:, self.block] if self.block is not None else x.index_select(1, self.ids.to(x.device))
+        return (
+            x[:, self.block]
+            if self.block is not None
+            else x.index_select(1, self.ids.to(x.device))
+        )
 
     def put(self, x: torch.Tensor, values: torch.Tensor) -> None:
         """Write ``[H, N]`` values into the item columns of ``x`` in place."""
@@ -69,9 +74,15 @@ class ItemVocab:
         """Catalog index of each vocabulary id, -1 for words (any shape)."""
         if self.block is not None:
             inside = (token_ids >= self.block.start) & (token_ids < self.block.stop)
-            return torch.where(inside, token_ids - self.block.start, torch.full_like(token_ids, -1))
-        lookup = torch.full((self.vocab_size,), -1, dtype=torch.long, device=token_ids.device)
-        lookup[self.ids.to(token_ids.device)] = torch.arange(self.ids.numel(), device=token_ids.device)
+            return torch.where(
+                inside, token_ids - self.block.start, torch.full_like(token_ids, -1)
+            )
+        lookup = torch.full(
+            (self.vocab_size,), -1, dtype=torch.long, device=token_ids.device
+        )
+        lookup[self.ids.to(token_ids.device)] = torch.arange(
+            self.ids.numel(), device=token_ids.device
+        )
         return lookup[token_ids.clamp(0, self.vocab_size - 1)]
 
 
@@ -91,25 +102,37 @@ def excluded_items(
     if no_repeat == 'none':
         return None
     num_hyps, num_items = hypotheses.size(0), items.ids.numel()
-    mask = torch.zeros(num_hyps, num_items + 1, dtype=torch.bool, device=hypotheses.device)
+    mask = torch.zeros(
+        num_hyps, num_items + 1, dtype=torch.bool, device=hypotheses.device
+    )
     named = items.index_of(hypotheses)  # -1 for words -> the spare last column
-    mask.scatter_(1, torch.where(named < 0, torch.full_like(named, num_items), named), True)
+    mask.scatter_(
+        1, torch.where(named < 0, torch.full_like(named, num_items), named), True
+    )
     if no_repeat == 'dialogue' and len(context_items):
-        mask[:, torch.as_tensor(list(context_items), dtype=torch.long, device=mask.device)] = True
+        mask[
+            :,
+            torch.as_tensor(list(context_items), dtype=torch.long, device=mask.device),
+        ] = True
     return mask[:, :num_items]
 
 
 def best_allowed(scores: torch.Tensor, excluded: Optional[torch.Tensor] = None):
     """``(index [H], usable [H])``: each row's highest-scoring item not excluded (``scores``
     ``[H, N]``); ``usable`` is False where every item is excluded or scores ``-inf``."""
-    allowed = scores if excluded is None else scores.masked_fill(excluded, float('-inf'))
+    allowed = (
+        scores if excluded is None else scores.masked_fill(excluded, float('-inf'))
+    )
     best_score, best = allowed.max(dim=-1)
     return best, best_score > float('-inf')
 
 
 def item_class_log_probs(
-    log_probs: torch.Tensor, items: ItemVocab, excluded: Optional[torch.Tensor] = None,
-    allow_items: Optional[torch.Tensor] = None, ranking: Optional[torch.Tensor] = None,
+    log_probs: torch.Tensor,
+    items: ItemVocab,
+    excluded: Optional[torch.Tensor] = None,
+    allow_items: Optional[torch.Tensor] = None,
+    ranking: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """The collapsed distribution ``log p'`` of the module docstring, ``[H, V]`` (a new tensor).
 
@@ -132,19 +155,27 @@ def item_class_log_probs(
     item_lp = items.take(log_probs)
     class_lp = torch.logsumexp(item_lp, dim=-1)
     class_lp = torch.nextafter(class_lp, torch.full_like(class_lp, float('-inf')))
-    best, usable = best_allowed(item_lp if ranking is None else ranking.to(item_lp), excluded)
+    best, usable = best_allowed(
+        item_lp if ranking is None else ranking.to(item_lp), excluded
+    )
     if allow_items is not None:
         usable = usable & allow_items
     collapsed = torch.full_like(item_lp, float('-inf'))
     rows = torch.arange(item_lp.size(0), device=item_lp.device)
-    collapsed[rows, best] = torch.where(usable, class_lp, torch.full_like(class_lp, float('-inf')))
+    collapsed[rows, best] = torch.where(
+        usable, class_lp, torch.full_like(class_lp, float('-inf'))
+    )
     items.put(out, collapsed)
     return out
 
 
 def sample_within(
-    log_probs: torch.Tensor, items: ItemVocab, rows: torch.Tensor, excluded: Optional[torch.Tensor],
-    top_k: Optional[int] = None, top_p: Optional[float] = None,
+    log_probs: torch.Tensor,
+    items: ItemVocab,
+    rows: torch.Tensor,
+    excluded: Optional[torch.Tensor],
+    top_k: Optional[int] = None,
+    top_p: Optional[float] = None,
 ) -> torch.Tensor:
     """Draw an item for the hypotheses ``rows`` (their item class was sampled), ``[len(rows)]``
     vocabulary ids, from the model's item distribution restricted to allowed items and truncated
@@ -166,7 +197,9 @@ def sample_within(
     return items.ids.to(log_probs.device)[choice]
 
 
-def flag_choice(log_probs: torch.Tensor, rec_id: int, gen_id: int, threshold: float) -> torch.Tensor:
+def flag_choice(
+    log_probs: torch.Tensor, rec_id: int, gen_id: int, threshold: float
+) -> torch.Tensor:
     """At the reply's first step: [REC] where P(REC) / (P(REC) + P(GEN)) > ``threshold``, else
     [GEN]; returns ``[H, V]`` log-probabilities with every other token at -inf (the flag decision
     fitted on the validation fold instead of argmax, issue [recommending-replies])."""
@@ -174,6 +207,8 @@ def flag_choice(log_probs: torch.Tensor, rec_id: int, gen_id: int, threshold: fl
     p_rec = torch.softmax(pair, dim=-1)[:, 0]
     out = torch.full_like(log_probs, float('-inf'))
     rows = torch.arange(log_probs.size(0), device=log_probs.device)
-    chosen = torch.where(p_rec > threshold, torch.full_like(rows, rec_id), torch.full_like(rows, gen_id))
+    chosen = torch.where(
+        p_rec > threshold, torch.full_like(rows, rec_id), torch.full_like(rows, gen_id)
+    )
     out[rows, chosen] = torch.where(p_rec > threshold, pair[:, 0], pair[:, 1])
     return out

@@ -14,15 +14,15 @@ ParlAI's ``build_data.download`` writes whatever the server answers, so a 404 pa
 Only then is the file renamed to ``dest`` (same directory, atomic). Used by the ReDial task
 (``--redial-url``) and the zoo's release route (``$CONKD_ZOO_URL``).
 """
+
 import hashlib
 import os
 import tarfile
-import tempfile
 import time
 import zipfile
 from typing import Callable, Optional
 
-from parlai_conkd.fileio import match_umask
+from parlai_conkd.fileio import atomic_path
 
 ZIP, TAR = 'zip', 'tar'
 #: connection errors and 5xx answers are retried this many times in all, after 1 s, 2 s, ...
@@ -53,11 +53,17 @@ def archive_problem(path: str, kind: str) -> Optional[str]:
                 bad = archive.testzip()
         except (zipfile.BadZipFile, OSError, EOFError) as exc:
             return f'a damaged zip archive ({exc})'
-        return f'a damaged zip archive (member {bad} fails its CRC check)' if bad else None
+        return (
+            f'a damaged zip archive (member {bad} fails its CRC check)' if bad else None
+        )
     if kind == TAR:
         try:
             with tarfile.open(path, 'r:*') as archive:
-                for _ in archive:  # reads (and decompresses) to the end: a cut file fails here
+                for (
+                    _
+                ) in (
+                    archive
+                ):  # reads (and decompresses) to the end: a cut file fails here
                     pass
         except (tarfile.TarError, OSError, EOFError) as exc:
             return f'not a readable tar archive ({exc})'
@@ -73,32 +79,53 @@ class _Retry(Exception):
 
 def _stream(url: str, tmp: str, timeout: float):
     """GET ``url`` into ``tmp``; returns (sha256, content type). Raises DownloadError, or
-    ``_Retry`` for what may pass on a second try (connection errors, 5xx, a cut body)."""
+    ``_Retry`` for what may pass on a second try (connection errors, 5xx, a cut body).
+    """
     import requests
 
     try:
         with requests.get(url, stream=True, timeout=timeout) as response:
             if response.status_code >= 400:
-                error = DownloadError(f'HTTP {response.status_code} {response.reason or ""}'.strip() + f' for {url}')
+                error = DownloadError(
+                    f'HTTP {response.status_code} {response.reason or ""}'.strip()
+                    + f' for {url}'
+                )
                 if response.status_code >= 500:
                     raise _Retry(error)
                 raise error
             digest = hashlib.sha256()
             with open(tmp, 'wb') as out:
-                for block in response.iter_content(CHUNK):  # raises when Content-Length is not met
+                for block in response.iter_content(
+                    CHUNK
+                ):  # raises when Content-Length is not met
                     out.write(block)
                     digest.update(block)
             content_type = response.headers.get('Content-Type')
-    except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
-        raise _Retry(DownloadError(f'could not download {url} ({type(exc).__name__}: {exc})')) from exc
+    except (
+        requests.ConnectionError,
+        requests.Timeout,
+        requests.exceptions.ChunkedEncodingError,
+    ) as exc:
+        raise _Retry(
+            DownloadError(f'could not download {url} ({type(exc).__name__}: {exc})')
+        ) from exc
     except requests.RequestException as exc:
-        raise DownloadError(f'could not download {url} ({type(exc).__name__}: {exc})') from exc
+        raise DownloadError(
+            f'could not download {url} ({type(exc).__name__}: {exc})'
+        ) from exc
     return digest.hexdigest(), content_type
 
 
-def fetch_archive(url: str, dest: str, sha256: str, kind: str, offline_hint: str,
-                  check: Optional[Callable[[str], Optional[str]]] = None, timeout: float = 60.0,
-                  attempts: int = ATTEMPTS) -> str:
+def fetch_archive(
+    url: str,
+    dest: str,
+    sha256: str,
+    kind: str,
+    offline_hint: str,
+    check: Optional[Callable[[str], Optional[str]]] = None,
+    timeout: float = 60.0,
+    attempts: int = ATTEMPTS,
+) -> str:
     """Download ``url`` to ``dest`` if and only if it is a ``kind`` archive with this ``sha256``.
 
     ``kind``: :data:`ZIP` or :data:`TAR`. ``check(path)`` may return a reason to refuse a valid
@@ -106,18 +133,16 @@ def fetch_archive(url: str, dest: str, sha256: str, kind: str, offline_hint: str
     this download. Returns ``dest``; on any failure nothing is left behind and DownloadError says
     why (HTTP status, truncation, not an archive, checksum mismatch).
     """
-    directory = os.path.dirname(os.path.abspath(dest))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.download-', dir=directory)
-    os.close(fd)
-    try:
+    with atomic_path(dest) as tmp:
         for attempt in range(1, attempts + 1):
             try:
                 received, content_type = _stream(url, tmp, timeout)
                 break
             except _Retry as retry:
                 if attempt == attempts:
-                    raise DownloadError(f'{retry.error} (tried {attempts} times). {offline_hint}') from None
+                    raise DownloadError(
+                        f'{retry.error} (tried {attempts} times). {offline_hint}'
+                    ) from None
                 time.sleep(attempt)
             except DownloadError as exc:
                 raise DownloadError(f'{exc}. {offline_hint}') from None
@@ -132,9 +157,4 @@ def fetch_archive(url: str, dest: str, sha256: str, kind: str, offline_hint: str
                 f'checksum mismatch for {url}: the downloaded {kind} archive has sha256 {received}, '
                 f'expected {sha256.lower()}; nothing was kept. {offline_hint}'
             )
-        match_umask(tmp)  # mkstemp made it owner-only
-        os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return dest

@@ -13,21 +13,28 @@ entries were drawn with standard deviation ``std`` (ParlAI: ``d ** -0.5``): a ra
 map (inner products kept up to one scale factor when ``d_rec <= d``; a random projection otherwise),
 then one global scale so the rows have the table's typical entry size. Plain torch.
 """
+
 import torch
 
 
-def fit_to_embeddings(vectors: torch.Tensor, dim: int, std: float, seed: int = 0) -> torch.Tensor:
+def fit_to_embeddings(
+    vectors: torch.Tensor, dim: int, std: float, seed: int = 0
+) -> torch.Tensor:
     """``[N, d_rec] -> [N, dim]`` rows with entry standard deviation ``std`` (see module doc).
 
     Raises ``ValueError`` for an empty input or a non-positive ``dim``/``std``.
     """
     if vectors.dim() != 2 or vectors.numel() == 0:
-        raise ValueError(f'expected [N, d] item vectors, got shape {tuple(vectors.shape)}')
+        raise ValueError(
+            f'expected [N, d] item vectors, got shape {tuple(vectors.shape)}'
+        )
     if dim <= 0 or std <= 0:
         raise ValueError(f'dim and std must be positive (got {dim}, {std})')
     generator = torch.Generator().manual_seed(seed)
     d_rec = vectors.size(1)
-    gaussian = torch.randn(max(d_rec, dim), min(d_rec, dim), generator=generator, dtype=torch.float64)
+    gaussian = torch.randn(
+        max(d_rec, dim), min(d_rec, dim), generator=generator, dtype=torch.float64
+    )
     q, _ = torch.linalg.qr(gaussian)  # orthonormal columns
     basis = q.t() if d_rec <= dim else q  # [d_rec, dim]
     centred = vectors.double() - vectors.double().mean(dim=0, keepdim=True)

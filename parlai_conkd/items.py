@@ -4,14 +4,16 @@ This is the one source of truth for "the items". Every score vector over items, 
 token block in a vocabulary and every item metric uses the catalog's index order 0..N-1.
 Stdlib only, so the task, the agents and the metrics can all share it.
 """
+
 import csv
 import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence
+
+from parlai_conkd.fileio import atomic_write
 
 ITEM_TOKEN_PREFIX = '__item_'
 ITEM_TOKEN_SUFFIX = '__'
@@ -74,13 +76,17 @@ class ItemCatalog:
         self.items: List[Item] = list(items)
         for position, item in enumerate(self.items):
             if item.index != position:
-                raise CatalogError(f'item {item.movie_id} has index {item.index}, expected {position}')
+                raise CatalogError(
+                    f'item {item.movie_id} has index {item.index}, expected {position}'
+                )
         self._by_movie_id = {item.movie_id: item for item in self.items}
         self._by_token = {item.token: item for item in self.items}
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_redial(cls, movies_csv: str, meta_dir: Optional[str] = None) -> 'ItemCatalog':
+    def from_redial(
+        cls, movies_csv: str, meta_dir: Optional[str] = None
+    ) -> 'ItemCatalog':
         """Read ReDial's ``movies_with_mentions.csv`` (movieId,movieName,nbMentions).
 
         With ``meta_dir`` (redial-meta layout: id2info.json, entity2id.json) each item also gets
@@ -101,7 +107,9 @@ class ItemCatalog:
             for line_no, row in enumerate(reader, start=2):
                 movie_id = (row['movieId'] or '').strip()
                 if not movie_id.isdigit():
-                    raise CatalogError(f'{movies_csv}:{line_no}: movieId {movie_id!r} is not a number')
+                    raise CatalogError(
+                        f'{movies_csv}:{line_no}: movieId {movie_id!r} is not a number'
+                    )
                 title, year = split_title_year(row['movieName'] or '')
                 meta = dict(info.get(movie_id, {}))
                 kg_name = meta.pop('name', None)
@@ -129,19 +137,12 @@ class ItemCatalog:
 
     def save(self, path: str) -> None:
         """Write atomically: a reader never sees a half-written catalog."""
-        payload = {'fingerprint': self.fingerprint, 'items': [asdict(i) for i in self.items]}
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix='.catalog-', dir=directory)
-        try:
-            with os.fdopen(fd, 'w', encoding='utf-8') as f:
-                json.dump(payload, f)
-            os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes it owner-only
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        payload = {
+            'fingerprint': self.fingerprint,
+            'items': [asdict(i) for i in self.items],
+        }
+        with atomic_write(path) as f:
+            json.dump(payload, f)
 
     # ------------------------------------------------------------------ lookups
     def __len__(self) -> int:
@@ -156,7 +157,9 @@ class ItemCatalog:
     @property
     def fingerprint(self) -> str:
         """Identifies the catalog's items and order (not metadata): models store it."""
-        return hashlib.sha256('\n'.join(i.movie_id for i in self.items).encode()).hexdigest()[:16]
+        return hashlib.sha256(
+            '\n'.join(i.movie_id for i in self.items).encode()
+        ).hexdigest()[:16]
 
     def by_movie_id(self, movie_id) -> Optional[Item]:
         return self._by_movie_id.get(str(movie_id))
@@ -206,12 +209,6 @@ def dedupe(indices: Iterable[int]) -> List[int]:
     return result
 
 
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def read_json(path: str, what: str = 'file'):
     """Parse a JSON file; a missing or malformed file raises CatalogError naming it (and the line)."""
     if not os.path.isfile(path):
@@ -220,4 +217,6 @@ def read_json(path: str, what: str = 'file'):
         try:
             return json.load(f)
         except json.JSONDecodeError as exc:
-            raise CatalogError(f'{path}:{exc.lineno}: invalid JSON ({exc.msg})') from exc
+            raise CatalogError(
+                f'{path}:{exc.lineno}: invalid JSON ({exc.msg})'
+            ) from exc

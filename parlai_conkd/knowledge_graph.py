@@ -11,6 +11,7 @@ directed ``src -> dst`` (a message from ``src`` to ``dst``). As in R-GCN (Schlic
 node a self-loop of relation ``2R``. ``edge_norm`` is ``1 / c_{dst,r}``: the number of edges of
 the same relation entering the same node, so each relation contributes the mean of its messages.
 """
+
 import os
 import re
 from dataclasses import dataclass, field
@@ -50,6 +51,19 @@ class KnowledgeGraph:
     def num_edges(self) -> int:
         return int(self.src.numel())
 
+    def state(self) -> Dict:
+        """What ``KnowledgeGraph(**state)`` rebuilds it from (a model file keeps this; entity
+        names are left out: the entity linker stores its own)."""
+        return {
+            'num_nodes': self.num_nodes,
+            'src': self.src,
+            'dst': self.dst,
+            'edge_type': self.edge_type,
+            'edge_norm': self.edge_norm,
+            'relations': self.relations,
+            'item_nodes': self.item_nodes,
+        }
+
 
 def build_graph(
     heads: List[int],
@@ -79,7 +93,9 @@ def build_graph(
     loops = torch.arange(num_nodes)
     src = torch.cat([head, tail, loops])
     dst = torch.cat([tail, head, loops])
-    edge_type = torch.cat([rel, rel + num_kg_relations, torch.full_like(loops, 2 * num_kg_relations)])
+    edge_type = torch.cat(
+        [rel, rel + num_kg_relations, torch.full_like(loops, 2 * num_kg_relations)]
+    )
     num_relations = 2 * num_kg_relations + 1
     # c_{dst, r}: edges of relation r entering dst
     key = dst * num_relations + edge_type
@@ -88,11 +104,18 @@ def build_graph(
     )
     edge_norm = 1.0 / counts[key]
     names = (
-        list(relation_names) + [name + INVERSE_SUFFIX for name in relation_names] + [SELF_LOOP]
+        list(relation_names)
+        + [name + INVERSE_SUFFIX for name in relation_names]
+        + [SELF_LOOP]
     )
     return KnowledgeGraph(
-        num_nodes=num_nodes, src=src, dst=dst, edge_type=edge_type, edge_norm=edge_norm,
-        relations=names, item_nodes=torch.tensor(item_nodes, dtype=torch.long),
+        num_nodes=num_nodes,
+        src=src,
+        dst=dst,
+        edge_type=edge_type,
+        edge_norm=edge_norm,
+        relations=names,
+        item_nodes=torch.tensor(item_nodes, dtype=torch.long),
         entity_ids=dict(entity_ids or {}),
     )
 
@@ -116,7 +139,9 @@ def load_knowledge_graph(meta_dir: str, catalog: ItemCatalog) -> KnowledgeGraph:
     relation_ids = _read_json(relation_path)
     entity_ids = _read_json(entity_path)
     if sorted(relation_ids.values()) != list(range(len(relation_ids))):
-        raise CatalogError(f'{relation_path}: relation ids must be 0..{len(relation_ids) - 1}')
+        raise CatalogError(
+            f'{relation_path}: relation ids must be 0..{len(relation_ids) - 1}'
+        )
     relation_names = sorted(relation_ids, key=relation_ids.get)
     num_entities = max(entity_ids.values(), default=-1) + 1
     heads, rels, tails = [], [], []
@@ -126,9 +151,13 @@ def load_knowledge_graph(meta_dir: str, catalog: ItemCatalog) -> KnowledgeGraph:
                 rel, tail = int(edge[0]), int(edge[1])
                 head_id = int(head)
             except (TypeError, ValueError, IndexError) as exc:
-                raise CatalogError(f'{kg_path}: entity {head} edge {position}: {edge!r} ({exc})')
+                raise CatalogError(
+                    f'{kg_path}: entity {head} edge {position}: {edge!r} ({exc})'
+                )
             if not 0 <= rel < len(relation_names):
-                raise CatalogError(f'{kg_path}: entity {head} edge {position}: unknown relation {rel}')
+                raise CatalogError(
+                    f'{kg_path}: entity {head} edge {position}: unknown relation {rel}'
+                )
             for entity in (head_id, tail):
                 if not 0 <= entity < num_entities:
                     raise CatalogError(
@@ -146,7 +175,9 @@ def load_knowledge_graph(meta_dir: str, catalog: ItemCatalog) -> KnowledgeGraph:
                 f'{entity_path}: the catalog was built with a different KG'
             )
         item_entities.append(item.kg_entity)
-    return build_graph(heads, rels, tails, relation_names, num_entities, item_entities, entity_ids)
+    return build_graph(
+        heads, rels, tails, relation_names, num_entities, item_entities, entity_ids
+    )
 
 
 def _read_json(path: str):
@@ -158,12 +189,26 @@ _WORD_RE = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
 
 #: Everyday words for KG genres (the KG's own names are matched too, plus a plural "s").
 GENRE_ALIASES = {
-    'comedies': 'comedy', 'funny': 'comedy', 'romantic': 'romance', 'romcom': 'romance',
-    'rom-com': 'romance', 'rom-coms': 'romance', 'scifi': 'sci-fi', 'sci fi': 'sci-fi',
-    'science fiction': 'sci-fi', 'animated': 'animation', 'cartoon': 'animation',
-    'cartoons': 'animation', 'documentaries': 'documentary',
-    'suspense': 'thriller', 'superhero': 'action', 'kids': 'family',
-    'biopic': 'biography', 'biopics': 'biography', 'mysteries': 'mystery', 'fantasies': 'fantasy',
+    'comedies': 'comedy',
+    'funny': 'comedy',
+    'romantic': 'romance',
+    'romcom': 'romance',
+    'rom-com': 'romance',
+    'rom-coms': 'romance',
+    'scifi': 'sci-fi',
+    'sci fi': 'sci-fi',
+    'science fiction': 'sci-fi',
+    'animated': 'animation',
+    'cartoon': 'animation',
+    'cartoons': 'animation',
+    'documentaries': 'documentary',
+    'suspense': 'thriller',
+    'superhero': 'action',
+    'kids': 'family',
+    'biopic': 'biography',
+    'biopics': 'biography',
+    'mysteries': 'mystery',
+    'fantasies': 'fantasy',
 }
 #: KG genre names too generic to mean the genre in chat ("a short time", "the news").
 GENRE_STOP = {'short', 'news', 'talk-show', 'game-show', 'reality-tv'}
@@ -245,7 +290,9 @@ def text_entities(
             genre_nodes[name] = node
             add(name, node)
             add(name + 's', node)
-        elif kind == 'person' and len(words(name)) >= 2 and movies_of[node] >= min_movies:
+        elif (
+            kind == 'person' and len(words(name)) >= 2 and movies_of[node] >= min_movies
+        ):
             add(name, node)
     for alias, genre in GENRE_ALIASES.items():
         if genre in genre_nodes:

@@ -1,7 +1,7 @@
 """Link what a person types to catalog items: ``@<movieId>``, "Title (Year)" and "Title".
 
 Stdlib only and ParlAI-free: a plain function of the text and an :class:`~parlai_conkd.items.ItemCatalog`,
-shared by interactive chat (:mod:`parlai_conkd.explain`), the measurement script
+shared by interactive chat (:mod:`parlai_conkd.agents.conkd_student.interactive`), the measurement script
 (``projects/conkd/linking_results.py``) and any other reader of typed text.
 
 What is linked (issue #14), in this order of precedence:
@@ -39,6 +39,7 @@ its :data:`COMMON_TOP_N` most frequent words (:func:`make_linker`). The paramete
 the train fold and measured on the test fold (precision, recall and false-link rate:
 ``projects/conkd/linking_results.py``, results/linking.json, projects/conkd/README.md).
 """
+
 import re
 import unicodedata
 from collections import defaultdict
@@ -55,7 +56,9 @@ _APOSTROPHES = set('\'\u2019\u2018`\u00b4')
 _QUOTES = set('"\'\u201c\u201d\u2018\u2019*_')
 _SENTENCE_END = set('.!?\n:;')
 #: A typed year right after a title: "(1980)", "[1980]" or " 1980".
-_YEAR_RE = re.compile(r'\s*(?:[\(\[]\s*((?:18|19|20)\d\d)\s*[\)\]]|((?:18|19|20)\d\d)(?![\w]))')
+_YEAR_RE = re.compile(
+    r'\s*(?:[\(\[]\s*((?:18|19|20)\d\d)\s*[\)\]]|((?:18|19|20)\d\d)(?![\w]))'
+)
 
 #: Titles of at most this many letters/digits ("X", "M") are linked without a year only when quoted.
 MIN_CHARS = 1
@@ -110,14 +113,18 @@ def normalize(text: str) -> Tuple[str, List[int]]:
 
 def words(text: str) -> List[str]:
     """The words titles are compared by: ``words("Léon: The Professional")`` is
-    ``['leon', 'the', 'professional']``; ``words("Schindler's List")`` is ``['schindlers', 'list']``."""
+    ``['leon', 'the', 'professional']``; ``words("Schindler's List")`` is ``['schindlers', 'list']``.
+    """
     return _WORD_RE.findall(normalize(text)[0])
 
 
 def _spans(text: str) -> List[Tuple[str, int, int]]:
     """``(word, start, end)`` with ``start:end`` the word's characters in ``text``."""
     folded, where = normalize(text)
-    return [(m.group(0), where[m.start()], where[m.end() - 1] + 1) for m in _WORD_RE.finditer(folded)]
+    return [
+        (m.group(0), where[m.start()], where[m.end() - 1] + 1)
+        for m in _WORD_RE.finditer(folded)
+    ]
 
 
 def title_keys(title: str) -> List[Tuple[str, ...]]:
@@ -131,7 +138,9 @@ def title_keys(title: str) -> List[Tuple[str, ...]]:
     return [k for k in keys if k]
 
 
-def make_linker(catalog: ItemCatalog, word_counts: Optional[Mapping[str, int]] = None) -> 'TitleLinker':
+def make_linker(
+    catalog: ItemCatalog, word_counts: Optional[Mapping[str, int]] = None
+) -> 'TitleLinker':
     """The linker in its measured configuration (projects/conkd/results/linking.json).
 
     With ``word_counts`` (word -> count in the chat text a model was trained on, e.g. its ParlAI
@@ -139,9 +148,15 @@ def make_linker(catalog: ItemCatalog, word_counts: Optional[Mapping[str, int]] =
     common and one-word titles are judged by them like longer ones. Without counts every one-word
     title needs a cue (the measured fallback: lower-cased one-word titles then stay words).
     """
-    counts = {w: c for w, c in (word_counts or {}).items() if not str(w).startswith('__')}
+    counts = {
+        w: c for w, c in (word_counts or {}).items() if not str(w).startswith('__')
+    }
     if len(counts) >= COMMON_TOP_N:
-        return TitleLinker(catalog, common_words_from_counts(counts, COMMON_TOP_N), single_words_risky=False)
+        return TitleLinker(
+            catalog,
+            common_words_from_counts(counts, COMMON_TOP_N),
+            single_words_risky=False,
+        )
     return TitleLinker(catalog)
 
 
@@ -151,12 +166,14 @@ def common_words_from_counts(counts: Mapping[str, int], top_n: int) -> frozenset
     Ties broken alphabetically, so the set is stable."""
     folded: Dict[str, int] = defaultdict(int)
     for word, count in counts.items():
-        if str(word).startswith('__'):  # item tokens and ParlAI's special tokens are no words
+        if str(word).startswith(
+            '__'
+        ):  # item tokens and ParlAI's special tokens are no words
             continue
         for w in words(str(word)):
             folded[w] += int(count)
     ranked = sorted(folded.items(), key=lambda kv: (-kv[1], kv[0]))
-    return frozenset(w for w, _ in ranked[:max(top_n, 0)])
+    return frozenset(w for w, _ in ranked[: max(top_n, 0)])
 
 
 # ---------------------------------------------------------------------------- results
@@ -215,8 +232,15 @@ class TitleLinker:
         min_chars: titles of at most this many letters/digits are always guarded.
     """
 
-    def __init__(self, catalog: ItemCatalog, common_words: Iterable[str] = (), guard: bool = True,
-                 min_chars: int = MIN_CHARS, single_words_risky: bool = True, dominance: float = DOMINANCE):
+    def __init__(
+        self,
+        catalog: ItemCatalog,
+        common_words: Iterable[str] = (),
+        guard: bool = True,
+        min_chars: int = MIN_CHARS,
+        single_words_risky: bool = True,
+        dominance: float = DOMINANCE,
+    ):
         self.catalog = catalog
         self.common_words = frozenset(BASIC_COMMON_WORDS) | frozenset(common_words)
         self.guard = guard
@@ -233,9 +257,12 @@ class TitleLinker:
     def is_risky(self, key: Sequence[str]) -> bool:
         """A title that ordinary chat could contain: common words only, a number, or very short."""
         letters = ''.join(key)
-        return (letters.isdigit() or len(letters) <= self.min_chars
-                or (self.single_words_risky and len(key) == 1)
-                or all(w in self.common_words for w in key))
+        return (
+            letters.isdigit()
+            or len(letters) <= self.min_chars
+            or (self.single_words_risky and len(key) == 1)
+            or all(w in self.common_words for w in key)
+        )
 
     def pick(self, candidates: Sequence[int]) -> Optional[int]:
         """The candidate with the most ReDial mentions when it has more than ``dominance`` times
@@ -243,16 +270,22 @@ class TitleLinker:
         if len(candidates) == 1:
             return candidates[0]
         ranked = sorted(candidates, key=lambda i: -self.catalog[i].mentions)
-        first, second = self.catalog[ranked[0]].mentions, self.catalog[ranked[1]].mentions
+        first, second = (
+            self.catalog[ranked[0]].mentions,
+            self.catalog[ranked[1]].mentions,
+        )
         if first > second and first >= self.dominance * second:
             return ranked[0]
         return None
 
-    def marked_as_title(self, text: str, start: int, end: int, quotes_only: bool = False) -> bool:
+    def marked_as_title(
+        self, text: str, start: int, end: int, quotes_only: bool = False
+    ) -> bool:
         """The typing marks ``text[start:end]`` as a title: quoted; or every word capitalised in a
         title of two words or more ("Get Out was great"); or capitalised inside a sentence, right
         after a lower-case word, a digit or a comma ("I loved Up", "Frozen, Up and Coco"). Words
-        in capitals ("I LOVE it") and texts without lower-case letters carry no case cue."""
+        in capitals ("I LOVE it") and texts without lower-case letters carry no case cue.
+        """
         surface = text[start:end]
         before = text[:start].rstrip()
         after = text[end:].lstrip()
@@ -264,9 +297,14 @@ class TitleLinker:
         if not tokens or not _capitalised(tokens[0]):
             return False
         if len(tokens) >= 2:
-            return all(_capitalised(t) or t.isdigit() or t.lower() in _SMALL_WORDS for t in tokens)
+            return all(
+                _capitalised(t) or t.isdigit() or t.lower() in _SMALL_WORDS
+                for t in tokens
+            )
         previous = before.split()[-1] if before else ''
-        return bool(previous) and (before[-1] in ',&/(' or previous[0].islower() or previous[0].isdigit())
+        return bool(previous) and (
+            before[-1] in ',&/(' or previous[0].islower() or previous[0].isdigit()
+        )
 
     def part_of_name(self, text: str, start: int, end: int) -> bool:
         """A one-word title written next to another capitalised, uncommon word: part of a name
@@ -275,8 +313,12 @@ class TitleLinker:
             return False
         following = re.match(r' +([^\W\d_]+)', text[end:])
         preceding = re.search(r'([^\W\d_]+) +$', text[:start])
-        return any(m is not None and _capitalised(m.group(1)) and m.group(1).lower() not in self.common_words
-                   for m in (following, preceding))
+        return any(
+            m is not None
+            and _capitalised(m.group(1))
+            and m.group(1).lower() not in self.common_words
+            for m in (following, preceding)
+        )
 
     # ---------------------------------------------------------------- linking
     def __call__(self, text: str) -> LinkResult:
@@ -290,17 +332,27 @@ class TitleLinker:
             else:
                 item = self.catalog.by_movie_id(movie_id)
                 if item is None:
-                    result.unlinked.append(Unlinked(match.start(), match.end(), match.group(0), 'unknown_id'))
+                    result.unlinked.append(
+                        Unlinked(
+                            match.start(), match.end(), match.group(0), 'unknown_id'
+                        )
+                    )
                     pieces.append(match.group(0))
                 else:
-                    result.links.append(Link(match.start(), match.end(), match.group(0), item.index, 'id'))
+                    result.links.append(
+                        Link(
+                            match.start(), match.end(), match.group(0), item.index, 'id'
+                        )
+                    )
                     pieces.append(item.token)
             cursor = match.end()
         self._link_titles(text, cursor, len(text), pieces, result)
         result.text = ''.join(pieces)
         return result
 
-    def _link_titles(self, text: str, begin: int, end: int, pieces: List[str], result: LinkResult) -> int:
+    def _link_titles(
+        self, text: str, begin: int, end: int, pieces: List[str], result: LinkResult
+    ) -> int:
         """Link titles in ``text[begin:end]``, appending the output to ``pieces``; returns ``end``."""
         spans = [(w, begin + s, begin + e) for w, s, e in _spans(text[begin:end])]
         cursor, i = begin, 0
@@ -315,10 +367,16 @@ class TitleLinker:
                 pieces.append(text[cursor:start])
                 pieces.append(self.catalog[outcome].token)
                 cursor = span_end
-                result.links.append(Link(start, span_end, text[start:span_end], outcome, rule))
+                result.links.append(
+                    Link(start, span_end, text[start:span_end], outcome, rule)
+                )
             else:
                 reason, candidates = outcome
-                result.unlinked.append(Unlinked(start, span_end, text[start:span_end], reason, tuple(candidates)))
+                result.unlinked.append(
+                    Unlinked(
+                        start, span_end, text[start:span_end], reason, tuple(candidates)
+                    )
+                )
             while i < len(spans) and spans[i][1] < span_end:
                 i += 1
         pieces.append(text[cursor:end])
@@ -326,31 +384,56 @@ class TitleLinker:
 
     def _match_at(self, text: str, limit: int, spans, i: int):
         """``(end of the span, rule, item index | (reason, candidates))`` for the longest title
-        starting at word ``i`` (years read up to ``limit``), or None when no title starts there."""
+        starting at word ``i`` (years read up to ``limit``), or None when no title starts there.
+        """
         for n in range(min(self._max_words, len(spans) - i), 0, -1):
-            key = tuple(w for w, _, _ in spans[i:i + n])
+            key = tuple(w for w, _, _ in spans[i : i + n])
             candidates = self._by_title.get(key)
             if not candidates:
                 continue
             start, title_end = spans[i][1], spans[i + n - 1][2]
             guarded = self.guard and (
-                (self.is_risky(key) and not self.marked_as_title(
-                    text, start, title_end, quotes_only=len(''.join(key)) <= self.min_chars))
-                or (len(key) == 1 and self.part_of_name(text, start, title_end)))
+                (
+                    self.is_risky(key)
+                    and not self.marked_as_title(
+                        text,
+                        start,
+                        title_end,
+                        quotes_only=len(''.join(key)) <= self.min_chars,
+                    )
+                )
+                or (len(key) == 1 and self.part_of_name(text, start, title_end))
+            )
             year_match = _YEAR_RE.match(text, title_end, limit)
             if year_match:
                 year = int(year_match.group(1) or year_match.group(2))
                 dated = [c for c in candidates if self.catalog[c].year == year]
                 if dated:  # a year is cue enough: no guard
                     chosen = self.pick(dated)
-                    return year_match.end(), 'title_year', chosen if chosen is not None else ('ambiguous', dated)
-                if year_match.group(1) and not guarded and any(self.catalog[c].year for c in candidates):
+                    return (
+                        year_match.end(),
+                        'title_year',
+                        chosen if chosen is not None else ('ambiguous', dated),
+                    )
+                if (
+                    year_match.group(1)
+                    and not guarded
+                    and any(self.catalog[c].year for c in candidates)
+                ):
                     # "(Year)" typed and no item of that title has it: another film
-                    return year_match.end(), 'title_year', ('year_mismatch', list(candidates))
+                    return (
+                        year_match.end(),
+                        'title_year',
+                        ('year_mismatch', list(candidates)),
+                    )
             if guarded:
                 return title_end, 'title', ('guarded', list(candidates))
             chosen = self.pick(candidates)
-            return title_end, 'title', chosen if chosen is not None else ('ambiguous', list(candidates))
+            return (
+                title_end,
+                'title',
+                chosen if chosen is not None else ('ambiguous', list(candidates)),
+            )
         return None
 
 
@@ -360,10 +443,14 @@ def _capitalised(token: str) -> bool:
 
 
 #: Words left lower-case inside a title ("Lord of the Rings") when judging Title Case.
-_SMALL_WORDS = frozenset('a an and as at but by for from in into of on or the to with vs'.split())
+_SMALL_WORDS = frozenset(
+    'a an and as at but by for from in into of on or the to with vs'.split()
+)
 
 
-def describe_unlinked(unlinked: Unlinked, catalog: ItemCatalog, max_candidates: int = 3) -> Optional[str]:
+def describe_unlinked(
+    unlinked: Unlinked, catalog: ItemCatalog, max_candidates: int = 3
+) -> Optional[str]:
     """A short note for a person about a span that was not linked (None for guarded words)."""
     if unlinked.reason == 'unknown_id':
         return f'{unlinked.surface} is not a movie id of this model\'s catalog'

@@ -22,6 +22,7 @@ the item tokens in the generated response, deduplicated (a title repeated twice 
   - ``dist_crs-n`` (KBRD / KGSF / CRSLab "Dist-n"): |distinct n-grams over all responses| /
     |responses|, a count per response, unbounded. This is the number CRS papers (and ConKD) print.
 """
+
 import re
 from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
@@ -48,7 +49,9 @@ def ngrams(tokens: Sequence[str], n: int) -> List[Tuple[str, ...]]:
     return [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
 
 
-def distinct_counts(responses: Iterable[Sequence[str]], n: int) -> Tuple[Set[Tuple[str, ...]], int, int]:
+def distinct_counts(
+    responses: Iterable[Sequence[str]], n: int
+) -> Tuple[Set[Tuple[str, ...]], int, int]:
     """(distinct n-grams, total n-grams, number of responses) over tokenised responses."""
     distinct: Set[Tuple[str, ...]] = set()
     total = 0
@@ -73,7 +76,9 @@ def dist_per_response(responses: Sequence[Sequence[str]], n: int) -> float:
     return len(distinct) / count if count else 0.0
 
 
-def item_overlap(generated: Sequence[int], gold: Sequence[int]) -> Dict[str, Optional[float]]:
+def item_overlap(
+    generated: Sequence[int], gold: Sequence[int]
+) -> Dict[str, Optional[float]]:
     """Per-response item precision / recall / F1; ``None`` where a metric is undefined.
 
     ``generated`` and ``gold`` may contain repeats; both are treated as sets.
@@ -91,7 +96,9 @@ def item_overlap(generated: Sequence[int], gold: Sequence[int]) -> Dict[str, Opt
     return {'precision': precision, 'recall': recall, 'f1': f1}
 
 
-def first_item_slot(token_ids: Sequence[int], item_index_of_token: Dict[int, int]) -> Optional[int]:
+def first_item_slot(
+    token_ids: Sequence[int], item_index_of_token: Dict[int, int]
+) -> Optional[int]:
     """Position of the first item token in a generated sequence, or None."""
     for position, token in enumerate(token_ids):
         if int(token) in item_index_of_token:
@@ -99,7 +106,9 @@ def first_item_slot(token_ids: Sequence[int], item_index_of_token: Dict[int, int
     return None
 
 
-def generated_items(token_ids: Sequence[int], item_index_of_token: Dict[int, int]) -> List[int]:
+def generated_items(
+    token_ids: Sequence[int], item_index_of_token: Dict[int, int]
+) -> List[int]:
     """Catalog indices of the item tokens in a generated sequence, in order, deduplicated."""
     seen: List[int] = []
     for token in token_ids:
@@ -136,9 +145,10 @@ def response_recall_at_k(
             for k in ks:
                 result[k][b] = 0.0
     if rows:
-        recalls = recall_at_k(slot_item_scores[rows], [gold_new[b] for b in rows], ks=ks)
+        recalls = recall_at_k(
+            slot_item_scores[rows], [gold_new[b] for b in rows], ks=ks
+        )
         for k in ks:
             for row, value in zip(rows, recalls[k].tolist()):
                 result[k][row] = value
     return result
-

@@ -31,6 +31,7 @@ Conventions (read these before comparing numbers with papers)
 * MRR is the expected reciprocal rank over the full ranking (no cutoff). NDCG@k with one relevant
   item per pair is ``1 / log2(1 + position)`` if position <= k else 0 (ideal DCG = 1).
 """
+
 from dataclasses import dataclass
 from typing import Dict, Optional, Sequence
 
@@ -75,7 +76,9 @@ def pad_index_lists(lists: Sequence[Sequence[int]], num_items: Optional[int] = N
         for index in indices:
             index = int(index)
             if num_items is not None and not 0 <= index < num_items:
-                raise IndexError(f'example {row}: item index {index} outside 0..{num_items - 1}')
+                raise IndexError(
+                    f'example {row}: item index {index} outside 0..{num_items - 1}'
+                )
             if index not in seen:
                 seen.append(index)
         deduped.append(seen)
@@ -89,7 +92,9 @@ def pad_index_lists(lists: Sequence[Sequence[int]], num_items: Optional[int] = N
     return padded, mask
 
 
-def exclusion_mask(lists: Sequence[Sequence[int]], num_items: int, device=None) -> torch.Tensor:
+def exclusion_mask(
+    lists: Sequence[Sequence[int]], num_items: int, device=None
+) -> torch.Tensor:
     """``BoolTensor[B, N]``, True at the listed catalog indices of each row."""
     padded, mask = pad_index_lists(lists, num_items)
     out = torch.zeros(len(lists), num_items, dtype=torch.bool, device=device)
@@ -114,7 +119,9 @@ def mask_scores(scores: torch.Tensor, exclude) -> torch.Tensor:
 def gold_ranks(scores: torch.Tensor, gold, exclude=None) -> GoldRanks:
     """Rank every (example, gold item) pair of a batch; see the module docstring for conventions."""
     if scores.dim() != 2:
-        raise ValueError(f'scores must be [batch, items], got shape {tuple(scores.shape)}')
+        raise ValueError(
+            f'scores must be [batch, items], got shape {tuple(scores.shape)}'
+        )
     batch, num_items = scores.shape
     if len(gold) != batch:
         raise ValueError(f'{len(gold)} gold lists for {batch} score rows')
@@ -136,7 +143,10 @@ def gold_ranks(scores: torch.Tensor, gold, exclude=None) -> GoldRanks:
     higher = (scores.unsqueeze(1) > gold_scores.unsqueeze(2)).sum(dim=2)
     ties = (scores.unsqueeze(1) == gold_scores.unsqueeze(2)).sum(dim=2) - 1
     return GoldRanks(
-        higher=higher, ties=ties.clamp(min=0), mask=mask, excluded=gold_excluded,
+        higher=higher,
+        ties=ties.clamp(min=0),
+        mask=mask,
+        excluded=gold_excluded,
         num_items=num_items,
     )
 
@@ -147,17 +157,26 @@ def _valid(ranks: GoldRanks) -> torch.Tensor:
 
 def pair_recall(ranks: GoldRanks, k: int) -> torch.Tensor:
     """Expected hit@k per pair, ``[B, G]`` (0 on padding and on excluded gold items)."""
-    hit = ((k - ranks.higher).to(torch.float) / (ranks.ties + 1).to(torch.float)).clamp(0.0, 1.0)
+    hit = ((k - ranks.higher).to(torch.float) / (ranks.ties + 1).to(torch.float)).clamp(
+        0.0, 1.0
+    )
     return hit * _valid(ranks)
 
 
 def _position_prefix(num_items: int, weight, device) -> torch.Tensor:
     """``prefix[p] = sum_{q=1..p} weight(q)`` for p = 0..num_items (prefix[0] = 0)."""
     positions = torch.arange(1, num_items + 1, dtype=torch.float64, device=device)
-    return torch.cat([torch.zeros(1, dtype=torch.float64, device=device), weight(positions).cumsum(0)])
+    return torch.cat(
+        [
+            torch.zeros(1, dtype=torch.float64, device=device),
+            weight(positions).cumsum(0),
+        ]
+    )
 
 
-def _expected_over_positions(ranks: GoldRanks, prefix: torch.Tensor, cutoff: Optional[int]):
+def _expected_over_positions(
+    ranks: GoldRanks, prefix: torch.Tensor, cutoff: Optional[int]
+):
     """Mean of weight(position) over the tie block, counting positions beyond ``cutoff`` as 0."""
     first = ranks.higher  # positions are first+1 .. last
     last = ranks.higher + ranks.ties + 1
@@ -176,7 +195,9 @@ def pair_reciprocal_rank(ranks: GoldRanks) -> torch.Tensor:
 
 def pair_ndcg(ranks: GoldRanks, k: int) -> torch.Tensor:
     """Expected NDCG@k per pair (one relevant item: 1/log2(1+position) within the top k)."""
-    prefix = _position_prefix(ranks.num_items, lambda p: 1.0 / torch.log2(p + 1.0), ranks.higher.device)
+    prefix = _position_prefix(
+        ranks.num_items, lambda p: 1.0 / torch.log2(p + 1.0), ranks.higher.device
+    )
     return _expected_over_positions(ranks, prefix, k)
 
 
@@ -203,10 +224,14 @@ def ranking_sums(
 
 def _per_example_mean(total: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
     """total / count, NaN where an example has no gold item (it has no recall to speak of)."""
-    return torch.where(count > 0, total / count.clamp(min=1), torch.full_like(total, float('nan')))
+    return torch.where(
+        count > 0, total / count.clamp(min=1), torch.full_like(total, float('nan'))
+    )
 
 
-def recall_at_k(scores, gold, ks: Sequence[int] = DEFAULT_KS, exclude=None) -> Dict[int, torch.Tensor]:
+def recall_at_k(
+    scores, gold, ks: Sequence[int] = DEFAULT_KS, exclude=None
+) -> Dict[int, torch.Tensor]:
     """{k: Tensor[B]}: expected fraction of each example's gold items ranked in the top k."""
     ranks = gold_ranks(scores, gold, exclude)
     return {k: _per_example_mean(pair_recall(ranks, k).sum(1), ranks.count) for k in ks}
@@ -218,7 +243,9 @@ def mrr(scores, gold, exclude=None) -> torch.Tensor:
     return _per_example_mean(pair_reciprocal_rank(ranks).sum(1), ranks.count)
 
 
-def ndcg_at_k(scores, gold, ks: Sequence[int] = DEFAULT_KS, exclude=None) -> Dict[int, torch.Tensor]:
+def ndcg_at_k(
+    scores, gold, ks: Sequence[int] = DEFAULT_KS, exclude=None
+) -> Dict[int, torch.Tensor]:
     """{k: Tensor[B]}: mean over each example's gold items of the expected NDCG@k."""
     ranks = gold_ranks(scores, gold, exclude)
     return {k: _per_example_mean(pair_ndcg(ranks, k).sum(1), ranks.count) for k in ks}

@@ -20,14 +20,24 @@ decides from the files alone (no ParlAI import; the train-loop patch in
 Files read: ``M.trainstats`` and ``M.checkpoint.trainstats`` (ParlAI's JSON: ``parleys``,
 ``train_steps``, ``total_epochs``, ``train_time`` in seconds, ``impatience``, ...).
 """
+
 import json
 import os
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
+from parlai_conkd.fileio import atomic_write
+
 #: Options that end a training run; a rerun that changes none of them asks for the same run.
-LIMITS = ('max_train_steps', 'num_epochs', 'max_train_time', 'validation_patience',
-          'validation_cutoff', 'validation_metric', 'validation_metric_mode')
+LIMITS = (
+    'max_train_steps',
+    'num_epochs',
+    'max_train_time',
+    'validation_patience',
+    'validation_cutoff',
+    'validation_metric',
+    'validation_metric_mode',
+)
 
 AS_PARLAI = 'as_parlai'
 FROM_MODEL_FILE = 'from_model_file'
@@ -59,11 +69,16 @@ def limits_of(opt) -> Dict:
 
 def finished_record(opt, state: Dict) -> Dict:
     """What the patched loop stores under ``finished`` when its training loop ends."""
-    return {'limits': limits_of(opt), 'reason': reached_limit(state, opt) or 'stopped by the agent'}
+    return {
+        'limits': limits_of(opt),
+        'reason': reached_limit(state, opt) or 'stopped by the agent',
+    }
 
 
 def is_finished(stats: Optional[Dict]) -> bool:
-    return bool(stats) and (bool(stats.get('finished')) or bool(stats.get('final_valid_report')))
+    return bool(stats) and (
+        bool(stats.get('finished')) or bool(stats.get('final_valid_report'))
+    )
 
 
 def _positive(opt, key) -> Optional[float]:
@@ -98,7 +113,9 @@ def _same_limits(recorded: Dict, opt) -> bool:
         except (TypeError, ValueError):
             return value
 
-    return all(norm(recorded.get(k)) == norm(opt.get(k)) for k in LIMITS if k in recorded)
+    return all(
+        norm(recorded.get(k)) == norm(opt.get(k)) for k in LIMITS if k in recorded
+    )
 
 
 def _progress(stats: Optional[Dict]):
@@ -116,8 +133,11 @@ def plan(opt) -> Plan:
     if not is_finished(stats):
         return Plan(AS_PARLAI)
     checkpoint = model_file + '.checkpoint'
-    if (opt.get('load_from_checkpoint') and os.path.isfile(checkpoint)
-            and _progress(read_stats(checkpoint + '.trainstats')) > _progress(stats)):
+    if (
+        opt.get('load_from_checkpoint')
+        and os.path.isfile(checkpoint)
+        and _progress(read_stats(checkpoint + '.trainstats')) > _progress(stats)
+    ):
         # the finished run was continued and interrupted: its checkpoint is the newest state
         return Plan(AS_PARLAI)
     record = stats.get('finished') or {}
@@ -126,8 +146,12 @@ def plan(opt) -> Plan:
         return Plan(FINISHED, reached, stats)
     if record.get('limits') and _same_limits(record['limits'], opt):
         return Plan(FINISHED, record.get('reason') or 'stopped', stats)
-    return Plan(FROM_MODEL_FILE, f'continuing the finished run from {model_file} '
-                f'(train_steps {stats.get("train_steps", 0)}) under raised limits', stats)
+    return Plan(
+        FROM_MODEL_FILE,
+        f'continuing the finished run from {model_file} '
+        f'(train_steps {stats.get("train_steps", 0)}) under raised limits',
+        stats,
+    )
 
 
 def finished_message(model_file: str, plan_: Plan) -> str:
@@ -146,7 +170,5 @@ def mark_finished(stats_path: str, record: Dict) -> None:
     if stats is None:
         return
     stats['finished'] = record
-    tmp = f'{stats_path}.tmp{os.getpid()}'
-    with open(tmp, 'w', encoding='utf-8') as f:
+    with atomic_write(stats_path) as f:
         json.dump(stats, f, indent=4)
-    os.replace(tmp, stats_path)

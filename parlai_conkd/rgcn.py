@@ -8,6 +8,7 @@ free embeddings (same pooling and scoring).
 
 No torch_geometric: the convolution is one sparse-dense matrix product per call.
 """
+
 import math
 from typing import Optional
 
@@ -25,14 +26,25 @@ class RelationalGraphConv(nn.Module):
     relation has its own full matrix.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, num_relations: int, num_bases: int = 0, bias=True):
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        num_relations: int,
+        num_bases: int = 0,
+        bias=True,
+    ):
         super().__init__()
         self.in_dim, self.out_dim = in_dim, out_dim
         self.num_relations = num_relations
         self.decomposed = 0 < num_bases < num_relations
         num_matrices = num_bases if self.decomposed else num_relations
         self.basis = nn.Parameter(torch.empty(num_matrices, in_dim, out_dim))
-        self.coeff = nn.Parameter(torch.empty(num_relations, num_matrices)) if self.decomposed else None
+        self.coeff = (
+            nn.Parameter(torch.empty(num_relations, num_matrices))
+            if self.decomposed
+            else None
+        )
         self.bias = nn.Parameter(torch.zeros(out_dim)) if bias else None
         self.reset_parameters()
 
@@ -54,7 +66,9 @@ class RelationalGraphConv(nn.Module):
         """
         num_dst = adjacency.size(0) // self.num_relations
         # The adjacency is constant, so the sparse product only needs a gradient for x.
-        per_relation = torch.sparse.mm(adjacency, x).view(self.num_relations, num_dst, self.in_dim)
+        per_relation = torch.sparse.mm(adjacency, x).view(
+            self.num_relations, num_dst, self.in_dim
+        )
         out = torch.einsum('rni,rio->no', per_relation, self.relation_weights())
         if self.bias is not None:
             out = out + self.bias
@@ -69,7 +83,9 @@ def relation_adjacency(src, dst, edge_type, edge_norm, num_relations, num_dst, n
     """
     rows = edge_type * num_dst + dst
     return torch.sparse_coo_tensor(
-        torch.stack([rows, src]), edge_norm.to(torch.float), (num_relations * num_dst, num_src),
+        torch.stack([rows, src]),
+        edge_norm.to(torch.float),
+        (num_relations * num_dst, num_src),
         check_invariants=False,
     ).coalesce()
 
@@ -110,10 +126,16 @@ def incoming_edges(targets, src, dst, edge_type, edge_norm, num_nodes):
     """
     unique_targets, position = torch.unique(targets, return_inverse=True)
     row_of_node = torch.full((num_nodes,), -1, dtype=torch.long, device=targets.device)
-    row_of_node[unique_targets] = torch.arange(unique_targets.numel(), device=targets.device)
+    row_of_node[unique_targets] = torch.arange(
+        unique_targets.numel(), device=targets.device
+    )
     keep = row_of_node[dst] >= 0
     return (
-        unique_targets, position, src[keep], row_of_node[dst[keep]], edge_type[keep],
+        unique_targets,
+        position,
+        src[keep],
+        row_of_node[dst[keep]],
+        edge_type[keep],
         edge_norm[keep],
     )
 
@@ -140,13 +162,20 @@ class ItemCooccurrence(nn.Module):
     def totals(self, context: torch.Tensor) -> torch.Tensor:
         """``sum_j C[c_j, :]`` for contexts of context ids padded with -1 (ids >= N, e.g. text
         entities, are not items and are ignored): ``[B, N]``."""
-        ids = torch.where((context >= 0) & (context < self.num_items), context,
-                          torch.full_like(context, self.num_items))
-        indicator = torch.zeros(context.size(0), self.num_items + 1, device=context.device)
+        ids = torch.where(
+            (context >= 0) & (context < self.num_items),
+            context,
+            torch.full_like(context, self.num_items),
+        )
+        indicator = torch.zeros(
+            context.size(0), self.num_items + 1, device=context.device
+        )
         indicator.scatter_(1, ids, 1.0)
         return torch.sparse.mm(self.counts, indicator[:, : self.num_items].t()).t()
 
-    def forward(self, context: torch.Tensor, leave_out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(
+        self, context: torch.Tensor, leave_out: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         totals = self.totals(context)
         if leave_out is not None:
             totals = (totals - leave_out).clamp(min=0)
@@ -168,7 +197,9 @@ def cooccurrence_counts(dialogue_items, num_items: int) -> torch.Tensor:
                     cols.append(b)
     indices = torch.tensor([rows, cols], dtype=torch.long).view(2, -1)
     values = torch.ones(indices.size(1))
-    return torch.sparse_coo_tensor(indices, values, (num_items, num_items), check_invariants=True).coalesce()
+    return torch.sparse_coo_tensor(
+        indices, values, (num_items, num_items), check_invariants=True
+    ).coalesce()
 
 
 def leave_one_out(context_items, dialogue_items, num_items: int) -> torch.Tensor:
@@ -209,19 +240,36 @@ class KnowledgeRecommender(nn.Module):
     """
 
     def __init__(
-        self, num_items, item_nodes=None, graph=None, extra_nodes=None, dim=128, num_bases=8,
-        dropout=0.0, cooccurrence=None,
+        self,
+        num_items,
+        item_nodes=None,
+        graph=None,
+        extra_nodes=None,
+        dim=128,
+        num_bases=8,
+        dropout=0.0,
+        cooccurrence=None,
     ):
         super().__init__()
         self.register_buffer('temperature', torch.ones(()))
-        self.cooccurrence = ItemCooccurrence(cooccurrence) if cooccurrence is not None else None
+        self.cooccurrence = (
+            ItemCooccurrence(cooccurrence) if cooccurrence is not None else None
+        )
         self.num_items = num_items
         self.use_kg = graph is not None
         if self.use_kg:
-            extra_nodes = extra_nodes if extra_nodes is not None else torch.zeros(0, dtype=torch.long)
+            extra_nodes = (
+                extra_nodes
+                if extra_nodes is not None
+                else torch.zeros(0, dtype=torch.long)
+            )
             targets = torch.cat([item_nodes.long(), extra_nodes.long()])
             unique, position, src, dst, edge_type, edge_norm = incoming_edges(
-                targets, graph['src'], graph['dst'], graph['edge_type'], graph['edge_norm'],
+                targets,
+                graph['src'],
+                graph['dst'],
+                graph['edge_type'],
+                graph['edge_norm'],
                 graph['num_nodes'],
             )
             self.num_context_ids = targets.numel()
@@ -229,7 +277,12 @@ class KnowledgeRecommender(nn.Module):
             self.register_buffer(
                 'adjacency',
                 relation_adjacency(
-                    src, dst, edge_type, edge_norm, graph['num_relations'], unique.numel(),
+                    src,
+                    dst,
+                    edge_type,
+                    edge_norm,
+                    graph['num_relations'],
+                    unique.numel(),
                     graph['num_nodes'],
                 ),
                 persistent=False,
@@ -258,7 +311,11 @@ class KnowledgeRecommender(nn.Module):
         ``load_state_dict``), so a frozen teacher pays for the graph pass once, not per call.
         """
         cacheable = not torch.is_grad_enabled()
-        if cacheable and self._cached is not None and self._cached[0] == self._parameter_versions():
+        if (
+            cacheable
+            and self._cached is not None
+            and self._cached[0] == self._parameter_versions()
+        ):
             return self._cached[1]
         if self.use_kg:
             rows = self.conv(self.node_embeddings.weight, self.adjacency)
@@ -271,7 +328,9 @@ class KnowledgeRecommender(nn.Module):
         self._cached = (self._parameter_versions(), reps.detach())
         return self._cached[1]
 
-    def user_representation(self, reps: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def user_representation(
+        self, reps: torch.Tensor, context: torch.Tensor
+    ) -> torch.Tensor:
         """``context``: [B, L] context ids padded with -1 -> [B, dim]."""
         mask = context >= 0
         h = reps[context.clamp(min=0)]
@@ -279,8 +338,11 @@ class KnowledgeRecommender(nn.Module):
 
     @torch.no_grad()
     def item_log_probs(
-        self, context: torch.Tensor, exclude: Optional[torch.Tensor] = None,
-        temperature: Optional[float] = None, leave_out: Optional[torch.Tensor] = None,
+        self,
+        context: torch.Tensor,
+        exclude: Optional[torch.Tensor] = None,
+        temperature: Optional[float] = None,
+        leave_out: Optional[torch.Tensor] = None,
     ):
         """``log p(item | context) = log_softmax(scores / T)``, ``[B, N]``, without gradient and
         without dropout.
@@ -299,10 +361,14 @@ class KnowledgeRecommender(nn.Module):
             self.dropout.train(was_training)
         if exclude is not None:
             scores = scores.masked_fill(exclude, float('-inf'))
-        temperature = float(self.temperature) if temperature is None else float(temperature)
+        temperature = (
+            float(self.temperature) if temperature is None else float(temperature)
+        )
         return torch.log_softmax(scores / temperature, dim=-1)
 
-    def forward(self, context: torch.Tensor, leave_out: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(
+        self, context: torch.Tensor, leave_out: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         """Item scores ``[B, N]`` (logits) for contexts of context ids padded with -1.
 
         ``leave_out``: ``[B, N]`` co-occurrence counts to subtract (an example's own training

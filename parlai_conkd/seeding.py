@@ -15,11 +15,13 @@ teacher with the same seed differed at about 1e-7 after one epoch (some CPU kern
 thread order), and identical with deterministic kernels. So ``--deterministic`` defaults to
 *auto*: ``torch.use_deterministic_algorithms(True)`` whenever the agent runs on CPU, which makes a
 run bit-for-bit repeatable on one machine with one thread count (the zoo builder also fixes the
-thread count; see ``zoo/conkd/builder.py``). On GPU some kernels (e.g. scatter/index_add in the
+thread count; see
+``parlai_conkd/zoo/conkd/builder.py``). On GPU some kernels (e.g. scatter/index_add in the
 graph convolution's backward, cuBLAS split-K reductions) are not deterministic either;
 ``--deterministic true`` asks for deterministic kernels there too (slower; needs
 ``CUBLAS_WORKSPACE_CONFIG=:4096:8``, which this sets when unset), ``false`` turns them off on CPU.
 """
+
 import os
 import random
 from typing import Optional
@@ -33,16 +35,21 @@ DEFAULT_SEED = 0
 
 def add_seed_args(parser) -> None:
     """``--seed`` / ``--deterministic`` (ParlAI-style names; ``train_model``'s ``--seed`` is
-    redefined with a default, ParlAI's parser resolves the duplicate to this definition)."""
+    redefined with a default, ParlAI's parser resolves the duplicate to this definition).
+    """
     group = parser.add_argument_group('Reproducibility')
     group.add_argument(
-        '--seed', type=int, default=DEFAULT_SEED,
+        '--seed',
+        type=int,
+        default=DEFAULT_SEED,
         help='Seed of Python, numpy and torch RNGs, applied when the agent is created (model '
         'initialisation) and again by train_model before training (example order, dropout); '
         'also used by sampling decoders. Same command + same seed = same model on one machine.',
     )
     group.add_argument(
-        '--deterministic', type='bool', default=None,
+        '--deterministic',
+        type='bool',
+        default=None,
         help='torch.use_deterministic_algorithms(True). Default (unset): on when the agent runs '
         'on CPU (repeatable multi-threaded runs), off on CUDA; true also on CUDA (slower; sets '
         'CUBLAS_WORKSPACE_CONFIG=:4096:8 when unset), false never.',

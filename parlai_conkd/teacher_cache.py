@@ -7,7 +7,7 @@ What is stored per example (keyed by the example's token ids: context + target):
 - the recommendation teacher's top-k item log-probabilities.
 
 What is approximated: the teacher distributions are truncated to their top k and renormalised
-(``distill.from_topk`` is the dense equivalent), i.e. the student distils the teachers conditioned
+(:func:`parlai_conkd.distill.from_topk` is the dense equivalent), i.e. the student distils the teachers conditioned
 on their top k. With k at or above the vocabulary / catalog size the cache is exact. The gate is
 exact.
 
@@ -16,30 +16,22 @@ vectorisation settings. ``TeacherCache.open`` refuses a file whose key differs (
 reused) and names both keys. Writes are atomic (temp file + rename); the file gets the mode the
 umask gives every other output.
 """
+
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from typing import Dict, Optional, Sequence
 
 import torch
 
-from parlai_conkd.fileio import match_umask
+from parlai_conkd.fileio import atomic_write
 
 FORMAT_VERSION = 1
 
 
 class StaleCacheError(RuntimeError):
     pass
-
-
-def file_sha256(path: str, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(chunk), b''):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def cache_key(**parts) -> Dict[str, str]:
@@ -49,7 +41,9 @@ def cache_key(**parts) -> Dict[str, str]:
 
 def example_key(context_ids: Sequence[int], target_ids: Sequence[int]) -> str:
     digest = hashlib.blake2b(digest_size=16)
-    digest.update(json.dumps([list(map(int, context_ids)), list(map(int, target_ids))]).encode())
+    digest.update(
+        json.dumps([list(map(int, context_ids)), list(map(int, target_ids))]).encode()
+    )
     return digest.hexdigest()
 
 
@@ -65,7 +59,12 @@ class CachedTargets:
 
 
 class TeacherCache:
-    def __init__(self, path: str, key: Dict[str, str], entries: Optional[Dict[str, CachedTargets]] = None):
+    def __init__(
+        self,
+        path: str,
+        key: Dict[str, str],
+        entries: Optional[Dict[str, CachedTargets]] = None,
+    ):
         self.path = path
         self.key = key
         self.entries: Dict[str, CachedTargets] = entries or {}
@@ -80,10 +79,15 @@ class TeacherCache:
             return cls(path, key)
         payload = torch.load(path, map_location='cpu', weights_only=False)
         if payload.get('format') != FORMAT_VERSION:
-            raise StaleCacheError(f'{path}: teacher cache format {payload.get("format")} != {FORMAT_VERSION}; delete it')
+            raise StaleCacheError(
+                f'{path}: teacher cache format {payload.get("format")} != {FORMAT_VERSION}; delete it'
+            )
         if payload['key'] != key:
-            diff = {k: (payload['key'].get(k), key.get(k)) for k in set(key) | set(payload['key'])
-                    if payload['key'].get(k) != key.get(k)}
+            diff = {
+                k: (payload['key'].get(k), key.get(k))
+                for k in set(key) | set(payload['key'])
+                if payload['key'].get(k) != key.get(k)
+            }
             raise StaleCacheError(
                 f'{path} was built for other teachers/data: {diff} (stored, current). '
                 'Delete it or point --teacher-cache to another file.'
@@ -107,18 +111,15 @@ class TeacherCache:
         """Atomic write; no-op when nothing changed."""
         if not self.dirty:
             return
-        directory = os.path.dirname(os.path.abspath(self.path))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix='.teacher-cache-', dir=directory)
-        try:
-            with os.fdopen(fd, 'wb') as f:
-                torch.save({'format': FORMAT_VERSION, 'key': self.key,
-                            'entries': {k: vars(v) for k, v in self.entries.items()}}, f)
-            match_umask(tmp)  # mkstemp made it owner-only; like every other output instead
-            os.replace(tmp, self.path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_write(self.path, 'wb') as f:
+            torch.save(
+                {
+                    'format': FORMAT_VERSION,
+                    'key': self.key,
+                    'entries': {k: vars(v) for k, v in self.entries.items()},
+                },
+                f,
+            )
         self.dirty = False
 
     def __len__(self) -> int:
@@ -138,12 +139,16 @@ def stack_targets(entries: Sequence[CachedTargets], mask: torch.Tensor):
     batch, steps = mask.shape
     k = entries[0].dial_values.size(-1)
     values = torch.zeros((batch, steps, k))
-    indices = torch.arange(k).repeat(batch, steps, 1)  # distinct ids keep padding rows well-formed
+    indices = torch.arange(k).repeat(
+        batch, steps, 1
+    )  # distinct ids keep padding rows well-formed
     gate = torch.zeros(batch, steps)
     for b, entry in enumerate(entries):
         positions = mask[b].nonzero(as_tuple=True)[0].cpu()
         if len(positions) != entry.dial_values.size(0):
-            raise StaleCacheError(f'cached entry has {entry.dial_values.size(0)} steps, batch row has {len(positions)}')
+            raise StaleCacheError(
+                f'cached entry has {entry.dial_values.size(0)} steps, batch row has {len(positions)}'
+            )
         values[b, positions] = entry.dial_values.float()
         indices[b, positions] = entry.dial_indices.long()
         gate[b, positions] = entry.gate
@@ -153,11 +158,20 @@ def stack_targets(entries: Sequence[CachedTargets], mask: torch.Tensor):
     return dial, gate, TopK(rec_values, rec_indices)
 
 
-def make_entry(dial_log_probs: torch.Tensor, gate: torch.Tensor, rec_log_probs: torch.Tensor,
-               mask: torch.Tensor, k: int, k_rec: int) -> CachedTargets:
-    """Compress one example's live teacher outputs ([T,V], [T], [N], [T] mask) for the cache."""
-    from parlai_conkd.distill import topk_log_probs
+def topk_log_probs(log_probs: torch.Tensor, k: int):
+    """``(values, indices)`` [..., min(k, size)]: the k most likely entries of a distribution [..., size]."""
+    return log_probs.topk(min(k, log_probs.size(-1)), dim=-1)
 
+
+def make_entry(
+    dial_log_probs: torch.Tensor,
+    gate: torch.Tensor,
+    rec_log_probs: torch.Tensor,
+    mask: torch.Tensor,
+    k: int,
+    k_rec: int,
+) -> CachedTargets:
+    """Compress one example's live teacher outputs ([T,V], [T], [N], [T] mask) for the cache."""
     real = mask.bool()
     dial_values, dial_indices = topk_log_probs(dial_log_probs[real], k)
     rec_values, rec_indices = topk_log_probs(rec_log_probs, k_rec)

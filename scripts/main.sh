@@ -2,7 +2,7 @@
 # The main job: set-up, then ConKD end to end on the ReDial data this machine can reach
 # (../shared/data when present, otherwise the official ReDial download):
 #   1. the zoo family (rec teacher, dialogue teacher, soft and hard students): reused when present,
-#      fetched when a release is configured, otherwise built from zoo/conkd/recipe.py;
+#      fetched when a release is configured, otherwise built from parlai_conkd/zoo/conkd/recipe.py;
 #   2. eval_model of zoo:conkd/soft on the test fold (recommendation + response metrics);
 #   3. a short scripted conversation with zoo:conkd/soft showing its recommendations.
 # Everything lands in runs/main (override with CONKD_RUN_DIR). Re-running reuses the built models.

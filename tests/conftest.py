@@ -1,4 +1,5 @@
 """Shared test helpers: where the shared ReDial data is, and how to run the real `parlai` CLI."""
+
 import os
 import subprocess
 import sys
@@ -7,7 +8,9 @@ from pathlib import Path
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get('CONKD_SHARED_DATA', REPO_ROOT.parent / 'shared' / 'data'))
+SHARED_DATA = Path(
+    os.environ.get('CONKD_SHARED_DATA', REPO_ROOT.parent / 'shared' / 'data')
+)
 SHARED_REDIAL = SHARED_DATA / 'redial'
 SHARED_REDIAL_META = SHARED_DATA / 'redial-meta'
 PARLAI = str(Path(sys.executable).with_name('parlai'))
@@ -16,13 +19,17 @@ PARLAI = str(Path(sys.executable).with_name('parlai'))
 def shared_redial_or_skip():
     """Path of the shared ReDial copy; skips the calling test with the reason when it is absent."""
     if not (SHARED_REDIAL / 'train_data.jsonl').is_file():
-        pytest.skip(f'shared ReDial data not found at {SHARED_REDIAL} (set CONKD_SHARED_DATA)')
+        pytest.skip(
+            f'shared ReDial data not found at {SHARED_REDIAL} (set CONKD_SHARED_DATA)'
+        )
     return SHARED_REDIAL
 
 
 def shared_meta_or_skip():
     if not (SHARED_REDIAL_META / 'kg.json').is_file():
-        pytest.skip(f'shared movie KG not found at {SHARED_REDIAL_META} (set CONKD_SHARED_DATA)')
+        pytest.skip(
+            f'shared movie KG not found at {SHARED_REDIAL_META} (set CONKD_SHARED_DATA)'
+        )
     return SHARED_REDIAL_META
 
 
@@ -43,7 +50,12 @@ def run_parlai(args, cwd=None, env=None, input=None, timeout=300, check=True):
     full_env.update(env or {})
     proc = subprocess.run(
         [PARLAI, *[str(a) for a in args]],
-        cwd=cwd, env=full_env, input=input, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        env=full_env,
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     if check and proc.returncode != 0:
         raise AssertionError(

@@ -2,6 +2,7 @@
 
 Used for the student's two teachers and the pipeline baseline's recommender.
 """
+
 import json
 import os
 
@@ -23,7 +24,9 @@ def resolve_model_file(opt, option: str) -> str:
     if not os.path.isfile(resolved):
         raise TeacherError(f'{option} {path}: model file not found at {resolved}')
     if not os.path.isfile(resolved + '.opt'):
-        raise TeacherError(f'{option} {path}: {resolved}.opt is missing; is this a ParlAI model file?')
+        raise TeacherError(
+            f'{option} {path}: {resolved}.opt is missing; is this a ParlAI model file?'
+        )
     return resolved
 
 
@@ -32,8 +35,14 @@ def model_name_of(model_file: str) -> str:
         return json.load(f).get('model', '')
 
 
-def load_frozen_teacher(opt, option: str, expected_class, expected_models, catalog: ItemCatalog,
-                        extra_overrides=None):
+def load_frozen_teacher(
+    opt,
+    option: str,
+    expected_class,
+    expected_models,
+    catalog: ItemCatalog,
+    extra_overrides=None,
+):
     """Create the teacher agent from its file, in eval mode with gradients off, on our device.
 
     ``expected_models``: the ``-m`` names accepted for this role (checked before loading, so a
@@ -63,7 +72,9 @@ def load_frozen_teacher(opt, option: str, expected_class, expected_models, catal
     overrides.update(extra_overrides or {})
     agent = create_agent_from_model_file(model_file, overrides)
     if not isinstance(agent, expected_class):
-        raise TeacherError(f'{option} {model_file} loaded as {type(agent).__name__}, not a {expected_class.__name__}')
+        raise TeacherError(
+            f'{option} {model_file} loaded as {type(agent).__name__}, not a {expected_class.__name__}'
+        )
     teacher_catalog = getattr(agent, 'catalog', None)
     if teacher_catalog is None or teacher_catalog.fingerprint != catalog.fingerprint:
         raise TeacherError(

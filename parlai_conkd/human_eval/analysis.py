@@ -9,6 +9,7 @@ model pair). A ``speakerChoice`` of ``"tie"`` (results from tools that offer one
 apart: ties are reported, and left out of the win rate and of the binomial (sign) test, which
 compare the decisive ratings only.
 """
+
 import csv
 import json
 import math
@@ -17,23 +18,24 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Dict, Iterable, List, Optional, Sequence
 
-from parlai_conkd.human_eval.files import atomic_write
+from parlai_conkd.fileio import atomic_path, atomic_write
 from parlai_conkd.human_eval.questions import key_of
 
 
 def binomial_two_sided_p(k: int, n: int) -> float:
-    """Exact two-sided binomial test of k successes in n trials against p = 1/2.
-
-    With p = 1/2 the distribution is symmetric, so the two-sided p-value (the probability of an
-    outcome at most as likely as k) is 2 * P(X <= min(k, n - k)), capped at 1; this equals
-    ``scipy.stats.binomtest(k, n).pvalue``.
-    """
+    """Exact two-sided binomial (sign) test of k successes in n trials against p = 1/2:
+    ``scipy.stats.binomtest(k, n, 0.5).pvalue`` (the probability of an outcome at most as likely
+    as k; with p = 1/2, 2 * P(X <= min(k, n - k)) capped at 1). No trials (n = 0): 1.0.
+    Raises ValueError when k is not in 0..n."""
     if n <= 0:
         return 1.0
     if not 0 <= k <= n:
         raise ValueError(f'k={k} outside 0..{n}')
-    tail = sum(math.comb(n, i) for i in range(min(k, n - k) + 1)) / 2 ** n
-    return min(1.0, 2 * tail)
+    from scipy.stats import (
+        binomtest,
+    )  # scipy's import costs ~0.5 s: only when a test is run
+
+    return float(binomtest(k, n, 0.5).pvalue)
 
 
 #: the ``speakerChoice`` of a rating that prefers neither side
@@ -53,24 +55,33 @@ def responses(records: Iterable[Dict]) -> List[Dict]:
             speakers = sorted(pairing['speakers_to_eval'])
             tie = str(choice).lower() == TIE
             if not tie and choice not in speakers:
-                raise ValueError(f'unit {record.get("unit_id")} (worker {record["worker_id"]}): speakerChoice '
-                                 f'{choice!r} is neither of {speakers} nor {TIE!r}')
-            rows.append({
-                'worker': record['worker_id'],
-                'unit_id': record.get('unit_id'),
-                'status': record.get('status', 'completed'),
-                'question': specs['question'],
-                'is_onboarding': onboarding,
-                'correct': (choice == pairing.get('correct_answer')) if onboarding else None,
-                'tie': tie,
-                'winner': None if tie else choice,
-                'loser': None if tie else speakers[1 - speakers.index(choice)],
-                'eval_choice_0': speakers[0],
-                'eval_choice_1': speakers[1],
-                'reason': answer.get('textReason', ''),
-                'pairing_id': entry['pair_id'],
-                'comparison': tuple(pairing.get('dialogue_ids') or ()) or entry['pair_id'],
-            })
+                raise ValueError(
+                    f'unit {record.get("unit_id")} (worker {record["worker_id"]}): speakerChoice '
+                    f'{choice!r} is neither of {speakers} nor {TIE!r}'
+                )
+            rows.append(
+                {
+                    'worker': record['worker_id'],
+                    'unit_id': record.get('unit_id'),
+                    'status': record.get('status', 'completed'),
+                    'question': specs['question'],
+                    'is_onboarding': onboarding,
+                    'correct': (
+                        (choice == pairing.get('correct_answer'))
+                        if onboarding
+                        else None
+                    ),
+                    'tie': tie,
+                    'winner': None if tie else choice,
+                    'loser': None if tie else speakers[1 - speakers.index(choice)],
+                    'eval_choice_0': speakers[0],
+                    'eval_choice_1': speakers[1],
+                    'reason': answer.get('textReason', ''),
+                    'pairing_id': entry['pair_id'],
+                    'comparison': tuple(pairing.get('dialogue_ids') or ())
+                    or entry['pair_id'],
+                }
+            )
     return rows
 
 
@@ -90,8 +101,12 @@ def first_ratings(rows: Sequence[Dict]):
 
 
 def failed_onboarding_workers(rows: Sequence[Dict]) -> set:
-    return {r['worker'] for r in rows
-            if (r['is_onboarding'] and r['correct'] is False) or r['status'] == 'screened_out'}
+    return {
+        r['worker']
+        for r in rows
+        if (r['is_onboarding'] and r['correct'] is False)
+        or r['status'] == 'screened_out'
+    }
 
 
 @dataclass
@@ -123,58 +138,68 @@ class Matchup:
 
     def to_dict(self) -> Dict:
         d = asdict(self)
-        d.update(question_key=key_of(self.question), total=self.total,
-                 win_rate_a=self.win_rate_a, p_value=self.p_value, significance=self.stars)
+        d.update(
+            question_key=key_of(self.question),
+            total=self.total,
+            win_rate_a=self.win_rate_a,
+            p_value=self.p_value,
+            significance=self.stars,
+        )
         return d
 
 
 def win_rates(records: Iterable[Dict], keep_failed: bool = False) -> List[Matchup]:
     rows, _ = first_ratings(responses(records))
     dropped = set() if keep_failed else failed_onboarding_workers(rows)
-    counts = defaultdict(lambda: [0, 0, 0])  # wins of eval_choice_0, of eval_choice_1, ties
+    counts = defaultdict(
+        lambda: [0, 0, 0]
+    )  # wins of eval_choice_0, of eval_choice_1, ties
     for r in rows:
         if r['is_onboarding'] or r['worker'] in dropped:
             continue
         key = (r['question'], r['eval_choice_0'], r['eval_choice_1'])
-        counts[key][2 if r['tie'] else 0 if r['winner'] == r['eval_choice_0'] else 1] += 1
+        counts[key][
+            2 if r['tie'] else 0 if r['winner'] == r['eval_choice_0'] else 1
+        ] += 1
     return [Matchup(q, a, b, *c) for (q, a, b), c in sorted(counts.items())]
 
 
 def markdown_table(matchups: Sequence[Matchup]) -> str:
-    lines = ['| question | model A | model B | A wins | B wins | ties | n (decisive) | A win rate | p (binomial) |',
-             '|---|---|---|---:|---:|---:|---:|---:|---:|']
+    lines = [
+        '| question | model A | model B | A wins | B wins | ties | n (decisive) | A win rate | p (binomial) |',
+        '|---|---|---|---:|---:|---:|---:|---:|---:|',
+    ]
     for m in matchups:
         rate = f'{m.win_rate_a:.1%}' if m.total else 'n/a'
-        lines.append(f'| {key_of(m.question)} | {m.model_a} | {m.model_b} | {m.wins_a} | {m.wins_b} | {m.ties} '
-                     f'| {m.total} | {rate} | {m.p_value:.4g}{m.stars} |')
+        lines.append(
+            f'| {key_of(m.question)} | {m.model_a} | {m.model_b} | {m.wins_a} | {m.wins_b} | {m.ties} '
+            f'| {m.total} | {rate} | {m.p_value:.4g}{m.stars} |'
+        )
     return '\n'.join(lines)
 
 
-def write_reports(matchups: Sequence[Matchup], outdir: str, title: Optional[str] = None) -> Dict[str, str]:
+def write_reports(
+    matchups: Sequence[Matchup], outdir: str, title: Optional[str] = None
+) -> Dict[str, str]:
     """winrates.csv, winrates.json, winrates.md and winrates.png in ``outdir``; returns their paths."""
     if not matchups:
-        raise ValueError('no rated comparisons left to analyse (all onboarding, or all raters screened out)')
-    paths = {k: os.path.join(outdir, f'winrates.{k}') for k in ('csv', 'json', 'md', 'png')}
+        raise ValueError(
+            'no rated comparisons left to analyse (all onboarding, or all raters screened out)'
+        )
+    paths = {
+        k: os.path.join(outdir, f'winrates.{k}') for k in ('csv', 'json', 'md', 'png')
+    }
     rows = [m.to_dict() for m in matchups]
-
-    def write_csv(tmp):
-        with open(tmp, 'w', newline='', encoding='utf-8') as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-
-    def write_json(tmp):
-        with open(tmp, 'w', encoding='utf-8') as f:
-            json.dump(rows, f, indent=1)
-
-    def write_md(tmp):
-        with open(tmp, 'w', encoding='utf-8') as f:
-            f.write(markdown_table(matchups) + '\n')
-
-    atomic_write(paths['csv'], write_csv)
-    atomic_write(paths['json'], write_json)
-    atomic_write(paths['md'], write_md)
-    atomic_write(paths['png'], lambda tmp: plot(matchups, tmp, title))
+    with atomic_write(paths['csv'], newline='') as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with atomic_write(paths['json']) as f:
+        json.dump(rows, f, indent=1)
+    with atomic_write(paths['md']) as f:
+        f.write(markdown_table(matchups) + '\n')
+    with atomic_path(paths['png']) as tmp:
+        plot(matchups, tmp, title)
     return paths
 
 
@@ -185,7 +210,9 @@ def plot(matchups: Sequence[Matchup], path: str, title: Optional[str] = None) ->
     import matplotlib.pyplot as plt
 
     labels = [f'{key_of(m.question)}\n{m.model_a} vs {m.model_b}' for m in matchups]
-    rates = [100 * m.win_rate_a for m in matchups]  # of the decisive ratings; nan: ties only
+    rates = [
+        100 * m.win_rate_a for m in matchups
+    ]  # of the decisive ratings; nan: ties only
     fig, ax = plt.subplots(figsize=(8, 0.8 + 0.7 * len(matchups)))
     y = list(range(len(matchups)))
     a_part = [0 if math.isnan(r) else r for r in rates]
@@ -197,9 +224,23 @@ def plot(matchups: Sequence[Matchup], path: str, title: Optional[str] = None) ->
         if math.isnan(r):
             ax.text(50, yi, 'ties only', va='center', ha='center', fontsize=9)
         else:
-            ax.text(r / 2, yi, f'{r:.0f}%', va='center', ha='center', color='white', fontsize=9)
+            ax.text(
+                r / 2,
+                yi,
+                f'{r:.0f}%',
+                va='center',
+                ha='center',
+                color='white',
+                fontsize=9,
+            )
         ties = f' ties={m.ties}' if m.ties else ''
-        ax.text(101, yi, f'n={m.total}{ties} p={m.p_value:.3g}{m.stars}', va='center', fontsize=8)
+        ax.text(
+            101,
+            yi,
+            f'n={m.total}{ties} p={m.p_value:.3g}{m.stars}',
+            va='center',
+            fontsize=8,
+        )
     ax.set_yticks(y)
     ax.set_yticklabels(labels, fontsize=8)
     ax.invert_yaxis()

@@ -13,6 +13,7 @@ shows no seeker line, ParlAI's ``normalize_reply`` applied, item tokens rendered
 ``ItemCatalog.render`` (``__item_unk__``: "an unknown movie"). Internal tokens never reach
 raters: without a catalog, a log with item tokens is refused.
 """
+
 import json
 import os
 import re
@@ -22,8 +23,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence
 
+from parlai_conkd.fileio import atomic_write
 from parlai_conkd.human_eval.files import iter_jsonl
-from parlai_conkd.items import GEN_TOKEN, REC_TOKEN, ITEM_TOKEN_RE, CatalogError, ItemCatalog
+from parlai_conkd.items import (
+    GEN_TOKEN,
+    REC_TOKEN,
+    ITEM_TOKEN_RE,
+    CatalogError,
+    ItemCatalog,
+)
 
 #: The speaker id given to the replayed human side (the ReDial seeker) in ACUTE dialogues.
 SEEKER_ID = 'seeker'
@@ -34,7 +42,9 @@ INTERNAL_TOKEN_RE = re.compile(r'__[A-Za-z0-9]+(?:_[A-Za-z0-9]+)*__')
 
 def internal_tokens(text: str) -> List[str]:
     """Internal tokens and flags in ``text`` that a rater must never see."""
-    return INTERNAL_TOKEN_RE.findall(text) + [flag for flag in (REC_TOKEN, GEN_TOKEN) if flag in text]
+    return INTERNAL_TOKEN_RE.findall(text) + [
+        flag for flag in (REC_TOKEN, GEN_TOKEN) if flag in text
+    ]
 
 
 class LogError(ValueError):
@@ -62,35 +72,73 @@ class LogRun:
     log_path: str
 
 
-def eval_model_command(model_file: str, log_path: str, task: str, datatype: str,
-                       num_examples: int, extra_args: Sequence[str] = ()) -> List[str]:
+def eval_model_command(
+    model_file: str,
+    log_path: str,
+    task: str,
+    datatype: str,
+    num_examples: int,
+    extra_args: Sequence[str] = (),
+) -> List[str]:
     """The ``parlai eval_model`` command that writes one model's Conversations log."""
     parlai = str(Path(sys.executable).with_name('parlai'))
     return [
-        parlai, 'eval_model', '--model-file', model_file, '--task', task, '--datatype', datatype,
-        '--num-examples', str(num_examples), '--batchsize', '1',
-        '--world-logs', log_path, '--save-format', 'conversations',
+        parlai,
+        'eval_model',
+        '--model-file',
+        model_file,
+        '--task',
+        task,
+        '--datatype',
+        datatype,
+        '--num-examples',
+        str(num_examples),
+        '--batchsize',
+        '1',
+        '--world-logs',
+        log_path,
+        '--save-format',
+        'conversations',
         # a model trained with --skip-generation true would otherwise log no replies
-        '--skip-generation', 'false', '--report-filename', '',
+        '--skip-generation',
+        'false',
+        '--report-filename',
+        '',
         *extra_args,
     ]
 
 
-def collect_logs(model_files: Sequence[str], outdir: str, task: str = 'redial_crs',
-                 datatype: str = 'test', num_examples: int = 50, names: Optional[Sequence[str]] = None,
-                 extra_args: Sequence[str] = ()) -> List[LogRun]:
+def collect_logs(
+    model_files: Sequence[str],
+    outdir: str,
+    task: str = 'redial_crs',
+    datatype: str = 'test',
+    num_examples: int = 50,
+    names: Optional[Sequence[str]] = None,
+    extra_args: Sequence[str] = (),
+) -> List[LogRun]:
     """Run ``parlai eval_model --world-logs`` for every model; returns where each log went."""
     names = list(names) if names else [model_name(m) for m in model_files]
     if len(names) != len(model_files):
-        raise ValueError(f'{len(names)} --name values for {len(model_files)} model files')
+        raise ValueError(
+            f'{len(names)} --name values for {len(model_files)} model files'
+        )
     if len(set(names)) != len(names):
-        raise ValueError(f'model names must be distinct, got {names}; pass --name for each model')
+        raise ValueError(
+            f'model names must be distinct, got {names}; pass --name for each model'
+        )
     seen = {}
     for name, model_file in zip(names, model_files):
-        key = model_file if model_file.startswith('zoo:') else os.path.realpath(model_file)
+        key = (
+            model_file
+            if model_file.startswith('zoo:')
+            else os.path.realpath(model_file)
+        )
         if key in seen:
-            raise ValueError(f'{model_file} is given twice (as {seen[key]} and {name}): a model compared '
-                             'with itself tells nothing; pass each model file once')
+            raise ValueError(
+                f'{model_file} is given twice (as {seen[key]} and {name}): a model compared '
+                'with itself tells nothing; pass each model file once'
+            )
         seen[key] = name
     os.makedirs(outdir, exist_ok=True)
     runs = []
@@ -99,7 +147,9 @@ def collect_logs(model_files: Sequence[str], outdir: str, task: str = 'redial_cr
         # ParlAI writes the log in place; write under a temporary name so a crashed run never
         # leaves a partial log that looks complete.
         partial = os.path.join(outdir, f'.{name}.partial.jsonl')
-        cmd = eval_model_command(model_file, partial, task, datatype, num_examples, extra_args)
+        cmd = eval_model_command(
+            model_file, partial, task, datatype, num_examples, extra_args
+        )
         print(f'[human_eval] {name}: {" ".join(cmd)}', file=sys.stderr)
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -118,15 +168,13 @@ def _install_log(partial: str, final: str) -> None:
     meta_final = os.path.splitext(final)[0] + '.metadata'
     if os.path.exists(meta_partial):
         os.replace(meta_partial, meta_final)
-    tmp = partial + '.tmp'
-    with open(partial, encoding='utf-8') as src, open(tmp, 'w', encoding='utf-8') as dst:
+    with open(partial, encoding='utf-8') as src, atomic_write(final) as dst:
         for line in src:
             if line.strip():
                 episode = json.loads(line)
                 if episode.get('metadata_path'):
                     episode['metadata_path'] = meta_final
                 dst.write(json.dumps(episode) + '\n')
-    os.replace(tmp, final)
     os.unlink(partial)
 
 
@@ -147,7 +195,7 @@ def catalog_for_log(path: str) -> Optional[ItemCatalog]:
     opt = log_opt(path)
     if not opt or 'redial_crs' not in (opt.get('task') or ''):
         return None
-    from parlai_conkd.tasks.redial_crs.build import load_catalog as load_task_catalog
+    from parlai_conkd.redial.build import load_catalog as load_task_catalog
 
     return load_task_catalog(opt)
 
@@ -156,7 +204,9 @@ def read_log(path: str) -> Iterator[Dict]:
     """Episodes of a Conversations jsonl log, with line-numbered errors."""
     for line_no, episode in iter_jsonl(path, LogError, 'conversation log'):
         if not isinstance(episode, dict) or not isinstance(episode.get('dialog'), list):
-            raise LogError(f'{path}:{line_no}: not a Conversations episode (no "dialog" list)')
+            raise LogError(
+                f'{path}:{line_no}: not a Conversations episode (no "dialog" list)'
+            )
         yield episode
 
 
@@ -166,7 +216,9 @@ def readable(text: str, catalog: Optional[ItemCatalog]) -> str:
 
     text = _FLAG_RE.sub(' ', text)
     # every internal token but the items goes; items are rendered as titles below
-    text = INTERNAL_TOKEN_RE.sub(lambda m: m.group(0) if ITEM_TOKEN_RE.fullmatch(m.group(0)) else ' ', text)
+    text = INTERNAL_TOKEN_RE.sub(
+        lambda m: m.group(0) if ITEM_TOKEN_RE.fullmatch(m.group(0)) else ' ', text
+    )
     text = ' '.join(text.split())
     if not text:
         return ''
@@ -177,8 +229,13 @@ def readable(text: str, catalog: Optional[ItemCatalog]) -> str:
     return text
 
 
-def to_acute_dialogue(episode: Dict, speaker: str, catalog: Optional[ItemCatalog] = None,
-                      max_turns: Optional[int] = None, source: str = '?') -> Dict:
+def to_acute_dialogue(
+    episode: Dict,
+    speaker: str,
+    catalog: Optional[ItemCatalog] = None,
+    max_turns: Optional[int] = None,
+    source: str = '?',
+) -> Dict:
     """One logged episode -> ``{"speakers": [speaker, "seeker"], "dialogue": [{id, text}], "context": [...]}``.
 
     The teacher side of each act pair is the seeker (may hold several "\n"-joined turns, or none
@@ -189,7 +246,9 @@ def to_acute_dialogue(episode: Dict, speaker: str, catalog: Optional[ItemCatalog
         if max_turns is not None and pair_no >= max_turns:
             break
         if len(act_pair) != 2:
-            raise LogError(f'{source}: turn {pair_no} has {len(act_pair)} acts, expected 2')
+            raise LogError(
+                f'{source}: turn {pair_no} has {len(act_pair)} acts, expected 2'
+            )
         seeker_act, model_act = act_pair
         if 'text' not in model_act:
             raise LogError(
@@ -208,9 +267,14 @@ def to_acute_dialogue(episode: Dict, speaker: str, catalog: Optional[ItemCatalog
             line = readable(line, catalog)
             if line:
                 dialogue.append({'id': SEEKER_ID, 'text': line})
-        dialogue.append({'id': speaker, 'text': readable(model_act['text'], catalog) or '...'})
-    return {'speakers': [speaker, SEEKER_ID], 'dialogue': dialogue,
-            'context': list(episode.get('context') or [])}
+        dialogue.append(
+            {'id': speaker, 'text': readable(model_act['text'], catalog) or '...'}
+        )
+    return {
+        'speakers': [speaker, SEEKER_ID],
+        'dialogue': dialogue,
+        'context': list(episode.get('context') or []),
+    }
 
 
 def seeker_turns(episode: Dict) -> List[str]:
@@ -232,7 +296,20 @@ def has_item_tokens(text: str) -> bool:
 
 
 __all__ = [
-    'CatalogError', 'INTERNAL_TOKEN_RE', 'LogError', 'LogRun', 'SEEKER_ID', 'catalog_for_log', 'collect_logs',
-    'eval_model_command', 'has_item_tokens', 'internal_tokens', 'load_catalog', 'model_name', 'read_log',
-    'readable', 'seeker_turns', 'to_acute_dialogue',
+    'CatalogError',
+    'INTERNAL_TOKEN_RE',
+    'LogError',
+    'LogRun',
+    'SEEKER_ID',
+    'catalog_for_log',
+    'collect_logs',
+    'eval_model_command',
+    'has_item_tokens',
+    'internal_tokens',
+    'load_catalog',
+    'model_name',
+    'read_log',
+    'readable',
+    'seeker_turns',
+    'to_acute_dialogue',
 ]

@@ -14,6 +14,7 @@ Worker site (what MTurk does around an HTMLQuestion):
     GET  /worker/task?hitId&assignmentId&workerId&turkSubmitTo   the HIT's HTMLContent
     POST /mturk/externalSubmit               the page's form: assignmentId + answer fields
 """
+
 import json
 import re
 import threading
@@ -55,25 +56,46 @@ class FakeTurk:
         return {'AvailableBalance': self.balance}
 
     def CreateHIT(self, req):
-        for key in ('Title', 'Description', 'Reward', 'AssignmentDurationInSeconds',
-                    'LifetimeInSeconds', 'Question'):
+        for key in (
+            'Title',
+            'Description',
+            'Reward',
+            'AssignmentDurationInSeconds',
+            'LifetimeInSeconds',
+            'Question',
+        ):
             if key not in req:
                 raise _Fault(f'CreateHIT: missing {key}', 'ParameterValidationError')
-        if not _HTML_CONTENT_RE.search(req['Question']) and '<ExternalURL>' not in req['Question']:
-            raise _Fault('Question is neither an HTMLQuestion nor an ExternalQuestion',
-                         'ParameterValidationError')
+        if (
+            not _HTML_CONTENT_RE.search(req['Question'])
+            and '<ExternalURL>' not in req['Question']
+        ):
+            raise _Fault(
+                'Question is neither an HTMLQuestion nor an ExternalQuestion',
+                'ParameterValidationError',
+            )
         now = time.time()
         hit = {
-            'HITId': _id(), 'HITTypeId': _id(), 'HITGroupId': _id(), 'CreationTime': now,
-            'Title': req['Title'], 'Description': req['Description'], 'Question': req['Question'],
-            'Keywords': req.get('Keywords', ''), 'HITStatus': 'Assignable',
-            'MaxAssignments': int(req.get('MaxAssignments', 1)), 'Reward': req['Reward'],
-            'AutoApprovalDelayInSeconds': int(req.get('AutoApprovalDelayInSeconds', 2592000)),
+            'HITId': _id(),
+            'HITTypeId': _id(),
+            'HITGroupId': _id(),
+            'CreationTime': now,
+            'Title': req['Title'],
+            'Description': req['Description'],
+            'Question': req['Question'],
+            'Keywords': req.get('Keywords', ''),
+            'HITStatus': 'Assignable',
+            'MaxAssignments': int(req.get('MaxAssignments', 1)),
+            'Reward': req['Reward'],
+            'AutoApprovalDelayInSeconds': int(
+                req.get('AutoApprovalDelayInSeconds', 2592000)
+            ),
             'Expiration': now + int(req['LifetimeInSeconds']),
             'AssignmentDurationInSeconds': int(req['AssignmentDurationInSeconds']),
             'QualificationRequirements': req.get('QualificationRequirements', []),
             'RequesterAnnotation': req.get('RequesterAnnotation', ''),
-            'NumberOfAssignmentsPending': 0, 'NumberOfAssignmentsAvailable': int(req.get('MaxAssignments', 1)),
+            'NumberOfAssignmentsPending': 0,
+            'NumberOfAssignmentsAvailable': int(req.get('MaxAssignments', 1)),
             'NumberOfAssignmentsCompleted': 0,
         }
         self.hits[hit['HITId']] = hit
@@ -91,13 +113,23 @@ class FakeTurk:
         return {'HIT': self._public_hit(self._hit(req['HITId']))}
 
     def ListHITs(self, req):
-        return {'HITs': [self._public_hit(h) for h in self.hits.values()], 'NumResults': len(self.hits)}
+        return {
+            'HITs': [self._public_hit(h) for h in self.hits.values()],
+            'NumResults': len(self.hits),
+        }
 
     def ListAssignmentsForHIT(self, req):
         self._hit(req['HITId'])
-        statuses = req.get('AssignmentStatuses') or ['Submitted', 'Approved', 'Rejected']
-        found = [a for a in self.assignments.values()
-                 if a['HITId'] == req['HITId'] and a['AssignmentStatus'] in statuses]
+        statuses = req.get('AssignmentStatuses') or [
+            'Submitted',
+            'Approved',
+            'Rejected',
+        ]
+        found = [
+            a
+            for a in self.assignments.values()
+            if a['HITId'] == req['HITId'] and a['AssignmentStatus'] in statuses
+        ]
         return {'Assignments': found, 'NumResults': len(found)}
 
     def _assignment(self, assignment_id, status):
@@ -110,33 +142,52 @@ class FakeTurk:
 
     def ApproveAssignment(self, req):
         a = self._assignment(req['AssignmentId'], 'Submitted')
-        a.update(AssignmentStatus='Approved', ApprovalTime=time.time(),
-                 RequesterFeedback=req.get('RequesterFeedback', ''))
+        a.update(
+            AssignmentStatus='Approved',
+            ApprovalTime=time.time(),
+            RequesterFeedback=req.get('RequesterFeedback', ''),
+        )
         return {}
 
     def RejectAssignment(self, req):
         a = self._assignment(req['AssignmentId'], 'Submitted')
-        a.update(AssignmentStatus='Rejected', RejectionTime=time.time(),
-                 RequesterFeedback=req['RequesterFeedback'])
+        a.update(
+            AssignmentStatus='Rejected',
+            RejectionTime=time.time(),
+            RequesterFeedback=req['RequesterFeedback'],
+        )
         return {}
 
     def CreateQualificationType(self, req):
         if any(q['Name'] == req['Name'] for q in self.qualification_types.values()):
-            raise _Fault(f'You have already created a QualificationType with this name: {req["Name"]}')
-        q = {'QualificationTypeId': _id(), 'Name': req['Name'], 'Description': req['Description'],
-             'QualificationTypeStatus': req['QualificationTypeStatus'], 'CreationTime': time.time()}
+            raise _Fault(
+                f'You have already created a QualificationType with this name: {req["Name"]}'
+            )
+        q = {
+            'QualificationTypeId': _id(),
+            'Name': req['Name'],
+            'Description': req['Description'],
+            'QualificationTypeStatus': req['QualificationTypeStatus'],
+            'CreationTime': time.time(),
+        }
         self.qualification_types[q['QualificationTypeId']] = q
         return {'QualificationType': q}
 
     def ListQualificationTypes(self, req):
         query = (req.get('Query') or '').lower()
-        found = [q for q in self.qualification_types.values() if query in q['Name'].lower()]
+        found = [
+            q for q in self.qualification_types.values() if query in q['Name'].lower()
+        ]
         return {'QualificationTypes': found, 'NumResults': len(found)}
 
     def AssociateQualificationWithWorker(self, req):
         if req['QualificationTypeId'] not in self.qualification_types:
-            raise _Fault(f'QualificationType {req["QualificationTypeId"]} does not exist.')
-        self.worker_quals[(req['WorkerId'], req['QualificationTypeId'])] = int(req.get('IntegerValue', 1))
+            raise _Fault(
+                f'QualificationType {req["QualificationTypeId"]} does not exist.'
+            )
+        self.worker_quals[(req['WorkerId'], req['QualificationTypeId'])] = int(
+            req.get('IntegerValue', 1)
+        )
         return {}
 
     # ------------------------------------------------------------------ worker site
@@ -145,17 +196,29 @@ class FakeTurk:
         for requirement in hit['QualificationRequirements']:
             has = (worker_id, requirement['QualificationTypeId']) in self.worker_quals
             if requirement.get('Comparator') == 'DoesNotExist' and has:
-                raise _Fault(f'worker {worker_id} does not meet the qualification requirements')
+                raise _Fault(
+                    f'worker {worker_id} does not meet the qualification requirements'
+                )
             if requirement.get('Comparator') == 'Exists' and not has:
-                raise _Fault(f'worker {worker_id} does not meet the qualification requirements')
-        if any(a['HITId'] == hit_id and a['WorkerId'] == worker_id for a in self.assignments.values()):
+                raise _Fault(
+                    f'worker {worker_id} does not meet the qualification requirements'
+                )
+        if any(
+            a['HITId'] == hit_id and a['WorkerId'] == worker_id
+            for a in self.assignments.values()
+        ):
             raise _Fault(f'worker {worker_id} already worked on HIT {hit_id}')
         if hit['NumberOfAssignmentsAvailable'] <= 0:
             raise _Fault(f'HIT {hit_id} has no assignments left')
         hit['NumberOfAssignmentsAvailable'] -= 1
         hit['NumberOfAssignmentsPending'] += 1
-        a = {'AssignmentId': _id(), 'WorkerId': worker_id, 'HITId': hit_id,
-             'AssignmentStatus': 'Accepted', 'AcceptTime': time.time()}
+        a = {
+            'AssignmentId': _id(),
+            'WorkerId': worker_id,
+            'HITId': hit_id,
+            'AssignmentStatus': 'Accepted',
+            'AcceptTime': time.time(),
+        }
         self.assignments[a['AssignmentId']] = a
         return a
 
@@ -164,12 +227,18 @@ class FakeTurk:
         answers = ''.join(
             f'<Answer><QuestionIdentifier>{escape(k)}</QuestionIdentifier>'
             f'<FreeText>{escape(v)}</FreeText></Answer>'
-            for k, v in fields.items() if k != 'assignmentId'
+            for k, v in fields.items()
+            if k != 'assignmentId'
         )
-        a.update(AssignmentStatus='Submitted', SubmitTime=time.time(), Answer=(
-            '<?xml version="1.0" encoding="ASCII"?><QuestionFormAnswers xmlns="http://mechanicalturk.'
-            'amazonaws.com/AWSMechanicalTurkDataSchemas/2005-10-01/QuestionFormAnswers.xsd">'
-            f'{answers}</QuestionFormAnswers>'))
+        a.update(
+            AssignmentStatus='Submitted',
+            SubmitTime=time.time(),
+            Answer=(
+                '<?xml version="1.0" encoding="ASCII"?><QuestionFormAnswers xmlns="http://mechanicalturk.'
+                'amazonaws.com/AWSMechanicalTurkDataSchemas/2005-10-01/QuestionFormAnswers.xsd">'
+                f'{answers}</QuestionFormAnswers>'
+            ),
+        )
         hit = self.hits[a['HITId']]
         hit['NumberOfAssignmentsPending'] -= 1
         hit['NumberOfAssignmentsCompleted'] += 1
@@ -211,16 +280,27 @@ def _handler(turk: FakeTurk):
                 with turk.lock:
                     if url.path == '/worker/accept':
                         a = turk.accept(q['hitId'], q['workerId'])
-                        target = '/worker/task?' + urlencode({
-                            'hitId': a['HITId'], 'assignmentId': a['AssignmentId'],
-                            'workerId': a['WorkerId'], 'turkSubmitTo': self._base()})
-                        return self._send(HTTPStatus.FOUND, b'', 'text/plain', [('Location', target)])
+                        target = '/worker/task?' + urlencode(
+                            {
+                                'hitId': a['HITId'],
+                                'assignmentId': a['AssignmentId'],
+                                'workerId': a['WorkerId'],
+                                'turkSubmitTo': self._base(),
+                            }
+                        )
+                        return self._send(
+                            HTTPStatus.FOUND, b'', 'text/plain', [('Location', target)]
+                        )
                     if url.path == '/worker/task':
                         html = turk.task_html(q['hitId']).encode('utf-8')
-                        return self._send(HTTPStatus.OK, html, 'text/html; charset=utf-8')
+                        return self._send(
+                            HTTPStatus.OK, html, 'text/html; charset=utf-8'
+                        )
             except (_Fault, KeyError) as exc:
                 body = f'<p id="mturk-error">{escape(str(exc))}</p>'.encode()
-                return self._send(HTTPStatus.FORBIDDEN, body, 'text/html; charset=utf-8')
+                return self._send(
+                    HTTPStatus.FORBIDDEN, body, 'text/html; charset=utf-8'
+                )
             self._send(HTTPStatus.NOT_FOUND, b'not found', 'text/plain')
 
         def do_POST(self):
@@ -233,22 +313,32 @@ def _handler(turk: FakeTurk):
                     with turk.lock:
                         turk.submit(fields.get('assignmentId', ''), fields)
                 except _Fault as exc:
-                    return self._send(HTTPStatus.BAD_REQUEST, str(exc).encode(), 'text/plain')
+                    return self._send(
+                        HTTPStatus.BAD_REQUEST, str(exc).encode(), 'text/plain'
+                    )
                 body = b'<p id="mturk-submitted">Your HIT was submitted.</p>'
                 return self._send(HTTPStatus.OK, body, 'text/html; charset=utf-8')
             target = self.headers.get('X-Amz-Target', '')
             if not target.startswith(TARGET_PREFIX):
-                return self._fault(_Fault(f'unknown target {target!r}', 'UnknownOperationException'))
-            operation = getattr(turk, target[len(TARGET_PREFIX):], None)
-            if operation is None or not target[len(TARGET_PREFIX):][:1].isupper():
-                return self._fault(_Fault(f'{target} is not implemented by the stand-in',
-                                          'UnknownOperationException'))
+                return self._fault(
+                    _Fault(f'unknown target {target!r}', 'UnknownOperationException')
+                )
+            operation = getattr(turk, target[len(TARGET_PREFIX) :], None)
+            if operation is None or not target[len(TARGET_PREFIX) :][:1].isupper():
+                return self._fault(
+                    _Fault(
+                        f'{target} is not implemented by the stand-in',
+                        'UnknownOperationException',
+                    )
+                )
             try:
                 with turk.lock:
                     result = operation(json.loads(raw or b'{}'))
             except _Fault as exc:
                 return self._fault(exc)
-            self._send(HTTPStatus.OK, json.dumps(result).encode(), 'application/x-amz-json-1.1')
+            self._send(
+                HTTPStatus.OK, json.dumps(result).encode(), 'application/x-amz-json-1.1'
+            )
 
     return Handler
 
@@ -258,5 +348,7 @@ def start_standin(host: str = '127.0.0.1', port: int = 0):
     turk = FakeTurk()
     server = ThreadingHTTPServer((host, port), _handler(turk))
     server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True, name='mturk-standin').start()
+    threading.Thread(
+        target=server.serve_forever, daemon=True, name='mturk-standin'
+    ).start()
     return server, turk, f'http://{server.server_address[0]}:{server.server_address[1]}'

@@ -14,6 +14,7 @@ order of ``speakers_to_eval``) plus onboarding pairs naming a ``correct_answer``
 internal token (``__silence__``, ``[REC]``, ``__item_12__``, ...) in any text a rater sees, and,
 when pairings are built, no model paired with itself (the same log under two names).
 """
+
 import hashlib
 import itertools
 import json
@@ -21,9 +22,15 @@ import os
 import random
 from typing import Dict, List, Optional, Sequence
 
-from parlai_conkd.human_eval.files import atomic_write, iter_jsonl
+from parlai_conkd.fileio import atomic_write
+from parlai_conkd.human_eval.files import iter_jsonl
 from parlai_conkd.human_eval.conversations import (
-    SEEKER_ID, LogError, internal_tokens, read_log, seeker_turns, to_acute_dialogue,
+    SEEKER_ID,
+    LogError,
+    internal_tokens,
+    read_log,
+    seeker_turns,
+    to_acute_dialogue,
 )
 
 
@@ -38,8 +45,12 @@ def validate(pair: Dict, where: str = 'pairing') -> Dict:
             raise PairingError(f'{where}: missing "{key}"')
     speakers = pair['speakers_to_eval']
     dialogues = pair['dialogue_dicts']
-    if not (isinstance(speakers, list) and len(speakers) == 2 and speakers[0] != speakers[1]):
-        raise PairingError(f'{where}: speakers_to_eval must be two different names, got {speakers!r}')
+    if not (
+        isinstance(speakers, list) and len(speakers) == 2 and speakers[0] != speakers[1]
+    ):
+        raise PairingError(
+            f'{where}: speakers_to_eval must be two different names, got {speakers!r}'
+        )
     if not (isinstance(dialogues, list) and len(dialogues) == 2):
         raise PairingError(f'{where}: dialogue_dicts must hold two dialogues')
     for side, d in enumerate(dialogues):
@@ -47,7 +58,9 @@ def validate(pair: Dict, where: str = 'pairing') -> Dict:
             raise PairingError(f'{where}: dialogue_dicts[{side}] has no dialogue turns')
         for turn_no, turn in enumerate(d['dialogue']):
             if not isinstance(turn, dict) or 'id' not in turn or 'text' not in turn:
-                raise PairingError(f'{where}: dialogue_dicts[{side}].dialogue[{turn_no}] needs "id" and "text"')
+                raise PairingError(
+                    f'{where}: dialogue_dicts[{side}].dialogue[{turn_no}] needs "id" and "text"'
+                )
             leaked = internal_tokens(str(turn['text']))
             if leaked:
                 raise PairingError(
@@ -63,7 +76,9 @@ def validate(pair: Dict, where: str = 'pairing') -> Dict:
         )
     if pair['is_onboarding']:
         if pair.get('correct_answer') not in speakers:
-            raise PairingError(f'{where}: onboarding pair needs correct_answer in {speakers}')
+            raise PairingError(
+                f'{where}: onboarding pair needs correct_answer in {speakers}'
+            )
     return pair
 
 
@@ -79,8 +94,10 @@ def read_pairings(path: str) -> List[Dict]:
         whole = None
     if isinstance(whole, dict):
         return [validate(whole, path)]
-    pairs = [validate(pair, f'{path}:{line_no}')
-             for line_no, pair in iter_jsonl(path, PairingError, 'pairings file')]
+    pairs = [
+        validate(pair, f'{path}:{line_no}')
+        for line_no, pair in iter_jsonl(path, PairingError, 'pairings file')
+    ]
     if not pairs:
         raise PairingError(f'{path}: no pairings')
     return pairs
@@ -90,26 +107,30 @@ def write_pairings(pairs: Sequence[Dict], path: str) -> None:
     """Validate and write atomically (readers never see half a file)."""
     for i, pair in enumerate(pairs):
         validate(pair, f'pairing {i}')
-
-    def write(tmp):
-        with open(tmp, 'w', encoding='utf-8') as f:
-            for pair in pairs:
-                f.write(json.dumps(pair, ensure_ascii=False) + '\n')
-
-    atomic_write(path, write)
+    with atomic_write(path) as f:
+        for pair in pairs:
+            f.write(json.dumps(pair, ensure_ascii=False) + '\n')
 
 
 def _replies(episode: Dict) -> List[str]:
-    return [(pair[1].get('text') or '') if len(pair) > 1 else '' for pair in episode['dialog']]
+    return [
+        (pair[1].get('text') or '') if len(pair) > 1 else ''
+        for pair in episode['dialog']
+    ]
 
 
 def _hash(*parts) -> str:
     return hashlib.sha1(':'.join(map(str, parts)).encode()).hexdigest()[:16]
 
 
-def build_pairings(logs: Dict[str, str], catalog=None, max_turns: Optional[int] = None,
-                   pairs_per_matchup: Optional[int] = None, source: str = 'redial_crs:test',
-                   seed: int = 0) -> List[Dict]:
+def build_pairings(
+    logs: Dict[str, str],
+    catalog=None,
+    max_turns: Optional[int] = None,
+    pairs_per_matchup: Optional[int] = None,
+    source: str = 'redial_crs:test',
+    seed: int = 0,
+) -> List[Dict]:
     """Model-vs-model pairings over the same contexts, from one Conversations log per model.
 
     Episode *i* of every log must replay the same seeker turns (same task, datatype and order);
@@ -132,14 +153,22 @@ def build_pairings(logs: Dict[str, str], catalog=None, max_turns: Optional[int] 
                 )
     for a, b in itertools.combinations(names, 2):
         same_file = os.path.realpath(logs[a]) == os.path.realpath(logs[b])
-        if same_file or all(_replies(episodes[a][i]) == _replies(episodes[b][i]) for i in range(count)):
+        if same_file or all(
+            _replies(episodes[a][i]) == _replies(episodes[b][i]) for i in range(count)
+        ):
             raise PairingError(
                 f'{logs[a]} ({a}) and {logs[b]} ({b}) '
-                + ('are the same file' if same_file else f'hold the same replies in all {count} episodes')
+                + (
+                    'are the same file'
+                    if same_file
+                    else f'hold the same replies in all {count} episodes'
+                )
                 + ': one model under two names would be compared with itself; give one log per model'
             )
     # dialogue ids unique across the whole file, as Fast-ACUTE's _assign_unique_ids does
-    dialogue_id = {(name, i): m * count + i for m, name in enumerate(names) for i in range(count)}
+    dialogue_id = {
+        (name, i): m * count + i for m, name in enumerate(names) for i in range(count)
+    }
     rng = random.Random(seed)
     pairs = []
     for a, b in itertools.combinations(names, 2):
@@ -150,26 +179,35 @@ def build_pairings(logs: Dict[str, str], catalog=None, max_turns: Optional[int] 
             dicts = []
             for name in (a, b):
                 try:
-                    d = to_acute_dialogue(episodes[name][i], name, catalog, max_turns,
-                                          source=f'{logs[name]} episode {i}')
+                    d = to_acute_dialogue(
+                        episodes[name][i],
+                        name,
+                        catalog,
+                        max_turns,
+                        source=f'{logs[name]} episode {i}',
+                    )
                 except LogError as exc:
                     raise PairingError(str(exc)) from exc
-                d.update({
-                    'id': f'{name}:{i}',
-                    # the replayed human is the ReDial seeker of this test context, not a live
-                    # evaluator; there is no wizard-of-oz side
-                    'evaluator_id_hashed': _hash(source, i),
-                    'oz_id_hashed': None,
-                })
+                d.update(
+                    {
+                        'id': f'{name}:{i}',
+                        # the replayed human is the ReDial seeker of this test context, not a live
+                        # evaluator; there is no wizard-of-oz side
+                        'evaluator_id_hashed': _hash(source, i),
+                        'oz_id_hashed': None,
+                    }
+                )
                 dicts.append(d)
-            pairs.append({
-                'is_onboarding': False,
-                'speakers_to_eval': [a, b],
-                'correct_answer': None,
-                'tags': [source, f'context:{i}', f'{a}__vs__{b}'],
-                'dialogue_ids': [dialogue_id[(a, i)], dialogue_id[(b, i)]],
-                'dialogue_dicts': dicts,
-            })
+            pairs.append(
+                {
+                    'is_onboarding': False,
+                    'speakers_to_eval': [a, b],
+                    'correct_answer': None,
+                    'tags': [source, f'context:{i}', f'{a}__vs__{b}'],
+                    'dialogue_ids': [dialogue_id[(a, i)], dialogue_id[(b, i)]],
+                    'dialogue_dicts': dicts,
+                }
+            )
     return pairs
 
 
@@ -179,18 +217,29 @@ ONBOARDING_GOOD = 'onboarding_good'
 ONBOARDING_BAD = 'onboarding_bad'
 
 
-def onboarding_from_gold(log_path: str, count: int = 1, catalog=None, max_turns: Optional[int] = 6,
-                         source: str = 'redial_crs:test', seed: int = 0) -> List[Dict]:
+def onboarding_from_gold(
+    log_path: str,
+    count: int = 1,
+    catalog=None,
+    max_turns: Optional[int] = 6,
+    source: str = 'redial_crs:test',
+    seed: int = 0,
+) -> List[Dict]:
     """Attention-check pairs from a log's own contexts: the human (gold) recommender's replies vs
     a repeated broken reply. ACUTE's paper used human-human vs weak-model chats the same way.
 
     Gold replies come from the teacher act's ``eval_labels`` that ``--world-logs`` records.
     """
     episodes = list(read_log(log_path))
-    usable = [i for i, e in enumerate(episodes)
-              if all((p[0].get('eval_labels') or p[0].get('labels')) for p in e['dialog'])]
+    usable = [
+        i
+        for i, e in enumerate(episodes)
+        if all((p[0].get('eval_labels') or p[0].get('labels')) for p in e['dialog'])
+    ]
     if len(usable) < count:
-        raise PairingError(f'{log_path}: {len(usable)} episodes with gold replies, need {count}')
+        raise PairingError(
+            f'{log_path}: {len(usable)} episodes with gold replies, need {count}'
+        )
     rng = random.Random(seed)
     pairs = []
     for i in sorted(rng.sample(usable, count)):
@@ -202,27 +251,47 @@ def onboarding_from_gold(log_path: str, count: int = 1, catalog=None, max_turns:
             broken.append([teacher, {'id': ONBOARDING_BAD, 'text': BROKEN_REPLY}])
         dicts = []
         for name, dialog in ((ONBOARDING_GOOD, gold), (ONBOARDING_BAD, broken)):
-            d = to_acute_dialogue({'dialog': dialog}, name, catalog, max_turns,
-                                  source=f'{log_path} episode {i}')
-            d.update({'id': f'{name}:{i}', 'evaluator_id_hashed': _hash(source, i),
-                      'oz_id_hashed': None})
+            d = to_acute_dialogue(
+                {'dialog': dialog},
+                name,
+                catalog,
+                max_turns,
+                source=f'{log_path} episode {i}',
+            )
+            d.update(
+                {
+                    'id': f'{name}:{i}',
+                    'evaluator_id_hashed': _hash(source, i),
+                    'oz_id_hashed': None,
+                }
+            )
             dicts.append(d)
         # the correct side is not always shown first in the file; the page shuffles sides anyway
         if rng.random() < 0.5:
             dicts.reverse()
         speakers = [d['speakers'][0] for d in dicts]
-        pairs.append({
-            'is_onboarding': True,
-            'speakers_to_eval': speakers,
-            'correct_answer': ONBOARDING_GOOD,
-            'tags': [f'onboarding{i:04d}', source],
-            'dialogue_ids': [-1 - 2 * len(pairs), -2 - 2 * len(pairs)],
-            'dialogue_dicts': dicts,
-        })
+        pairs.append(
+            {
+                'is_onboarding': True,
+                'speakers_to_eval': speakers,
+                'correct_answer': ONBOARDING_GOOD,
+                'tags': [f'onboarding{i:04d}', source],
+                'dialogue_ids': [-1 - 2 * len(pairs), -2 - 2 * len(pairs)],
+                'dialogue_dicts': dicts,
+            }
+        )
     return pairs
 
 
 __all__ = [
-    'BROKEN_REPLY', 'ONBOARDING_BAD', 'ONBOARDING_GOOD', 'PairingError', 'SEEKER_ID',
-    'build_pairings', 'onboarding_from_gold', 'read_pairings', 'validate', 'write_pairings',
+    'BROKEN_REPLY',
+    'ONBOARDING_BAD',
+    'ONBOARDING_GOOD',
+    'PairingError',
+    'SEEKER_ID',
+    'build_pairings',
+    'onboarding_from_gold',
+    'read_pairings',
+    'validate',
+    'write_pairings',
 ]

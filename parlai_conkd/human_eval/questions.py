@@ -5,6 +5,7 @@ ACUTE-Eval asks one question per comparison with two choice sentences in which `
 ``s1_choice``, ``s2_choice`` in its blueprint). A study may ask several questions; every result
 records the question text, and the analysis groups by it.
 """
+
 from dataclasses import asdict, dataclass
 from typing import Dict, List
 

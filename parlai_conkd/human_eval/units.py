@@ -11,6 +11,7 @@ model_right}, "pairing_dict": <the pairing>, "pair_id": <line in the pairings fi
 ``data.outputs.final_data[i]`` = ``{"speakerChoice": <model name>, "textReason": ...}``, plus
 the unit's ``worker_id``, ``unit_id``, ``task_start``, ``task_end`` that ACUTE's analysis reads.
 """
+
 import os
 import random
 import threading
@@ -49,25 +50,40 @@ class UnitSpec:
 
     @classmethod
     def from_dict(cls, d: Dict) -> 'UnitSpec':
-        return cls(d['unit_id'], d['question'], [UnitItem(**i) for i in d['items']],
-                   d.get('worker_id'), d.get('task_start'))
+        return cls(
+            d['unit_id'],
+            d['question'],
+            [UnitItem(**i) for i in d['items']],
+            d.get('worker_id'),
+            d.get('task_start'),
+        )
 
     @property
     def onboarding_count(self) -> int:
         return sum(1 for i in self.items if i.is_onboarding)
 
 
-def make_unit(question: Dict[str, str], pair_ids: Sequence[int], pairs: Sequence[Dict],
-              rng: random.Random, onboarding_ids: Sequence[int] = ()) -> UnitSpec:
+def make_unit(
+    question: Dict[str, str],
+    pair_ids: Sequence[int],
+    pairs: Sequence[Dict],
+    rng: random.Random,
+    onboarding_ids: Sequence[int] = (),
+) -> UnitSpec:
     """Onboarding comparisons first (as ACUTE does), each side placed left at random."""
     items = [UnitItem(p, rng.randint(0, 1), True) for p in onboarding_ids]
-    items += [UnitItem(p, rng.randint(0, 1), bool(pairs[p]['is_onboarding'])) for p in pair_ids]
+    items += [
+        UnitItem(p, rng.randint(0, 1), bool(pairs[p]['is_onboarding']))
+        for p in pair_ids
+    ]
     return UnitSpec(uuid.uuid4().hex[:12], dict(question), items)
 
 
 def _side_view(dialogue_dict: Dict, speaker: str) -> List[Dict[str, str]]:
-    return [{'role': 'evaluated' if t['id'] == speaker else 'partner', 'text': t['text']}
-            for t in dialogue_dict['dialogue']]
+    return [
+        {'role': 'evaluated' if t['id'] == speaker else 'partner', 'text': t['text']}
+        for t in dialogue_dict['dialogue']
+    ]
 
 
 def page_view(unit: UnitSpec, pairs: Sequence[Dict]) -> Dict:
@@ -77,27 +93,41 @@ def page_view(unit: UnitSpec, pairs: Sequence[Dict]) -> Dict:
         pair = pairs[item.pair_id]
         sides = []
         for index in (item.left, 1 - item.left):
-            sides.append(_side_view(pair['dialogue_dicts'][index], pair['speakers_to_eval'][index]))
+            sides.append(
+                _side_view(
+                    pair['dialogue_dicts'][index], pair['speakers_to_eval'][index]
+                )
+            )
         comparisons.append({'left': sides[0], 'right': sides[1]})
     return {
         'unit_id': unit.unit_id,
-        'question': {k: unit.question[k] for k in ('question', 's1_choice', 's2_choice')},
+        'question': {
+            k: unit.question[k] for k in ('question', 's1_choice', 's2_choice')
+        },
         'onboarding_count': unit.onboarding_count,
         'comparisons': comparisons,
         'min_reason_chars': MIN_REASON_CHARS,
     }
 
 
-def check_answers(unit: UnitSpec, answers: Sequence[Dict], upto: Optional[int] = None) -> None:
+def check_answers(
+    unit: UnitSpec, answers: Sequence[Dict], upto: Optional[int] = None
+) -> None:
     expected = len(unit.items) if upto is None else upto
     if len(answers) != expected:
-        raise AnswerError(f'unit {unit.unit_id}: {len(answers)} answers for {expected} comparisons')
+        raise AnswerError(
+            f'unit {unit.unit_id}: {len(answers)} answers for {expected} comparisons'
+        )
     for i, answer in enumerate(answers):
         if answer.get('choice') not in ('left', 'right'):
-            raise AnswerError(f'unit {unit.unit_id}: answer {i} has choice {answer.get("choice")!r}')
+            raise AnswerError(
+                f'unit {unit.unit_id}: answer {i} has choice {answer.get("choice")!r}'
+            )
         if len((answer.get('reason') or '').strip()) < MIN_REASON_CHARS:
-            raise AnswerError(f'unit {unit.unit_id}: answer {i} needs a reason of at least '
-                              f'{MIN_REASON_CHARS} characters')
+            raise AnswerError(
+                f'unit {unit.unit_id}: answer {i} needs a reason of at least '
+                f'{MIN_REASON_CHARS} characters'
+            )
 
 
 def chosen_speaker(item: UnitItem, pair: Dict, choice: str) -> str:
@@ -105,38 +135,65 @@ def chosen_speaker(item: UnitItem, pair: Dict, choice: str) -> str:
     return pair['speakers_to_eval'][index]
 
 
-def onboarding_score(unit: UnitSpec, pairs: Sequence[Dict], answers: Sequence[Dict]) -> Optional[float]:
+def onboarding_score(
+    unit: UnitSpec, pairs: Sequence[Dict], answers: Sequence[Dict]
+) -> Optional[float]:
     """Fraction of the unit's onboarding comparisons answered correctly (None: there were none)."""
-    graded = [(item, answer) for item, answer in zip(unit.items, answers) if item.is_onboarding]
+    graded = [
+        (item, answer)
+        for item, answer in zip(unit.items, answers)
+        if item.is_onboarding
+    ]
     if not graded:
         return None
-    correct = sum(chosen_speaker(item, pairs[item.pair_id], answer['choice'])
-                  == pairs[item.pair_id]['correct_answer'] for item, answer in graded)
+    correct = sum(
+        chosen_speaker(item, pairs[item.pair_id], answer['choice'])
+        == pairs[item.pair_id]['correct_answer']
+        for item, answer in graded
+    )
     return correct / len(graded)
 
 
-def result_record(unit: UnitSpec, pairs: Sequence[Dict], answers: Sequence[Dict], worker_id: str,
-                  status: str, task_end: Optional[float] = None, **ids) -> Dict:
+def result_record(
+    unit: UnitSpec,
+    pairs: Sequence[Dict],
+    answers: Sequence[Dict],
+    worker_id: str,
+    status: str,
+    task_end: Optional[float] = None,
+    **ids,
+) -> Dict:
     """One unit in ACUTE-Eval's stored shape (see module docstring)."""
     inputs, final_data = [], []
     for item, answer in zip(unit.items, answers):
         pair = pairs[item.pair_id]
-        sides = [{'name': pair['speakers_to_eval'][i], 'dialogue': pair['dialogue_dicts'][i]['dialogue']}
-                 for i in (item.left, 1 - item.left)]
-        inputs.append({
-            'task_specs': {
-                's1_choice': unit.question['s1_choice'],
-                's2_choice': unit.question['s2_choice'],
-                'question': unit.question['question'],
-                'is_onboarding': item.is_onboarding,
-                'model_left': sides[0],
-                'model_right': sides[1],
-            },
-            'pairing_dict': pair,
-            'pair_id': item.pair_id,
-        })
-        final_data.append({'speakerChoice': chosen_speaker(item, pair, answer['choice']),
-                           'textReason': answer['reason'].strip()})
+        sides = [
+            {
+                'name': pair['speakers_to_eval'][i],
+                'dialogue': pair['dialogue_dicts'][i]['dialogue'],
+            }
+            for i in (item.left, 1 - item.left)
+        ]
+        inputs.append(
+            {
+                'task_specs': {
+                    's1_choice': unit.question['s1_choice'],
+                    's2_choice': unit.question['s2_choice'],
+                    'question': unit.question['question'],
+                    'is_onboarding': item.is_onboarding,
+                    'model_left': sides[0],
+                    'model_right': sides[1],
+                },
+                'pairing_dict': pair,
+                'pair_id': item.pair_id,
+            }
+        )
+        final_data.append(
+            {
+                'speakerChoice': chosen_speaker(item, pair, answer['choice']),
+                'textReason': answer['reason'].strip(),
+            }
+        )
     record = {
         'unit_id': unit.unit_id,
         'worker_id': worker_id,

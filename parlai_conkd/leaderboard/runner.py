@@ -6,6 +6,7 @@ fold and item catalog it is evaluated on, and the plugin and cache versions. A r
 done (``run.json``, written last, atomically) only after its report is in place, so an
 interrupted leaderboard resumes at the first unfinished run.
 """
+
 import hashlib
 import json
 import os
@@ -15,6 +16,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional
+
+from parlai_conkd.fileio import atomic_write, sha256_file
 
 from .spec import SpecError
 
@@ -58,14 +61,6 @@ class Run:
         return os.path.join(self.directory, 'run.json')
 
 
-def file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def resolve_model(model: str, datapath: str, where: str) -> str:
     """A model file path or ``zoo:`` name -> the model file (a zoo name makes its model present)."""
     if model.startswith('zoo:'):
@@ -77,7 +72,9 @@ def resolve_model(model: str, datapath: str, where: str) -> str:
     if not os.path.isfile(path):
         raise SpecError(f'{where}: model file not found: {model} ({path})')
     if not os.path.isfile(path + '.opt'):
-        raise SpecError(f'{where}: {path}.opt is missing; is {model} a ParlAI model file?')
+        raise SpecError(
+            f'{where}: {path}.opt is missing; is {model} a ParlAI model file?'
+        )
     return path
 
 
@@ -92,7 +89,7 @@ def model_kind(model_file: str, where: str) -> str:
     from parlai.core.loader import load_agent_module
     from parlai.core.torch_generator_agent import TorchGeneratorAgent
 
-    from parlai_conkd.agents.conkd_rec_teacher.conkd_rec_teacher import ItemRankingAgent
+    from parlai_conkd.agents.item_ranking import ItemRankingAgent
 
     name = model_opt(model_file).get('model')
     if not name:
@@ -119,21 +116,27 @@ def model_inputs(model_file: str) -> Dict[str, str]:
     for suffix in ('.opt', '.dict', '.catalog.json'):
         if os.path.isfile(model_file + suffix):
             files[suffix] = model_file + suffix
-    return {name: file_sha256(path) for name, path in files.items()}
+    return {name: sha256_file(path) for name, path in files.items()}
 
 
-def data_inputs(datapath: str, split: str, redial_path: Optional[str], meta_path: Optional[str]) -> Dict:
+def data_inputs(
+    datapath: str, split: str, redial_path: Optional[str], meta_path: Optional[str]
+) -> Dict:
     """The built fold and item catalog the runs read (built here when needed)."""
-    from parlai_conkd.tasks.redial_crs import build
+    from parlai_conkd.redial import build
 
-    opt = {'datapath': datapath, 'redial_path': redial_path, 'redial_meta_path': meta_path}
+    opt = {
+        'datapath': datapath,
+        'redial_path': redial_path,
+        'redial_meta_path': meta_path,
+    }
     fold = build.fold_path(opt, split)
     return {
         'built_dir': os.path.dirname(fold),
         'source': build.source_path(opt) or 'official download',
         'meta_path': build.meta_path(opt),
-        'fold_sha256': file_sha256(fold),
-        'catalog_sha256': file_sha256(build.catalog_path(opt)),
+        'fold_sha256': sha256_file(fold),
+        'catalog_sha256': sha256_file(build.catalog_path(opt)),
     }
 
 
@@ -152,8 +155,11 @@ def display_command(command: List[str]) -> str:
 def run_key(run: Run, data: Dict, version: str) -> str:
     command = [a for a in run.command if a not in (run.report_path, run.log_path)]
     payload = {
-        'cache_version': CACHE_VERSION, 'plugin': version, 'command': command[3:],
-        'model': model_inputs(run.model_file), 'data': {k: data[k] for k in ('fold_sha256', 'catalog_sha256')},
+        'cache_version': CACHE_VERSION,
+        'plugin': version,
+        'command': command[3:],
+        'model': model_inputs(run.model_file),
+        'data': {k: data[k] for k in ('fold_sha256', 'catalog_sha256')},
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
@@ -169,17 +175,21 @@ def cached(run: Run) -> Optional[Dict]:
             report = json.load(f)['report']
     except (OSError, ValueError, KeyError):
         return None
-    return {'report': report, 'seconds': stamp.get('seconds'), 'finished': stamp.get('finished')}
+    return {
+        'report': report,
+        'seconds': stamp.get('seconds'),
+        'finished': stamp.get('finished'),
+    }
 
 
 def _write_json_atomic(path: str, payload) -> None:
-    tmp = f'{path}.tmp-{os.getpid()}'
-    with open(tmp, 'w', encoding='utf-8') as f:
+    with atomic_write(path) as f:
         json.dump(payload, f, indent=2)
-    os.replace(tmp, path)
 
 
-def execute(run: Run, on_progress: Callable[[float], None] = lambda fraction: None) -> Dict:
+def execute(
+    run: Run, on_progress: Callable[[float], None] = lambda fraction: None
+) -> Dict:
     """Run ``eval_model`` (output to ``eval.log``), then stamp the run; raises RunError on failure."""
     os.makedirs(run.directory, exist_ok=True)
     for path in (run.stamp_path, run.report_path):
@@ -189,8 +199,13 @@ def execute(run: Run, on_progress: Callable[[float], None] = lambda fraction: No
     env = dict(os.environ, PYTHONUNBUFFERED='1')
     with open(run.log_path, 'w', encoding='utf-8') as log:
         log.write(display_command(run.command) + '\n')
-        proc = subprocess.Popen(run.command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                text=True, env=env)
+        proc = subprocess.Popen(
+            run.command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
         try:
             for line in proc.stdout:
                 log.write(line)
@@ -214,6 +229,13 @@ def execute(run: Run, on_progress: Callable[[float], None] = lambda fraction: No
     with open(run.report_path, encoding='utf-8') as f:
         report = json.load(f)['report']
     finished = time.strftime('%Y-%m-%dT%H:%M:%S%z')
-    _write_json_atomic(run.stamp_path, {'key': run.key, 'command': display_command(run.command),
-                                        'seconds': round(seconds, 2), 'finished': finished})
+    _write_json_atomic(
+        run.stamp_path,
+        {
+            'key': run.key,
+            'command': display_command(run.command),
+            'seconds': round(seconds, 2),
+            'finished': finished,
+        },
+    )
     return {'report': report, 'seconds': round(seconds, 2), 'finished': finished}

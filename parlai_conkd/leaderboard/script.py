@@ -14,6 +14,7 @@ seeds: the tables show mean ± sample standard deviation and n. Finished runs ar
 ``--work-dir`` and reused while their inputs are unchanged (see runner.py), so an interrupted
 leaderboard resumes where it stopped; ``--force`` recomputes.
 """
+
 import json
 import os
 import platform
@@ -27,6 +28,8 @@ from typing import Dict, List
 from parlai.core.params import ParlaiParser
 from parlai.core.script import ParlaiScript
 
+from parlai_conkd.fileio import atomic_path, atomic_write
+
 from . import plot as plotting
 from . import runner, table
 from .spec import SPLITS, Spec, SpecError, load_spec, rows_from_cli
@@ -35,7 +38,11 @@ from .spec import SPLITS, Spec, SpecError, load_spec, rows_from_cli
 def _slug(name: str) -> str:
     import hashlib
 
-    return re.sub(r'[^A-Za-z0-9._-]+', '_', name).strip('_')[:40] + '-' + hashlib.sha1(name.encode()).hexdigest()[:6]
+    return (
+        re.sub(r'[^A-Za-z0-9._-]+', '_', name).strip('_')[:40]
+        + '-'
+        + hashlib.sha1(name.encode()).hexdigest()[:6]
+    )
 
 
 def _versions() -> Dict:
@@ -44,17 +51,32 @@ def _versions() -> Dict:
 
     import parlai_conkd
 
-    versions = {'python': platform.python_version(), 'platform': platform.platform(),
-                'torch': torch.__version__, 'parlai': parlai.__version__,
-                'parlai_conkd': parlai_conkd.__version__, 'parlai_conkd_git': None}
+    versions = {
+        'python': platform.python_version(),
+        'platform': platform.platform(),
+        'torch': torch.__version__,
+        'parlai': parlai.__version__,
+        'parlai_conkd': parlai_conkd.__version__,
+        'parlai_conkd_git': None,
+    }
     source = os.path.dirname(os.path.dirname(os.path.abspath(parlai_conkd.__file__)))
     try:
-        commit = subprocess.run(['git', '-C', source, 'rev-parse', '--short=12', 'HEAD'],
-                                capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(['git', '-C', source, 'status', '--porcelain'],
-                               capture_output=True, text=True, timeout=10)
+        commit = subprocess.run(
+            ['git', '-C', source, 'rev-parse', '--short=12', 'HEAD'],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        dirty = subprocess.run(
+            ['git', '-C', source, 'status', '--porcelain'],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         if commit.returncode == 0:
-            versions['parlai_conkd_git'] = commit.stdout.strip() + ('+dirty' if dirty.stdout.strip() else '')
+            versions['parlai_conkd_git'] = commit.stdout.strip() + (
+                '+dirty' if dirty.stdout.strip() else ''
+            )
     except (OSError, subprocess.SubprocessError):
         pass
     return versions
@@ -67,10 +89,8 @@ def _shown_path(path: str) -> str:
 
 
 def _write_atomic(path: str, text: str) -> None:
-    tmp = f'{path}.tmp-{os.getpid()}'
-    with open(tmp, 'w', encoding='utf-8') as f:
+    with atomic_write(path) as f:
         f.write(text)
-    os.replace(tmp, path)
 
 
 class Leaderboard(ParlaiScript):
@@ -79,31 +99,81 @@ class Leaderboard(ParlaiScript):
         parser = ParlaiParser(False, False, description=__doc__)
         parser.add_parlai_data_path()
         group = parser.add_argument_group('Leaderboard')
-        group.add_argument('--spec', type=str, default=None,
-                           help='JSON/YAML file with the rows (see parlai_conkd/leaderboard/spec.py); '
-                           'its "split"/"eval_args"/"title" are used unless given here')
-        group.add_argument('--row', type=str, action='append', default=[],
-                           help='NAME=MODEL[,MODEL...]: a row; several model files / zoo names are seeds')
-        group.add_argument('--row-args', type=str, action='append', default=[],
-                           help='NAME=ARGS: extra eval_model arguments for that row (shell-quoted)')
-        group.add_argument('--out', type=str, default=None,
-                           help='output prefix: writes OUT.json, OUT.md, OUT.png (default for --spec X.spec.json: '
-                           'X; for another spec name X.json: X.leaderboard)')
-        group.add_argument('--work-dir', type=str, default=None,
-                           help='eval_model reports and logs, reused across runs (default: '
-                           'runs/leaderboards/<name of OUT>)')
-        group.add_argument('-dt', '--split', type=str, default=None, choices=SPLITS,
-                           help='fold every row is evaluated on (default: the spec\'s, else test)')
-        group.add_argument('--eval-args', type=str, default=None,
-                           help='extra eval_model arguments for every row (shell-quoted), after the spec\'s')
-        group.add_argument('--redial-path', type=str, default=None,
-                           help='ReDial copy for every run (default: $CONKD_REDIAL_PATH, else the official download)')
-        group.add_argument('--redial-meta-path', type=str, default=None,
-                           help='movie KG directory for every run (default: $CONKD_REDIAL_META_PATH)')
-        group.add_argument('-n', '--num-examples', type=int, default=None,
-                           help='evaluate only the first N examples of the fold (quick looks; not for tables)')
+        group.add_argument(
+            '--spec',
+            type=str,
+            default=None,
+            help='JSON/YAML file with the rows (see parlai_conkd/leaderboard/spec.py); '
+            'its "split"/"eval_args"/"title" are used unless given here',
+        )
+        group.add_argument(
+            '--row',
+            type=str,
+            action='append',
+            default=[],
+            help='NAME=MODEL[,MODEL...]: a row; several model files / zoo names are seeds',
+        )
+        group.add_argument(
+            '--row-args',
+            type=str,
+            action='append',
+            default=[],
+            help='NAME=ARGS: extra eval_model arguments for that row (shell-quoted)',
+        )
+        group.add_argument(
+            '--out',
+            type=str,
+            default=None,
+            help='output prefix: writes OUT.json, OUT.md, OUT.png (default for --spec X.spec.json: '
+            'X; for another spec name X.json: X.leaderboard)',
+        )
+        group.add_argument(
+            '--work-dir',
+            type=str,
+            default=None,
+            help='eval_model reports and logs, reused across runs (default: '
+            'runs/leaderboards/<name of OUT>)',
+        )
+        group.add_argument(
+            '-dt',
+            '--split',
+            type=str,
+            default=None,
+            choices=SPLITS,
+            help='fold every row is evaluated on (default: the spec\'s, else test)',
+        )
+        group.add_argument(
+            '--eval-args',
+            type=str,
+            default=None,
+            help='extra eval_model arguments for every row (shell-quoted), after the spec\'s',
+        )
+        group.add_argument(
+            '--redial-path',
+            type=str,
+            default=None,
+            help='ReDial copy for every run (default: $CONKD_REDIAL_PATH, else the official download)',
+        )
+        group.add_argument(
+            '--redial-meta-path',
+            type=str,
+            default=None,
+            help='movie KG directory for every run (default: $CONKD_REDIAL_META_PATH)',
+        )
+        group.add_argument(
+            '-n',
+            '--num-examples',
+            type=int,
+            default=None,
+            help='evaluate only the first N examples of the fold (quick looks; not for tables)',
+        )
         group.add_argument('--title', type=str, default=None)
-        group.add_argument('--force', type='bool', default=False, help='recompute runs found in the cache')
+        group.add_argument(
+            '--force',
+            type='bool',
+            default=False,
+            help='recompute runs found in the cache',
+        )
         return parser
 
     # ------------------------------------------------------------------ inputs
@@ -112,13 +182,19 @@ class Leaderboard(ParlaiScript):
         if opt.get('spec'):
             spec = load_spec(opt['spec'])
             if opt.get('row'):
-                raise SpecError('give the rows either with --spec or with --row, not both')
+                raise SpecError(
+                    'give the rows either with --spec or with --row, not both'
+                )
         elif opt.get('row'):
             spec = Spec(rows_from_cli(opt['row'], opt.get('row_args') or []))
         else:
-            raise SpecError('no rows: give --spec FILE or at least one --row NAME=MODEL')
+            raise SpecError(
+                'no rows: give --spec FILE or at least one --row NAME=MODEL'
+            )
         if opt.get('row_args') and opt.get('spec'):
-            raise SpecError('--row-args belongs to --row; put a spec row\'s arguments in its "args"')
+            raise SpecError(
+                '--row-args belongs to --row; put a spec row\'s arguments in its "args"'
+            )
         if opt.get('split'):
             spec.split = opt['split']
         if opt.get('eval_args'):
@@ -134,17 +210,28 @@ class Leaderboard(ParlaiScript):
         elif spec:
             # X.spec.json -> X.json/.md/.png; any other name -> X.leaderboard.json/...
             stem, _ = os.path.splitext(spec)
-            out = stem[: -len('.spec')] if stem.endswith('.spec') else stem + '.leaderboard'
+            out = (
+                stem[: -len('.spec')]
+                if stem.endswith('.spec')
+                else stem + '.leaderboard'
+            )
         else:
-            raise SpecError('--out PREFIX is required with --row (writes PREFIX.json/.md/.png)')
+            raise SpecError(
+                '--out PREFIX is required with --row (writes PREFIX.json/.md/.png)'
+            )
         if spec and os.path.abspath(out + '.json') == os.path.abspath(spec):
-            raise SpecError(f'--out {out} would overwrite the spec file {spec}; choose another prefix')
+            raise SpecError(
+                f'--out {out} would overwrite the spec file {spec}; choose another prefix'
+            )
         return out
 
     def _common_args(self, spec: Spec) -> List[str]:
         opt = self.opt
         args = ['-dt', spec.split, '-dp', opt['datapath'], '--log-every-n-secs', '2']
-        for key, flag in (('redial_path', '--redial-path'), ('redial_meta_path', '--redial-meta-path')):
+        for key, flag in (
+            ('redial_path', '--redial-path'),
+            ('redial_meta_path', '--redial-meta-path'),
+        ):
             if opt.get(key):
                 args += [flag, opt[key]]
         if opt.get('num_examples'):
@@ -160,9 +247,13 @@ class Leaderboard(ParlaiScript):
         opt = self.opt
         spec = self._spec()
         out = self._out_prefix()
-        work_dir = opt.get('work_dir') or os.path.join('runs', 'leaderboards', os.path.basename(out))
+        work_dir = opt.get('work_dir') or os.path.join(
+            'runs', 'leaderboards', os.path.basename(out)
+        )
         datapath = opt['datapath']
-        data = runner.data_inputs(datapath, spec.split, opt.get('redial_path'), opt.get('redial_meta_path'))
+        data = runner.data_inputs(
+            datapath, spec.split, opt.get('redial_path'), opt.get('redial_meta_path')
+        )
         common = self._common_args(spec)
         runs: List[runner.Run] = []
         kinds: Dict[str, str] = {}
@@ -172,18 +263,39 @@ class Leaderboard(ParlaiScript):
                 model_file = runner.resolve_model(model, datapath, where)
                 kind = row.kind or runner.model_kind(model_file, where)
                 if kinds.setdefault(row.name, kind) != kind:
-                    raise SpecError(f'{where}: mixes {kinds[row.name]} and {kind} model files')
-                run = runner.Run(row.name, index, model, model_file, kind, [],
-                                 os.path.join(work_dir, _slug(row.name), str(index)))
+                    raise SpecError(
+                        f'{where}: mixes {kinds[row.name]} and {kind} model files'
+                    )
+                run = runner.Run(
+                    row.name,
+                    index,
+                    model,
+                    model_file,
+                    kind,
+                    [],
+                    os.path.join(work_dir, _slug(row.name), str(index)),
+                )
                 # the model as given (a zoo name stays one, so the JSON does not hold this machine's paths)
                 run.command = runner.parlai_command(
-                    ['eval_model', '-mf', model, *runner.DEFAULT_ARGS[kind], *common,
-                     *spec.eval_args, *row.args, '--report-filename', run.report_path])
+                    [
+                        'eval_model',
+                        '-mf',
+                        model,
+                        *runner.DEFAULT_ARGS[kind],
+                        *common,
+                        *spec.eval_args,
+                        *row.args,
+                        '--report-filename',
+                        run.report_path,
+                    ]
+                )
                 run.key = runner.run_key(run, data, parlai_conkd.__version__)
                 runs.append(run)
 
         results: Dict[int, Dict] = {}
-        done: Dict[str, str] = {}  # run key -> label of the run that produced it in this invocation
+        done: Dict[str, str] = (
+            {}
+        )  # run key -> label of the run that produced it in this invocation
         bar = tqdm(total=len(runs), desc='leaderboard', unit='run', file=sys.stderr)
         for i, run in enumerate(runs):
             label = f'{run.row} [{run.index + 1}/{sum(r.row == run.row for r in runs)}]'
@@ -192,15 +304,26 @@ class Leaderboard(ParlaiScript):
             if twin is not None:
                 # the same model file with the same command and data: the same numbers
                 result = dict(results[twin], cached=True)
-                bar.write(f'{label}: same model, command and data as {done[run.key]}, result reused',
-                          file=sys.stderr)
+                bar.write(
+                    f'{label}: same model, command and data as {done[run.key]}, result reused',
+                    file=sys.stderr,
+                )
             elif result is not None:
-                bar.write(f'{label}: unchanged, cached result reused ({run.stamp_path})', file=sys.stderr)
+                bar.write(
+                    f'{label}: unchanged, cached result reused ({run.stamp_path})',
+                    file=sys.stderr,
+                )
                 result['cached'] = True
             else:
                 bar.set_postfix_str(label)
-                step = tqdm(total=100, desc=f'  {run.row}', unit='%', leave=False, file=sys.stderr,
-                            bar_format='{desc}: {percentage:3.0f}%|{bar}| {elapsed}')
+                step = tqdm(
+                    total=100,
+                    desc=f'  {run.row}',
+                    unit='%',
+                    leave=False,
+                    file=sys.stderr,
+                    bar_format='{desc}: {percentage:3.0f}%|{bar}| {elapsed}',
+                )
 
                 def progress(fraction, step=step):
                     step.update(max(0, round(fraction * 100) - step.n))
@@ -210,7 +333,9 @@ class Leaderboard(ParlaiScript):
                 finally:
                     step.close()
                 result['cached'] = False
-                bar.write(f'{label}: done in {result["seconds"]:.0f} s', file=sys.stderr)
+                bar.write(
+                    f'{label}: done in {result["seconds"]:.0f} s', file=sys.stderr
+                )
             results[i] = result
             done.setdefault(run.key, label)
             bar.update(1)
@@ -220,9 +345,8 @@ class Leaderboard(ParlaiScript):
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         _write_atomic(out + '.json', json.dumps(board, indent=2) + '\n')
         _write_atomic(out + '.md', table.markdown(board))
-        tmp_png = f'{out}.png.tmp-{os.getpid()}'
-        plotting.plot(board, tmp_png)
-        os.replace(tmp_png, out + '.png')
+        with atomic_path(out + '.png') as tmp_png:
+            plotting.plot(board, tmp_png)
         print(table.markdown(board))
         print(f'wrote {out}.json, {out}.md, {out}.png')
         return board
@@ -230,34 +354,53 @@ class Leaderboard(ParlaiScript):
     def _board(self, spec: Spec, runs, results, data) -> Dict:
         rows = []
         for row in spec.rows:
-            mine = [(run, results[i]) for i, run in enumerate(runs) if run.row == row.name]
-            rows.append({
-                'name': row.name,
-                'kind': mine[0][0].kind,
-                'models': list(row.models),
-                'args': list(row.args),
-                'metrics': table.aggregate([result['report'] for _, result in mine]),
-                'runs': [{
-                    'model': run.model, 'model_file': _shown_path(run.model_file),
-                    'model_sha256': runner.model_inputs(run.model_file)['model'],
-                    'seeds': runner.model_seeds(run.model_file),
-                    'command': runner.display_command(run.command), 'argv': run.command[1:],
-                    'seconds': result.get('seconds'), 'finished': result.get('finished'),
-                    'cached': result.get('cached'), 'key': run.key, 'work_dir': run.directory,
-                    'report': result['report'],
-                } for run, result in mine],
-            })
+            mine = [
+                (run, results[i]) for i, run in enumerate(runs) if run.row == row.name
+            ]
+            rows.append(
+                {
+                    'name': row.name,
+                    'kind': mine[0][0].kind,
+                    'models': list(row.models),
+                    'args': list(row.args),
+                    'metrics': table.aggregate(
+                        [result['report'] for _, result in mine]
+                    ),
+                    'runs': [
+                        {
+                            'model': run.model,
+                            'model_file': _shown_path(run.model_file),
+                            'model_sha256': runner.model_inputs(run.model_file)[
+                                'model'
+                            ],
+                            'seeds': runner.model_seeds(run.model_file),
+                            'command': runner.display_command(run.command),
+                            'argv': run.command[1:],
+                            'seconds': result.get('seconds'),
+                            'finished': result.get('finished'),
+                            'cached': result.get('cached'),
+                            'key': run.key,
+                            'work_dir': run.directory,
+                            'report': result['report'],
+                        }
+                        for run, result in mine
+                    ],
+                }
+            )
         argv = ' '.join(shlex.quote(a) for a in sys.argv[1:])
         return {
-            'title': spec.title, 'split': spec.split,
+            'title': spec.title,
+            'split': spec.split,
             'created': time.strftime('%Y-%m-%dT%H:%M:%S%z'),
             'command': f'python -m parlai_conkd.leaderboard {argv}'.strip(),
-            'versions': _versions(), 'data': data, 'spec': spec.as_dict(),
+            'versions': _versions(),
+            'data': data,
+            'spec': spec.as_dict(),
             'protocols': {
                 'all': 'every item the gold recommender turn names, items mentioned before included '
-                       '(KBRD/CRSLab); rankers: recall@k on redial_crs:rec_all; generators: rer_all@k',
+                '(KBRD/CRSLab); rankers: recall@k on redial_crs:rec_all; generators: rer_all@k',
                 'new': 'only items not mentioned before in the dialogue (He et al., CIKM 2023); '
-                       'rankers: new_recall@k; generators: rer@k',
+                'rankers: new_recall@k; generators: rer@k',
             },
             'rows': rows,
         }

@@ -11,20 +11,39 @@ It runs the real ``parlai train_model`` and ``parlai eval_model`` (the exact com
 in the JSON), times training, and prints a table. The budget is deliberately small (a few minutes
 on 2 CPU cores): it is a reproducible reference point, not a converged model.
 """
+
 import argparse
 import json
 import os
 import shlex
 import subprocess
 import sys
-import tempfile
 import time
 
-from parlai_conkd.fileio import match_umask
+from parlai_conkd.fileio import atomic_write
 
-REPORTED = ['ppl', 'dist-2', 'dist-3', 'dist-4', 'dist_crs-2', 'dist_crs-3', 'dist_crs-4',
-            'rer@1', 'rer@10', 'rer@50', 'item_ratio', 'item_precision', 'item_f1', 'bleu-4',
-            'dist-1', 'dist_crs-1', 'rec_flag_acc', 'gen_n_toks', 'f1', 'exs']
+REPORTED = [
+    'ppl',
+    'dist-2',
+    'dist-3',
+    'dist-4',
+    'dist_crs-2',
+    'dist_crs-3',
+    'dist_crs-4',
+    'rer@1',
+    'rer@10',
+    'rer@50',
+    'item_ratio',
+    'item_precision',
+    'item_f1',
+    'bleu-4',
+    'dist-1',
+    'dist_crs-1',
+    'rec_flag_acc',
+    'gen_n_toks',
+    'f1',
+    'exs',
+]
 
 
 def parlai_bin() -> str:
@@ -33,26 +52,103 @@ def parlai_bin() -> str:
 
 def train_command(args, model_file: str):
     return [
-        parlai_bin(), 'train_model', '-m', 'conkd_dialogue_teacher', '--backbone', 'transformer',
-        '-t', 'redial_crs', '--redial-path', args.redial_path, '--datapath', args.datapath,
-        '-mf', model_file, '--dict-minfreq', '3', '--dict-tokenizer', 're', '--dict-lower', 'true',
-        '--n-layers', '2', '--embedding-size', '128', '--ffn-size', '256', '--n-heads', '4',
-        '--dropout', '0.1', '--text-truncate', '128', '--label-truncate', '40', '--truncate', '128',
-        '-bs', str(args.batchsize), '--optimizer', 'adam', '-lr', '1e-3', '--lr-scheduler', 'none',
-        '--gradient-clip', '1.0', '--max-train-time', str(args.train_seconds), '-eps', '50',
-        '--validation-every-n-secs', str(max(args.train_seconds // 3, 60)),
-        '--validation-max-exs', '400', '--validation-metric', 'ppl', '--validation-metric-mode', 'min',
-        '--skip-generation', 'true', '--save-after-valid', 'true', '--log-every-n-secs', '30',
-        '--num-workers', '0',
+        parlai_bin(),
+        'train_model',
+        '-m',
+        'conkd_dialogue_teacher',
+        '--backbone',
+        'transformer',
+        '-t',
+        'redial_crs',
+        '--redial-path',
+        args.redial_path,
+        '--datapath',
+        args.datapath,
+        '-mf',
+        model_file,
+        '--dict-minfreq',
+        '3',
+        '--dict-tokenizer',
+        're',
+        '--dict-lower',
+        'true',
+        '--n-layers',
+        '2',
+        '--embedding-size',
+        '128',
+        '--ffn-size',
+        '256',
+        '--n-heads',
+        '4',
+        '--dropout',
+        '0.1',
+        '--text-truncate',
+        '128',
+        '--label-truncate',
+        '40',
+        '--truncate',
+        '128',
+        '-bs',
+        str(args.batchsize),
+        '--optimizer',
+        'adam',
+        '-lr',
+        '1e-3',
+        '--lr-scheduler',
+        'none',
+        '--gradient-clip',
+        '1.0',
+        '--max-train-time',
+        str(args.train_seconds),
+        '-eps',
+        '50',
+        '--validation-every-n-secs',
+        str(max(args.train_seconds // 3, 60)),
+        '--validation-max-exs',
+        '400',
+        '--validation-metric',
+        'ppl',
+        '--validation-metric-mode',
+        'min',
+        '--skip-generation',
+        'true',
+        '--save-after-valid',
+        'true',
+        '--log-every-n-secs',
+        '30',
+        '--num-workers',
+        '0',
     ]
 
 
 def eval_command(args, model_file: str, report_file: str):
     return [
-        parlai_bin(), 'eval_model', '-mf', model_file, '-t', 'redial_crs',
-        '--redial-path', args.redial_path, '--datapath', args.datapath, '-dt', 'test',
-        '--skip-generation', 'false', '--inference', 'greedy', '--label-truncate', '40',
-        '--text-truncate', '128', '--truncate', '128', '-bs', '64', '--report-filename', report_file,
+        parlai_bin(),
+        'eval_model',
+        '-mf',
+        model_file,
+        '-t',
+        'redial_crs',
+        '--redial-path',
+        args.redial_path,
+        '--datapath',
+        args.datapath,
+        '-dt',
+        'test',
+        '--skip-generation',
+        'false',
+        '--inference',
+        'greedy',
+        '--label-truncate',
+        '40',
+        '--text-truncate',
+        '128',
+        '--truncate',
+        '128',
+        '-bs',
+        '64',
+        '--report-filename',
+        report_file,
     ]
 
 
@@ -64,26 +160,31 @@ def run(command, env):
 
 
 def write_json_atomic(path: str, payload) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.results-', dir=directory)
-    with os.fdopen(fd, 'w', encoding='utf-8') as f:
+    with atomic_write(path) as f:
         json.dump(payload, f, indent=2, sort_keys=True)
         f.write('\n')
-    match_umask(tmp)  # mkstemp made it owner-only
-    os.replace(tmp, path)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--redial-path', required=True, help='ReDial directory (official layout)')
-    parser.add_argument('--out', default='runs/dialogue_teacher', help='model + built data go here')
-    parser.add_argument('--json', default='projects/conkd/results/dialogue_teacher_transformer.json')
-    parser.add_argument('--train-seconds', type=int, default=600, help='training time budget')
+    parser.add_argument(
+        '--redial-path', required=True, help='ReDial directory (official layout)'
+    )
+    parser.add_argument(
+        '--out', default='runs/dialogue_teacher', help='model + built data go here'
+    )
+    parser.add_argument(
+        '--json', default='projects/conkd/results/dialogue_teacher_transformer.json'
+    )
+    parser.add_argument(
+        '--train-seconds', type=int, default=600, help='training time budget'
+    )
     parser.add_argument('--batchsize', type=int, default=32)
     # one thread: on the shared 2-core machine two threads per process thrashed (5x fewer updates/s)
     parser.add_argument('--threads', type=int, default=1, help='OMP/torch threads')
-    parser.add_argument('--max-dialogues', type=int, default=0, help='per fold, 0 = all (smoke runs)')
+    parser.add_argument(
+        '--max-dialogues', type=int, default=0, help='per fold, 0 = all (smoke runs)'
+    )
     args = parser.parse_args()
     if not os.path.isfile(os.path.join(args.redial_path, 'train_data.jsonl')):
         parser.error(f'--redial-path {args.redial_path}: no train_data.jsonl there')
@@ -128,7 +229,11 @@ def main():
     print(f'\n{"metric":<16}value')
     for key in REPORTED:
         value = results.get(key)
-        print(f'{key:<16}{value:.4g}' if isinstance(value, (int, float)) else f'{key:<16}{value}')
+        print(
+            f'{key:<16}{value:.4g}'
+            if isinstance(value, (int, float))
+            else f'{key:<16}{value}'
+        )
     print(f'{"train seconds":<16}{train_seconds:.0f}')
     print(f'wrote {args.json}')
 

@@ -12,9 +12,9 @@ accuracy::
 The zoo passes the fitted value to its students' ``--rec-flag-threshold`` only where it also
 wins in the decoding search on the same fold (projects/conkd/README.md, "Decoding").
 """
+
 import argparse
 import json
-import os
 
 import torch
 
@@ -25,8 +25,23 @@ def flag_probabilities(model_file, datapath, fold, extra=()):
     from parlai.core.worlds import create_task
     from parlai.scripts.eval_model import setup_args
 
-    opt = setup_args().parse_args(['-mf', model_file, '-t', 'redial_crs', '-dt', fold, '-bs', '64',
-                                   '--skip-generation', 'true', '-dp', datapath, *extra])
+    opt = setup_args().parse_args(
+        [
+            '-mf',
+            model_file,
+            '-t',
+            'redial_crs',
+            '-dt',
+            fold,
+            '-bs',
+            '64',
+            '--skip-generation',
+            'true',
+            '-dp',
+            datapath,
+            *extra,
+        ]
+    )
     agent = create_agent(opt, requireModelExists=True)
     world = create_task(opt, agent)
     probs, gold = [], []
@@ -35,7 +50,9 @@ def flag_probabilities(model_file, datapath, fold, extra=()):
     def eval_step(batch):
         if batch.label_vec is not None:
             first = agent.teacher_forced_scores(batch)[:, 0].float().log_softmax(-1)
-            pair = torch.stack([first[:, agent.rec_token_id], first[:, agent.gen_token_id]], -1)
+            pair = torch.stack(
+                [first[:, agent.rec_token_id], first[:, agent.gen_token_id]], -1
+            )
             probs.extend(torch.softmax(pair, -1)[:, 0].tolist())
             gold.extend((batch.label_vec[:, 0] == agent.rec_token_id).tolist())
         return original(batch)
@@ -53,14 +70,21 @@ def threshold_table(probs, gold, thresholds):
         tp = int((pred & gold).sum())
         fp = int((pred & ~gold).sum())
         fn = int((~pred & gold).sum())
-        rows.append({'threshold': t, 'accuracy': float((pred == gold).float().mean()),
-                     'predicted_rec': float(pred.float().mean()),
-                     'rec_f1': 2 * tp / max(1, 2 * tp + fp + fn)})
+        rows.append(
+            {
+                'threshold': t,
+                'accuracy': float((pred == gold).float().mean()),
+                'predicted_rec': float(pred.float().mean()),
+                'rec_f1': 2 * tp / max(1, 2 * tp + fp + fn),
+            }
+        )
     return rows
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument('-mf', '--model-file', required=True)
     parser.add_argument('-dp', '--datapath', default='data')
     parser.add_argument('--fold', default='valid')
@@ -70,20 +94,30 @@ def main():
     rows = threshold_table(probs, gold, [round(0.2 + 0.05 * i, 2) for i in range(13)])
     best = max(rows, key=lambda r: (r['accuracy'], -abs(r['threshold'] - 0.5)))
     argmax = next(r for r in rows if r['threshold'] == 0.5)
-    print(f'{len(gold)} turns of {args.fold}, {float(gold.float().mean()):.3f} recommend')
+    print(
+        f'{len(gold)} turns of {args.fold}, {float(gold.float().mean()):.3f} recommend'
+    )
     print('| threshold | accuracy | predicted [REC] | [REC] F1 |\n|---|---|---|---|')
     for r in rows:
         mark = ' (argmax)' if r['threshold'] == 0.5 else ' (best)' if r is best else ''
-        print(f'| {r["threshold"]:.2f}{mark} | {r["accuracy"]:.3f} | {r["predicted_rec"]:.3f} | {r["rec_f1"]:.3f} |')
-    result = {'model_file': args.model_file, 'fold': args.fold, 'turns': len(gold),
-              'gold_rec_share': float(gold.float().mean()), 'rows': rows,
-              'best_threshold': best['threshold'], 'argmax_accuracy': argmax['accuracy'],
-              'best_accuracy': best['accuracy']}
+        print(
+            f'| {r["threshold"]:.2f}{mark} | {r["accuracy"]:.3f} | {r["predicted_rec"]:.3f} | {r["rec_f1"]:.3f} |'
+        )
+    result = {
+        'model_file': args.model_file,
+        'fold': args.fold,
+        'turns': len(gold),
+        'gold_rec_share': float(gold.float().mean()),
+        'rows': rows,
+        'best_threshold': best['threshold'],
+        'argmax_accuracy': argmax['accuracy'],
+        'best_accuracy': best['accuracy'],
+    }
     if args.json:
-        tmp = args.json + '.tmp'
-        with open(tmp, 'w') as f:
+        from parlai_conkd.fileio import atomic_write
+
+        with atomic_write(args.json) as f:
             json.dump(result, f, indent=1)
-        os.replace(tmp, args.json)
 
 
 if __name__ == '__main__':

@@ -29,25 +29,34 @@ The chosen values are the defaults in parlai_conkd/linking.py (a test checks tha
     python projects/conkd/linking_results.py --redial-path ../shared/data/redial \\
         --json projects/conkd/results/linking.json
 """
+
 import argparse
 import json
 import os
-import re
 import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Sequence
 
+from parlai_conkd.fileio import atomic_write
 from parlai_conkd.items import ItemCatalog
-from parlai_conkd.linking import MENTION_RE, TitleLinker, common_words_from_counts, words
-from parlai_conkd.tasks.redial_crs.preprocess import is_valid_fold
+from parlai_conkd.linking import (
+    MENTION_RE,
+    TitleLinker,
+    common_words_from_counts,
+    words,
+)
+from parlai_conkd.redial.preprocess import is_valid_fold
 
 FORMS = ('year', 'no_year', 'lower', 'lower_year')
 TOP_N_GRID = (0, 300, 1000, 2000)
 DOMINANCE_GRID = (1.0, 3.0, 10.0)
 SINGLE_GRID = (True, False)
-GOALS = {'precision': 0.95, 'recall': {'year': 0.9, 'lower_year': 0.9, 'no_year': 0.6, 'lower': 0.6}}
+GOALS = {
+    'precision': 0.95,
+    'recall': {'year': 0.9, 'lower_year': 0.9, 'no_year': 0.6, 'lower': 0.6},
+}
 
 
 def typed(item, form: str) -> str:
@@ -103,7 +112,7 @@ def make_cases(messages: Sequence[str], catalog: ItemCatalog, form: str):
             continue
         out, gold, cursor = [], [], 0
         for match, item in zip(mentions, items):
-            out.append(text[cursor:match.start()])
+            out.append(text[cursor : match.start()])
             start = sum(len(p) for p in out)
             surface = typed(item, form)
             out.append(surface)
@@ -123,13 +132,24 @@ def score(linker: TitleLinker, cases) -> Dict:
         hit = set()
         for link in result.links:
             for g, (start, end, index) in enumerate(gold):
-                if link.start < end and start < link.end and link.index == index and g not in hit:
+                if (
+                    link.start < end
+                    and start < link.end
+                    and link.index == index
+                    and g not in hit
+                ):
                     hit.add(g)
                     correct += 1
                     break
         found += len(hit)
-    return {'messages': len(cases), 'mentions': mentions, 'links': links, 'correct_links': correct,
-            'precision': correct / links if links else None, 'recall': found / mentions if mentions else None}
+    return {
+        'messages': len(cases),
+        'mentions': mentions,
+        'links': links,
+        'correct_links': correct,
+        'precision': correct / links if links else None,
+        'recall': found / mentions if mentions else None,
+    }
 
 
 def false_links(linker: TitleLinker, messages: Sequence[str], top: int = 0) -> Dict:
@@ -140,8 +160,11 @@ def false_links(linker: TitleLinker, messages: Sequence[str], top: int = 0) -> D
         if result.links:
             with_link += 1
             spans.update(linker.catalog[link.index].display for link in result.links)
-    out = {'messages': len(plain), 'messages_with_a_link': with_link,
-           'false_link_rate': with_link / len(plain) if plain else None}
+    out = {
+        'messages': len(plain),
+        'messages_with_a_link': with_link,
+        'false_link_rate': with_link / len(plain) if plain else None,
+    }
     if top:
         out['most_linked'] = spans.most_common(top)
     return out
@@ -154,19 +177,30 @@ def evaluate(catalog, messages, common, top_show: int = 0, **params) -> Dict:
 
 
 def meets_precision(result: Dict) -> bool:
-    return all((f['precision'] or 0) >= GOALS['precision'] for f in result['forms'].values())
+    return all(
+        (f['precision'] or 0) >= GOALS['precision'] for f in result['forms'].values()
+    )
 
 
 def table(title: str, result: Dict) -> str:
-    lines = [title, f'  {"form":<11} {"messages":>8} {"mentions":>8} {"links":>6} {"precision":>9} {"recall":>7}  goal']
+    lines = [
+        title,
+        f'  {"form":<11} {"messages":>8} {"mentions":>8} {"links":>6} {"precision":>9} {"recall":>7}  goal',
+    ]
     for form, r in result['forms'].items():
         goal = f'P>={GOALS["precision"]} R>={GOALS["recall"][form]}'
-        ok = (r['precision'] or 0) >= GOALS['precision'] and (r['recall'] or 0) >= GOALS['recall'][form]
-        lines.append(f'  {form:<11} {r["messages"]:>8} {r["mentions"]:>8} {r["links"]:>6} '
-                     f'{_num(r["precision"]):>9} {_num(r["recall"]):>7}  {goal} {"met" if ok else "MISSED"}')
+        ok = (r['precision'] or 0) >= GOALS['precision'] and (
+            r['recall'] or 0
+        ) >= GOALS['recall'][form]
+        lines.append(
+            f'  {form:<11} {r["messages"]:>8} {r["mentions"]:>8} {r["links"]:>6} '
+            f'{_num(r["precision"]):>9} {_num(r["recall"]):>7}  {goal} {"met" if ok else "MISSED"}'
+        )
     n = result['no_mention']
-    lines.append(f'  messages without a mention: {n["messages"]}, with a link: {n["messages_with_a_link"]} '
-                 f'(false-link rate {_num(n["false_link_rate"], 4)})')
+    lines.append(
+        f'  messages without a mention: {n["messages"]}, with a link: {n["messages_with_a_link"]} '
+        f'(false-link rate {_num(n["false_link_rate"], 4)})'
+    )
     return '\n'.join(lines)
 
 
@@ -174,20 +208,24 @@ def _num(value, digits: int = 3) -> str:
     return 'n/a' if value is None else f'{value:.{digits}f}'
 
 
-
 def write_json(path: Path, payload: Dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.tmp')
-    tmp.write_text(json.dumps(payload, indent=1) + '\n', encoding='utf-8')
-    os.replace(tmp, path)
+    with atomic_write(str(path)) as f:
+        f.write(json.dumps(payload, indent=1) + '\n')
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('--redial-path', default=os.environ.get('CONKD_REDIAL_PATH'),
-                        help='ReDial directory (train_data.jsonl, test_data.jsonl, movies_with_mentions.csv); '
-                        'default $CONKD_REDIAL_PATH')
-    parser.add_argument('--json', default=str(Path(__file__).parent / 'results' / 'linking.json'))
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        '--redial-path',
+        default=os.environ.get('CONKD_REDIAL_PATH'),
+        help='ReDial directory (train_data.jsonl, test_data.jsonl, movies_with_mentions.csv); '
+        'default $CONKD_REDIAL_PATH',
+    )
+    parser.add_argument(
+        '--json', default=str(Path(__file__).parent / 'results' / 'linking.json')
+    )
     args = parser.parse_args(argv)
     if not args.redial_path:
         parser.error('pass --redial-path or set CONKD_REDIAL_PATH')
@@ -202,37 +240,77 @@ def main(argv=None) -> int:
     counts = chat_word_counts(train)
     train_messages, test_messages = seeker_messages(train), seeker_messages(test)
 
-    grid = [(n, d, single) for n in TOP_N_GRID for d in DOMINANCE_GRID for single in SINGLE_GRID]
+    grid = [
+        (n, d, single)
+        for n in TOP_N_GRID
+        for d in DOMINANCE_GRID
+        for single in SINGLE_GRID
+    ]
     selection = {}
     for top_n, dominance, single in grid:
         params = {'dominance': dominance, 'single_words_risky': single}
-        result = evaluate(catalog, train_messages, common_words_from_counts(counts, top_n), **params)
+        result = evaluate(
+            catalog, train_messages, common_words_from_counts(counts, top_n), **params
+        )
         result['params'] = dict(params, top_n=top_n)
         selection[(top_n, dominance, single)] = result
         f = result['forms']
-        print(f'train, top-n {top_n:>4} dominance {dominance:>4} single-word risky {single!s:>5}: '
-              + '; '.join(f'{form} P {_num(f[form]["precision"])} R {_num(f[form]["recall"])}' for form in FORMS)
-              + f'; false-link rate {_num(result["no_mention"]["false_link_rate"], 4)}', file=sys.stderr)
+        print(
+            f'train, top-n {top_n:>4} dominance {dominance:>4} single-word risky {single!s:>5}: '
+            + '; '.join(
+                f'{form} P {_num(f[form]["precision"])} R {_num(f[form]["recall"])}'
+                for form in FORMS
+            )
+            + f'; false-link rate {_num(result["no_mention"]["false_link_rate"], 4)}',
+            file=sys.stderr,
+        )
     configs = {}
-    for label, pool in (('with_chat_counts', grid), ('without_chat_counts', [g for g in grid if g[0] == 0])):
+    for label, pool in (
+        ('with_chat_counts', grid),
+        ('without_chat_counts', [g for g in grid if g[0] == 0]),
+    ):
         chosen = choose(pool, selection)
         top_n, dominance, single = chosen
         params = {'dominance': dominance, 'single_words_risky': single}
-        test_result = evaluate(catalog, test_messages, common_words_from_counts(counts, top_n), top_show=25, **params)
+        test_result = evaluate(
+            catalog,
+            test_messages,
+            common_words_from_counts(counts, top_n),
+            top_show=25,
+            **params,
+        )
         name = f'{label.replace("_", " ")}: top-n {top_n}, dominance {dominance:g}, one-word titles risky: {single}'
         print(table(f'train fold ({len(train)} dialogues), {name}', selection[chosen]))
         print(table(f'test fold ({len(test)} dialogues), {name}', test_result))
-        configs[label] = {'params': dict(params, top_n=top_n), 'train': selection[chosen], 'test': test_result}
-    unguarded = TitleLinker(catalog, guard=False, dominance=configs['with_chat_counts']['params']['dominance'])
-    test_unguarded = {'no_mention': false_links(unguarded, test_messages, 10),
-                      'forms': {f: score(unguarded, make_cases(test_messages, catalog, f)) for f in FORMS}}
+        configs[label] = {
+            'params': dict(params, top_n=top_n),
+            'train': selection[chosen],
+            'test': test_result,
+        }
+    unguarded = TitleLinker(
+        catalog,
+        guard=False,
+        dominance=configs['with_chat_counts']['params']['dominance'],
+    )
+    test_unguarded = {
+        'no_mention': false_links(unguarded, test_messages, 10),
+        'forms': {
+            f: score(unguarded, make_cases(test_messages, catalog, f)) for f in FORMS
+        },
+    }
     print(table('test fold without the guard (for comparison)', test_unguarded))
     payload = {
         'what': 'title linker (parlai_conkd/linking.py) on ReDial seeker messages; see the script docstring',
-        'command': 'python projects/conkd/linking_results.py --redial-path ' + str(root),
-        'data': {'redial_path': str(root.resolve()), 'train_dialogues': len(train), 'test_dialogues': len(test),
-                 'train_seeker_messages': len(train_messages), 'test_seeker_messages': len(test_messages),
-                 'items': len(catalog)},
+        'command': 'python projects/conkd/linking_results.py --redial-path '
+        + str(root),
+        'data': {
+            'redial_path': str(root.resolve()),
+            'train_dialogues': len(train),
+            'test_dialogues': len(test),
+            'train_seeker_messages': len(train_messages),
+            'test_seeker_messages': len(test_messages),
+            'items': len(catalog),
+        },
         'goals': GOALS,
         'chosen': configs,
         'test_without_guard': test_unguarded,
@@ -248,8 +326,19 @@ def choose(pool, selection):
     """Among configurations with precision >= the goal on every train form, the largest recall of
     the worse no-year form (to 2 decimals); ties to the lower false-link rate."""
     eligible = [g for g in pool if meets_precision(selection[g])] or pool
-    return max(eligible, key=lambda g: (round(min(selection[g]['forms'][f]['recall'] or 0 for f in ('no_year', 'lower')), 2),
-                                        -(selection[g]['no_mention']['false_link_rate'] or 0)))
+    return max(
+        eligible,
+        key=lambda g: (
+            round(
+                min(
+                    selection[g]['forms'][f]['recall'] or 0
+                    for f in ('no_year', 'lower')
+                ),
+                2,
+            ),
+            -(selection[g]['no_mention']['false_link_rate'] or 0),
+        ),
+    )
 
 
 if __name__ == '__main__':

@@ -14,20 +14,26 @@ sets the cost of the output layer and of the loss, is DialoGPT-small's.
 
     python projects/conkd/random_gpt2.py --shape dialogpt-small --out /tmp/dialogpt-small-random
 """
+
 import argparse
 import json
 import os
 
 SHAPES = {
-    'dialogpt-small': dict(vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12),
+    'dialogpt-small': dict(
+        vocab_size=50257, n_positions=1024, n_embd=768, n_layer=12, n_head=12
+    ),
     'tiny': dict(vocab_size=512, n_positions=512, n_embd=16, n_layer=1, n_head=2),
 }
 
 
 def byte_alphabet():
     """GPT-2's byte -> printable-character table (the tokenizer's 256 base symbols), byte order."""
-    printable = (list(range(ord('!'), ord('~') + 1)) + list(range(ord('¡'), ord('¬') + 1))
-                 + list(range(ord('®'), ord('ÿ') + 1)))
+    printable = (
+        list(range(ord('!'), ord('~') + 1))
+        + list(range(ord('¡'), ord('¬') + 1))
+        + list(range(ord('®'), ord('ÿ') + 1))
+    )
     chars = printable[:]
     extra = 0
     for byte in range(256):
@@ -41,6 +47,7 @@ def byte_alphabet():
 def _merge_order(alphabet):
     """Symbols by how useful a merge of them is for English text: lower-case letters, the space marker,
     upper-case letters, digits, punctuation, then the rest of the bytes."""
+
     def rank(byte):
         ch = chr(byte)
         if ch.islower():
@@ -56,9 +63,12 @@ def _merge_order(alphabet):
     return [alphabet[b] for b in sorted(alphabet, key=lambda b: (rank(b), b))]
 
 
-def make_random_gpt2(directory: str, shape: str = 'dialogpt-small', seed: int = 0) -> str:
+def make_random_gpt2(
+    directory: str, shape: str = 'dialogpt-small', seed: int = 0
+) -> str:
     """Write ``config.json``, random weights and the tokenizer files of ``shape`` into ``directory``;
-    returns it. Reuses a directory this function completed before (``.random_gpt2.json``)."""
+    returns it. Reuses a directory this function completed before (``.random_gpt2.json``).
+    """
     import torch
     from transformers import GPT2Config, GPT2LMHeadModel, GPT2Tokenizer
 

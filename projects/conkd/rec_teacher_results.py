@@ -14,6 +14,7 @@ on the *valid* fold: best mean valid R@10, ties within one seed spread broken by
 ``--variants`` picks a subset; rerunning keeps the other variants' results in the JSON.
 ``--max-dialogues 200 --seeds 0`` gives a quick smoke run (numbers then mean little).
 """
+
 import argparse
 import json
 import os
@@ -35,22 +36,68 @@ VARIANTS = {
     'popularity': ['-m', 'conkd_popularity', '-eps', '1'],
     'kbrd': ['-m', 'conkd_rec_teacher', *_KBRD],
     '+cooccurrence': ['-m', 'conkd_rec_teacher', '--item-bias-init', 'zero'],
-    '+seeker mentions': ['-m', 'conkd_rec_teacher', '--item-bias-init', 'zero',
-                         '--redial-rec-seeker-mentions', 'true'],
-    '+popularity prior (zoo)': ['-m', 'conkd_rec_teacher', '--redial-rec-seeker-mentions', 'true'],
-    'zoo 128-d': ['-m', 'conkd_rec_teacher', '--redial-rec-seeker-mentions', 'true', '--rec-dim', '128'],
-    'zoo without KG': ['-m', 'conkd_rec_teacher', '--redial-rec-seeker-mentions', 'true', '--use-kg', 'false'],
+    '+seeker mentions': [
+        '-m',
+        'conkd_rec_teacher',
+        '--item-bias-init',
+        'zero',
+        '--redial-rec-seeker-mentions',
+        'true',
+    ],
+    '+popularity prior (zoo)': [
+        '-m',
+        'conkd_rec_teacher',
+        '--redial-rec-seeker-mentions',
+        'true',
+    ],
+    'zoo 128-d': [
+        '-m',
+        'conkd_rec_teacher',
+        '--redial-rec-seeker-mentions',
+        'true',
+        '--rec-dim',
+        '128',
+    ],
+    'zoo without KG': [
+        '-m',
+        'conkd_rec_teacher',
+        '--redial-rec-seeker-mentions',
+        'true',
+        '--use-kg',
+        'false',
+    ],
 }
 #: what every R-GCN variant shares (the zoo recipe's rec teacher arguments)
-TRAIN = ['-eps', '5', '-veps', '1', '-vmt', 'recall@10', '-vmm', 'max', '-vp', '2', '--rec-dim', '64',
-         '-bs', '128']
+TRAIN = [
+    '-eps',
+    '5',
+    '-veps',
+    '1',
+    '-vmt',
+    'recall@10',
+    '-vmm',
+    'max',
+    '-vp',
+    '2',
+    '--rec-dim',
+    '64',
+    '-bs',
+    '128',
+]
 
 
 def run(cmd, log_path):
     start = time.monotonic()
     with open(log_path, 'w') as log:
-        proc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, text=True,
-                              env=dict(os.environ, OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', '1')))
+        proc = subprocess.run(
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=dict(
+                os.environ, OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', '1')
+            ),
+        )
     seconds = time.monotonic() - start
     if proc.returncode != 0:
         tail = Path(log_path).read_text()[-4000:]
@@ -60,11 +107,25 @@ def run(cmd, log_path):
 
 def evaluate(model_file, data, fold, extra, name):
     report = model_file.parent / f'{name}.json'
-    cmd = [PARLAI, 'eval_model', '-mf', str(model_file), *data, '-dt', fold, '-bs', '128',
-           '--report-filename', str(report), *extra]
+    cmd = [
+        PARLAI,
+        'eval_model',
+        '-mf',
+        str(model_file),
+        *data,
+        '-dt',
+        fold,
+        '-bs',
+        '128',
+        '--report-filename',
+        str(report),
+        *extra,
+    ]
     run(cmd, model_file.parent / f'{name}.log')
     metrics = json.loads(report.read_text())['report']
-    return {m: metrics[m] for m in (*RANKING, *SHARPNESS, 'exs') if m in metrics}, ' '.join(cmd)
+    return {
+        m: metrics[m] for m in (*RANKING, *SHARPNESS, 'exs') if m in metrics
+    }, ' '.join(cmd)
 
 
 def temperature_of(model_file):
@@ -79,14 +140,18 @@ def mean_sd(values):
     values = [v for v in values if v is not None]
     if not values:
         return None, None
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+    return statistics.fmean(values), (
+        statistics.stdev(values) if len(values) > 1 else 0.0
+    )
 
 
 def summarise(entry):
     out = {}
     for block in ('valid', 'valid_t1', 'test'):
         for metric in (*RANKING, *SHARPNESS):
-            mean, sd = mean_sd([seed.get(block, {}).get(metric) for seed in entry['seeds'].values()])
+            mean, sd = mean_sd(
+                [seed.get(block, {}).get(metric) for seed in entry['seeds'].values()]
+            )
             if mean is not None:
                 out[f'{block}/{metric}'] = [round(mean, 4), round(sd, 4)]
     mean, sd = mean_sd([seed.get('temperature') for seed in entry['seeds'].values()])
@@ -103,63 +168,122 @@ def cell(summary, key, digits=3):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument('--redial-path')
     parser.add_argument('--meta-path')
-    parser.add_argument('--out-dir', default='runs/rec_ablation', help='model files and logs')
+    parser.add_argument(
+        '--out-dir', default='runs/rec_ablation', help='model files and logs'
+    )
     parser.add_argument('--datapath', default='data', help='ParlAI datapath (-dp)')
     parser.add_argument('--json', default=None, help='where to write the results JSON')
-    parser.add_argument('--seeds', default='0,1,2', help='comma-separated --seed values')
-    parser.add_argument('--max-dialogues', type=int, default=0, help='slice of every fold (0: all)')
-    parser.add_argument('--variants', default=','.join(VARIANTS), help='comma-separated subset')
-    parser.add_argument('--table-only', action='store_true',
-                        help='train nothing: print the Markdown table of the results in --json')
+    parser.add_argument(
+        '--seeds', default='0,1,2', help='comma-separated --seed values'
+    )
+    parser.add_argument(
+        '--max-dialogues', type=int, default=0, help='slice of every fold (0: all)'
+    )
+    parser.add_argument(
+        '--variants', default=','.join(VARIANTS), help='comma-separated subset'
+    )
+    parser.add_argument(
+        '--table-only',
+        action='store_true',
+        help='train nothing: print the Markdown table of the results in --json',
+    )
     args = parser.parse_args()
     if args.table_only:
         if not (args.json and Path(args.json).is_file()):
-            raise SystemExit(f'--table-only needs an existing --json file, got {args.json!r}')
+            raise SystemExit(
+                f'--table-only needs an existing --json file, got {args.json!r}'
+            )
         print_table(json.loads(Path(args.json).read_text())['variants'])
         return
 
     if not (args.redial_path and args.meta_path):
         parser.error('--redial-path and --meta-path are required (unless --table-only)')
     out_dir = Path(args.out_dir)
-    data = ['-t', 'redial_crs:rec', '--redial-path', args.redial_path, '--redial-meta-path', args.meta_path,
-            '--redial-max-dialogues', str(args.max_dialogues), '-dp', args.datapath]
+    data = [
+        '-t',
+        'redial_crs:rec',
+        '--redial-path',
+        args.redial_path,
+        '--redial-meta-path',
+        args.meta_path,
+        '--redial-max-dialogues',
+        str(args.max_dialogues),
+        '-dp',
+        args.datapath,
+    ]
     seeds = [int(s) for s in args.seeds.split(',')]
     previous = {}
     if args.json and Path(args.json).is_file():
         previous = json.loads(Path(args.json).read_text()).get('variants', {})
         # results of variants this script no longer defines (or an older layout) are dropped
-        previous = {k: v for k, v in previous.items() if k in VARIANTS and 'summary' in v}
+        previous = {
+            k: v for k, v in previous.items() if k in VARIANTS and 'summary' in v
+        }
     results = {
-        'host': {'cpus': os.cpu_count(), 'platform': platform.platform(),
-                 'omp_num_threads': os.environ.get('OMP_NUM_THREADS', '1')},
+        'host': {
+            'cpus': os.cpu_count(),
+            'platform': platform.platform(),
+            'omp_num_threads': os.environ.get('OMP_NUM_THREADS', '1'),
+        },
         'seeds': seeds,
         'selection': 'best mean valid new_recall@10; ties within one seed spread broken by valid gold_nll',
         'variants': previous,
     }
     for name in args.variants.split(','):
         if name not in VARIANTS:
-            raise SystemExit(f'--variants: unknown variant {name!r}; choose from {list(VARIANTS)}')
+            raise SystemExit(
+                f'--variants: unknown variant {name!r}; choose from {list(VARIANTS)}'
+            )
         entry = {'seeds': {}}
         for seed in seeds:
-            model_file = out_dir / name.replace(' ', '_').replace('+', 'plus_').replace(',', '') / f'seed{seed}' / 'model'
+            model_file = (
+                out_dir
+                / name.replace(' ', '_').replace('+', 'plus_').replace(',', '')
+                / f'seed{seed}'
+                / 'model'
+            )
             if model_file.parent.exists():
-                shutil.rmtree(model_file.parent)  # train_model would resume an existing model
+                shutil.rmtree(
+                    model_file.parent
+                )  # train_model would resume an existing model
             model_file.parent.mkdir(parents=True)
-            train = [PARLAI, 'train_model', *data, '-mf', str(model_file), '--seed', str(seed)]
+            train = [
+                PARLAI,
+                'train_model',
+                *data,
+                '-mf',
+                str(model_file),
+                '--seed',
+                str(seed),
+            ]
             # the variant's own arguments come last so that they override the shared ones
             train += ([] if name == 'popularity' else TRAIN) + VARIANTS[name]
             seconds = run(train, model_file.parent / 'train.log')
-            run_entry = {'train_command': ' '.join(train), 'train_seconds': round(seconds, 1)}
-            run_entry['valid'], run_entry['valid_command'] = evaluate(model_file, data, 'valid', [], 'valid')
-            run_entry['test'], run_entry['test_command'] = evaluate(model_file, data, 'test', [], 'test')
+            run_entry = {
+                'train_command': ' '.join(train),
+                'train_seconds': round(seconds, 1),
+            }
+            run_entry['valid'], run_entry['valid_command'] = evaluate(
+                model_file, data, 'valid', [], 'valid'
+            )
+            run_entry['test'], run_entry['test_command'] = evaluate(
+                model_file, data, 'test', [], 'test'
+            )
             if name != 'popularity':
                 run_entry['temperature'] = temperature_of(model_file)
-                run_entry['valid_t1'], _ = evaluate(model_file, data, 'valid', ['--rec-temperature', '1'], 'valid_t1')
+                run_entry['valid_t1'], _ = evaluate(
+                    model_file, data, 'valid', ['--rec-temperature', '1'], 'valid_t1'
+                )
             entry['seeds'][str(seed)] = run_entry
-            print(f'{name} seed {seed}: {seconds:.0f}s; test {run_entry["test"]}', flush=True)
+            print(
+                f'{name} seed {seed}: {seconds:.0f}s; test {run_entry["test"]}',
+                flush=True,
+            )
         entry['summary'] = summarise(entry)
         results['variants'][name] = entry
         if args.json:  # after every variant: an interrupted run keeps what it finished
@@ -172,26 +296,34 @@ def main():
 
 
 def print_table(variants):
-    print('\n| variant | valid R@10 | valid NLL (T=1 -> fitted T) | test R@1 | test R@10 | test R@50 | '
-          'test NLL | fitted T | train s |')
+    print(
+        '\n| variant | valid R@10 | valid NLL (T=1 -> fitted T) | test R@1 | test R@10 | test R@50 | '
+        'test NLL | fitted T | train s |'
+    )
     print('|---|---|---|---|---|---|---|---|---|')
     for name, entry in variants.items():
         s = entry['summary']
-        seconds = statistics.fmean(run['train_seconds'] for run in entry['seeds'].values())
-        nll = (f'{cell(s, "valid_t1/gold_nll", 2)} -> {cell(s, "valid/gold_nll", 2)}'
-               if 'valid_t1/gold_nll' in s else '-')
-        print(f'| {name} | {cell(s, "valid/new_recall@10")} | {nll} | '
-              f'{cell(s, "test/new_recall@1")} | {cell(s, "test/new_recall@10")} | '
-              f'{cell(s, "test/new_recall@50")} | {cell(s, "test/gold_nll", 2)} | {cell(s, "temperature", 2)} | '
-              f'{seconds:.0f} |')
+        seconds = statistics.fmean(
+            run['train_seconds'] for run in entry['seeds'].values()
+        )
+        nll = (
+            f'{cell(s, "valid_t1/gold_nll", 2)} -> {cell(s, "valid/gold_nll", 2)}'
+            if 'valid_t1/gold_nll' in s
+            else '-'
+        )
+        print(
+            f'| {name} | {cell(s, "valid/new_recall@10")} | {nll} | '
+            f'{cell(s, "test/new_recall@1")} | {cell(s, "test/new_recall@10")} | '
+            f'{cell(s, "test/new_recall@50")} | {cell(s, "test/gold_nll", 2)} | {cell(s, "temperature", 2)} | '
+            f'{seconds:.0f} |'
+        )
 
 
 def write_json(path, payload):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix('.tmp')
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
+    from parlai_conkd.fileio import atomic_write
+
+    with atomic_write(str(path)) as f:
+        f.write(json.dumps(payload, indent=2))
 
 
 if __name__ == '__main__':

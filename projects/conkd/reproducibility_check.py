@@ -13,6 +13,7 @@ With ``--deterministic false`` it shows what the default deterministic kernels b
 Needs the zoo teachers in ``-dp`` (``builder ensure -dp ... rec_teacher dialogue_teacher``) and
 ``$CONKD_REDIAL_PATH`` / ``$CONKD_REDIAL_META_PATH`` like the zoo build.
 """
+
 import argparse
 import json
 import os
@@ -25,13 +26,28 @@ MODELS = ('rec_teacher', 'dialogue_teacher', 'soft')
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('-dp', '--datapath', required=True, help='a datapath with the zoo teachers built')
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        '-dp',
+        '--datapath',
+        required=True,
+        help='a datapath with the zoo teachers built',
+    )
     parser.add_argument('--models', default=','.join(MODELS))
-    parser.add_argument('--rec-epochs', type=float, default=1.0, help='rec teacher: epochs per run')
-    parser.add_argument('--steps', type=int, default=16, help='generators: updates per run')
-    parser.add_argument('--deterministic', default=None, choices=('true', 'false'),
-                        help='pass --deterministic (default: leave it unset, the agents\' default)')
+    parser.add_argument(
+        '--rec-epochs', type=float, default=1.0, help='rec teacher: epochs per run'
+    )
+    parser.add_argument(
+        '--steps', type=int, default=16, help='generators: updates per run'
+    )
+    parser.add_argument(
+        '--deterministic',
+        default=None,
+        choices=('true', 'false'),
+        help='pass --deterministic (default: leave it unset, the agents\' default)',
+    )
     parser.add_argument('--work-dir', default=None)
     parser.add_argument('--json', default=None)
     args = parser.parse_args()
@@ -39,11 +55,15 @@ def main():
     from parlai_conkd.zoo.conkd import builder, recipe
 
     datapath = os.path.abspath(args.datapath)
-    teachers = {m: builder.model_file(datapath, m) for m in ('rec_teacher', 'dialogue_teacher')}
+    teachers = {
+        m: builder.model_file(datapath, m) for m in ('rec_teacher', 'dialogue_teacher')
+    }
     missing = [f for f in teachers.values() if not os.path.isfile(f)]
     if missing:
-        sys.exit(f'missing zoo teachers {missing}: run python -m parlai_conkd.zoo.conkd.builder ensure '
-                 f'-dp {args.datapath} rec_teacher dialogue_teacher first')
+        sys.exit(
+            f'missing zoo teachers {missing}: run python -m parlai_conkd.zoo.conkd.builder ensure '
+            f'-dp {args.datapath} rec_teacher dialogue_teacher first'
+        )
     work = args.work_dir or tempfile.mkdtemp(prefix='conkd-repro-')
     threads = recipe.RECIPES['default'].threads
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
@@ -58,13 +78,28 @@ def main():
             if model == 'rec_teacher':
                 train += ['--num-epochs', str(args.rec_epochs)]
             else:
-                train += ['--max-train-steps', str(args.steps), '-vstep', str(args.steps // 2),
-                          '--validation-max-exs', '64']
+                train += [
+                    '--max-train-steps',
+                    str(args.steps),
+                    '-vstep',
+                    str(args.steps // 2),
+                    '--validation-max-exs',
+                    '64',
+                ]
             if args.deterministic:
                 train += ['--deterministic', args.deterministic]
             log = open(model_file + '.log', 'w')
-            procs.append((subprocess.Popen([exe, 'train_model', *train], stdout=log, stderr=subprocess.STDOUT,
-                                           env=env), log))
+            procs.append(
+                (
+                    subprocess.Popen(
+                        [exe, 'train_model', *train],
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        env=env,
+                    ),
+                    log,
+                )
+            )
             files.append(model_file)
         started = time.time()
         for proc, log in procs:
@@ -72,30 +107,50 @@ def main():
                 sys.exit(f'{model}: train_model failed; see {log.name}')
             log.close()
         sums = [builder.weights_sha256(f) for f in files]
-        rows.append({'model': model, 'identical': sums[0] == sums[1], 'sha256': sums,
-                     'seconds': round(time.time() - started, 1),
-                     'run': f'{args.rec_epochs} epoch' if model == 'rec_teacher' else f'{args.steps} updates',
-                     'command': 'parlai train_model ' + ' '.join(train)})
-        print(f'{model}: {"identical" if rows[-1]["identical"] else "DIFFERENT"} '
-              f'({sums[0][:12]} / {sums[1][:12]})', flush=True)
+        rows.append(
+            {
+                'model': model,
+                'identical': sums[0] == sums[1],
+                'sha256': sums,
+                'seconds': round(time.time() - started, 1),
+                'run': (
+                    f'{args.rec_epochs} epoch'
+                    if model == 'rec_teacher'
+                    else f'{args.steps} updates'
+                ),
+                'command': 'parlai train_model ' + ' '.join(train),
+            }
+        )
+        print(
+            f'{model}: {"identical" if rows[-1]["identical"] else "DIFFERENT"} '
+            f'({sums[0][:12]} / {sums[1][:12]})',
+            flush=True,
+        )
     import torch
 
-    result = {'threads': threads, 'torch': torch.__version__, 'deterministic': args.deterministic or 'default',
-              'cpus': os.cpu_count(), 'rows': rows}
+    result = {
+        'threads': threads,
+        'torch': torch.__version__,
+        'deterministic': args.deterministic or 'default',
+        'cpus': os.cpu_count(),
+        'rows': rows,
+    }
     print('\n| model | run | deterministic | two concurrent runs |\n|---|---|---|---|')
     for row in rows:
-        print(f'| {row["model"]} | {row["run"]} | {result["deterministic"]} | '
-              f'{"identical" if row["identical"] else "different"} |')
+        print(
+            f'| {row["model"]} | {row["run"]} | {result["deterministic"]} | '
+            f'{"identical" if row["identical"] else "different"} |'
+        )
     if args.json:
         existing = {}
         if os.path.isfile(args.json):
             with open(args.json) as f:
                 existing = json.load(f)
         existing[result['deterministic']] = result
-        tmp = args.json + '.tmp'
-        with open(tmp, 'w') as f:
+        from parlai_conkd.fileio import atomic_write
+
+        with atomic_write(args.json) as f:
             json.dump(existing, f, indent=1)
-        os.replace(tmp, args.json)
         print(f'wrote {args.json}')
 
 

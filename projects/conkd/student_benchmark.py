@@ -24,6 +24,7 @@ well they are trained). Targets from the issue: <= 1.35 live, <= 1.10 cached, <=
     python projects/conkd/student_benchmark.py --redial-path ../shared/data/redial \
         --redial-meta-path ../shared/data/redial-meta --out projects/conkd/results/student_benchmark.json
 """
+
 import argparse
 import functools
 import json
@@ -38,19 +39,64 @@ import sys
 import tempfile
 import time
 
-TRUNCATION = ['--truncate', '128', '--text-truncate', '128', '--label-truncate', '40', '--dropout', '0']
+TRUNCATION = [
+    '--truncate',
+    '128',
+    '--text-truncate',
+    '128',
+    '--label-truncate',
+    '40',
+    '--dropout',
+    '0',
+]
 #: backbones measured: ``small`` is the zoo's size class (the vocabulary-sized passes of the loss
 #: weigh most there); ``medium`` has 8x the transformer compute per token with the same vocabulary.
 SHAPES = {
-    # the zoo's generators (zoo/conkd/recipe.py, default recipe)
-    'zoo': ['--n-layers', '2', '--n-heads', '4', '--embedding-size', '128', '--ffn-size', '512', *TRUNCATION],
-    'small': ['--n-layers', '2', '--n-heads', '2', '--embedding-size', '128', '--ffn-size', '256', *TRUNCATION],
-    'medium': ['--n-layers', '4', '--n-heads', '4', '--embedding-size', '256', '--ffn-size', '1024', *TRUNCATION],
+    # the zoo's generators (parlai_conkd/zoo/conkd/recipe.py, default recipe)
+    'zoo': [
+        '--n-layers',
+        '2',
+        '--n-heads',
+        '4',
+        '--embedding-size',
+        '128',
+        '--ffn-size',
+        '512',
+        *TRUNCATION,
+    ],
+    'small': [
+        '--n-layers',
+        '2',
+        '--n-heads',
+        '2',
+        '--embedding-size',
+        '128',
+        '--ffn-size',
+        '256',
+        *TRUNCATION,
+    ],
+    'medium': [
+        '--n-layers',
+        '4',
+        '--n-heads',
+        '4',
+        '--embedding-size',
+        '256',
+        '--ffn-size',
+        '1024',
+        *TRUNCATION,
+    ],
 }
 #: HF backbones on a random GPT-2 made by random_gpt2.py: shape name -> (its random_gpt2 shape, truncation)
 HF_SHAPES = {
-    'dialogpt-small': ('dialogpt-small', ['--truncate', '256', '--text-truncate', '192', '--label-truncate', '64']),
-    'tiny-gpt2': ('tiny', ['--truncate', '64', '--text-truncate', '48', '--label-truncate', '16']),
+    'dialogpt-small': (
+        'dialogpt-small',
+        ['--truncate', '256', '--text-truncate', '192', '--label-truncate', '64'],
+    ),
+    'tiny-gpt2': (
+        'tiny',
+        ['--truncate', '64', '--text-truncate', '48', '--label-truncate', '16'],
+    ),
 }
 
 
@@ -61,13 +107,25 @@ def shape_args(name, workdir):
     from random_gpt2 import make_random_gpt2
 
     model_shape, truncation = HF_SHAPES[name]
-    directory = make_random_gpt2(os.path.join(workdir, f'random-{model_shape}'), model_shape)
-    return ['--backbone', 'hf', '--hf-model-path', directory, '--dropout', '0', *truncation]
+    directory = make_random_gpt2(
+        os.path.join(workdir, f'random-{model_shape}'), model_shape
+    )
+    return [
+        '--backbone',
+        'hf',
+        '--hf-model-path',
+        directory,
+        '--dropout',
+        '0',
+        *truncation,
+    ]
 
 
 def device_args(device, fp16):
     """Arguments that put every model (teachers included) on ``device``, in fp16 when asked."""
-    return (['--no-cuda'] if device == 'cpu' else []) + (['--fp16', 'true'] if fp16 else [])
+    return (['--no-cuda'] if device == 'cpu' else []) + (
+        ['--fp16', 'true'] if fp16 else []
+    )
 
 
 def sync(agent=None):
@@ -80,35 +138,106 @@ def sync(agent=None):
 
 def to_device(agent, batch):
     """``batchify`` makes CPU tensors; ParlAI's ``batch_act`` moves them to the agent's GPU, as here."""
-    return batch.to(0 if agent.opt['gpu'] == -1 else agent.opt['gpu']) if agent.use_cuda else batch
+    return (
+        batch.to(0 if agent.opt['gpu'] == -1 else agent.opt['gpu'])
+        if agent.use_cuda
+        else batch
+    )
 
 
 def _parlai(args, env):
     parlai = os.path.join(os.path.dirname(sys.executable), 'parlai')
-    subprocess.run([parlai, *map(str, args)], env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    subprocess.run(
+        [parlai, *map(str, args)],
+        env=env,
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
 
 
 def build_teachers(workdir, data_args, shape, env):
     """Throwaway teachers (2 steps each) of the given backbone shape, built once per workdir."""
     rec, dial = os.path.join(workdir, 'rec'), os.path.join(workdir, 'dial')
     if not os.path.isfile(rec):
-        _parlai(['train_model', '-t', 'redial_crs:rec', '-m', 'conkd_rec_teacher', '-mf', rec,
-                 '--max-train-steps', 2, '-bs', 32, '--validation-max-exs', 8, *data_args], env)
+        _parlai(
+            [
+                'train_model',
+                '-t',
+                'redial_crs:rec',
+                '-m',
+                'conkd_rec_teacher',
+                '-mf',
+                rec,
+                '--max-train-steps',
+                2,
+                '-bs',
+                32,
+                '--validation-max-exs',
+                8,
+                *data_args,
+            ],
+            env,
+        )
     if not os.path.isfile(dial):
-        _parlai(['train_model', '-t', 'redial_crs', '-m', 'conkd_dialogue_teacher', '-mf', dial,
-                 '--max-train-steps', 2, '-bs', 32, '--validation-max-exs', 8, '--skip-generation', 'true',
-                 *shape, *data_args], env)
+        _parlai(
+            [
+                'train_model',
+                '-t',
+                'redial_crs',
+                '-m',
+                'conkd_dialogue_teacher',
+                '-mf',
+                dial,
+                '--max-train-steps',
+                2,
+                '-bs',
+                32,
+                '--validation-max-exs',
+                8,
+                '--skip-generation',
+                'true',
+                *shape,
+                *data_args,
+            ],
+            env,
+        )
     return rec, dial
 
 
-def make_agent(workdir, data_args, shape, gate, rec, dial, batchsize, cache=None, extra=()):
+def make_agent(
+    workdir, data_args, shape, gate, rec, dial, batchsize, cache=None, extra=()
+):
     from parlai.core.agents import create_agent
     from parlai.core.params import ParlaiParser
 
-    args = ['-t', 'redial_crs', '-m', 'conkd_student', '--gate', gate, '-dt', 'train:ordered',
-            '-bs', batchsize, '--dialogue-teacher-file', dial, '--rec-teacher-file', rec,
-            '--dict-file', dial + '.dict', '-mf', os.path.join(workdir, f'student-{gate}'),
-            '--optimizer', 'adam', '-lr', '1e-3', *shape, *data_args, *extra]
+    args = [
+        '-t',
+        'redial_crs',
+        '-m',
+        'conkd_student',
+        '--gate',
+        gate,
+        '-dt',
+        'train:ordered',
+        '-bs',
+        batchsize,
+        '--dialogue-teacher-file',
+        dial,
+        '--rec-teacher-file',
+        rec,
+        '--dict-file',
+        dial + '.dict',
+        '-mf',
+        os.path.join(workdir, f'student-{gate}'),
+        '--optimizer',
+        'adam',
+        '-lr',
+        '1e-3',
+        *shape,
+        *data_args,
+        *extra,
+    ]
     if cache:
         args += ['--teacher-cache', cache]
     return create_agent(ParlaiParser(True, True).parse_args([str(a) for a in args]))
@@ -119,7 +248,16 @@ def make_batches(agent, data_args, batchsize, count):
     from parlai.core.worlds import create_task
 
     opt = ParlaiParser(True, True).parse_args(
-        ['-t', 'redial_crs', '-m', 'repeat_label', '-dt', 'train:ordered', *map(str, data_args)])
+        [
+            '-t',
+            'redial_crs',
+            '-m',
+            'repeat_label',
+            '-dt',
+            'train:ordered',
+            *map(str, data_args),
+        ]
+    )
     teacher = create_task(opt, [agent.clone()]).get_agents()[0]
     batches = []
     for _ in range(count):
@@ -150,8 +288,11 @@ def time_train_step(agent, batch):
 
 def teacher_forward(student, batch):
     """What live distillation adds before any loss math: both teachers' forward on the batch, as
-    the student runs them (the dialogue teacher's output layer at the real steps only)."""
-    student.dialogue_teacher.teacher_forced_scores(batch, only=batch.label_vec.ne(student.NULL_IDX))
+    the student runs them (the dialogue teacher's output layer at the real steps only).
+    """
+    student.dialogue_teacher.teacher_forced_scores(
+        batch, only=batch.label_vec.ne(student.NULL_IDX)
+    )
     student.rec_teacher.item_log_probs(batch.context_items, batch.context_texts)
 
 
@@ -184,7 +325,8 @@ def time_generation(agent, batch, length=20):
 
 def peak_rss_mb() -> float:
     """This process's resident-set high-water mark (VmHWM). Not ru_maxrss: Linux carries that over
-    from the parent across fork + exec, so every child would report the parent's peak."""
+    from the parent across fork + exec, so every child would report the parent's peak.
+    """
     with open('/proc/self/status') as status:
         for line in status:
             if line.startswith('VmHWM:'):
@@ -192,8 +334,12 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def peak_rss_child(conn, workdir, data_args, shape, gate, rec, dial, batchsize, cache, steps, extra=()):
-    agent = make_agent(workdir, data_args, shape, gate, rec, dial, batchsize, cache, extra)
+def peak_rss_child(
+    conn, workdir, data_args, shape, gate, rec, dial, batchsize, cache, steps, extra=()
+):
+    agent = make_agent(
+        workdir, data_args, shape, gate, rec, dial, batchsize, cache, extra
+    )
     batches = make_batches(agent, data_args, batchsize, steps)
     before = peak_rss_mb()
     for batch in batches:
@@ -205,7 +351,9 @@ def measure_peak_rss(*args):
     """(peak RSS after building the agent and batches, peak RSS after training steps) in MB, in a
     fresh process per configuration."""
     parent, child = multiprocessing.Pipe()
-    process = multiprocessing.get_context('spawn').Process(target=peak_rss_child, args=(child, *args))
+    process = multiprocessing.get_context('spawn').Process(
+        target=peak_rss_child, args=(child, *args)
+    )
     process.start()
     value = parent.recv()
     process.join()
@@ -214,7 +362,8 @@ def measure_peak_rss(*args):
 
 def item_decoding_modes(agent):
     """``('class', 'token')`` when the agent has ``--item-decoding`` (item-aware vs plain greedy
-    decoding), else None: the option is newer than this benchmark, which runs with and without it."""
+    decoding), else None: the option is newer than this benchmark, which runs with and without it.
+    """
     return ('class', 'token') if 'item_decoding' in agent.opt else None
 
 
@@ -231,16 +380,42 @@ def benchmark_shape(name, shape, workdir, data_args, args, env, extra=()):
     if os.path.exists(cache):
         os.unlink(cache)
     agents = {
-        'nll': make_agent(workdir, data_args, shape, 'none', rec, dial, args.batchsize, extra=extra),
-        'live': make_agent(workdir, data_args, shape, 'soft', rec, dial, args.batchsize, extra=extra),
-        'live_hard': make_agent(workdir, data_args, shape, 'hard', rec, dial, args.batchsize, extra=extra),
-        'cached': make_agent(workdir, data_args, shape, 'soft', rec, dial, args.batchsize, cache, extra=extra),
+        'nll': make_agent(
+            workdir, data_args, shape, 'none', rec, dial, args.batchsize, extra=extra
+        ),
+        'live': make_agent(
+            workdir, data_args, shape, 'soft', rec, dial, args.batchsize, extra=extra
+        ),
+        'live_hard': make_agent(
+            workdir, data_args, shape, 'hard', rec, dial, args.batchsize, extra=extra
+        ),
+        'cached': make_agent(
+            workdir,
+            data_args,
+            shape,
+            'soft',
+            rec,
+            dial,
+            args.batchsize,
+            cache,
+            extra=extra,
+        ),
     }
     modes = item_decoding_modes(agents['live']) if args.item_decoding_ratio else None
-    if modes:  # the same student network decoding both ways (no teachers needed: gate none)
+    if (
+        modes
+    ):  # the same student network decoding both ways (no teachers needed: gate none)
         for mode in modes:
-            agents[f'decode_{mode}'] = make_agent(workdir, data_args, shape, 'none', rec, dial, args.batchsize,
-                                                  extra=[*extra, '--item-decoding', mode])
+            agents[f'decode_{mode}'] = make_agent(
+                workdir,
+                data_args,
+                shape,
+                'none',
+                rec,
+                dial,
+                args.batchsize,
+                extra=[*extra, '--item-decoding', mode],
+            )
     batches = make_batches(agents['nll'], data_args, args.batchsize, args.batches)
     order = random.Random(0)
     # inference first, on the freshly built agents (same architecture: the cost should match)
@@ -255,17 +430,26 @@ def benchmark_shape(name, shape, workdir, data_args, args, env, extra=()):
                 elapsed, tokens = time_generation(agents[agent_name], batch)
                 gen[agent_name].append(elapsed / max(tokens, 1))
     for mode in modes or ():
-        del agents[f'decode_{mode}']  # training below times the four training configurations only
-    for batch in batches:  # fill the cache (and warm every configuration up) once, untimed
+        del agents[
+            f'decode_{mode}'
+        ]  # training below times the four training configurations only
+    for (
+        batch
+    ) in batches:  # fill the cache (and warm every configuration up) once, untimed
         for agent in agents.values():
             train_step(agent, batch)
-    timers = {agent_name: functools.partial(time_train_step, agent) for agent_name, agent in agents.items()}
+    timers = {
+        agent_name: functools.partial(time_train_step, agent)
+        for agent_name, agent in agents.items()
+    }
     timers['teacher_forward'] = functools.partial(time_teacher_forward, agents['live'])
     times = {timer: [] for timer in timers}
     for _ in tqdm(range(args.rounds), desc=f'{name}: train steps (round-robin)'):
         for batch in batches:
             names = list(timers)
-            order.shuffle(names)  # no configuration always runs first (or right after another)
+            order.shuffle(
+                names
+            )  # no configuration always runs first (or right after another)
             for timer in names:
                 times[timer].append(timers[timer](batch))
     step_ms = {k: 1000 * statistics.median(v) for k, v in times.items()}
@@ -277,12 +461,24 @@ def benchmark_shape(name, shape, workdir, data_args, args, env, extra=()):
     if not args.skip_rss:
         print(f'[bench] {name}: peak RSS, one process per configuration', flush=True)
         for label, gate in (('nll', 'none'), ('live', 'soft'), ('cached', 'soft')):
-            built, trained = measure_peak_rss(workdir, data_args, shape, gate, rec, dial, args.batchsize,
-                                              cache if label == 'cached' else None, 2, extra)
+            built, trained = measure_peak_rss(
+                workdir,
+                data_args,
+                shape,
+                gate,
+                rec,
+                dial,
+                args.batchsize,
+                cache if label == 'cached' else None,
+                2,
+                extra,
+            )
             rss[label] = {'after_build': built, 'after_training_steps': trained}
     # the random model's directory is this run's own: shown as what it is
     shown = [f'<random {name} GPT-2>' if os.path.isabs(a) else a for a in shape]
-    backbone = ' '.join(shown) if '--backbone' in shape else 'transformer ' + ' '.join(shown)
+    backbone = (
+        ' '.join(shown) if '--backbone' in shape else 'transformer ' + ' '.join(shown)
+    )
     return {
         'backbone': backbone,
         'device': device,
@@ -295,14 +491,30 @@ def benchmark_shape(name, shape, workdir, data_args, args, env, extra=()):
         # live = NLL step + the teachers' forward + the distillation work; the middle term alone
         # is this share of an NLL step (a floor for any live distillation on this hardware)
         'share_teacher_forward': step_ms['teacher_forward'] / step_ms['nll'],
-        'share_distillation_work_soft': (step_ms['live'] - step_ms['nll'] - step_ms['teacher_forward']) / step_ms['nll'],
-        'share_distillation_work_hard': (step_ms['live_hard'] - step_ms['nll'] - step_ms['teacher_forward']) / step_ms['nll'],
+        'share_distillation_work_soft': (
+            step_ms['live'] - step_ms['nll'] - step_ms['teacher_forward']
+        )
+        / step_ms['nll'],
+        'share_distillation_work_hard': (
+            step_ms['live_hard'] - step_ms['nll'] - step_ms['teacher_forward']
+        )
+        / step_ms['nll'],
         'generation_ms_per_token': ms_per_token,
         'ratio_inference_student_over_nll': ms_per_token['live'] / ms_per_token['nll'],
-        'ratio_item_decoding_over_greedy': (ms_per_token['decode_class'] / ms_per_token['decode_token']
-                                            if modes else None),
-        'item_decoding': 'class / token' if modes else (
-            'not measured: this version has no --item-decoding option' if args.item_decoding_ratio else 'not asked'),
+        'ratio_item_decoding_over_greedy': (
+            ms_per_token['decode_class'] / ms_per_token['decode_token']
+            if modes
+            else None
+        ),
+        'item_decoding': (
+            'class / token'
+            if modes
+            else (
+                'not measured: this version has no --item-decoding option'
+                if args.item_decoding_ratio
+                else 'not asked'
+            )
+        ),
         'peak_rss_mb': rss,
         'torch_threads': torch.get_num_threads(),
     }
@@ -314,34 +526,72 @@ def targets_for(result):
 
 
 def print_table(name, result):
-    step_ms, ms_per_token, rss = result['train_step_ms_median'], result['generation_ms_per_token'], result['peak_rss_mb']
+    step_ms, ms_per_token, rss = (
+        result['train_step_ms_median'],
+        result['generation_ms_per_token'],
+        result['peak_rss_mb'],
+    )
     targets = targets_for(result)
     rows = [
-        ('train step, live teachers, soft gate / NLL-only', result['ratio_live_over_nll'], targets['live'],
-         f"{step_ms['live']:.1f} / {step_ms['nll']:.1f} ms"),
-        ('train step, live teachers, hard gate / NLL-only', result['ratio_live_hard_over_nll'], targets['live'],
-         f"{step_ms['live_hard']:.1f} / {step_ms['nll']:.1f} ms"),
-        ('train step, teacher cache (soft) / NLL-only', result['ratio_cached_over_nll'], targets['cached'],
-         f"{step_ms['cached']:.1f} / {step_ms['nll']:.1f} ms"),
-        ('generation ms/token, student / NLL-only model', result['ratio_inference_student_over_nll'],
-         targets['inference'], f"{ms_per_token['live']:.3f} / {ms_per_token['nll']:.3f} ms"),
-        ('  of which: the teachers\' forward alone / NLL-only', result['share_teacher_forward'], '-',
-         f"{step_ms['teacher_forward']:.1f} / {step_ms['nll']:.1f} ms"),
-        ('  of which: distillation work, soft / hard gate', result['share_distillation_work_soft'], '-',
-         f"hard: {result['share_distillation_work_hard']:.2f}"),
+        (
+            'train step, live teachers, soft gate / NLL-only',
+            result['ratio_live_over_nll'],
+            targets['live'],
+            f"{step_ms['live']:.1f} / {step_ms['nll']:.1f} ms",
+        ),
+        (
+            'train step, live teachers, hard gate / NLL-only',
+            result['ratio_live_hard_over_nll'],
+            targets['live'],
+            f"{step_ms['live_hard']:.1f} / {step_ms['nll']:.1f} ms",
+        ),
+        (
+            'train step, teacher cache (soft) / NLL-only',
+            result['ratio_cached_over_nll'],
+            targets['cached'],
+            f"{step_ms['cached']:.1f} / {step_ms['nll']:.1f} ms",
+        ),
+        (
+            'generation ms/token, student / NLL-only model',
+            result['ratio_inference_student_over_nll'],
+            targets['inference'],
+            f"{ms_per_token['live']:.3f} / {ms_per_token['nll']:.3f} ms",
+        ),
+        (
+            '  of which: the teachers\' forward alone / NLL-only',
+            result['share_teacher_forward'],
+            '-',
+            f"{step_ms['teacher_forward']:.1f} / {step_ms['nll']:.1f} ms",
+        ),
+        (
+            '  of which: distillation work, soft / hard gate',
+            result['share_distillation_work_soft'],
+            '-',
+            f"hard: {result['share_distillation_work_hard']:.2f}",
+        ),
     ]
     if result.get('ratio_item_decoding_over_greedy') is not None:
-        rows.append(('generation ms/token, item-aware / plain greedy decoding', result['ratio_item_decoding_over_greedy'],
-                     '-', f"{ms_per_token['decode_class']:.3f} / {ms_per_token['decode_token']:.3f} ms"))
+        rows.append(
+            (
+                'generation ms/token, item-aware / plain greedy decoding',
+                result['ratio_item_decoding_over_greedy'],
+                '-',
+                f"{ms_per_token['decode_class']:.3f} / {ms_per_token['decode_token']:.3f} ms",
+            )
+        )
     precision = ', fp16' if result.get('fp16') else ''
-    print(f"\n{name}: {result['backbone']} ({result['parameters'] / 1e6:.1f}M parameters, "
-          f"{result.get('device', 'cpu')}{precision})")
+    print(
+        f"\n{name}: {result['backbone']} ({result['parameters'] / 1e6:.1f}M parameters, "
+        f"{result.get('device', 'cpu')}{precision})"
+    )
     print('| measurement | ratio | target | raw |\n|---|---|---|---|')
     for label, ratio, target, raw in rows:
         bound = f'<= {target}' if target != '-' else ''
         print(f'| {label} | {ratio:.2f} | {bound} | {raw} |')
     if rss:
-        peaks = ' / '.join(f"{rss[k]['after_training_steps']:.0f}" for k in ('nll', 'live', 'cached'))
+        peaks = ' / '.join(
+            f"{rss[k]['after_training_steps']:.0f}" for k in ('nll', 'live', 'cached')
+        )
         print(f'| peak RSS (MB): NLL-only / live / cached | | | {peaks} |')
 
 
@@ -353,21 +603,53 @@ GPU_TARGETS = {'live': 1.25, 'cached': 1.02, 'inference': 1.02}
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--redial-path', default=os.environ.get('CONKD_REDIAL_PATH'))
-    parser.add_argument('--redial-meta-path', default=os.environ.get('CONKD_REDIAL_META_PATH'))
-    parser.add_argument('--workdir', default=None, help='reuse teachers built here (default: a temp dir)')
-    parser.add_argument('--shapes', default=','.join(SHAPES),
-                        help=f'backbones to measure, from {list(SHAPES) + list(HF_SHAPES)}')
+    parser.add_argument(
+        '--redial-meta-path', default=os.environ.get('CONKD_REDIAL_META_PATH')
+    )
+    parser.add_argument(
+        '--workdir',
+        default=None,
+        help='reuse teachers built here (default: a temp dir)',
+    )
+    parser.add_argument(
+        '--shapes',
+        default=','.join(SHAPES),
+        help=f'backbones to measure, from {list(SHAPES) + list(HF_SHAPES)}',
+    )
     parser.add_argument('--batchsize', type=int, default=32)
     parser.add_argument('--batches', type=int, default=4)
-    parser.add_argument('--rounds', type=int, default=3, help='round-robin passes over the batches')
-    parser.add_argument('--max-dialogues', type=int, default=200, help='ReDial dialogues the batches come from')
-    parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda', 'auto'),
-                        help='where every model runs (auto: cuda when available)')
-    parser.add_argument('--fp16', action='store_true', help='train and run every model with --fp16 true')
-    parser.add_argument('--skip-rss', action='store_true', help='leave out the peak-RSS processes')
-    parser.add_argument('--item-decoding-ratio', action='store_true',
-                        help='also time item-aware against plain greedy decoding (when --item-decoding exists)')
-    parser.add_argument('--out', default=os.path.join(os.path.dirname(__file__), 'results', 'student_benchmark.json'))
+    parser.add_argument(
+        '--rounds', type=int, default=3, help='round-robin passes over the batches'
+    )
+    parser.add_argument(
+        '--max-dialogues',
+        type=int,
+        default=200,
+        help='ReDial dialogues the batches come from',
+    )
+    parser.add_argument(
+        '--device',
+        default='cpu',
+        choices=('cpu', 'cuda', 'auto'),
+        help='where every model runs (auto: cuda when available)',
+    )
+    parser.add_argument(
+        '--fp16', action='store_true', help='train and run every model with --fp16 true'
+    )
+    parser.add_argument(
+        '--skip-rss', action='store_true', help='leave out the peak-RSS processes'
+    )
+    parser.add_argument(
+        '--item-decoding-ratio',
+        action='store_true',
+        help='also time item-aware against plain greedy decoding (when --item-decoding exists)',
+    )
+    parser.add_argument(
+        '--out',
+        default=os.path.join(
+            os.path.dirname(__file__), 'results', 'student_benchmark.json'
+        ),
+    )
     return parser.parse_args(argv)
 
 
@@ -378,43 +660,67 @@ def main(argv=None):
     shapes = [name.strip() for name in args.shapes.split(',') if name.strip()]
     unknown = [name for name in shapes if name not in SHAPES and name not in HF_SHAPES]
     if unknown:
-        sys.exit(f'--shapes: unknown {unknown}; choose from {list(SHAPES) + list(HF_SHAPES)}')
+        sys.exit(
+            f'--shapes: unknown {unknown}; choose from {list(SHAPES) + list(HF_SHAPES)}'
+        )
 
     import torch
 
-    device = ('cuda' if torch.cuda.is_available() else 'cpu') if args.device == 'auto' else args.device
+    device = (
+        ('cuda' if torch.cuda.is_available() else 'cpu')
+        if args.device == 'auto'
+        else args.device
+    )
     if device == 'cuda' and not torch.cuda.is_available():
         sys.exit('--device cuda: no CUDA device is visible')
     extra = device_args(device, args.fp16)
     workdir = args.workdir or tempfile.mkdtemp(prefix='conkd-bench-')
-    data_args = ['-dp', os.path.join(workdir, 'data'), '--redial-path', args.redial_path,
-                 '--redial-max-dialogues', args.max_dialogues]
+    data_args = [
+        '-dp',
+        os.path.join(workdir, 'data'),
+        '--redial-path',
+        args.redial_path,
+        '--redial-max-dialogues',
+        args.max_dialogues,
+    ]
     if args.redial_meta_path:
         data_args += ['--redial-meta-path', args.redial_meta_path]
     env = dict(os.environ)
     results = {}
     for name in shapes:
         shape_dir = os.path.join(workdir, name)
-        results[name] = benchmark_shape(name, shape_args(name, shape_dir), shape_dir, data_args, args, env, extra)
+        results[name] = benchmark_shape(
+            name, shape_args(name, shape_dir), shape_dir, data_args, args, env, extra
+        )
     gpu = f', {torch.cuda.get_device_name()}' if device == 'cuda' else ''
     result = {
         'hardware': f'{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores{gpu}, '
-                    f'torch {torch.__version__}, {torch.get_num_threads()} threads',
-        'allocator': {key: os.environ[key] for key in sorted(os.environ) if key.startswith('MALLOC_')
-                      or key == 'LD_PRELOAD'} or 'glibc malloc, default settings',
-        'setup': {'batchsize': args.batchsize, 'batches': args.batches, 'rounds': args.rounds,
-                  'gates': 'soft (live, cached), hard (live)', 'data': args.redial_path,
-                  'dialogues': args.max_dialogues, 'device': device, 'fp16': args.fp16},
+        f'torch {torch.__version__}, {torch.get_num_threads()} threads',
+        'allocator': {
+            key: os.environ[key]
+            for key in sorted(os.environ)
+            if key.startswith('MALLOC_') or key == 'LD_PRELOAD'
+        }
+        or 'glibc malloc, default settings',
+        'setup': {
+            'batchsize': args.batchsize,
+            'batches': args.batches,
+            'rounds': args.rounds,
+            'gates': 'soft (live, cached), hard (live)',
+            'data': args.redial_path,
+            'dialogues': args.max_dialogues,
+            'device': device,
+            'fp16': args.fp16,
+        },
         'shapes': results,
         'targets': GPU_TARGETS if device == 'cuda' else TARGETS,
     }
     for name, shape_result in results.items():
         print_table(name, shape_result)
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    tmp = args.out + '.tmp'
-    with open(tmp, 'w') as f:
+    from parlai_conkd.fileio import atomic_write
+
+    with atomic_write(args.out) as f:
         json.dump(result, f, indent=2)
-    os.replace(tmp, args.out)
     print(f'\n[bench] wrote {args.out}')
     return result
 

@@ -17,6 +17,7 @@
 
 Model files go to ``<datapath>/../conkd_results/``; every command is printed and logged there.
 """
+
 import argparse
 import json
 import os
@@ -29,10 +30,27 @@ GATES = ('none', 'static', 'hard', 'soft')
 #: the decoding of every generator row, chosen on the valid fold with the zoo's soft student
 #: (leaderboards/decoding_valid.*: the best ReR@10 among decodings with Dist_crs-2 >= 0.3 and item
 #: ratio in [0.35, 0.6]); deterministic, so the seeds' spread is the models' alone
-TABLE_DECODING = ['--inference', 'greedy', '--beam-size', '1', '--beam-block-ngram', '3',
-                  '--beam-context-block-ngram', '3']
+TABLE_DECODING = [
+    '--inference',
+    'greedy',
+    '--beam-size',
+    '1',
+    '--beam-block-ngram',
+    '3',
+    '--beam-context-block-ngram',
+    '3',
+]
 #: the decoding the zoo models are saved with (more varied replies for chat; a row of its own)
-ZOO_DECODING = ['--inference', 'delayedbeam', '--topk', '10', '--beam-delay', '3', '--beam-size', '5']
+ZOO_DECODING = [
+    '--inference',
+    'delayedbeam',
+    '--topk',
+    '10',
+    '--beam-delay',
+    '3',
+    '--beam-size',
+    '5',
+]
 
 
 def parlai(args, log_path):
@@ -40,7 +58,9 @@ def parlai(args, log_path):
     print('$ parlai ' + ' '.join(shlex.quote(str(a)) for a in args), flush=True)
     started = time.time()
     with open(log_path, 'w') as log:
-        proc = subprocess.run([exe, *map(str, args)], stdout=log, stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.run(
+            [exe, *map(str, args)], stdout=log, stderr=subprocess.STDOUT, text=True
+        )
     if proc.returncode != 0:
         sys.exit(f'failed (exit {proc.returncode}); see {log_path}')
     return round(time.time() - started, 1)
@@ -56,42 +76,83 @@ def spec_rows(files, seeds):
     """The rows of the results table (test fold), as leaderboard spec rows. A gate trained with
     fewer seeds than asked (``--gates``/``--seeds`` subsets) shows the seeds it has."""
     rec, dialogue = files['rec_teacher'], files['dialogue_teacher']
-    students = {gate: [m for m in (files.get((gate, s)) for s in seeds) if m is not None] for gate in GATES}
+    students = {
+        gate: [m for m in (files.get((gate, s)) for s in seeds) if m is not None]
+        for gate in GATES
+    }
     fill = ['--fill-items-from', rec[0]]
     token = ['--item-decoding', 'token']
-    baselines = [
-        {'name': 'popularity', 'models': [files['popularity']]},
-        {'name': 'repeat (mentioned items, then popularity)', 'models': [files['repeat']]},
-        {'name': 'repeat, mentioned items only', 'models': [files['repeat']], 'args': ['--repeat-fill', 'none']},
-    ] if files.get('popularity') and files.get('repeat') else []
+    baselines = (
+        [
+            {'name': 'popularity', 'models': [files['popularity']]},
+            {
+                'name': 'repeat (mentioned items, then popularity)',
+                'models': [files['repeat']],
+            },
+            {
+                'name': 'repeat, mentioned items only',
+                'models': [files['repeat']],
+                'args': ['--repeat-fill', 'none'],
+            },
+        ]
+        if files.get('popularity') and files.get('repeat')
+        else []
+    )
     generators = [
         {'name': 'rec teacher', 'models': rec},
-        {'name': 'pipeline: dialogue teacher + rec teacher items', 'models': [dialogue], 'args': fill},
+        {
+            'name': 'pipeline: dialogue teacher + rec teacher items',
+            'models': [dialogue],
+            'args': fill,
+        },
         {'name': 'dialogue teacher', 'models': [dialogue]},
         {'name': 'student, gate none (NLL only)', 'models': students['none']},
         {'name': 'student, gate static (lambda 0.5)', 'models': students['static']},
         {'name': 'student, gate hard', 'models': students['hard']},
         {'name': 'student, gate soft', 'models': students['soft']},
-        {'name': 'student, gate soft, zoo decoding (delayed beam)', 'models': students['soft'], 'args': ZOO_DECODING},
+        {
+            'name': 'student, gate soft, zoo decoding (delayed beam)',
+            'models': students['soft'],
+            'args': ZOO_DECODING,
+        },
         # the paper's plain decoding (an item only where it is the single best token)
-        {'name': 'ablation: student soft, token decoding', 'models': students['soft'], 'args': token},
-        {'name': 'ablation: pipeline, token decoding', 'models': [dialogue], 'args': fill + token},
+        {
+            'name': 'ablation: student soft, token decoding',
+            'models': students['soft'],
+            'args': token,
+        },
+        {
+            'name': 'ablation: pipeline, token decoding',
+            'models': [dialogue],
+            'args': fill + token,
+        },
     ]
-    for row in generators[1:]:  # every generator row decodes the same way (its own args win)
+    for row in generators[
+        1:
+    ]:  # every generator row decodes the same way (its own args win)
         row['args'] = TABLE_DECODING + row.get('args', [])
     return baselines + generators
 
 
 #: the README's compact table: (column, ranker metric, generator metric, digits)
-SUMMARY = [('R@10 / ReR@10 new', 'new_recall@10', 'rer@10', 3), ('R@50 / ReR@50 new', 'new_recall@50', 'rer@50', 3),
-           ('R@1 / item P', 'new_recall@1', 'item_precision', 3), ('item F1', None, 'item_f1', 3),
-           ('item ratio', None, 'item_ratio', 3), ('Dist_crs-2', None, 'dist_crs-2', 3), ('BLEU-4', None, 'bleu-4', 3),
-           ('PPL', None, 'ppl', 1)]
+SUMMARY = [
+    ('R@10 / ReR@10 new', 'new_recall@10', 'rer@10', 3),
+    ('R@50 / ReR@50 new', 'new_recall@50', 'rer@50', 3),
+    ('R@1 / item P', 'new_recall@1', 'item_precision', 3),
+    ('item F1', None, 'item_f1', 3),
+    ('item ratio', None, 'item_ratio', 3),
+    ('Dist_crs-2', None, 'dist_crs-2', 3),
+    ('BLEU-4', None, 'bleu-4', 3),
+    ('PPL', None, 'ppl', 1),
+]
 
 
 def summary_table(board):
     """The README's compact Markdown table of a leaderboard JSON (mean ± sample sd over seeds)."""
-    lines = ['| model | n | ' + ' | '.join(c for c, *_ in SUMMARY) + ' |', '|---|---|' + '---:|' * len(SUMMARY)]
+    lines = [
+        '| model | n | ' + ' | '.join(c for c, *_ in SUMMARY) + ' |',
+        '|---|---|' + '---:|' * len(SUMMARY),
+    ]
     for row in board['rows']:
         cells = []
         for _, ranker_metric, generator_metric, digits in SUMMARY:
@@ -104,22 +165,37 @@ def summary_table(board):
             if value.get('std') is not None:
                 text += f" ± {value['std']:.{digits}f}"
             cells.append(text)
-        lines.append(f"| {row['name']} | {len(row['runs'])} | " + ' | '.join(cells) + ' |')
+        lines.append(
+            f"| {row['name']} | {len(row['runs'])} | " + ' | '.join(cells) + ' |'
+        )
     return '\n'.join(lines)
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument('-dp', '--datapath', default='data')
     parser.add_argument('--seeds', default='0,1,2')
     parser.add_argument('--gates', default=','.join(GATES))
-    parser.add_argument('--spec', default='projects/conkd/leaderboards/conkd_test.spec.json')
-    parser.add_argument('--check-zoo', action='store_true',
-                        help='also train seed 0 of hard/soft afresh and compare weights with the zoo')
-    parser.add_argument('--collect-only', action='store_true',
-                        help='train nothing: write the spec from the model files already there')
-    parser.add_argument('--summary', metavar='BOARD_JSON',
-                        help='train nothing: print the compact table of a leaderboard JSON')
+    parser.add_argument(
+        '--spec', default='projects/conkd/leaderboards/conkd_test.spec.json'
+    )
+    parser.add_argument(
+        '--check-zoo',
+        action='store_true',
+        help='also train seed 0 of hard/soft afresh and compare weights with the zoo',
+    )
+    parser.add_argument(
+        '--collect-only',
+        action='store_true',
+        help='train nothing: write the spec from the model files already there',
+    )
+    parser.add_argument(
+        '--summary',
+        metavar='BOARD_JSON',
+        help='train nothing: print the compact table of a leaderboard JSON',
+    )
     args = parser.parse_args()
     if args.summary:
         with open(args.summary) as f:
@@ -134,7 +210,9 @@ def main():
     seeds = [int(s) for s in args.seeds.split(',')]
     use_kg = bool(os.environ.get('CONKD_REDIAL_META_PATH'))
     builder.ensure(datapath, ['rec_teacher', 'dialogue_teacher'])
-    teachers = {m: builder.model_file(datapath, m) for m in ('rec_teacher', 'dialogue_teacher')}
+    teachers = {
+        m: builder.model_file(datapath, m) for m in ('rec_teacher', 'dialogue_teacher')
+    }
     # zoo models by their zoo names, the others relative to the working directory (spec rules)
     files = {'rec_teacher': [], 'dialogue_teacher': 'zoo:conkd/dialogue_teacher'}
     log = {'seeds': seeds, 'commands': {}, 'seconds': {}}
@@ -143,22 +221,41 @@ def main():
             files['rec_teacher'].append('zoo:conkd/rec_teacher')
             continue
         path = os.path.join(out, f'rec_teacher_s{seed}', 'model')
-        train = with_seed(recipe.train_args('rec_teacher', path, datapath, use_kg=use_kg), seed)
+        train = with_seed(
+            recipe.train_args('rec_teacher', path, datapath, use_kg=use_kg), seed
+        )
         if args.collect_only and not os.path.isfile(path):
             continue
         if not os.path.isfile(path):
             os.makedirs(os.path.dirname(path), exist_ok=True)
             log['seconds'][path] = parlai(['train_model', *train], path + '.log')
-        log['commands'][path] = 'parlai train_model ' + ' '.join(map(shlex.quote, train))
+        log['commands'][path] = 'parlai train_model ' + ' '.join(
+            map(shlex.quote, train)
+        )
         files['rec_teacher'].append(os.path.relpath(path))
     # the baselines every table keeps (seconds to train; no seed: counts, not weights)
     for name in ('popularity', 'repeat'):
         path = os.path.join(out, name, 'model')
-        train = ['-t', 'redial_crs:rec', '-m', f'conkd_{name}', '-dp', datapath, '-mf', path, '-eps', '1', '-bs', '64']
+        train = [
+            '-t',
+            'redial_crs:rec',
+            '-m',
+            f'conkd_{name}',
+            '-dp',
+            datapath,
+            '-mf',
+            path,
+            '-eps',
+            '1',
+            '-bs',
+            '64',
+        ]
         if not os.path.isfile(path) and not args.collect_only:
             os.makedirs(os.path.dirname(path), exist_ok=True)
             log['seconds'][path] = parlai(['train_model', *train], path + '.log')
-        log['commands'][path] = 'parlai train_model ' + ' '.join(map(shlex.quote, train))
+        log['commands'][path] = 'parlai train_model ' + ' '.join(
+            map(shlex.quote, train)
+        )
         files[name] = os.path.relpath(path) if os.path.isfile(path) else None
     for gate in args.gates.split(','):
         for seed in seeds:
@@ -168,20 +265,30 @@ def main():
                 files[(gate, seed)] = f'zoo:conkd/{gate}'
                 continue
             path = os.path.join(out, f'{gate}_s{seed}', 'model')
-            train = with_seed(recipe.train_args('soft', path, datapath, teachers, use_kg=use_kg), seed)
+            train = with_seed(
+                recipe.train_args('soft', path, datapath, teachers, use_kg=use_kg), seed
+            )
             train[train.index('--gate') + 1] = gate
             if args.collect_only and not os.path.isfile(path):
-                print(f'{gate} seed {seed}: not trained, left out (--collect-only)', flush=True)
+                print(
+                    f'{gate} seed {seed}: not trained, left out (--collect-only)',
+                    flush=True,
+                )
                 continue
             if not os.path.isfile(path):
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 log['seconds'][path] = parlai(['train_model', *train], path + '.log')
-            log['commands'][path] = 'parlai train_model ' + ' '.join(map(shlex.quote, train))
+            log['commands'][path] = 'parlai train_model ' + ' '.join(
+                map(shlex.quote, train)
+            )
             files[(gate, seed)] = os.path.relpath(path)
             if zoo_model:
                 zoo = builder.weights_sha256(builder.model_file(datapath, gate))
-                print(f'{gate} seed {seed}: weights {"==" if zoo == builder.weights_sha256(path) else "!="} '
-                      f'the zoo build', flush=True)
+                print(
+                    f'{gate} seed {seed}: weights {"==" if zoo == builder.weights_sha256(path) else "!="} '
+                    f'the zoo build',
+                    flush=True,
+                )
     spec = {
         'title': 'ConKD on the shared ReDial copy, test fold: recommenders, pipeline, dialogue teacher, students',
         'split': 'test',
@@ -192,14 +299,18 @@ def main():
     with open(args.spec, 'w') as f:
         json.dump(spec, f, indent=1)
     log_file = os.path.join(out, 'student_results.json')
-    if os.path.isfile(log_file):  # runs that trained other gates/seeds keep their records
+    if os.path.isfile(
+        log_file
+    ):  # runs that trained other gates/seeds keep their records
         with open(log_file) as f:
             previous = json.load(f)
         for key in ('commands', 'seconds'):
             log[key] = {**previous.get(key, {}), **log[key]}
     with open(log_file, 'w') as f:
         json.dump(log, f, indent=1)
-    print(f'wrote {args.spec}; now: python -m parlai_conkd.leaderboard --spec {args.spec} -dp {args.datapath}')
+    print(
+        f'wrote {args.spec}; now: python -m parlai_conkd.leaderboard --spec {args.spec} -dp {args.datapath}'
+    )
 
 
 if __name__ == '__main__':

@@ -1,4 +1,5 @@
 """Fixtures for the dialogue-teacher tests: a tiny catalog, a tiny random GPT-2 on disk, agents."""
+
 import json
 import os
 
@@ -53,8 +54,13 @@ def make_tiny_gpt2(directory: str) -> str:
         f.write('#version: 0.2\n' + '\n'.join(merges) + '\n')
     GPT2Tokenizer.from_pretrained(directory).save_pretrained(directory)
     config = GPT2Config(
-        vocab_size=len(vocab), n_positions=512, n_embd=16, n_layer=1, n_head=2,
-        bos_token_id=eos, eos_token_id=eos,
+        vocab_size=len(vocab),
+        n_positions=512,
+        n_embd=16,
+        n_layer=1,
+        n_head=2,
+        bos_token_id=eos,
+        eos_token_id=eos,
     )
     GPT2LMHeadModel(config).save_pretrained(directory)
     return directory
@@ -63,7 +69,10 @@ def make_tiny_gpt2(directory: str) -> str:
 @pytest.fixture(scope='session')
 def tiny_catalog():
     return ItemCatalog(
-        [Item(index=i, movie_id=mid, title=title, year=year) for i, (mid, title, year) in enumerate(TINY_ITEMS)]
+        [
+            Item(index=i, movie_id=mid, title=title, year=year)
+            for i, (mid, title, year) in enumerate(TINY_ITEMS)
+        ]
     )
 
 
@@ -81,8 +90,20 @@ def tiny_gpt2_dir(tmp_path_factory):
 
 
 TINY_TRANSFORMER = [
-    '--n-layers', '1', '--embedding-size', '16', '--ffn-size', '32', '--n-heads', '2',
-    '--text-truncate', '48', '--label-truncate', '12', '--truncate', '48',
+    '--n-layers',
+    '1',
+    '--embedding-size',
+    '16',
+    '--ffn-size',
+    '32',
+    '--n-heads',
+    '2',
+    '--text-truncate',
+    '48',
+    '--label-truncate',
+    '12',
+    '--truncate',
+    '48',
 ]
 
 
@@ -91,9 +112,20 @@ def _make_agent(catalog_file, tmp_path, backbone='transformer', hf_dir=None, ext
     from parlai.core.agents import create_agent
     from parlai.core.params import ParlaiParser
 
-    args = ['-m', 'conkd_dialogue_teacher', '--item-catalog', catalog_file,
-            '--dict-file', str(tmp_path / 'dict'), '--backbone', backbone, *TINY_TRANSFORMER,
-            '--inference', 'greedy', *extra]
+    args = [
+        '-m',
+        'conkd_dialogue_teacher',
+        '--item-catalog',
+        catalog_file,
+        '--dict-file',
+        str(tmp_path / 'dict'),
+        '--backbone',
+        backbone,
+        *TINY_TRANSFORMER,
+        '--inference',
+        'greedy',
+        *extra,
+    ]
     if hf_dir:
         args += ['--hf-model-path', hf_dir]
     parser = ParlaiParser(True, True)

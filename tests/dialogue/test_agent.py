@@ -1,4 +1,5 @@
 """The dialogue teacher in-process: item-token block, flag prefix, teacher-forced log-probs, ReR slot."""
+
 import pytest
 import torch
 
@@ -39,11 +40,19 @@ def _batch(agent, examples):
 
 
 EXAMPLES = [
-    {'text': 'hi i liked __item_111__', 'labels': ['you should see __item_222__ and __item_333__'],
-     'is_rec': True, 'new_items': [1, 2]},
+    {
+        'text': 'hi i liked __item_111__',
+        'labels': ['you should see __item_222__ and __item_333__'],
+        'is_rec': True,
+        'new_items': [1, 2],
+    },
     # longer than the first label, so the first row is padded (left, for GPT-2)
-    {'text': 'hello', 'labels': ['what kind of movies do you like these days?'], 'is_rec': False,
-     'new_items': []},
+    {
+        'text': 'hello',
+        'labels': ['what kind of movies do you like these days?'],
+        'is_rec': False,
+        'new_items': [],
+    },
 ]
 
 
@@ -67,8 +76,14 @@ def test_targets_start_with_the_flag_from_is_rec(agent):
 
 
 def test_flag_falls_back_to_items_in_label_and_gold_to_label_minus_history(agent):
-    batch = _batch(agent, [{'text': 'i liked __item_111__', 'labels': ['__item_111__ or __item_444__']}])
-    assert batch.label_vec[0][batch.label_vec[0].ne(agent.NULL_IDX)][0].item() == agent.rec_token_id
+    batch = _batch(
+        agent,
+        [{'text': 'i liked __item_111__', 'labels': ['__item_111__ or __item_444__']}],
+    )
+    assert (
+        batch.label_vec[0][batch.label_vec[0].ne(agent.NULL_IDX)][0].item()
+        == agent.rec_token_id
+    )
     assert batch.gold_new_items == [[3]]
 
 
@@ -87,7 +102,9 @@ def test_teacher_forced_log_probs(agent):
     # same numbers as ParlAI's own loss path (eval mode): distillation sees what NLL trains on
     agent.model.eval()
     scores = agent.model(*agent._model_input(batch), ys=batch.label_vec)[0]
-    assert torch.allclose(out.log_probs, torch.log_softmax(scores.float(), -1), atol=1e-5)
+    assert torch.allclose(
+        out.log_probs, torch.log_softmax(scores.float(), -1), atol=1e-5
+    )
 
 
 def test_teacher_forced_scores_of_some_steps_are_the_full_scores_there(agent):
@@ -95,7 +112,9 @@ def test_teacher_forced_scores_of_some_steps_are_the_full_scores_there(agent):
     real = batch.label_vec.ne(agent.NULL_IDX)
     full = agent.teacher_forced_scores(batch)
     packed = agent.teacher_forced_scores(batch, only=real)
-    assert packed.shape == (int(real.sum()), len(agent.dict)) and real.sum() < real.numel()
+    assert (
+        packed.shape == (int(real.sum()), len(agent.dict)) and real.sum() < real.numel()
+    )
     assert torch.allclose(packed, full[real], atol=1e-5)
 
 
@@ -125,14 +144,22 @@ def test_rer_slot_scores_match_teacher_forcing_and_metrics_are_recorded(agent):
     agent._local_metrics.clear()
     agent.record_response_metrics(batch, preds)
     metrics = agent._local_metrics
-    assert metrics['item_ratio'][0].value() == 1.0 and metrics['item_ratio'][1].value() == 0.0
-    assert metrics['item_precision'][0].value() == 1.0 and _undefined(metrics['item_precision'][1])
+    assert (
+        metrics['item_ratio'][0].value() == 1.0
+        and metrics['item_ratio'][1].value() == 0.0
+    )
+    assert metrics['item_precision'][0].value() == 1.0 and _undefined(
+        metrics['item_precision'][1]
+    )
     assert metrics['item_f1'][0].value() == 1.0 and _undefined(metrics['item_f1'][1])
     assert _undefined(metrics['rer@1'][1])  # chit-chat turn: no recall to speak of
     top = torch.topk(expected, 2).indices.tolist()
     assert metrics['rer@1'][0].value() == pytest.approx(len({top[0]} & {1, 2}) / 2)
     assert metrics['rer@50'][0].value() == pytest.approx(1.0)  # 5 items < 50
-    assert [m.value() for m in metrics['rec_flag_acc']] == [1.0, 1.0]  # the gold replies' flags
+    assert [m.value() for m in metrics['rec_flag_acc']] == [
+        1.0,
+        1.0,
+    ]  # the gold replies' flags
     preds[0][1] = agent.gen_token_id  # now the first reply claims chit-chat
     agent._local_metrics.clear()
     agent.record_response_metrics(batch, preds)
@@ -140,7 +167,12 @@ def test_rer_slot_scores_match_teacher_forcing_and_metrics_are_recorded(agent):
 
 
 def test_reply_text_drops_the_flag_and_renders_titles_on_request(agent):
-    vec = [agent.rec_token_id, *agent.dict.txt2vec('see'), int(agent.item_token_ids[4]), agent.END_IDX]
+    vec = [
+        agent.rec_token_id,
+        *agent.dict.txt2vec('see'),
+        int(agent.item_token_ids[4]),
+        agent.END_IDX,
+    ]
     assert '__item_555__' in agent._v2t(vec)
     assert '[REC]' not in agent._v2t(vec)
     agent.set_interactive_mode(True, shared=False)
@@ -154,13 +186,19 @@ def test_teacher_forced_item_recall_reads_the_gold_first_item_slot(agent):
     scores = torch.zeros(*batch.label_vec.shape, len(agent.dict))
     row = batch.label_vec[0]
     slot = int((row == agent.item_token_ids[1]).nonzero()[0])
-    scores[0, slot, agent.item_token_ids[2]] = 5.0  # the slot ranks item 333 first, 222 second
+    scores[0, slot, agent.item_token_ids[2]] = (
+        5.0  # the slot ranks item 333 first, 222 second
+    )
     scores[0, slot, agent.item_token_ids[1]] = 4.0
-    scores[0, slot - 1, agent.item_token_ids[0]] = 9.0  # a different step: must be ignored
+    scores[0, slot - 1, agent.item_token_ids[0]] = (
+        9.0  # a different step: must be ignored
+    )
     agent._local_metrics.clear()
     agent.record_teacher_forced_item_recall(batch, scores)
     metrics = agent._local_metrics
-    assert metrics['tf_rer@1'][0].value() == pytest.approx(0.5)  # 1 of the 2 gold new items on top
+    assert metrics['tf_rer@1'][0].value() == pytest.approx(
+        0.5
+    )  # 1 of the 2 gold new items on top
     assert metrics['tf_rer@10'][0].value() == pytest.approx(1.0)
     assert metrics['tf_rer@1'][1] is None  # chit-chat turn: no slot, no signal
 
@@ -170,32 +208,51 @@ def test_force_rec_flag_prefixes_every_reply_with_rec(agent):
     assert agent.get_prefix_tokens(batch) is None  # default: the model decides
     agent.opt['force_rec_flag'] = True
     try:
-        assert agent.get_prefix_tokens(batch).tolist() == [[agent.rec_token_id], [agent.rec_token_id]]
+        assert agent.get_prefix_tokens(batch).tolist() == [
+            [agent.rec_token_id],
+            [agent.rec_token_id],
+        ]
     finally:
         agent.opt['force_rec_flag'] = False
 
 
 def test_response_recall_under_both_protocols_and_item_recall(agent, monkeypatch):
     """The reply repeats the seeker's item 111 (index 0) and recommends 444 (index 3): ``rer@k``
-    ranks the new item only, ``rer_all@k`` both, at the same first item slot (hand-set scores)."""
+    ranks the new item only, ``rer_all@k`` both, at the same first item slot (hand-set scores).
+    """
     agent.model.eval()
-    example = {'text': 'i liked __item_111__', 'labels': ['__item_111__ is great, also __item_444__'],
-               'is_rec': True, 'label_items': [0, 3], 'new_items': [3]}
+    example = {
+        'text': 'i liked __item_111__',
+        'labels': ['__item_111__ is great, also __item_444__'],
+        'is_rec': True,
+        'label_items': [0, 3],
+        'new_items': [3],
+    }
     batch = _batch(agent, [example])
     assert batch.gold_label_items == [[0, 3]] and batch.gold_new_items == [[3]]
     row = batch.label_vec[0]
     preds = [torch.cat([torch.tensor([agent.START_IDX]), row[row.ne(agent.NULL_IDX)]])]
     # slot ranking: 0 > 3 > 4 > 1 > 2
-    monkeypatch.setattr(agent, '_slot_item_scores',
-                        lambda *_: torch.tensor([[5.0, 1.0, 0.0, 4.0, 2.0]]))
+    monkeypatch.setattr(
+        agent, '_slot_item_scores', lambda *_: torch.tensor([[5.0, 1.0, 0.0, 4.0, 2.0]])
+    )
     agent._local_metrics.clear()
     agent.record_response_metrics(batch, preds)
     metrics = agent._local_metrics
     assert metrics['rer@1'][0].value() == 0.0  # the new item is second
-    assert metrics['rer_all@1'][0].value() == pytest.approx(0.5)  # one of the two gold items is first
-    assert metrics['rer@10'][0].value() == 1.0 and metrics['rer_all@10'][0].value() == 1.0
-    assert metrics['rer_responses'][0].value() == 1 and metrics['rer_all_responses'][0].value() == 1
-    assert metrics['item_precision'][0].value() == pytest.approx(0.5)  # names 111 and 444; 444 is new
+    assert metrics['rer_all@1'][0].value() == pytest.approx(
+        0.5
+    )  # one of the two gold items is first
+    assert (
+        metrics['rer@10'][0].value() == 1.0 and metrics['rer_all@10'][0].value() == 1.0
+    )
+    assert (
+        metrics['rer_responses'][0].value() == 1
+        and metrics['rer_all_responses'][0].value() == 1
+    )
+    assert metrics['item_precision'][0].value() == pytest.approx(
+        0.5
+    )  # names 111 and 444; 444 is new
     assert metrics['item_recall'][0].value() == 1.0
     # without task fields, all items = the items named in the label
     plain = _batch(agent, [{'text': 'hello', 'labels': ['see __item_222__']}])

@@ -6,9 +6,17 @@ Vocabulary of the search tests: 0 pad, 1 start, 2 end, 3 [REC], 4 [GEN], 5 'hi',
 
 import pytest
 import torch
-from parlai.core.torch_generator_agent import BeamSearch, GreedySearch, NucleusSampling, TopKSampling
+from parlai.core.torch_generator_agent import (
+    BeamSearch,
+    GreedySearch,
+    NucleusSampling,
+    TopKSampling,
+)
 
-from parlai_conkd.agents.conkd_dialogue_teacher.item_search import ItemDecodingSpec, item_aware
+from parlai_conkd.agents.conkd_dialogue_teacher.item_search import (
+    ItemDecodingSpec,
+    item_aware,
+)
 from parlai_conkd.decoding import (
     ItemVocab,
     excluded_items,
@@ -30,7 +38,16 @@ def log_probs(*rows):
 
 def row(**probs):
     """A 10-way distribution from named probabilities; unnamed tokens get 0."""
-    names = {'eos': EOS, 'rec': REC, 'gen': GEN, 'hi': HI, 'watch': WATCH, 'i0': 7, 'i1': 8, 'i2': 9}
+    names = {
+        'eos': EOS,
+        'rec': REC,
+        'gen': GEN,
+        'hi': HI,
+        'watch': WATCH,
+        'i0': 7,
+        'i1': 8,
+        'i2': 9,
+    }
     out = [0.0] * 10
     for name, p in probs.items():
         out[names[name]] = p
@@ -53,7 +70,9 @@ def test_class_wins_when_its_total_beats_the_best_word():
     # best word 0.3; items 0.2 + 0.2 + 0.1 = 0.5 > 0.3 although each item < 0.3
     lp = log_probs(row(hi=0.3, watch=0.1, eos=0.1, i0=0.2, i1=0.2, i2=0.1))
     out = item_class_log_probs(lp, ITEMS)
-    assert out.argmax().item() == 7  # the best item (tie 0.2/0.2: the lower catalog index)
+    assert (
+        out.argmax().item() == 7
+    )  # the best item (tie 0.2/0.2: the lower catalog index)
     assert out[0, 7].exp().item() == pytest.approx(0.5)
     assert out[0, 8].item() == NEG and out[0, 9].item() == NEG
     # words keep their probabilities: p' is a distribution again
@@ -75,7 +94,9 @@ def test_excluded_items_are_skipped_but_their_mass_still_counts():
     out = item_class_log_probs(lp, ITEMS, excluded=torch.tensor([[True, False, False]]))
     assert out.argmax().item() == 8
     assert out[0, 8].exp().item() == pytest.approx(0.7)
-    none_left = item_class_log_probs(lp, ITEMS, excluded=torch.tensor([[True, True, True]]))
+    none_left = item_class_log_probs(
+        lp, ITEMS, excluded=torch.tensor([[True, True, True]])
+    )
     assert none_left.argmax().item() == HI
     assert torch.isinf(ITEMS.take(none_left)).all()
 
@@ -88,17 +109,29 @@ def test_allow_items_false_drops_the_class():
 
 def test_an_external_ranking_chooses_which_item():
     lp = log_probs(row(hi=0.3, i0=0.5, i1=0.1, i2=0.1))
-    out = item_class_log_probs(lp, ITEMS, ranking=torch.tensor([[0.0, 1.0, 5.0]]),
-                               excluded=torch.tensor([[False, False, True]]))
-    assert out.argmax().item() == 8  # i2 ranked best but excluded -> i1, carrying the class mass
+    out = item_class_log_probs(
+        lp,
+        ITEMS,
+        ranking=torch.tensor([[0.0, 1.0, 5.0]]),
+        excluded=torch.tensor([[False, False, True]]),
+    )
+    assert (
+        out.argmax().item() == 8
+    )  # i2 ranked best but excluded -> i1, carrying the class mass
     assert out[0, 8].exp().item() == pytest.approx(0.7)
 
 
 def test_excluded_items_policies():
     hyps = torch.tensor([[BOS, REC, 8, WATCH], [BOS, GEN, HI, HI]])
     assert excluded_items(ITEMS, hyps, [2], 'none') is None
-    assert excluded_items(ITEMS, hyps, [2], 'reply').tolist() == [[False, True, False], [False] * 3]
-    assert excluded_items(ITEMS, hyps, [2], 'dialogue').tolist() == [[False, True, True], [False, False, True]]
+    assert excluded_items(ITEMS, hyps, [2], 'reply').tolist() == [
+        [False, True, False],
+        [False] * 3,
+    ]
+    assert excluded_items(ITEMS, hyps, [2], 'dialogue').tolist() == [
+        [False, True, True],
+        [False, False, True],
+    ]
     with pytest.raises(ValueError, match='no_repeat'):
         excluded_items(ITEMS, hyps, [], 'never')
 
@@ -108,7 +141,10 @@ def test_flag_choice_uses_the_threshold_not_the_argmax():
     chosen = flag_choice(lp, REC, GEN, threshold=0.25).argmax(dim=-1)
     # P(REC)/(P(REC)+P(GEN)) = 1/3 > 0.25 -> [REC]; 1/9 < 0.25 -> [GEN]
     assert chosen.tolist() == [REC, GEN]
-    assert flag_choice(lp, REC, GEN, threshold=0.5).argmax(dim=-1).tolist() == [GEN, GEN]
+    assert flag_choice(lp, REC, GEN, threshold=0.5).argmax(dim=-1).tolist() == [
+        GEN,
+        GEN,
+    ]
 
 
 def test_sample_within_keeps_to_the_top_k_allowed_items():
@@ -120,15 +156,33 @@ def test_sample_within_keeps_to_the_top_k_allowed_items():
     drawn = sample_within(lp, ITEMS, torch.arange(200), excluded, top_k=1)
     assert set(drawn.tolist()) == {8}
     nucleus = sample_within(lp, ITEMS, torch.arange(200), None, top_p=0.5)
-    assert set(nucleus.tolist()) == {7}  # i0 alone holds 0.5/0.9 of the item mass >= 0.5
+    assert set(nucleus.tolist()) == {
+        7
+    }  # i0 alone holds 0.5/0.9 of the item mass >= 0.5
 
 
 # ------------------------------------------------------------------ ParlAI searches
-def make(search_class, mode='class', no_repeat='dialogue', context=(), beam_size=1, **kwargs):
-    search = search_class(*kwargs.pop('args', ()), beam_size, padding_token=PAD, bos_token=BOS,
-                          eos_token=EOS, min_length=0, device='cpu', **kwargs)
-    spec = ItemDecodingSpec(items=ITEMS, mode=mode, no_repeat=no_repeat, rec_id=REC, gen_id=GEN,
-                            context_items=[list(context)])
+def make(
+    search_class, mode='class', no_repeat='dialogue', context=(), beam_size=1, **kwargs
+):
+    search = search_class(
+        *kwargs.pop('args', ()),
+        beam_size,
+        padding_token=PAD,
+        bos_token=BOS,
+        eos_token=EOS,
+        min_length=0,
+        device='cpu',
+        **kwargs,
+    )
+    spec = ItemDecodingSpec(
+        items=ITEMS,
+        mode=mode,
+        no_repeat=no_repeat,
+        rec_id=REC,
+        gen_id=GEN,
+        context_items=[list(context)],
+    )
     search = item_aware(search, spec)
     return search.set_batch_context(torch.zeros(1, 0, dtype=torch.long), 0, False)
 
@@ -148,7 +202,9 @@ def best_tokens(search):
 STEPS = [
     log_probs(row(rec=0.9, gen=0.1)),
     log_probs(row(watch=0.9, hi=0.1)),
-    log_probs(row(hi=0.3, eos=0.1, i0=0.2, i1=0.2, i2=0.2)),  # the class (0.6) beats 'hi'
+    log_probs(
+        row(hi=0.3, eos=0.1, i0=0.2, i1=0.2, i2=0.2)
+    ),  # the class (0.6) beats 'hi'
     log_probs(row(eos=0.9, hi=0.1)),
 ]
 
@@ -166,7 +222,9 @@ def test_greedy_class_skips_a_context_item_and_ngram_blocking_spares_items():
     search = make(GreedySearch, no_repeat='none', context_block_ngram=1)
     search.set_batch_context(torch.tensor([[7, HI]]), 0, False)
     assert best_tokens(decode(search, STEPS))[3] == 7
-    search = make(GreedySearch, no_repeat='dialogue', context=[0], context_block_ngram=1)
+    search = make(
+        GreedySearch, no_repeat='dialogue', context=[0], context_block_ngram=1
+    )
     search.set_batch_context(torch.tensor([[7, HI]]), 0, False)
     assert best_tokens(decode(search, STEPS))[3] == 8
 
@@ -193,17 +251,24 @@ def test_a_finished_beam_is_kept_while_others_continue():
     assert any(7 in hyp for hyp in tokens)
 
 
-@pytest.mark.parametrize('search_class, arg', [(TopKSampling, 3), (NucleusSampling, 0.95)])
+@pytest.mark.parametrize(
+    'search_class, arg', [(TopKSampling, 3), (NucleusSampling, 0.95)]
+)
 def test_sampling_draws_the_class_then_an_item_within_it(search_class, arg):
     torch.manual_seed(0)
     named = set()
     for _ in range(60):
         search = make(search_class, args=(arg,))
-        tokens = best_tokens(decode(search, [
-            log_probs(row(rec=1.0)),
-            log_probs(row(hi=0.02, i0=0.6, i1=0.3, i2=0.08)),
-            log_probs(row(eos=1.0)),
-        ]))
+        tokens = best_tokens(
+            decode(
+                search,
+                [
+                    log_probs(row(rec=1.0)),
+                    log_probs(row(hi=0.02, i0=0.6, i1=0.3, i2=0.08)),
+                    log_probs(row(eos=1.0)),
+                ],
+            )
+        )
         assert tokens[2] in (HI, 7, 8, 9)
         named.add(tokens[2])
     # the class (0.98) is drawn almost always; within it the item varies
@@ -211,6 +276,10 @@ def test_sampling_draws_the_class_then_an_item_within_it(search_class, arg):
 
 
 def test_inactive_spec_leaves_parlai_search_untouched():
-    search = GreedySearch(1, padding_token=PAD, bos_token=BOS, eos_token=EOS, device='cpu')
-    spec = ItemDecodingSpec(items=ITEMS, mode='token', no_repeat='none', rec_id=REC, gen_id=GEN)
+    search = GreedySearch(
+        1, padding_token=PAD, bos_token=BOS, eos_token=EOS, device='cpu'
+    )
+    spec = ItemDecodingSpec(
+        items=ITEMS, mode='token', no_repeat='none', rec_id=REC, gen_id=GEN
+    )
     assert type(item_aware(search, spec)) is GreedySearch

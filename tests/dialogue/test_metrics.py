@@ -1,4 +1,5 @@
 """Response metrics (parlai_conkd/metrics.py) against hand-computed values."""
+
 import math
 
 import pytest
@@ -33,7 +34,15 @@ def test_dist_of_nothing_is_zero():
 
 
 def test_distinct_tokens_keeps_item_tokens_whole_and_splits_punctuation():
-    assert distinct_tokens('I LIKE __item_12__, a lot!') == ['i', 'like', '__item_12__', ',', 'a', 'lot', '!']
+    assert distinct_tokens('I LIKE __item_12__, a lot!') == [
+        'i',
+        'like',
+        '__item_12__',
+        ',',
+        'a',
+        'lot',
+        '!',
+    ]
 
 
 def test_item_overlap_repeated_items_count_once():
@@ -53,7 +62,11 @@ def test_item_overlap_no_item_generated():
 def test_item_overlap_wrong_item_and_empty_gold():
     assert item_overlap([1], [2])['f1'] == 0.0
     chit_chat = item_overlap([1], [])
-    assert chit_chat['precision'] == 0.0 and chit_chat['recall'] is None and chit_chat['f1'] == 0.0
+    assert (
+        chit_chat['precision'] == 0.0
+        and chit_chat['recall'] is None
+        and chit_chat['f1'] == 0.0
+    )
     assert item_overlap([], []) == {'precision': None, 'recall': None, 'f1': None}
 
 
@@ -75,7 +88,9 @@ def test_response_recall_hand_computed():
             [0.5, 0.4, 0.3, 0.2, 0.1],  # slot, but chit-chat: no gold
         ]
     )
-    rer = response_recall_at_k(scores, [True, False, True], [[2, 3], [1], []], ks=(1, 2, 3))
+    rer = response_recall_at_k(
+        scores, [True, False, True], [[2, 3], [1], []], ks=(1, 2, 3)
+    )
     assert rer[1] == [0.0, 0.0, None]
     assert rer[2] == [pytest.approx(0.5), 0.0, None]
     assert rer[3] == [pytest.approx(1.0), 0.0, None]
@@ -94,7 +109,9 @@ def test_response_recall_checks_lengths():
 
 def test_distinct_metric_wrapper_merges_like_the_pure_function():
     pytest.importorskip('parlai')
-    from parlai_conkd.agents.conkd_dialogue_teacher.response_metrics import DistinctNgramMetric
+    from parlai_conkd.agents.conkd_dialogue_teacher.response_metrics import (
+        DistinctNgramMetric,
+    )
 
     for n in (1, 2, 3, 4):
         for per_response, pure in ((False, dist_ratio), (True, dist_per_response)):

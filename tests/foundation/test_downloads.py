@@ -1,4 +1,5 @@
 """parlai_conkd.downloads against a local HTTP server on 127.0.0.1: what is kept, what is refused."""
+
 import hashlib
 import io
 import os
@@ -54,7 +55,9 @@ class Site:
             def _send(self, status, body, content_type, length=None):
                 self.send_response(status)
                 self.send_header('Content-Type', content_type)
-                self.send_header('Content-Length', str(len(body) if length is None else length))
+                self.send_header(
+                    'Content-Length', str(len(body) if length is None else length)
+                )
                 self.end_headers()
                 self.wfile.write(body)
 
@@ -73,7 +76,9 @@ class Site:
                 if self.path == '/down':
                     return self._send(503, b'busy', 'text/plain')
                 if self.path == '/cut.zip':
-                    return self._send(200, site.zip[:100], 'application/zip', length=len(site.zip))
+                    return self._send(
+                        200, site.zip[:100], 'application/zip', length=len(site.zip)
+                    )
                 return self._send(404, HTML, 'text/html; charset=utf-8')
 
         self.server = ThreadingHTTPServer(('127.0.0.1', 0), Handler)
@@ -84,7 +89,9 @@ class Site:
 @pytest.fixture
 def site(monkeypatch):
     monkeypatch.setenv('NO_PROXY', '127.0.0.1')
-    monkeypatch.setattr(downloads.time, 'sleep', lambda s: None)  # retries without waiting
+    monkeypatch.setattr(
+        downloads.time, 'sleep', lambda s: None
+    )  # retries without waiting
     served = Site()
     yield served
     served.server.shutdown()
@@ -93,19 +100,25 @@ def site(monkeypatch):
 
 def test_valid_archives_are_stored_with_the_usual_mode(site, tmp_path):
     dest = tmp_path / 'cache' / 'a.zip'
-    assert fetch_archive(f'{site.base}/ok.zip', str(dest), sha(site.zip), ZIP, HINT) == str(dest)
+    assert fetch_archive(
+        f'{site.base}/ok.zip', str(dest), sha(site.zip), ZIP, HINT
+    ) == str(dest)
     assert dest.read_bytes() == site.zip
     umask = os.umask(0)
     os.umask(umask)
     assert dest.stat().st_mode & 0o777 == 0o666 & ~umask
-    fetch_archive(f'{site.base}/ok.tar.gz', str(tmp_path / 'm.tar.gz'), sha(site.tar), TAR, HINT)
+    fetch_archive(
+        f'{site.base}/ok.tar.gz', str(tmp_path / 'm.tar.gz'), sha(site.tar), TAR, HINT
+    )
     assert os.listdir(tmp_path / 'cache') == ['a.zip']  # no temporary file left
 
 
 def test_http_error_names_status_url_and_offline_route(site, tmp_path):
     dest = tmp_path / 'a.zip'
     with pytest.raises(DownloadError) as info:
-        fetch_archive(f'{site.base}/missing', str(dest), sha(HTML), ZIP, HINT)  # even with the page's checksum
+        fetch_archive(
+            f'{site.base}/missing', str(dest), sha(HTML), ZIP, HINT
+        )  # even with the page's checksum
     assert str(info.value) == f'HTTP 404 Not Found for {site.base}/missing. {HINT}'
     assert os.listdir(tmp_path) == []
 
@@ -115,40 +128,65 @@ def test_html_page_is_never_stored_even_with_its_own_checksum(site, tmp_path, ki
     with pytest.raises(DownloadError) as info:
         fetch_archive(f'{site.base}/login', str(tmp_path / 'a'), sha(HTML), kind, HINT)
     message = str(info.value)
-    assert message.startswith(f'{site.base}/login did not send the expected {kind} archive')
-    assert f"Content-Type text/html; charset=utf-8, {len(HTML)} bytes starting '<!DOCTYPE html>" in message
+    assert message.startswith(
+        f'{site.base}/login did not send the expected {kind} archive'
+    )
+    assert (
+        f"Content-Type text/html; charset=utf-8, {len(HTML)} bytes starting '<!DOCTYPE html>"
+        in message
+    )
     assert message.endswith(f'nothing was kept. {HINT}') and os.listdir(tmp_path) == []
 
 
 def test_checksum_mismatch_of_a_valid_archive(site, tmp_path):
     with pytest.raises(DownloadError) as info:
-        fetch_archive(f'{site.base}/ok.zip', str(tmp_path / 'a.zip'), '0' * 64, ZIP, HINT)
+        fetch_archive(
+            f'{site.base}/ok.zip', str(tmp_path / 'a.zip'), '0' * 64, ZIP, HINT
+        )
     assert f'checksum mismatch for {site.base}/ok.zip' in str(info.value)
     assert sha(site.zip) in str(info.value) and os.listdir(tmp_path) == []
 
 
 def test_caller_check_refuses_an_archive_without_what_it_needs(site, tmp_path):
     with pytest.raises(DownloadError, match='a zip without b.txt'):
-        fetch_archive(f'{site.base}/ok.zip', str(tmp_path / 'a.zip'), sha(site.zip), ZIP, HINT,
-                      check=lambda path: 'a zip without b.txt')
+        fetch_archive(
+            f'{site.base}/ok.zip',
+            str(tmp_path / 'a.zip'),
+            sha(site.zip),
+            ZIP,
+            HINT,
+            check=lambda path: 'a zip without b.txt',
+        )
     assert os.listdir(tmp_path) == []
 
 
 def test_server_errors_are_retried_then_reported(site, tmp_path):
-    fetch_archive(f'{site.base}/flaky', str(tmp_path / 'a.zip'), sha(site.zip), ZIP, HINT)
+    fetch_archive(
+        f'{site.base}/flaky', str(tmp_path / 'a.zip'), sha(site.zip), ZIP, HINT
+    )
     assert site.hits['/flaky'] == 2
     with pytest.raises(DownloadError) as info:
-        fetch_archive(f'{site.base}/down', str(tmp_path / 'b.zip'), sha(site.zip), ZIP, HINT)
-    assert str(info.value) == f'HTTP 503 Service Unavailable for {site.base}/down (tried 3 times). {HINT}'
+        fetch_archive(
+            f'{site.base}/down', str(tmp_path / 'b.zip'), sha(site.zip), ZIP, HINT
+        )
+    assert (
+        str(info.value)
+        == f'HTTP 503 Service Unavailable for {site.base}/down (tried 3 times). {HINT}'
+    )
     assert site.hits['/down'] == 3
 
 
 def test_cut_download_is_not_an_archive(site, tmp_path):
     with pytest.raises(DownloadError) as info:
-        fetch_archive(f'{site.base}/cut.zip', str(tmp_path / 'a.zip'), sha(site.zip), ZIP, HINT)
+        fetch_archive(
+            f'{site.base}/cut.zip', str(tmp_path / 'a.zip'), sha(site.zip), ZIP, HINT
+        )
     assert f'could not download {site.base}/cut.zip' in str(info.value)
     assert f'100 bytes read, {len(site.zip) - 100} more expected' in str(info.value)
-    assert str(info.value).endswith(f'(tried 3 times). {HINT}') and site.hits['/cut.zip'] == 3
+    assert (
+        str(info.value).endswith(f'(tried 3 times). {HINT}')
+        and site.hits['/cut.zip'] == 3
+    )
     assert os.listdir(tmp_path) == []
 
 
@@ -160,8 +198,16 @@ def test_refused_connection_names_the_url(tmp_path, monkeypatch):
         s.bind(('127.0.0.1', 0))
         port = s.getsockname()[1]
     with pytest.raises(DownloadError) as info:
-        fetch_archive(f'http://127.0.0.1:{port}/a.zip', str(tmp_path / 'a.zip'), '0' * 64, ZIP, HINT)
-    assert str(info.value).startswith(f'could not download http://127.0.0.1:{port}/a.zip (ConnectionError')
+        fetch_archive(
+            f'http://127.0.0.1:{port}/a.zip',
+            str(tmp_path / 'a.zip'),
+            '0' * 64,
+            ZIP,
+            HINT,
+        )
+    assert str(info.value).startswith(
+        f'could not download http://127.0.0.1:{port}/a.zip (ConnectionError'
+    )
     assert str(info.value).endswith(f'(tried 3 times). {HINT}')
 
 
@@ -172,6 +218,10 @@ def test_archive_problem_on_damaged_files(tmp_path):
     damaged = bytearray(good.read_bytes())
     damaged[40] ^= 0xFF  # inside the member's compressed data: CRC fails
     (tmp_path / 'bad.zip').write_bytes(bytes(damaged))
-    assert 'damaged zip archive' in downloads.archive_problem(str(tmp_path / 'bad.zip'), ZIP)
+    assert 'damaged zip archive' in downloads.archive_problem(
+        str(tmp_path / 'bad.zip'), ZIP
+    )
     (tmp_path / 'cut.tar.gz').write_bytes(_tar_bytes()[:-20])
-    assert downloads.archive_problem(str(tmp_path / 'cut.tar.gz'), TAR).startswith('not a readable tar archive')
+    assert downloads.archive_problem(str(tmp_path / 'cut.tar.gz'), TAR).startswith(
+        'not a readable tar archive'
+    )

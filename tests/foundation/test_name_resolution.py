@@ -1,4 +1,5 @@
 """The start-up hook: short names for agents/tasks/zoo in every process, lazily, harmlessly."""
+
 import json
 import os
 import subprocess
@@ -15,8 +16,13 @@ PY = sys.executable
 def _python(code, env=None, executable=PY):
     full_env = dict(os.environ)
     full_env.update(env or {})
-    return subprocess.run([executable, '-c', textwrap.dedent(code)], capture_output=True,
-                          text=True, env=full_env, timeout=120)
+    return subprocess.run(
+        [executable, '-c', textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=120,
+    )
 
 
 def test_hook_is_installed_at_start_without_importing_parlai_or_torch():
@@ -104,18 +110,47 @@ def _write_throwaway_plugin(root):
 @pytest.mark.cli
 def test_short_names_resolve_through_the_real_cli(tmp_path):
     env = _write_throwaway_plugin(tmp_path / 'plugin')
-    out = run_parlai(['eval_model', '-t', 'tmp_task', '-m', 'tmp_echo', '-dp', tmp_path / 'data',
-                      '--display-examples', 'true'], env=env)
-    assert '2cba' in out.stdout + out.stderr  # the throwaway agent answered the throwaway task
-    out = run_parlai(['eval_model', '-t', 'tmp_task:loud', '-mf', 'zoo:tmp_zoo/echo/model',
-                      '-dp', tmp_path / 'data', '--display-examples', 'true'], env=env)
-    assert '1CBA' in out.stdout + out.stderr  # teacher suffix syntax and zoo: both resolved
+    out = run_parlai(
+        [
+            'eval_model',
+            '-t',
+            'tmp_task',
+            '-m',
+            'tmp_echo',
+            '-dp',
+            tmp_path / 'data',
+            '--display-examples',
+            'true',
+        ],
+        env=env,
+    )
+    assert (
+        '2cba' in out.stdout + out.stderr
+    )  # the throwaway agent answered the throwaway task
+    out = run_parlai(
+        [
+            'eval_model',
+            '-t',
+            'tmp_task:loud',
+            '-mf',
+            'zoo:tmp_zoo/echo/model',
+            '-dp',
+            tmp_path / 'data',
+            '--display-examples',
+            'true',
+        ],
+        env=env,
+    )
+    assert (
+        '1CBA' in out.stdout + out.stderr
+    )  # teacher suffix syntax and zoo: both resolved
     assert (tmp_path / 'data' / 'models' / 'tmp_zoo' / 'echo' / 'model.opt').is_file()
 
 
 def test_aliases_share_one_module_object(tmp_path):
     env = _write_throwaway_plugin(tmp_path / 'plugin')
-    proc = _python("""
+    proc = _python(
+        """
         import parlai.agents.tmp_echo.tmp_echo as via_parlai
         import parlai_conkd.agents.tmp_echo.tmp_echo as via_ours
         assert via_parlai is via_ours, (via_parlai, via_ours)
@@ -124,7 +159,9 @@ def test_aliases_share_one_module_object(tmp_path):
         assert load_agent_module('tmp_echo') is via_ours.TmpEchoAgent
         assert load_teacher_module('tmp_task:loud').__name__ == 'LoudTeacher'
         print('ok')
-    """, env=env)
+    """,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == 'ok'
 
@@ -135,26 +172,54 @@ def regular_install(tmp_path_factory):
     root = tmp_path_factory.mktemp('regular')
     venv = root / 'venv'
     subprocess.run([PY, '-m', 'venv', '--without-pip', str(venv)], check=True)
-    site = subprocess.run([str(venv / 'bin' / 'python'), '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])'],
-                          capture_output=True, text=True, check=True).stdout.strip()
-    subprocess.run([PY, '-m', 'pip', 'install', '-q', '--no-deps', '--no-build-isolation', '--target', site,
-                    str(REPO_ROOT)], check=True, capture_output=True, cwd=root)
+    site = subprocess.run(
+        [
+            str(venv / 'bin' / 'python'),
+            '-c',
+            'import sysconfig; print(sysconfig.get_paths()["purelib"])',
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    subprocess.run(
+        [
+            PY,
+            '-m',
+            'pip',
+            'install',
+            '-q',
+            '--no-deps',
+            '--no-build-isolation',
+            '--target',
+            site,
+            str(REPO_ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        cwd=root,
+    )
     return venv / 'bin' / 'python', site
 
 
 def test_regular_install_ships_the_hook_and_is_a_no_op_without_parlai(regular_install):
     python, site = regular_install
     assert os.path.isfile(os.path.join(site, 'parlai_conkd_startup.pth'))
-    assert not os.path.exists(os.path.join(site, 'tasks')) and not os.path.exists(os.path.join(site, 'zoo'))
+    assert not os.path.exists(os.path.join(site, 'tasks')) and not os.path.exists(
+        os.path.join(site, 'zoo')
+    )
     assert os.path.isfile(os.path.join(site, 'parlai_conkd', 'tasks', '__init__.py'))
-    proc = _python("""
+    proc = _python(
+        """
         import sys
         assert any(getattr(f, 'marker', None) == 'parlai_conkd' for f in sys.meta_path)
         try:
             import parlai.agents.conkd_student
         except ModuleNotFoundError as exc:
             print('missing', exc.name)
-    """, executable=str(python))
+    """,
+        executable=str(python),
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ''  # the hook never prints or raises at start-up
     assert proc.stdout.strip() == 'missing parlai'

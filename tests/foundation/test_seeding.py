@@ -3,6 +3,7 @@
 Through the real `parlai train_model` on a slice of the shared ReDial, for the generator (the
 student is the same agent class underneath) and the recommendation teacher (issue [reproducible]).
 """
+
 import json
 import random
 
@@ -31,21 +32,65 @@ def _train(tmp_path, name, args):
     """(weights checksum, final valid/test reports without timings) of one training run."""
     model = tmp_path / name / 'model'
     redial = shared_redial_or_skip()
-    run_parlai(['train_model', '-mf', model, '--redial-path', redial, '--redial-max-dialogues', '30',
-                '-dp', tmp_path / 'data', *args], env=ENV)
+    run_parlai(
+        [
+            'train_model',
+            '-mf',
+            model,
+            '--redial-path',
+            redial,
+            '--redial-max-dialogues',
+            '30',
+            '-dp',
+            tmp_path / 'data',
+            *args,
+        ],
+        env=ENV,
+    )
     stats = json.loads((tmp_path / name / 'model.trainstats').read_text())
     reports = {}
     for key in ('final_valid_report', 'final_test_report'):
-        reports[key] = {k: v for k, v in stats[key].items()
-                        if k not in ('exps', 'tps', 'ups', 'ctps', 'ltps', 'tpb')}
+        reports[key] = {
+            k: v
+            for k, v in stats[key].items()
+            if k not in ('exps', 'tps', 'ups', 'ctps', 'ltps', 'tpb')
+        }
         assert reports[key], key
     return weights_sha256(str(model)), reports
 
 
-GENERATOR = ['-t', 'redial_crs', '-m', 'conkd_dialogue_teacher', '--n-layers', '1', '--n-heads', '2',
-             '--embedding-size', '16', '--ffn-size', '32', '--dropout', '0.1', '--truncate', '48',
-             '--label-truncate', '12', '-bs', '8', '--max-train-steps', '12', '-vstep', '6',
-             '-vmt', 'ppl', '-vmm', 'min', '--skip-generation', 'true']
+GENERATOR = [
+    '-t',
+    'redial_crs',
+    '-m',
+    'conkd_dialogue_teacher',
+    '--n-layers',
+    '1',
+    '--n-heads',
+    '2',
+    '--embedding-size',
+    '16',
+    '--ffn-size',
+    '32',
+    '--dropout',
+    '0.1',
+    '--truncate',
+    '48',
+    '--label-truncate',
+    '12',
+    '-bs',
+    '8',
+    '--max-train-steps',
+    '12',
+    '-vstep',
+    '6',
+    '-vmt',
+    'ppl',
+    '-vmm',
+    'min',
+    '--skip-generation',
+    'true',
+]
 
 
 @pytest.mark.cli
@@ -60,8 +105,26 @@ def test_generator_same_seed_same_weights_other_seed_other_weights(tmp_path):
 @pytest.mark.cli
 def test_rec_teacher_same_seed_same_weights_other_seed_other_weights(tmp_path):
     meta = shared_meta_or_skip()
-    rec = ['-t', 'redial_crs:rec', '-m', 'conkd_rec_teacher', '--redial-meta-path', meta, '--rec-dim', '8',
-           '--num-bases', '2', '--text-entity-min-movies', '30', '-bs', '16', '-eps', '2', '-veps', '1']
+    rec = [
+        '-t',
+        'redial_crs:rec',
+        '-m',
+        'conkd_rec_teacher',
+        '--redial-meta-path',
+        meta,
+        '--rec-dim',
+        '8',
+        '--num-bases',
+        '2',
+        '--text-entity-min-movies',
+        '30',
+        '-bs',
+        '16',
+        '-eps',
+        '2',
+        '-veps',
+        '1',
+    ]
     first = _train(tmp_path, 'a', [*rec, '--seed', '0'])
     second = _train(tmp_path, 'b', [*rec, '--seed', '0'])
     other = _train(tmp_path, 'c', [*rec, '--seed', '1'])
@@ -86,10 +149,35 @@ def _two_thread_rec_teacher(tmp_path, name, extra=()):
     meta = shared_meta_or_skip()
     redial = shared_redial_or_skip()
     model = tmp_path / name / 'model'
-    run_parlai(['train_model', '-t', 'redial_crs:rec', '-m', 'conkd_rec_teacher', '--redial-meta-path', meta,
-                '--redial-path', redial, '--redial-max-dialogues', '300', '-dp', tmp_path / 'data',
-                '-mf', model, '--rec-dim', '64', '-bs', '128', '-eps', '1', '--seed', '0', *extra],
-               env={'OMP_NUM_THREADS': '2', 'MKL_NUM_THREADS': '2'})
+    run_parlai(
+        [
+            'train_model',
+            '-t',
+            'redial_crs:rec',
+            '-m',
+            'conkd_rec_teacher',
+            '--redial-meta-path',
+            meta,
+            '--redial-path',
+            redial,
+            '--redial-max-dialogues',
+            '300',
+            '-dp',
+            tmp_path / 'data',
+            '-mf',
+            model,
+            '--rec-dim',
+            '64',
+            '-bs',
+            '128',
+            '-eps',
+            '1',
+            '--seed',
+            '0',
+            *extra,
+        ],
+        env={'OMP_NUM_THREADS': '2', 'MKL_NUM_THREADS': '2'},
+    )
     return weights_sha256(str(model))
 
 
@@ -97,4 +185,6 @@ def _two_thread_rec_teacher(tmp_path, name, extra=()):
 def test_two_thread_rec_teacher_runs_are_identical(tmp_path):
     """With 2 threads some CPU kernels accumulate in thread order; the default deterministic
     kernels make two runs bit-identical (the zoo builds with 2 threads)."""
-    assert _two_thread_rec_teacher(tmp_path, 'a') == _two_thread_rec_teacher(tmp_path, 'b')
+    assert _two_thread_rec_teacher(tmp_path, 'a') == _two_thread_rec_teacher(
+        tmp_path, 'b'
+    )

@@ -1,6 +1,7 @@
 """Fixtures for the human-evaluation tests: small Conversations logs with item tokens, a tiny item
 catalog, a study, and a headless Debian chromium driven by Selenium (installed with apt-get
 when missing and possible, else the browser tests skip with the reason)."""
+
 import json
 import os
 import shutil
@@ -15,7 +16,10 @@ MOVIES_CSV = 'movieId,movieName,nbMentions\n111,The Matrix (1999),10\n222,Frozen
 
 #: seeker turns per context; the gold reply mentions a movie
 CONTEXTS = [
-    [('hi! i want a sci-fi movie', 'have you seen __item_111__ ?'), ('yes, loved it', 'then try __item_333__')],
+    [
+        ('hi! i want a sci-fi movie', 'have you seen __item_111__ ?'),
+        ('yes, loved it', 'then try __item_333__'),
+    ],
     [('something for kids please', 'maybe __item_222__'), ('great thanks', 'enjoy!')],
     [('a crime movie?', 'try __item_333__'), ('sounds good', 'it is a classic')],
     [('any cartoon?', '__item_222__ is fun'), ('ok', 'bye')],
@@ -28,12 +32,21 @@ def conversations_log(path: Path, model_id: str, reply) -> Path:
         for c, turns in enumerate(CONTEXTS):
             dialog = []
             for t, (seeker, gold) in enumerate(turns):
-                dialog.append([
-                    {'id': 'redial_crs', 'text': seeker, 'eval_labels': [gold],
-                     'episode_done': t == len(turns) - 1},
-                    {'id': model_id, 'text': reply(c, t), 'episode_done': False},
-                ])
-            f.write(json.dumps({'dialog': dialog, 'context': [], 'metadata_path': None}) + '\n')
+                dialog.append(
+                    [
+                        {
+                            'id': 'redial_crs',
+                            'text': seeker,
+                            'eval_labels': [gold],
+                            'episode_done': t == len(turns) - 1,
+                        },
+                        {'id': model_id, 'text': reply(c, t), 'episode_done': False},
+                    ]
+                )
+            f.write(
+                json.dumps({'dialog': dialog, 'context': [], 'metadata_path': None})
+                + '\n'
+            )
     return path
 
 
@@ -47,10 +60,20 @@ def catalog(tmp_path):
 @pytest.fixture
 def logs(tmp_path):
     return {
-        'model_a': str(conversations_log(tmp_path / 'model_a.jsonl', 'ConkdStudent',
-                                         lambda c, t: f'[REC] you would like __item_111__ ({c}.{t})')),
-        'model_b': str(conversations_log(tmp_path / 'model_b.jsonl', 'TransformerGenerator',
-                                         lambda c, t: f'[GEN] i do not know ({c}.{t})')),
+        'model_a': str(
+            conversations_log(
+                tmp_path / 'model_a.jsonl',
+                'ConkdStudent',
+                lambda c, t: f'[REC] you would like __item_111__ ({c}.{t})',
+            )
+        ),
+        'model_b': str(
+            conversations_log(
+                tmp_path / 'model_b.jsonl',
+                'TransformerGenerator',
+                lambda c, t: f'[GEN] i do not know ({c}.{t})',
+            )
+        ),
     }
 
 
@@ -58,7 +81,9 @@ def logs(tmp_path):
 def pairs(logs, catalog):
     from parlai_conkd.human_eval.pairings import build_pairings, onboarding_from_gold
 
-    return onboarding_from_gold(logs['model_a'], 1, catalog) + build_pairings(logs, catalog)
+    return onboarding_from_gold(logs['model_a'], 1, catalog) + build_pairings(
+        logs, catalog
+    )
 
 
 @pytest.fixture
@@ -72,7 +97,9 @@ def pairings_file(pairs, tmp_path):
 
 def _find_browser():
     chromium = shutil.which('chromium') or shutil.which('chromium-browser')
-    driver = shutil.which('chromedriver') or ('/usr/bin/chromedriver' if os.path.exists('/usr/bin/chromedriver') else None)
+    driver = shutil.which('chromedriver') or (
+        '/usr/bin/chromedriver' if os.path.exists('/usr/bin/chromedriver') else None
+    )
     return chromium, driver
 
 
@@ -83,7 +110,14 @@ def _install_chromium():
     if os.geteuid() != 0:
         return 'not root, cannot apt-get install chromium chromium-driver'
     env = dict(os.environ, DEBIAN_FRONTEND='noninteractive')
-    cmd = ['apt-get', 'install', '-y', '--no-install-recommends', 'chromium', 'chromium-driver']
+    cmd = [
+        'apt-get',
+        'install',
+        '-y',
+        '--no-install-recommends',
+        'chromium',
+        'chromium-driver',
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
         subprocess.run(['apt-get', 'update'], env=env, capture_output=True, timeout=600)
@@ -97,25 +131,43 @@ def _install_chromium():
 def browser():
     """A headless chromium under Selenium; network limited to what the page asks for (127.0.0.1)."""
     webdriver = pytest.importorskip(
-        'selenium.webdriver', reason='selenium is not installed (pip install -r requirements/human-eval.txt)')
+        'selenium.webdriver',
+        reason='selenium is not installed (pip install -r requirements/human-eval.txt)',
+    )
     chromium, driver_path = _find_browser()
     if not (chromium and driver_path):
         reason = _install_chromium()
         chromium, driver_path = _find_browser()
         if not (chromium and driver_path):
-            pytest.skip(f'no chromium/chromedriver and could not install them: {reason}')
+            pytest.skip(
+                f'no chromium/chromedriver and could not install them: {reason}'
+            )
     from selenium.webdriver.chrome.service import Service
 
     # the driver connection and the page must never go through a proxy
-    os.environ['NO_PROXY'] = ','.join(filter(None, [os.environ.get('NO_PROXY'), '127.0.0.1', 'localhost']))
+    os.environ['NO_PROXY'] = ','.join(
+        filter(None, [os.environ.get('NO_PROXY'), '127.0.0.1', 'localhost'])
+    )
     options = webdriver.ChromeOptions()
     options.binary_location = chromium
-    for arg in ('--headless=new', '--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu',
-                '--no-proxy-server', '--window-size=1280,1000', '--disable-extensions',
-                '--no-first-run', '--disable-background-networking', '--disable-sync',
-                '--disable-component-update', '--disable-default-apps'):
+    for arg in (
+        '--headless=new',
+        '--no-sandbox',
+        '--disable-dev-shm-usage',
+        '--disable-gpu',
+        '--no-proxy-server',
+        '--window-size=1280,1000',
+        '--disable-extensions',
+        '--no-first-run',
+        '--disable-background-networking',
+        '--disable-sync',
+        '--disable-component-update',
+        '--disable-default-apps',
+    ):
         options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    driver = webdriver.Chrome(
+        service=Service(executable_path=driver_path), options=options
+    )
     driver.set_page_load_timeout(30)
     yield driver
     driver.quit()

@@ -1,5 +1,6 @@
 """Fixtures for a person's chat: a tiny ConKD zoo (soft student + both teachers, the tiny recipe)
 and a small real recommendation teacher with enough training to rank by genre."""
+
 import os
 import shutil
 import subprocess
@@ -7,7 +8,13 @@ import sys
 
 import pytest
 
-from tests.conftest import SHARED_REDIAL, SHARED_REDIAL_META, run_parlai, shared_meta_or_skip, shared_redial_or_skip
+from tests.conftest import (
+    SHARED_REDIAL,
+    SHARED_REDIAL_META,
+    run_parlai,
+    shared_meta_or_skip,
+    shared_redial_or_skip,
+)
 
 ZOO_ENV = ('CONKD_ZOO_URL', 'CONKD_ZOO_SHA256', 'CONKD_ZOO_RECIPE', 'CONKD_ZOO_MODELS')
 DATA_ENV = ('CONKD_REDIAL_PATH', 'CONKD_REDIAL_META_PATH')
@@ -16,7 +23,12 @@ DATA_ENV = ('CONKD_REDIAL_PATH', 'CONKD_REDIAL_META_PATH')
 def _base_env():
     env = {k: v for k, v in os.environ.items() if k not in ZOO_ENV + DATA_ENV}
     # ParlAI resolves zoo:conkd/soft through the zoo's build module: only soft and its teachers
-    env.update(CONKD_ZOO_RECIPE='tiny', CONKD_ZOO_MODELS='soft', OMP_NUM_THREADS='1', PYTHONUNBUFFERED='1')
+    env.update(
+        CONKD_ZOO_RECIPE='tiny',
+        CONKD_ZOO_MODELS='soft',
+        OMP_NUM_THREADS='1',
+        PYTHONUNBUFFERED='1',
+    )
     return env
 
 
@@ -27,9 +39,26 @@ def tiny_zoo(tmp_path_factory):
     shared_redial_or_skip()
     shared_meta_or_skip()
     datapath = tmp_path_factory.mktemp('tiny_zoo')
-    build_env = dict(_base_env(), CONKD_REDIAL_PATH=str(SHARED_REDIAL), CONKD_REDIAL_META_PATH=str(SHARED_REDIAL_META))
-    proc = subprocess.run([sys.executable, '-m', 'parlai_conkd.zoo.conkd.builder', 'ensure', '-dp', str(datapath), 'soft'],
-                          env=build_env, capture_output=True, text=True, timeout=900)
+    build_env = dict(
+        _base_env(),
+        CONKD_REDIAL_PATH=str(SHARED_REDIAL),
+        CONKD_REDIAL_META_PATH=str(SHARED_REDIAL_META),
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            '-m',
+            'parlai_conkd.zoo.conkd.builder',
+            'ensure',
+            '-dp',
+            str(datapath),
+            'soft',
+        ],
+        env=build_env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return datapath, _base_env()
 
@@ -37,15 +66,43 @@ def tiny_zoo(tmp_path_factory):
 @pytest.fixture(scope='session')
 def small_rec_teacher(tmp_path_factory):
     """A real conkd_rec_teacher (R-GCN over the KG) trained on 300 shared dialogues for 2 epochs:
-    small, but its rankings follow the genres named (the tiny zoo's teacher is near-uniform)."""
+    small, but its rankings follow the genres named (the tiny zoo's teacher is near-uniform).
+    """
     shared_redial_or_skip()
     shared_meta_or_skip()
     root = tmp_path_factory.mktemp('small_rec')
-    env = {'CONKD_REDIAL_PATH': str(SHARED_REDIAL), 'CONKD_REDIAL_META_PATH': str(SHARED_REDIAL_META),
-           'OMP_NUM_THREADS': '1'}
-    run_parlai(['train_model', '-t', 'redial_crs:rec', '-m', 'conkd_rec_teacher', '-mf', root / 'rec',
-                '-dp', root / 'data', '--redial-max-dialogues', 300, '--num-epochs', 2, '-bs', 32,
-                '--rec-dim', 32, '--validation-max-exs', 50, '--rec-seed', 0], env=env, timeout=600)
+    env = {
+        'CONKD_REDIAL_PATH': str(SHARED_REDIAL),
+        'CONKD_REDIAL_META_PATH': str(SHARED_REDIAL_META),
+        'OMP_NUM_THREADS': '1',
+    }
+    run_parlai(
+        [
+            'train_model',
+            '-t',
+            'redial_crs:rec',
+            '-m',
+            'conkd_rec_teacher',
+            '-mf',
+            root / 'rec',
+            '-dp',
+            root / 'data',
+            '--redial-max-dialogues',
+            300,
+            '--num-epochs',
+            2,
+            '-bs',
+            32,
+            '--rec-dim',
+            32,
+            '--validation-max-exs',
+            50,
+            '--rec-seed',
+            0,
+        ],
+        env=env,
+        timeout=600,
+    )
     return root / 'rec'
 
 

@@ -1,4 +1,5 @@
 """What makes a cached leaderboard run stale: the key over command, model files and data."""
+
 import json
 
 from parlai_conkd.leaderboard import runner
@@ -8,10 +9,22 @@ def _run(tmp_path, command_tail=('-dt', 'test')):
     model = tmp_path / 'model'
     if not model.exists():
         model.write_bytes(b'weights')
-        (tmp_path / 'model.opt').write_text(json.dumps({'model': 'conkd_popularity', 'rec_seed': 3}))
-    run = runner.Run('pop', 0, str(model), str(model), 'ranker', [], str(tmp_path / 'work'))
-    run.command = runner.parlai_command(['eval_model', '-mf', str(model), *command_tail,
-                                         '--report-filename', run.report_path])
+        (tmp_path / 'model.opt').write_text(
+            json.dumps({'model': 'conkd_popularity', 'rec_seed': 3})
+        )
+    run = runner.Run(
+        'pop', 0, str(model), str(model), 'ranker', [], str(tmp_path / 'work')
+    )
+    run.command = runner.parlai_command(
+        [
+            'eval_model',
+            '-mf',
+            str(model),
+            *command_tail,
+            '--report-filename',
+            run.report_path,
+        ]
+    )
     return run
 
 
@@ -34,9 +47,13 @@ def test_a_stamp_with_another_key_or_without_report_is_not_reused(tmp_path):
     run = _run(tmp_path)
     run.key = 'k1'
     (tmp_path / 'work').mkdir()
-    (tmp_path / 'work' / 'run.json').write_text(json.dumps({'key': 'k1', 'seconds': 1.0}))
+    (tmp_path / 'work' / 'run.json').write_text(
+        json.dumps({'key': 'k1', 'seconds': 1.0})
+    )
     assert runner.cached(run) is None  # no report
-    (tmp_path / 'work' / 'report.json').write_text(json.dumps({'report': {'recall@1': 0.5}}))
+    (tmp_path / 'work' / 'report.json').write_text(
+        json.dumps({'report': {'recall@1': 0.5}})
+    )
     assert runner.cached(run)['report'] == {'recall@1': 0.5}
     run.key = 'k2'
     assert runner.cached(run) is None

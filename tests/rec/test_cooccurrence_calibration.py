@@ -1,11 +1,17 @@
 """The rec teacher's co-occurrence term and temperature scaling against hand-computed values."""
+
 import math
 
 import pytest
 import torch
 
 from parlai_conkd.calibration import fit_temperature, mean_nll, sharpness
-from parlai_conkd.rgcn import ItemCooccurrence, KnowledgeRecommender, cooccurrence_counts, leave_one_out
+from parlai_conkd.rgcn import (
+    ItemCooccurrence,
+    KnowledgeRecommender,
+    cooccurrence_counts,
+    leave_one_out,
+)
 
 
 def test_counts_are_symmetric_pairs_of_one_dialogue():
@@ -46,11 +52,21 @@ def test_recommender_adds_the_term_and_leaves_out_on_request():
     torch.manual_seed(0)
     model = KnowledgeRecommender(3, dim=4, cooccurrence=counts)
     plain = KnowledgeRecommender(3, dim=4)
-    plain.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith('cooccurrence')})
+    plain.load_state_dict(
+        {
+            k: v
+            for k, v in model.state_dict().items()
+            if not k.startswith('cooccurrence')
+        }
+    )
     context = torch.tensor([[0]])
-    assert torch.allclose(model(context) - plain(context), torch.log1p(torch.tensor([[0.0, 2, 0]])))
+    assert torch.allclose(
+        model(context) - plain(context), torch.log1p(torch.tensor([[0.0, 2, 0]]))
+    )
     leave = torch.tensor([[0.0, 1, 0]])
-    assert torch.allclose(model(context, leave) - plain(context), torch.log1p(torch.tensor([[0.0, 1, 0]])))
+    assert torch.allclose(
+        model(context, leave) - plain(context), torch.log1p(torch.tensor([[0.0, 1, 0]]))
+    )
 
 
 def test_fit_temperature_recovers_the_temperature_that_generated_the_labels():
@@ -82,16 +98,35 @@ def test_sharpness_of_a_uniform_distribution():
     assert result.gold_nll == pytest.approx(math.log(4))
 
 
-def test_new_agent_starts_from_the_popularity_prior_and_counts_its_training_dialogues(tmp_path):
+def test_new_agent_starts_from_the_popularity_prior_and_counts_its_training_dialogues(
+    tmp_path,
+):
     from parlai.core.agents import create_agent
     from parlai.core.params import ParlaiParser
 
     from tests.conftest import shared_meta_or_skip, shared_redial_or_skip
 
     redial, meta = shared_redial_or_skip(), shared_meta_or_skip()
-    common = ['-m', 'conkd_rec_teacher', '-t', 'redial_crs:rec', '--redial-path', str(redial),
-              '--redial-meta-path', str(meta), '--redial-max-dialogues', '25', '-dp', str(tmp_path),
-              '--rec-dim', '8', '--num-bases', '2', '--text-entity-min-movies', '30']
+    common = [
+        '-m',
+        'conkd_rec_teacher',
+        '-t',
+        'redial_crs:rec',
+        '--redial-path',
+        str(redial),
+        '--redial-meta-path',
+        str(meta),
+        '--redial-max-dialogues',
+        '25',
+        '-dp',
+        str(tmp_path),
+        '--rec-dim',
+        '8',
+        '--num-bases',
+        '2',
+        '--text-entity-min-movies',
+        '30',
+    ]
     agents = {}
     for init in ('popularity', 'zero'):
         opt = ParlaiParser(True, True).parse_args([*common, '--item-bias-init', init])
@@ -107,4 +142,9 @@ def test_new_agent_starts_from_the_popularity_prior_and_counts_its_training_dial
     assert torch.count_nonzero(agents['zero'].model.item_bias) == 0
     # the co-occurrence counts are the training dialogues' item pairs
     dense = agent.model.cooccurrence.counts.to_dense()
-    assert torch.equal(dense, cooccurrence_counts(agent.train_dialogues.values(), len(agent.catalog)).to_dense())
+    assert torch.equal(
+        dense,
+        cooccurrence_counts(
+            agent.train_dialogues.values(), len(agent.catalog)
+        ).to_dense(),
+    )

@@ -1,4 +1,5 @@
 """Ranking metrics against hand-computed values (parlai_conkd/ranking.py)."""
+
 import math
 
 import pytest
@@ -42,13 +43,22 @@ def test_all_ties_give_expected_values_not_optimistic_ones():
     assert rec[2].item() == approx(0.5)
     assert rec[4].item() == approx(1.0)
     assert ranking.mrr(flat, [[1]]).item() == approx((1 + 1 / 2 + 1 / 3 + 1 / 4) / 4)
-    assert ranking.ndcg_at_k(flat, [[1]], ks=(2,))[2].item() == approx((1 + 1 / math.log2(3)) / 4)
+    assert ranking.ndcg_at_k(flat, [[1]], ks=(2,))[2].item() == approx(
+        (1 + 1 / math.log2(3)) / 4
+    )
 
 
 def test_partial_tie_block():
-    scores = torch.tensor([[3.0, 2.0, 2.0, 2.0, 1.0]])  # gold item 2: positions 2..4 equally likely
+    scores = torch.tensor(
+        [[3.0, 2.0, 2.0, 2.0, 1.0]]
+    )  # gold item 2: positions 2..4 equally likely
     rec = ranking.recall_at_k(scores, [[2]], ks=(1, 2, 3, 4))
-    assert [rec[k].item() for k in (1, 2, 3, 4)] == [approx(0), approx(1 / 3), approx(2 / 3), approx(1)]
+    assert [rec[k].item() for k in (1, 2, 3, 4)] == [
+        approx(0),
+        approx(1 / 3),
+        approx(2 / 3),
+        approx(1),
+    ]
     assert ranking.mrr(scores, [[2]]).item() == approx((1 / 2 + 1 / 3 + 1 / 4) / 3)
     ndcg3 = (1 / math.log2(3) + 1 / math.log2(4)) / 3
     assert ranking.ndcg_at_k(scores, [[2]], ks=(3,))[3].item() == approx(ndcg3)
@@ -56,7 +66,9 @@ def test_partial_tie_block():
 
 def test_exclude_context_items():
     # excluding item0 lifts item2 to position 1
-    assert ranking.recall_at_k(SCORES, [[2]], ks=(1,), exclude=[[0]])[1].item() == approx(1.0)
+    assert ranking.recall_at_k(SCORES, [[2]], ks=(1,), exclude=[[0]])[
+        1
+    ].item() == approx(1.0)
     assert ranking.mrr(SCORES, [[2]], exclude=[[0]]).item() == approx(1.0)
     # a boolean mask works the same
     mask = torch.tensor([[True, False, False, False]])
@@ -92,7 +104,10 @@ def test_empty_gold_list():
     assert sums['count'].tolist() == [0.0, 1.0]
     assert sums['recall@1'].tolist() == [0.0, 1.0]
     # a batch with no gold at all
-    assert ranking.ranking_sums(scores, [[], []], ks=(1,))['count'].tolist() == [0.0, 0.0]
+    assert ranking.ranking_sums(scores, [[], []], ks=(1,))['count'].tolist() == [
+        0.0,
+        0.0,
+    ]
 
 
 def test_minus_inf_scores_rank_last():

@@ -1,4 +1,5 @@
 """Shared fixtures for the student tests: two tiny teachers trained once on a slice of shared ReDial."""
+
 import json
 
 import pytest
@@ -7,12 +8,25 @@ from tests.conftest import run_parlai, shared_meta_or_skip, shared_redial_or_ski
 
 SLICE = ['--redial-max-dialogues', 12]
 TRUNC = ['--truncate', 64, '--text-truncate', 64, '--label-truncate', 20]
-TINY_TRANSFORMER = ['--n-layers', 1, '--embedding-size', 16, '--ffn-size', 32, '--n-heads', 2]
+TINY_TRANSFORMER = [
+    '--n-layers',
+    1,
+    '--embedding-size',
+    16,
+    '--ffn-size',
+    32,
+    '--n-heads',
+    2,
+]
 GEN = ['--inference', 'greedy', '--skip-generation', 'false']
 
 
 def _env(redial, meta):
-    return {'CONKD_REDIAL_PATH': str(redial), 'CONKD_REDIAL_META_PATH': str(meta), 'OMP_NUM_THREADS': '1'}
+    return {
+        'CONKD_REDIAL_PATH': str(redial),
+        'CONKD_REDIAL_META_PATH': str(meta),
+        'OMP_NUM_THREADS': '1',
+    }
 
 
 def report(proc):
@@ -28,11 +42,46 @@ def teachers(tmp_path_factory):
     root = tmp_path_factory.mktemp('teachers')
     env = _env(redial, meta)
     common = ['-dp', root / 'data', *SLICE]
-    run_parlai(['train_model', '-t', 'redial_crs:rec', '-m', 'conkd_rec_teacher', '-mf', root / 'rec',
-                '-bs', 16, '--num-epochs', 1, '--validation-max-exs', 20, *common], env=env)
-    run_parlai(['train_model', '-t', 'redial_crs', '-m', 'conkd_dialogue_teacher', '-mf', root / 'dial',
-                '-bs', 8, '--num-epochs', 1, '--skip-generation', 'true', '--validation-max-exs', 20,
-                *TINY_TRANSFORMER, *TRUNC, *common], env=env)
+    run_parlai(
+        [
+            'train_model',
+            '-t',
+            'redial_crs:rec',
+            '-m',
+            'conkd_rec_teacher',
+            '-mf',
+            root / 'rec',
+            '-bs',
+            16,
+            '--num-epochs',
+            1,
+            '--validation-max-exs',
+            20,
+            *common,
+        ],
+        env=env,
+    )
+    run_parlai(
+        [
+            'train_model',
+            '-t',
+            'redial_crs',
+            '-m',
+            'conkd_dialogue_teacher',
+            '-mf',
+            root / 'dial',
+            '-bs',
+            8,
+            '--num-epochs',
+            1,
+            '--skip-generation',
+            'true',
+            '--validation-max-exs',
+            20,
+            *TINY_TRANSFORMER,
+            *TRUNC,
+            *common,
+        ],
+        env=env,
+    )
     return root, env, common
-
-

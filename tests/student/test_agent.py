@@ -1,4 +1,5 @@
 """The student agent in-process, on a fixed batch: cached teacher targets give the live loss."""
+
 import pytest
 import torch
 
@@ -13,9 +14,28 @@ def _student(teachers, tmp_path, *extra):
     root, env, common = teachers
     for key, value in env.items():
         pytest.MonkeyPatch().setenv(key, value)
-    args = ['-t', 'redial_crs', '-m', 'conkd_student', '-dt', 'train:ordered', '-bs', 1,
-            '--dialogue-teacher-file', root / 'dial', '--rec-teacher-file', root / 'rec', '--dropout', 0,
-            '-mf', tmp_path / 'student', *TINY_TRANSFORMER, *TRUNC, *common, *extra]
+    args = [
+        '-t',
+        'redial_crs',
+        '-m',
+        'conkd_student',
+        '-dt',
+        'train:ordered',
+        '-bs',
+        1,
+        '--dialogue-teacher-file',
+        root / 'dial',
+        '--rec-teacher-file',
+        root / 'rec',
+        '--dropout',
+        0,
+        '-mf',
+        tmp_path / 'student',
+        *TINY_TRANSFORMER,
+        *TRUNC,
+        *common,
+        *extra,
+    ]
     opt = ParlaiParser(True, True).parse_args([str(a) for a in args])
     agent = create_agent(opt)
     world = create_task(opt, agent)
@@ -43,19 +63,30 @@ def _fixed_batch(agent, teacher, size=4):
 @pytest.mark.parametrize('gate', ['soft', 'hard'])
 def test_cached_and_live_teacher_targets_give_the_same_loss(teachers, tmp_path, gate):
     """Tolerance: 1e-4 relative when the cache keeps the whole vocabulary (k >= V); with a smaller
-    k the tail is dropped and renormalised (see tests/student/test_teacher_cache.py for that bound)."""
+    k the tail is dropped and renormalised (see tests/student/test_teacher_cache.py for that bound).
+    """
     cache_file = tmp_path / 'teacher.cache'
-    agent, teacher = _student(teachers, tmp_path, '--gate', gate, '--teacher-cache', cache_file,
-                              '--teacher-cache-topk', 1_000_000)
+    agent, teacher = _student(
+        teachers,
+        tmp_path,
+        '--gate',
+        gate,
+        '--teacher-cache',
+        cache_file,
+        '--teacher-cache-topk',
+        1_000_000,
+    )
     batch = _fixed_batch(agent, teacher)
     agent.model.train()
     cache, agent.teacher_cache = agent.teacher_cache, None
     live = _loss(agent, batch)
     agent.teacher_cache = cache
-    first = _loss(agent, batch)   # misses: teachers run, entries are stored
+    first = _loss(agent, batch)  # misses: teachers run, entries are stored
     second = _loss(agent, batch)  # hits: no teacher runs
     assert (cache.misses, cache.hits) == (4, 4) and len(cache) == 4
-    assert first == pytest.approx(live, rel=1e-4) and second == pytest.approx(live, rel=1e-4)
+    assert first == pytest.approx(live, rel=1e-4) and second == pytest.approx(
+        live, rel=1e-4
+    )
     agent.save()
     assert cache_file.is_file()
 
@@ -68,5 +99,8 @@ def test_kd_changes_the_loss_and_none_gate_is_plain_nll(teachers, tmp_path):
     mixed = _loss(agent, batch)
     dial, gate, rec = agent.live_teacher_targets(batch)
     assert mixed != pytest.approx(nll)
-    assert dial.shape[:2] == batch.label_vec.shape and rec.shape == (4, len(agent.catalog))
+    assert dial.shape[:2] == batch.label_vec.shape and rec.shape == (
+        4,
+        len(agent.catalog),
+    )
     assert torch.allclose(rec.exp().sum(-1), torch.ones(4), atol=1e-4)

@@ -1,4 +1,5 @@
 """The ConKD student through the real `parlai` CLI: tiny teachers, then each gate, on shared ReDial."""
+
 import os
 
 import pytest
@@ -8,14 +9,40 @@ from tests.student.conftest import GEN, TINY_TRANSFORMER, TRUNC, report
 
 pytestmark = pytest.mark.cli
 
+
 @pytest.mark.parametrize('gate', ['soft', 'hard', 'static', 'none'])
 def test_student_trains_saves_and_evaluates_with_each_gate(teachers, gate):
     root, env, common = teachers
     mf = root / f'student-{gate}'
-    trained = run_parlai(['train_model', '-t', 'redial_crs', '-m', 'conkd_student', '--gate', gate,
-                          '--dialogue-teacher-file', root / 'dial', '--rec-teacher-file', root / 'rec',
-                          '-mf', mf, '-bs', 8, '--num-epochs', 1, '--skip-generation', 'true',
-                          '--validation-max-exs', 16, *TINY_TRANSFORMER, *TRUNC, *common], env=env)
+    trained = run_parlai(
+        [
+            'train_model',
+            '-t',
+            'redial_crs',
+            '-m',
+            'conkd_student',
+            '--gate',
+            gate,
+            '--dialogue-teacher-file',
+            root / 'dial',
+            '--rec-teacher-file',
+            root / 'rec',
+            '-mf',
+            mf,
+            '-bs',
+            8,
+            '--num-epochs',
+            1,
+            '--skip-generation',
+            'true',
+            '--validation-max-exs',
+            16,
+            *TINY_TRANSFORMER,
+            *TRUNC,
+            *common,
+        ],
+        env=env,
+    )
     assert mf.is_file() and os.path.isfile(f'{mf}.catalog.json')
     train_report = report(trained)
     if gate == 'none':
@@ -25,22 +52,78 @@ def test_student_trains_saves_and_evaluates_with_each_gate(teachers, gate):
         assert ('kd_rec_share' in train_report) == (gate == 'hard')
     if gate == 'static':
         assert train_report['kd_gate'] == pytest.approx(0.5)
-    evaluated = report(run_parlai(['eval_model', '-t', 'redial_crs', '-mf', mf, '--num-examples', 12,
-                                    *GEN, *TRUNC, *common], env=env))
-    for metric in ('ppl', 'rer@1', 'rer@10', 'rer@50', 'item_ratio', 'dist-2', 'dist_crs-2', 'bleu-4'):
-        assert metric in evaluated, f'{metric} missing from eval_model report: {sorted(evaluated)}'
+    evaluated = report(
+        run_parlai(
+            [
+                'eval_model',
+                '-t',
+                'redial_crs',
+                '-mf',
+                mf,
+                '--num-examples',
+                12,
+                *GEN,
+                *TRUNC,
+                *common,
+            ],
+            env=env,
+        )
+    )
+    for metric in (
+        'ppl',
+        'rer@1',
+        'rer@10',
+        'rer@50',
+        'item_ratio',
+        'dist-2',
+        'dist_crs-2',
+        'bleu-4',
+    ):
+        assert (
+            metric in evaluated
+        ), f'{metric} missing from eval_model report: {sorted(evaluated)}'
     assert ('kd_loss' in evaluated) == (gate != 'none')
 
 
 def test_interactive_student_answers_piped_input(teachers):
     root, env, common = teachers
     mf = root / 'student-chat'
-    run_parlai(['train_model', '-t', 'redial_crs', '-m', 'conkd_student', '--gate', 'soft',
-                '--dialogue-teacher-file', root / 'dial', '--rec-teacher-file', root / 'rec',
-                '-mf', mf, '-bs', 8, '--max-train-steps', 2, '--skip-generation', 'true', '--validation-max-exs', 4,
-                *TINY_TRANSFORMER, *TRUNC, *common], env=env)
-    chat = run_parlai(['interactive', '-mf', mf, *TRUNC, '-dp', root / 'data'],
-                      input='hi, I like scary movies like The Shining\n\n' + 'very long ' * 300 + '\n', env=env)
+    run_parlai(
+        [
+            'train_model',
+            '-t',
+            'redial_crs',
+            '-m',
+            'conkd_student',
+            '--gate',
+            'soft',
+            '--dialogue-teacher-file',
+            root / 'dial',
+            '--rec-teacher-file',
+            root / 'rec',
+            '-mf',
+            mf,
+            '-bs',
+            8,
+            '--max-train-steps',
+            2,
+            '--skip-generation',
+            'true',
+            '--validation-max-exs',
+            4,
+            *TINY_TRANSFORMER,
+            *TRUNC,
+            *common,
+        ],
+        env=env,
+    )
+    chat = run_parlai(
+        ['interactive', '-mf', mf, *TRUNC, '-dp', root / 'data'],
+        input='hi, I like scary movies like The Shining\n\n'
+        + 'very long ' * 300
+        + '\n',
+        env=env,
+    )
     replies = [line for line in chat.stdout.splitlines() if '[ConkdStudent]:' in line]
     assert len(replies) >= 2, chat.stdout[-2000:]
     assert '__item_' not in chat.stdout  # item tokens are shown as titles to people
@@ -48,15 +131,54 @@ def test_interactive_student_answers_piped_input(teachers):
 
 def test_student_refuses_wrong_teacher_files(teachers, tmp_path):
     root, env, common = teachers
-    base = ['train_model', '-t', 'redial_crs', '-m', 'conkd_student', '--gate', 'soft', '-mf', tmp_path / 'x',
-            '--max-train-steps', 1, *TINY_TRANSFORMER, *TRUNC, *common]
-    missing = run_parlai(base + ['--dialogue-teacher-file', root / 'dial', '--rec-teacher-file', tmp_path / 'nope'],
-                         env=env, check=False)
-    assert missing.returncode != 0 and f'--rec-teacher-file {tmp_path / "nope"}: model file not found' in missing.stderr
-    swapped = run_parlai(base + ['--dialogue-teacher-file', root / 'dial', '--rec-teacher-file', root / 'dial'],
-                         env=env, check=False)
+    base = [
+        'train_model',
+        '-t',
+        'redial_crs',
+        '-m',
+        'conkd_student',
+        '--gate',
+        'soft',
+        '-mf',
+        tmp_path / 'x',
+        '--max-train-steps',
+        1,
+        *TINY_TRANSFORMER,
+        *TRUNC,
+        *common,
+    ]
+    missing = run_parlai(
+        base
+        + [
+            '--dialogue-teacher-file',
+            root / 'dial',
+            '--rec-teacher-file',
+            tmp_path / 'nope',
+        ],
+        env=env,
+        check=False,
+    )
+    assert (
+        missing.returncode != 0
+        and f'--rec-teacher-file {tmp_path / "nope"}: model file not found'
+        in missing.stderr
+    )
+    swapped = run_parlai(
+        base
+        + [
+            '--dialogue-teacher-file',
+            root / 'dial',
+            '--rec-teacher-file',
+            root / 'dial',
+        ],
+        env=env,
+        check=False,
+    )
     assert swapped.returncode != 0
-    assert "is a 'conkd_dialogue_teacher' model; expected one of ['conkd_rec_teacher']" in swapped.stderr
+    assert (
+        "is a 'conkd_dialogue_teacher' model; expected one of ['conkd_rec_teacher']"
+        in swapped.stderr
+    )
 
 
 def test_student_on_the_hugging_face_backbone(teachers, tmp_path):
@@ -64,21 +186,96 @@ def test_student_on_the_hugging_face_backbone(teachers, tmp_path):
     from tests.dialogue.conftest import make_tiny_gpt2
 
     root, env, common = teachers
-    hf = ['--backbone', 'hf', '--hf-model-path', make_tiny_gpt2(str(tmp_path / 'gpt2')),
-          '--truncate', 64, '--text-truncate', 48, '--label-truncate', 12]
-    run_parlai(['train_model', '-t', 'redial_crs', '-m', 'conkd_dialogue_teacher', '-mf', tmp_path / 'dial',
-                '-bs', 4, '--max-train-steps', 4, '--skip-generation', 'true', '--validation-max-exs', 8,
-                *hf, *common], env=env)
-    trained = run_parlai(['train_model', '-t', 'redial_crs', '-m', 'conkd_student', '--gate', 'hard',
-                          '--dialogue-teacher-file', tmp_path / 'dial', '--rec-teacher-file', root / 'rec',
-                          '-mf', tmp_path / 'student', '-bs', 4, '--max-train-steps', 4,
-                          '--skip-generation', 'true', '--validation-max-exs', 8, *hf, *common], env=env)
+    hf = [
+        '--backbone',
+        'hf',
+        '--hf-model-path',
+        make_tiny_gpt2(str(tmp_path / 'gpt2')),
+        '--truncate',
+        64,
+        '--text-truncate',
+        48,
+        '--label-truncate',
+        12,
+    ]
+    run_parlai(
+        [
+            'train_model',
+            '-t',
+            'redial_crs',
+            '-m',
+            'conkd_dialogue_teacher',
+            '-mf',
+            tmp_path / 'dial',
+            '-bs',
+            4,
+            '--max-train-steps',
+            4,
+            '--skip-generation',
+            'true',
+            '--validation-max-exs',
+            8,
+            *hf,
+            *common,
+        ],
+        env=env,
+    )
+    trained = run_parlai(
+        [
+            'train_model',
+            '-t',
+            'redial_crs',
+            '-m',
+            'conkd_student',
+            '--gate',
+            'hard',
+            '--dialogue-teacher-file',
+            tmp_path / 'dial',
+            '--rec-teacher-file',
+            root / 'rec',
+            '-mf',
+            tmp_path / 'student',
+            '-bs',
+            4,
+            '--max-train-steps',
+            4,
+            '--skip-generation',
+            'true',
+            '--validation-max-exs',
+            8,
+            *hf,
+            *common,
+        ],
+        env=env,
+    )
     assert 'kd_rec_share' in report(trained)
-    evaluated = report(run_parlai(['eval_model', '-t', 'redial_crs', '-mf', tmp_path / 'student',
-                                   '--num-examples', 6, *GEN, *hf, *common], env=env))
-    assert {'rer@1', 'item_f1', 'kd_loss', 'ppl'} <= set(evaluated) or {'rer@1', 'kd_loss', 'ppl'} <= set(evaluated)
-    chat = run_parlai(['interactive', '-mf', tmp_path / 'student', '-dp', root / 'data'],
-                      input='any good thrillers?\n', env=env)
+    evaluated = report(
+        run_parlai(
+            [
+                'eval_model',
+                '-t',
+                'redial_crs',
+                '-mf',
+                tmp_path / 'student',
+                '--num-examples',
+                6,
+                *GEN,
+                *hf,
+                *common,
+            ],
+            env=env,
+        )
+    )
+    assert {'rer@1', 'item_f1', 'kd_loss', 'ppl'} <= set(evaluated) or {
+        'rer@1',
+        'kd_loss',
+        'ppl',
+    } <= set(evaluated)
+    chat = run_parlai(
+        ['interactive', '-mf', tmp_path / 'student', '-dp', root / 'data'],
+        input='any good thrillers?\n',
+        env=env,
+    )
     assert '[ConkdStudent]:' in chat.stdout
 
 
@@ -87,14 +284,47 @@ def test_student_multiprocessing_train_with_two_cpu_workers(teachers, tmp_path):
     import os
 
     root, env, common = teachers
-    out = run_parlai(['multiprocessing_train', '-t', 'redial_crs', '-m', 'conkd_student', '--gate', 'soft',
-                      '--dialogue-teacher-file', root / 'dial', '--rec-teacher-file', root / 'rec',
-                      '--dict-file', f'{root / "dial"}.dict', '--distributed-world-size', 2,
-                      '--port', 30000 + os.getpid() % 1000, '-mf', tmp_path / 'student', '-bs', 4,
-                      '--max-train-steps', 4, '--skip-generation', 'true', '--validation-max-exs', 8,
-                      '--eval-dynamic-batching', 'off', *TINY_TRANSFORMER, *TRUNC, *common],
-                     env=env, timeout=400)
+    out = run_parlai(
+        [
+            'multiprocessing_train',
+            '-t',
+            'redial_crs',
+            '-m',
+            'conkd_student',
+            '--gate',
+            'soft',
+            '--dialogue-teacher-file',
+            root / 'dial',
+            '--rec-teacher-file',
+            root / 'rec',
+            '--dict-file',
+            f'{root / "dial"}.dict',
+            '--distributed-world-size',
+            2,
+            '--port',
+            30000 + os.getpid() % 1000,
+            '-mf',
+            tmp_path / 'student',
+            '-bs',
+            4,
+            '--max-train-steps',
+            4,
+            '--skip-generation',
+            'true',
+            '--validation-max-exs',
+            8,
+            '--eval-dynamic-batching',
+            'off',
+            *TINY_TRANSFORMER,
+            *TRUNC,
+            *common,
+        ],
+        env=env,
+        timeout=400,
+    )
     log = out.stdout + out.stderr
     assert 'Distributed group initialized (gloo, CPU)' in log
-    assert log.count('Loading existing model params from') >= 2  # the dialogue teacher, in each worker
+    assert (
+        log.count('Loading existing model params from') >= 2
+    )  # the dialogue teacher, in each worker
     assert report(out)['kd_loss'] > 0 and (tmp_path / 'student').is_file()

@@ -1,14 +1,17 @@
 """The ConKD gate and loss math against values computed by hand (V = 4: two words, two items)."""
+
 import math
 
 import pytest
 import torch
 
 from parlai_conkd import distill
+from parlai_conkd.teacher_cache import topk_log_probs
 
 ITEMS = torch.tensor([2, 3])  # vocabulary ids of catalog items 0 and 1
-P_DIAL = torch.tensor([[[0.5, 0.3, 0.1, 0.1],     # step 0: item mass 0.2
-                        [0.1, 0.1, 0.6, 0.2]]])   # step 1: item mass 0.8
+P_DIAL = torch.tensor(
+    [[[0.5, 0.3, 0.1, 0.1], [0.1, 0.1, 0.6, 0.2]]]  # step 0: item mass 0.2
+)  # step 1: item mass 0.8
 P_REC = torch.tensor([[0.75, 0.25]])
 UNIFORM_STUDENT = torch.zeros(1, 2, 4)  # logits -> p = 0.25 everywhere
 MASK = torch.tensor([[True, True]])
@@ -19,18 +22,29 @@ def kl_to_uniform(q):
 
 
 def terms(gate, **kw):
-    return distill.conkd_terms(UNIFORM_STUDENT, P_DIAL.log(), P_REC.log(), ITEMS, MASK, gate=gate, **kw)
+    return distill.conkd_terms(
+        UNIFORM_STUDENT, P_DIAL.log(), P_REC.log(), ITEMS, MASK, gate=gate, **kw
+    )
 
 
 def test_gate_is_dialogue_teacher_item_mass():
-    assert distill.item_mass(P_DIAL.log(), ITEMS)[0].tolist() == pytest.approx([0.2, 0.8])
+    assert distill.item_mass(P_DIAL.log(), ITEMS)[0].tolist() == pytest.approx(
+        [0.2, 0.8]
+    )
 
 
 def test_soft_gate_mixes_by_item_mass():
-    q0 = [0.8 * 0.5, 0.8 * 0.3, 0.2 * 0.75 + 0.8 * 0.1, 0.2 * 0.25 + 0.8 * 0.1]  # [.4,.24,.23,.13]
+    q0 = [
+        0.8 * 0.5,
+        0.8 * 0.3,
+        0.2 * 0.75 + 0.8 * 0.1,
+        0.2 * 0.25 + 0.8 * 0.1,
+    ]  # [.4,.24,.23,.13]
     q1 = [0.2 * 0.1, 0.2 * 0.1, 0.8 * 0.75 + 0.2 * 0.6, 0.8 * 0.25 + 0.2 * 0.2]
     out = terms('soft')
-    assert out.kd[0].tolist() == pytest.approx([kl_to_uniform(q0), kl_to_uniform(q1)], rel=1e-5)
+    assert out.kd[0].tolist() == pytest.approx(
+        [kl_to_uniform(q0), kl_to_uniform(q1)], rel=1e-5
+    )
     assert out.gate_mean().item() == pytest.approx(0.5)
     assert out.rec_share().item() == 0.0
 
@@ -38,7 +52,9 @@ def test_soft_gate_mixes_by_item_mass():
 def test_hard_gate_switches_teacher_at_threshold():
     out = terms('hard', hard_threshold=0.5)
     assert out.kd[0].tolist() == pytest.approx(
-        [kl_to_uniform([0.5, 0.3, 0.1, 0.1]), kl_to_uniform([0, 0, 0.75, 0.25])], rel=1e-5)
+        [kl_to_uniform([0.5, 0.3, 0.1, 0.1]), kl_to_uniform([0, 0, 0.75, 0.25])],
+        rel=1e-5,
+    )
     assert out.rec_steps.tolist() == [[False, True]]
     assert out.rec_share().item() == pytest.approx(0.5)
     # above every gate: dialogue teacher everywhere
@@ -58,14 +74,26 @@ def test_none_gate_has_no_distillation():
     assert out.kd.abs().sum().item() == 0.0
 
 
-@pytest.mark.parametrize('mass, expected_q', [
-    (1.0, [0.0, 0.0, 0.75, 0.25]),   # all mass on items: the target is exactly the rec teacher
-    (0.0, [0.7, 0.3, 0.0, 0.0]),     # no item mass: exactly the dialogue teacher
-])
+@pytest.mark.parametrize(
+    'mass, expected_q',
+    [
+        (
+            1.0,
+            [0.0, 0.0, 0.75, 0.25],
+        ),  # all mass on items: the target is exactly the rec teacher
+        (0.0, [0.7, 0.3, 0.0, 0.0]),  # no item mass: exactly the dialogue teacher
+    ],
+)
 def test_gate_edges_zero_and_one_are_exact_and_finite(mass, expected_q):
-    dial = torch.tensor([[[0.0, 0.0, 0.5, 0.5]]]) if mass == 1.0 else torch.tensor([[[0.7, 0.3, 0.0, 0.0]]])
+    dial = (
+        torch.tensor([[[0.0, 0.0, 0.5, 0.5]]])
+        if mass == 1.0
+        else torch.tensor([[[0.7, 0.3, 0.0, 0.0]]])
+    )
     student = torch.randn(1, 1, 4, requires_grad=True)
-    out = distill.conkd_terms(student, dial.log(), P_REC.log(), ITEMS, torch.tensor([[True]]), gate='soft')
+    out = distill.conkd_terms(
+        student, dial.log(), P_REC.log(), ITEMS, torch.tensor([[True]]), gate='soft'
+    )
     p_student = torch.softmax(student.detach(), -1)[0, 0].tolist()
     expected = sum(q * math.log(q / p) for q, p in zip(expected_q, p_student) if q > 0)
     assert out.kd.item() == pytest.approx(expected, rel=1e-5)
@@ -76,17 +104,35 @@ def test_gate_edges_zero_and_one_are_exact_and_finite(mass, expected_q):
 def test_all_padding_gives_zero_loss_and_finite_gradients():
     student = torch.randn(2, 3, 4, requires_grad=True)
     dial = torch.log_softmax(torch.randn(2, 3, 4), -1)
-    out = distill.conkd_terms(student, dial, torch.log_softmax(torch.randn(2, 2), -1), ITEMS,
-                              torch.zeros(2, 3, dtype=torch.bool), gate='hard')
-    assert out.kd_sum().item() == 0.0 and out.gate_mean().item() == 0.0 and out.rec_share().item() == 0.0
-    loss = distill.mix_losses(torch.tensor(0.0), out.kd_sum(), num_tokens=0, kd_weight=0.5)
+    out = distill.conkd_terms(
+        student,
+        dial,
+        torch.log_softmax(torch.randn(2, 2), -1),
+        ITEMS,
+        torch.zeros(2, 3, dtype=torch.bool),
+        gate='hard',
+    )
+    assert (
+        out.kd_sum().item() == 0.0
+        and out.gate_mean().item() == 0.0
+        and out.rec_share().item() == 0.0
+    )
+    loss = distill.mix_losses(
+        torch.tensor(0.0), out.kd_sum(), num_tokens=0, kd_weight=0.5
+    )
     loss.backward()
     assert torch.isfinite(student.grad).all() and student.grad.abs().sum() == 0
 
 
 def test_padding_steps_are_masked():
-    out = distill.conkd_terms(UNIFORM_STUDENT, P_DIAL.log(), P_REC.log(), ITEMS,
-                              torch.tensor([[True, False]]), gate='soft')
+    out = distill.conkd_terms(
+        UNIFORM_STUDENT,
+        P_DIAL.log(),
+        P_REC.log(),
+        ITEMS,
+        torch.tensor([[True, False]]),
+        gate='soft',
+    )
     assert out.kd[0, 1].item() == 0.0 and out.gate[0, 1].item() == 0.0
     assert out.gate_mean().item() == pytest.approx(0.2)
 
@@ -94,15 +140,19 @@ def test_padding_steps_are_masked():
 def test_temperature_softens_both_sides_and_scales_by_tau_squared():
     tau = 2.0
     out = terms('hard', temperature=tau, hard_threshold=0.5)
-    soft_dial = [p ** 0.5 for p in [0.5, 0.3, 0.1, 0.1]]
+    soft_dial = [p**0.5 for p in [0.5, 0.3, 0.1, 0.1]]
     soft_dial = [p / sum(soft_dial) for p in soft_dial]
-    assert out.kd[0, 0].item() == pytest.approx(tau ** 2 * kl_to_uniform(soft_dial), rel=1e-5)
+    assert out.kd[0, 0].item() == pytest.approx(
+        tau**2 * kl_to_uniform(soft_dial), rel=1e-5
+    )
     # the gate is read from the untempered teacher
     assert out.gate[0].tolist() == pytest.approx([0.2, 0.8])
 
 
 def test_mix_losses_is_a_convex_combination_per_token():
-    loss = distill.mix_losses(torch.tensor(6.0), torch.tensor(2.0), num_tokens=4, kd_weight=0.25)
+    loss = distill.mix_losses(
+        torch.tensor(6.0), torch.tensor(2.0), num_tokens=4, kd_weight=0.25
+    )
     assert loss.item() == pytest.approx((0.75 * 6.0 + 0.25 * 2.0) / 4)
     with pytest.raises(ValueError, match='kd weight'):
         distill.mix_losses(torch.tensor(1.0), torch.tensor(1.0), 1, kd_weight=1.5)
@@ -117,9 +167,9 @@ def test_bad_gate_and_temperature_are_rejected():
 
 def test_topk_round_trip_is_exact_when_k_covers_vocab_and_renormalises_otherwise():
     log_p = P_DIAL.log()
-    values, indices = distill.topk_log_probs(log_p, k=4)
+    values, indices = topk_log_probs(log_p, k=4)
     assert torch.allclose(distill.from_topk(values, indices, 4), log_p, atol=1e-6)
-    values, indices = distill.topk_log_probs(log_p, k=2)
+    values, indices = topk_log_probs(log_p, k=2)
     approx = distill.from_topk(values, indices, 4).exp()
     assert approx[0, 0].tolist() == pytest.approx([0.5 / 0.8, 0.3 / 0.8, 0.0, 0.0])
 
@@ -137,9 +187,13 @@ def test_loss_equals_kl_to_the_materialised_target_on_random_inputs(kind):
     student = torch.randn(2, 3, V, generator=g)
     mask = torch.tensor([[True, True, False], [True, True, True]])
     lam = distill.gate_values(kind, distill.item_mass(dial, items), 0.3) * mask
-    q, _ = distill.target_log_probs(kind, dial, distill.items_on_vocab(rec, items, V), lam, 0.4)
+    q, _ = distill.target_log_probs(
+        kind, dial, distill.items_on_vocab(rec, items, V), lam, 0.4
+    )
     expected = distill.kl_divergence(q, torch.log_softmax(student, -1)) * mask
-    out = distill.conkd_terms(student, dial, rec, items, mask, gate=kind, hard_threshold=0.4, static_gate=0.3)
+    out = distill.conkd_terms(
+        student, dial, rec, items, mask, gate=kind, hard_threshold=0.4, static_gate=0.3
+    )
     assert torch.allclose(out.kd, expected, atol=1e-5)
 
 
@@ -152,12 +206,59 @@ def test_topk_teacher_equals_its_dense_reconstruction(kind):
     student = torch.randn(2, 3, V, generator=g, requires_grad=True)
     mask = torch.ones(2, 3, dtype=torch.bool)
     lam = distill.item_mass(dial, items)
-    values, indices = distill.topk_log_probs(dial, 4)
-    sparse = distill.conkd_terms(student, distill.TopK(values, indices), rec, items, mask, gate=kind,
-                                 dial_item_mass=lam, temperature=2.0)
-    dense = distill.conkd_terms(student, distill.from_topk(values, indices, V), rec, items, mask, gate=kind,
-                                dial_item_mass=lam, temperature=2.0)
+    values, indices = topk_log_probs(dial, 4)
+    sparse = distill.conkd_terms(
+        student,
+        distill.TopK(values, indices),
+        rec,
+        items,
+        mask,
+        gate=kind,
+        dial_item_mass=lam,
+        temperature=2.0,
+    )
+    dense = distill.conkd_terms(
+        student,
+        distill.from_topk(values, indices, V),
+        rec,
+        items,
+        mask,
+        gate=kind,
+        dial_item_mass=lam,
+        temperature=2.0,
+    )
     assert torch.allclose(sparse.kd, dense.kd, atol=1e-5)
     (grad_sparse,) = torch.autograd.grad(sparse.kd.sum(), student)
     (grad_dense,) = torch.autograd.grad(dense.kd.sum(), student)
     assert torch.allclose(grad_sparse, grad_dense, atol=1e-5)
+
+
+def test_soft_gate_at_temperature_two_by_hand():
+    """tau = 2: each teacher softened (p^(1/2), renormalised) before the mix, the gate untempered,
+    the student softened too, and KD scaled by tau^2 = 4."""
+
+    def soften(p):
+        roots = [x**0.5 for x in p]
+        return [x / sum(roots) for x in roots]
+
+    dial, rec = soften([0.1, 0.1, 0.6, 0.2]), soften([0.75, 0.25])
+    q = [
+        0.2 * dial[0],
+        0.2 * dial[1],
+        0.8 * rec[0] + 0.2 * dial[2],
+        0.8 * rec[1] + 0.2 * dial[3],
+    ]
+    out = terms('soft', temperature=2.0)
+    assert out.kd[0, 1].item() == pytest.approx(4 * kl_to_uniform(q), rel=1e-5)
+    assert out.gate[0].tolist() == pytest.approx([0.2, 0.8])
+
+
+def test_reference_does_not_use_the_fast_path(monkeypatch):
+    """conkd_terms is the independent definition the fast target and fused loss are tested against."""
+    from parlai_conkd import fast_target
+
+    def refuse(*args, **kwargs):
+        raise AssertionError('the reference must not build the fast target')
+
+    monkeypatch.setattr(fast_target, 'make_target', refuse)
+    assert terms('soft').kd.sum() > 0

@@ -5,6 +5,7 @@ the *final* weights in its final valid/test report and record the user's paths i
 .opt; an identical rerun of the finished run must leave the model alone; a raised
 --max-train-steps continues from the final model.
 """
+
 import hashlib
 import json
 import os
@@ -22,8 +23,12 @@ from tests.student.conftest import TINY_TRANSFORMER, TRUNC
 pytestmark = pytest.mark.cli
 
 STEPS = 120
-INTERRUPT_AFTER = 20  # updates in the checkpoint before SIGINT (two epochs of the slice)
-RUN_TIMEOUT = 900  # each checkpoint save rewrites the 3 MB catalog: slow on a busy machine
+INTERRUPT_AFTER = (
+    20  # updates in the checkpoint before SIGINT (two epochs of the slice)
+)
+RUN_TIMEOUT = (
+    900  # each checkpoint save rewrites the 3 MB catalog: slow on a busy machine
+)
 
 
 def _sha(path):
@@ -53,22 +58,58 @@ def test_sigint_resume_final_report_and_finished_rerun(teachers, tmp_path):
     root, env, common = teachers
     mf = tmp_path / 'student'
     cache = tmp_path / 'teacher.cache'
-    args = ['train_model', '-t', 'redial_crs', '-m', 'conkd_student', '--gate', 'soft',
-            '--dialogue-teacher-file', root / 'dial', '--rec-teacher-file', root / 'rec',
-            '-mf', mf, '-bs', 8, '--max-train-steps', STEPS, '--save-every-n-secs', 0.5,
-            '--teacher-cache', cache, '--skip-generation', 'true', '--validation-max-exs', 16,
-            *TINY_TRANSFORMER, *TRUNC, *common]
+    args = [
+        'train_model',
+        '-t',
+        'redial_crs',
+        '-m',
+        'conkd_student',
+        '--gate',
+        'soft',
+        '--dialogue-teacher-file',
+        root / 'dial',
+        '--rec-teacher-file',
+        root / 'rec',
+        '-mf',
+        mf,
+        '-bs',
+        8,
+        '--max-train-steps',
+        STEPS,
+        '--save-every-n-secs',
+        0.5,
+        '--teacher-cache',
+        cache,
+        '--skip-generation',
+        'true',
+        '--validation-max-exs',
+        16,
+        *TINY_TRANSFORMER,
+        *TRUNC,
+        *common,
+    ]
 
     # 1. interrupted run: SIGINT once the checkpoint holds INTERRUPT_AFTER updates
-    log_path = tmp_path.parent / f'{tmp_path.name}-interrupted.log'  # not among the run's files
+    log_path = (
+        tmp_path.parent / f'{tmp_path.name}-interrupted.log'
+    )  # not among the run's files
     with open(log_path, 'w') as log:
-        proc = subprocess.Popen([PARLAI, *map(str, args)], env={**os.environ, **env, 'PYTHONUNBUFFERED': '1'},
-                                stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [PARLAI, *map(str, args)],
+            env={**os.environ, **env, 'PYTHONUNBUFFERED': '1'},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        while proc.poll() is None and (_steps(f'{mf}.checkpoint.trainstats') or 0) < INTERRUPT_AFTER:
+        while (
+            proc.poll() is None
+            and (_steps(f'{mf}.checkpoint.trainstats') or 0) < INTERRUPT_AFTER
+        ):
             time.sleep(0.2)
         assert proc.poll() is None, 'the run ended before it could be interrupted'
-        while proc.poll() is None:  # ParlAI swallows a Ctrl-C that lands while it saves: repeat it
+        while (
+            proc.poll() is None
+        ):  # ParlAI swallows a Ctrl-C that lands while it saves: repeat it
             proc.send_signal(signal.SIGINT)
             try:
                 proc.wait(timeout=1)
@@ -92,21 +133,36 @@ def test_sigint_resume_final_report_and_finished_rerun(teachers, tmp_path):
     assert f'teacher cache {cache} ({cached_before} examples)' in log
     checkpoint_steps = _steps(f'{mf}.checkpoint.trainstats')
     assert checkpoint_steps < STEPS  # the checkpoint is older than the final model...
-    assert _final_reports(log) == {'valid': STEPS, 'test': STEPS}  # ...which the final report scores
+    assert _final_reports(log) == {
+        'valid': STEPS,
+        'test': STEPS,
+    }  # ...which the final report scores
     saved_opt = json.loads((tmp_path / 'student.opt').read_text())
     assert saved_opt['init_model'] is None
-    assert saved_opt['dict_file'] == f'{root / "dial"}.dict'  # the teacher's dictionary, as given
+    assert (
+        saved_opt['dict_file'] == f'{root / "dial"}.dict'
+    )  # the teacher's dictionary, as given
     stats = json.loads((tmp_path / 'student.trainstats').read_text())
-    assert stats['train_steps'] == STEPS and stats['finished']['reason'] == f'train_steps {STEPS} reached --max-train-steps {STEPS}'
+    assert (
+        stats['train_steps'] == STEPS
+        and stats['finished']['reason']
+        == f'train_steps {STEPS} reached --max-train-steps {STEPS}'
+    )
 
     # 3. identical rerun of the finished run: says so, leaves every file alone
     files = {p.name: _sha(p) for p in tmp_path.iterdir() if p.is_file()}
     again = run_parlai(args, env=env, timeout=RUN_TIMEOUT)
     log = again.stdout + again.stderr
-    assert f'{mf}: training already finished (train_steps {STEPS} reached --max-train-steps {STEPS})' in log
+    assert (
+        f'{mf}: training already finished (train_steps {STEPS} reached --max-train-steps {STEPS})'
+        in log
+    )
     assert 'Loading existing model params' not in log
     assert {p.name: _sha(p) for p in tmp_path.iterdir() if p.is_file()} == files
-    assert _final_reports(log) == {'valid': STEPS, 'test': STEPS}  # the recorded final report
+    assert _final_reports(log) == {
+        'valid': STEPS,
+        'test': STEPS,
+    }  # the recorded final report
 
     # 4. a raised limit continues from the final model, not from the older checkpoint
     raised = list(args)

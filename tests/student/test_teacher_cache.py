@@ -1,4 +1,5 @@
 """The teacher-output cache: exact when k covers the distributions, atomic, refuses stale files."""
+
 import os
 
 import pytest
@@ -6,7 +7,13 @@ import torch
 
 from parlai_conkd import distill
 from parlai_conkd.teacher_cache import (
-    StaleCacheError, TeacherCache, cache_key, example_key, make_entry, stack_targets)
+    StaleCacheError,
+    TeacherCache,
+    cache_key,
+    example_key,
+    make_entry,
+    stack_targets,
+)
 
 V, N = 12, 4
 ITEMS = torch.tensor([8, 9, 10, 11])
@@ -17,12 +24,16 @@ def _batch(seed=0):
     dial = torch.log_softmax(torch.randn(2, 5, V, generator=g), -1)
     gate = distill.item_mass(dial, ITEMS)
     rec = torch.log_softmax(torch.randn(2, N, generator=g), -1)
-    mask = torch.tensor([[True] * 5, [False, False, True, True, True]])  # a left-padded row
+    mask = torch.tensor(
+        [[True] * 5, [False, False, True, True, True]]
+    )  # a left-padded row
     return dial, gate, rec, mask
 
 
 def _loss(student, dial, gate, rec, mask, kind):
-    terms = distill.conkd_terms(student, dial, rec, ITEMS, mask, gate=kind, dial_item_mass=gate)
+    terms = distill.conkd_terms(
+        student, dial, rec, ITEMS, mask, gate=kind, dial_item_mass=gate
+    )
     return terms.kd_sum() / mask.sum()
 
 
@@ -30,9 +41,13 @@ def _loss(student, dial, gate, rec, mask, kind):
 def test_cached_targets_give_the_live_loss_when_k_covers_vocab(kind):
     dial, gate, rec, mask = _batch()
     student = torch.randn(2, 5, V)
-    entries = [make_entry(dial[b], gate[b], rec[b], mask[b], k=V, k_rec=N) for b in range(2)]
+    entries = [
+        make_entry(dial[b], gate[b], rec[b], mask[b], k=V, k_rec=N) for b in range(2)
+    ]
     c_dial, c_gate, c_rec = stack_targets(entries, mask)
-    live, cached = _loss(student, dial, gate, rec, mask, kind), _loss(student, c_dial, c_gate, c_rec, mask, kind)
+    live, cached = _loss(student, dial, gate, rec, mask, kind), _loss(
+        student, c_dial, c_gate, c_rec, mask, kind
+    )
     assert cached.item() == pytest.approx(live.item(), rel=1e-5)
 
 
@@ -41,9 +56,14 @@ def test_topk_cache_is_an_approximation_within_stated_tolerance():
     dial, gate, rec, mask = _batch()
     dial = torch.log_softmax(dial * 4, -1)  # peaked, like a trained teacher
     student = torch.randn(2, 5, V)
-    entries = [make_entry(dial[b], gate[b], rec[b], mask[b], k=V // 2, k_rec=N) for b in range(2)]
+    entries = [
+        make_entry(dial[b], gate[b], rec[b], mask[b], k=V // 2, k_rec=N)
+        for b in range(2)
+    ]
     c_dial, c_gate, c_rec = stack_targets(entries, mask)
-    live, cached = _loss(student, dial, gate, rec, mask, 'soft'), _loss(student, c_dial, c_gate, c_rec, mask, 'soft')
+    live, cached = _loss(student, dial, gate, rec, mask, 'soft'), _loss(
+        student, c_dial, c_gate, c_rec, mask, 'soft'
+    )
     assert cached.item() == pytest.approx(live.item(), rel=0.05)
     assert torch.equal(c_gate, gate * mask)  # the gate itself is stored exactly
 
@@ -53,13 +73,22 @@ def test_cache_round_trips_through_disk_atomically(tmp_path):
     key = cache_key(dialogue_teacher='a' * 64, rec_teacher='b' * 64, data='v1')
     path = tmp_path / 'teacher.cache'
     cache = TeacherCache.open(str(path), key)
-    cache.put(example_key([1, 2], [3]), make_entry(dial[0], gate[0], rec[0], mask[0], 4, 2))
+    cache.put(
+        example_key([1, 2], [3]), make_entry(dial[0], gate[0], rec[0], mask[0], 4, 2)
+    )
     cache.save()
-    assert path.is_file() and not [p for p in os.listdir(tmp_path) if p.startswith('.teacher-cache-')]
+    assert path.is_file() and not [
+        p for p in os.listdir(tmp_path) if p.startswith('.teacher-cache-')
+    ]
     reopened = TeacherCache.open(str(path), key)
     entry = reopened.get(example_key([1, 2], [3]))
-    assert entry is not None and torch.equal(entry.dial_indices, cache.entries[example_key([1, 2], [3])].dial_indices)
-    assert reopened.get(example_key([1, 2], [4])) is None and (reopened.hits, reopened.misses) == (1, 1)
+    assert entry is not None and torch.equal(
+        entry.dial_indices, cache.entries[example_key([1, 2], [3])].dial_indices
+    )
+    assert reopened.get(example_key([1, 2], [4])) is None and (
+        reopened.hits,
+        reopened.misses,
+    ) == (1, 1)
 
 
 def test_stale_cache_is_refused_with_the_differing_parts(tmp_path):

@@ -1,4 +1,5 @@
 """Tiny ReDial copies in the official layout, written per test (dialogues spelled out in the tests)."""
+
 import functools
 import hashlib
 import http.server
@@ -36,26 +37,35 @@ def dialogue(conversation_id, messages, seeker=1, recommender=2, **extra):
 
 def default_dialogues(n=6):
     return [
-        dialogue(100 + i, [
-            (1, 'hi, I liked @111'),
-            (2, 'try @222'),
-            (2, 'or @333?'),
-            (1, 'seen @222, thanks'),
-            (2, 'then @444'),
-        ])
+        dialogue(
+            100 + i,
+            [
+                (1, 'hi, I liked @111'),
+                (2, 'try @222'),
+                (2, 'or @333?'),
+                (1, 'seen @222, thanks'),
+                (2, 'then @444'),
+            ],
+        )
         for i in range(n)
     ]
 
 
-def write_redial(directory: Path, train=None, test=None, movies=MOVIES_CSV, train_text=None):
+def write_redial(
+    directory: Path, train=None, test=None, movies=MOVIES_CSV, train_text=None
+):
     """Write the three official files; ``train_text`` overrides train_data.jsonl verbatim."""
     directory.mkdir(parents=True, exist_ok=True)
     train = default_dialogues() if train is None else train
     test = default_dialogues(2) if test is None else test
     (directory / 'train_data.jsonl').write_text(
-        train_text if train_text is not None else ''.join(json.dumps(d) + '\n' for d in train)
+        train_text
+        if train_text is not None
+        else ''.join(json.dumps(d) + '\n' for d in train)
     )
-    (directory / 'test_data.jsonl').write_text(''.join(json.dumps(d) + '\n' for d in test))
+    (directory / 'test_data.jsonl').write_text(
+        ''.join(json.dumps(d) + '\n' for d in test)
+    )
     (directory / 'movies_with_mentions.csv').write_text(movies)
     return directory
 

@@ -5,6 +5,7 @@ regression files committed in tests/task/test_auto_teachers/ (pytest-regressions
 intended change to preprocessing (and a VERSION bump in build.py), regenerate them with
 ``pytest tests/task/test_auto_teachers.py --force-regen`` and review the diff.
 """
+
 import pytest
 from parlai.utils.testing import AutoTeacherTest
 

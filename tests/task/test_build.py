@@ -1,4 +1,5 @@
 """build.py: sources (dir, zip, env, download), atomic builds, keyed caches, clear errors."""
+
 import hashlib
 import json
 import os
@@ -7,9 +8,15 @@ import zipfile
 import pytest
 
 from parlai_conkd.items import UNKNOWN_ITEM_TOKEN
-from parlai_conkd.tasks.redial_crs import build as redial_build
-from parlai_conkd.tasks.redial_crs.preprocess import RedialDataError
-from tests.task.conftest import default_dialogues, dialogue, task_opt, write_redial, zip_redial
+from parlai_conkd.redial import build as redial_build
+from parlai_conkd.redial.preprocess import RedialDataError
+from tests.task.conftest import (
+    default_dialogues,
+    dialogue,
+    task_opt,
+    write_redial,
+    zip_redial,
+)
 
 pytestmark = pytest.mark.usefixtures('no_redial_env')
 
@@ -23,7 +30,11 @@ def leftovers(datapath):
     root = os.path.join(datapath, 'redial_crs')
     found = []
     for dirpath, dirnames, filenames in os.walk(root):
-        found += [os.path.join(dirpath, n) for n in dirnames + filenames if n.startswith('.') and n != '.built']
+        found += [
+            os.path.join(dirpath, n)
+            for n in dirnames + filenames
+            if n.startswith('.') and n != '.built'
+        ]
     return found
 
 
@@ -31,13 +42,25 @@ def test_local_directory_builds_folds_catalog_and_stats(tmp_path, tiny_redial):
     opt = task_opt(tmp_path / 'dp', redial_path=str(tiny_redial))
     built = redial_build.build(opt)
     assert is_built(built) and built.startswith(str(tmp_path / 'dp' / 'redial_crs'))
-    episodes = {fold: redial_build.load_episodes(opt, fold) for fold in redial_build.FOLDS}
-    assert len(episodes['train']) + len(episodes['valid']) == 6 and len(episodes['test']) == 2
-    assert [i.movie_id for i in redial_build.load_catalog(opt)] == ['111', '222', '333', '444']
+    episodes = {
+        fold: redial_build.load_episodes(opt, fold) for fold in redial_build.FOLDS
+    }
+    assert (
+        len(episodes['train']) + len(episodes['valid']) == 6
+        and len(episodes['test']) == 2
+    )
+    assert [i.movie_id for i in redial_build.load_catalog(opt)] == [
+        '111',
+        '222',
+        '333',
+        '444',
+    ]
     stats = json.load(open(os.path.join(built, 'stats.json')))
     assert stats['files']['train_data.jsonl']['mentions'] == 6 * 5
-    assert stats['source_sha256']['test_data.jsonl'] == hashlib.sha256(
-        (tiny_redial / 'test_data.jsonl').read_bytes()).hexdigest()
+    assert (
+        stats['source_sha256']['test_data.jsonl']
+        == hashlib.sha256((tiny_redial / 'test_data.jsonl').read_bytes()).hexdigest()
+    )
     assert redial_build.meta_path(opt) is None
     assert leftovers(tmp_path / 'dp') == []
 
@@ -62,8 +85,18 @@ def test_switching_source_never_reuses_the_other_build(tmp_path, tiny_redial):
     first = redial_build.build(task_opt(dp, redial_path=str(tiny_redial)))
     second = redial_build.build(task_opt(dp, redial_path=str(other)))
     assert first != second
-    assert len(redial_build.load_episodes(task_opt(dp, redial_path=str(other)), 'test')) == 5
-    assert len(redial_build.load_episodes(task_opt(dp, redial_path=str(tiny_redial)), 'test')) == 2
+    assert (
+        len(redial_build.load_episodes(task_opt(dp, redial_path=str(other)), 'test'))
+        == 5
+    )
+    assert (
+        len(
+            redial_build.load_episodes(
+                task_opt(dp, redial_path=str(tiny_redial)), 'test'
+            )
+        )
+        == 2
+    )
 
 
 def test_edited_source_is_rebuilt_in_place(tmp_path, tiny_redial):
@@ -76,22 +109,35 @@ def test_edited_source_is_rebuilt_in_place(tmp_path, tiny_redial):
 
 
 def test_max_dialogues_limits_each_fold(tmp_path, tiny_redial):
-    opt = task_opt(tmp_path / 'dp', redial_path=str(tiny_redial), redial_max_dialogues=1)
-    assert [len(redial_build.load_episodes(opt, f)) for f in ('train', 'test')] == [1, 1]
+    opt = task_opt(
+        tmp_path / 'dp', redial_path=str(tiny_redial), redial_max_dialogues=1
+    )
+    assert [len(redial_build.load_episodes(opt, f)) for f in ('train', 'test')] == [
+        1,
+        1,
+    ]
 
 
-def test_missing_file_names_expected_path_and_both_ways_to_supply(tmp_path, tiny_redial):
+def test_missing_file_names_expected_path_and_both_ways_to_supply(
+    tmp_path, tiny_redial
+):
     (tiny_redial / 'test_data.jsonl').unlink()
     with pytest.raises(RedialDataError) as info:
         redial_build.build(task_opt(tmp_path / 'dp', redial_path=str(tiny_redial)))
     message = str(info.value)
     assert str(tiny_redial / 'test_data.jsonl') in message
-    assert '--redial-path' in message and 'CONKD_REDIAL_PATH' in message and 'download' in message
+    assert (
+        '--redial-path' in message
+        and 'CONKD_REDIAL_PATH' in message
+        and 'download' in message
+    )
 
 
 def test_missing_path_names_it(tmp_path):
     with pytest.raises(RedialDataError, match='does not exist: .*nowhere'):
-        redial_build.build(task_opt(tmp_path / 'dp', redial_path=str(tmp_path / 'nowhere')))
+        redial_build.build(
+            task_opt(tmp_path / 'dp', redial_path=str(tmp_path / 'nowhere'))
+        )
 
 
 def test_zip_without_a_required_member_names_it(tmp_path, tiny_redial):
@@ -100,13 +146,19 @@ def test_zip_without_a_required_member_names_it(tmp_path, tiny_redial):
 
     with zipfile.ZipFile(archive, 'w') as zf:
         zf.write(tiny_redial / 'train_data.jsonl', 'redial/train_data.jsonl')
-    with pytest.raises(RedialDataError, match=r'partial\.zip has no member test_data\.jsonl'):
+    with pytest.raises(
+        RedialDataError, match=r'partial\.zip has no member test_data\.jsonl'
+    ):
         redial_build.build(task_opt(tmp_path / 'dp', redial_path=str(archive)))
 
 
-def test_malformed_line_fails_the_build_naming_file_and_line_and_marks_nothing(tmp_path):
+def test_malformed_line_fails_the_build_naming_file_and_line_and_marks_nothing(
+    tmp_path,
+):
     good = json.dumps(default_dialogues(1)[0])
-    source = write_redial(tmp_path / 'bad', train_text=f'{good}\n{good}\n{{"conversationId": "7",\n')
+    source = write_redial(
+        tmp_path / 'bad', train_text=f'{good}\n{good}\n{{"conversationId": "7",\n'
+    )
     dp = tmp_path / 'dp'
     opt = task_opt(dp, redial_path=str(source))
     with pytest.raises(RedialDataError, match=r'train_data\.jsonl:3: malformed JSON'):
@@ -115,13 +167,21 @@ def test_malformed_line_fails_the_build_naming_file_and_line_and_marks_nothing(t
 
 
 def test_unknown_movie_ids_are_counted_in_stats_not_fatal(tmp_path):
-    source = write_redial(tmp_path / 'unk', train=[dialogue(1, [(1, 'saw @5555'), (2, 'then @111')])])
+    source = write_redial(
+        tmp_path / 'unk', train=[dialogue(1, [(1, 'saw @5555'), (2, 'then @111')])]
+    )
     opt = task_opt(tmp_path / 'dp', redial_path=str(source))
     built = redial_build.build(opt)
-    stats = json.load(open(os.path.join(built, 'stats.json')))['files']['train_data.jsonl']
+    stats = json.load(open(os.path.join(built, 'stats.json')))['files'][
+        'train_data.jsonl'
+    ]
     assert stats['unknown_mentions'] == 1 and stats['unknown_movie_ids'] == {'5555': 1}
-    turns = [t for e in redial_build.load_episodes(opt, 'train') + redial_build.load_episodes(opt, 'valid')
-             for t in e['turns']]
+    turns = [
+        t
+        for e in redial_build.load_episodes(opt, 'train')
+        + redial_build.load_episodes(opt, 'valid')
+        for t in e['turns']
+    ]
     assert turns[0]['text'] == f'saw {UNKNOWN_ITEM_TOKEN}'
 
 
@@ -145,16 +205,22 @@ def test_half_written_build_directory_without_marker_is_replaced(tmp_path, tiny_
     opt = task_opt(tmp_path / 'dp', redial_path=str(tiny_redial))
     stale = redial_build.built_dir(opt)
     os.makedirs(stale)
-    open(os.path.join(stale, 'test.json'), 'w').write('[')  # what a crash mid-write would leave
+    open(os.path.join(stale, 'test.json'), 'w').write(
+        '['
+    )  # what a crash mid-write would leave
     assert len(redial_build.load_episodes(opt, 'test')) == 2
 
 
 def test_meta_path_requires_the_redial_meta_layout(tmp_path, tiny_redial, monkeypatch):
     meta = tmp_path / 'meta'
     meta.mkdir()
-    (meta / 'id2info.json').write_text('{"111": {"name": "Alien (1979)", "genre": ["Horror"]}}')
+    (meta / 'id2info.json').write_text(
+        '{"111": {"name": "Alien (1979)", "genre": ["Horror"]}}'
+    )
     (meta / 'entity2id.json').write_text('{"Alien (1979)": 42}')
-    opt = task_opt(tmp_path / 'dp', redial_path=str(tiny_redial), redial_meta_path=str(meta))
+    opt = task_opt(
+        tmp_path / 'dp', redial_path=str(tiny_redial), redial_meta_path=str(meta)
+    )
     with pytest.raises(RedialDataError, match=r"lacks \['kg.json'\]"):
         redial_build.meta_path(opt)
     (meta / 'kg.json').write_text('{}')
@@ -168,20 +234,26 @@ def test_meta_path_requires_the_redial_meta_layout(tmp_path, tiny_redial, monkey
 
 
 # ---------------------------------------------------------------------------- download route
-def test_download_with_matching_checksum_builds_and_caches(tmp_path, served_archive, monkeypatch):
+def test_download_with_matching_checksum_builds_and_caches(
+    tmp_path, served_archive, monkeypatch
+):
     monkeypatch.setenv('NO_PROXY', '127.0.0.1')
     url, sha256 = served_archive
     dp = tmp_path / 'dp'
     opt = task_opt(dp, redial_url=url, redial_sha256=sha256)
     assert redial_build.source_path(opt) is None
     built = redial_build.build(opt)
-    assert is_built(built) and os.path.basename(built).startswith(f'{redial_build.VERSION}-download-')
+    assert is_built(built) and os.path.basename(built).startswith(
+        f'{redial_build.VERSION}-download-'
+    )
     assert len(redial_build.load_episodes(opt, 'test')) == 2
     cached = os.listdir(dp / 'redial_crs' / 'downloads')
     assert cached == [f'{sha256[:16]}-redial_dataset.zip'] and leftovers(dp) == []
 
 
-def test_checksum_mismatch_says_so_and_leaves_nothing_built(tmp_path, served_archive, monkeypatch):
+def test_checksum_mismatch_says_so_and_leaves_nothing_built(
+    tmp_path, served_archive, monkeypatch
+):
     monkeypatch.setenv('NO_PROXY', '127.0.0.1')
     url, sha256 = served_archive
     dp = tmp_path / 'dp'
@@ -196,8 +268,14 @@ def test_checksum_mismatch_says_so_and_leaves_nothing_built(tmp_path, served_arc
 
 
 def test_official_defaults_are_the_published_archive():
-    assert redial_build.OFFICIAL_URL == 'https://github.com/ReDialData/website/raw/data/redial_dataset.zip'
-    assert redial_build.OFFICIAL_SHA256 == 'b48756681ec6f84e0af36979c5e9baa21ea8d9e7036b8764ea9b787bb0baf69b'
+    assert (
+        redial_build.OFFICIAL_URL
+        == 'https://github.com/ReDialData/website/raw/data/redial_dataset.zip'
+    )
+    assert (
+        redial_build.OFFICIAL_SHA256
+        == 'b48756681ec6f84e0af36979c5e9baa21ea8d9e7036b8764ea9b787bb0baf69b'
+    )
 
 
 def test_failed_download_names_the_url_and_the_offline_route(tmp_path, monkeypatch):
@@ -213,7 +291,10 @@ def test_failed_download_names_the_url_and_the_offline_route(tmp_path, monkeypat
     message = str(info.value)
     assert f'could not download {url}' in message
     assert '--redial-path' in message and 'CONKD_REDIAL_PATH' in message
-    assert not os.path.exists(redial_build.built_dir(opt)) and leftovers(tmp_path / 'dp') == []
+    assert (
+        not os.path.exists(redial_build.built_dir(opt))
+        and leftovers(tmp_path / 'dp') == []
+    )
 
 
 def _serve(directory):
@@ -223,12 +304,16 @@ def _serve(directory):
 
     from tests.task.conftest import QuietHandler
 
-    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), functools.partial(QuietHandler, directory=str(directory)))
+    server = http.server.ThreadingHTTPServer(
+        ('127.0.0.1', 0), functools.partial(QuietHandler, directory=str(directory))
+    )
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f'http://127.0.0.1:{server.server_address[1]}'
 
 
-def test_http_404_names_status_url_and_offline_route_and_keeps_nothing(tmp_path, monkeypatch):
+def test_http_404_names_status_url_and_offline_route_and_keeps_nothing(
+    tmp_path, monkeypatch
+):
     """CRSLab #11 / UniCRS #8: a 404 was reported as a checksum mismatch, and passing the 404
     page's checksum stored that page as the verified archive."""
     monkeypatch.setenv('NO_PROXY', '127.0.0.1')
@@ -236,7 +321,9 @@ def test_http_404_names_status_url_and_offline_route_and_keeps_nothing(tmp_path,
     server, base = _serve(tmp_path / 'www')
     try:
         url = f'{base}/redial_dataset.zip'
-        page = __import__('requests').get(url).content  # what the server answers: an HTML 404 page
+        page = (
+            __import__('requests').get(url).content
+        )  # what the server answers: an HTML 404 page
         for sha256 in (redial_build.OFFICIAL_SHA256, hashlib.sha256(page).hexdigest()):
             opt = task_opt(tmp_path / 'dp', redial_url=url, redial_sha256=sha256)
             with pytest.raises(RedialDataError) as info:
@@ -246,13 +333,18 @@ def test_http_404_names_status_url_and_offline_route_and_keeps_nothing(tmp_path,
             assert '--redial-path' in message and 'CONKD_REDIAL_PATH' in message
             assert 'checksum mismatch' not in message
             assert os.listdir(tmp_path / 'dp' / 'redial_crs' / 'downloads') == []
-            assert not os.path.exists(redial_build.built_dir(opt)) and leftovers(tmp_path / 'dp') == []
+            assert (
+                not os.path.exists(redial_build.built_dir(opt))
+                and leftovers(tmp_path / 'dp') == []
+            )
     finally:
         server.shutdown()
         server.server_close()
 
 
-def test_html_page_served_as_200_is_refused_even_with_its_checksum(tmp_path, monkeypatch):
+def test_html_page_served_as_200_is_refused_even_with_its_checksum(
+    tmp_path, monkeypatch
+):
     monkeypatch.setenv('NO_PROXY', '127.0.0.1')
     (tmp_path / 'www').mkdir()
     page = b'<html><body>Sign in to continue</body></html>'
@@ -260,12 +352,18 @@ def test_html_page_served_as_200_is_refused_even_with_its_checksum(tmp_path, mon
     server, base = _serve(tmp_path / 'www')
     try:
         url = f'{base}/login.html'
-        opt = task_opt(tmp_path / 'dp', redial_url=url, redial_sha256=hashlib.sha256(page).hexdigest())
+        opt = task_opt(
+            tmp_path / 'dp',
+            redial_url=url,
+            redial_sha256=hashlib.sha256(page).hexdigest(),
+        )
         with pytest.raises(RedialDataError) as info:
             redial_build.build(opt)
         message = str(info.value)
-        assert message.startswith(f'{url} did not send the expected zip archive: it is not a zip archive '
-                                  f"(Content-Type text/html, {len(page)} bytes starting '<html>")
+        assert message.startswith(
+            f'{url} did not send the expected zip archive: it is not a zip archive '
+            f"(Content-Type text/html, {len(page)} bytes starting '<html>"
+        )
         assert '--redial-path' in message and 'CONKD_REDIAL_PATH' in message
         assert os.listdir(tmp_path / 'dp' / 'redial_crs' / 'downloads') == []
     finally:
@@ -281,9 +379,15 @@ def test_zip_without_the_redial_files_is_not_cached(tmp_path, tiny_redial, monke
         zf.write(tiny_redial / 'train_data.jsonl', 'train_data.jsonl')
     server, base = _serve(tmp_path / 'www')
     try:
-        opt = task_opt(tmp_path / 'dp', redial_url=f'{base}/redial_dataset.zip',
-                       redial_sha256=hashlib.sha256(archive.read_bytes()).hexdigest())
-        with pytest.raises(RedialDataError, match='a zip archive without test_data.jsonl, movies_with_mentions.csv'):
+        opt = task_opt(
+            tmp_path / 'dp',
+            redial_url=f'{base}/redial_dataset.zip',
+            redial_sha256=hashlib.sha256(archive.read_bytes()).hexdigest(),
+        )
+        with pytest.raises(
+            RedialDataError,
+            match='a zip archive without test_data.jsonl, movies_with_mentions.csv',
+        ):
             redial_build.build(opt)
         assert os.listdir(tmp_path / 'dp' / 'redial_crs' / 'downloads') == []
     finally:
@@ -291,7 +395,9 @@ def test_zip_without_the_redial_files_is_not_cached(tmp_path, tiny_redial, monke
         server.server_close()
 
 
-def test_bad_file_cached_by_an_older_version_is_downloaded_again(tmp_path, served_archive, monkeypatch):
+def test_bad_file_cached_by_an_older_version_is_downloaded_again(
+    tmp_path, served_archive, monkeypatch
+):
     monkeypatch.setenv('NO_PROXY', '127.0.0.1')
     url, sha256 = served_archive
     cache = tmp_path / 'dp' / 'redial_crs' / 'downloads'
@@ -299,10 +405,17 @@ def test_bad_file_cached_by_an_older_version_is_downloaded_again(tmp_path, serve
     (cache / f'{sha256[:16]}-redial_dataset.zip').write_bytes(b'<html>404</html>')
     opt = task_opt(tmp_path / 'dp', redial_url=url, redial_sha256=sha256)
     assert is_built(redial_build.build(opt))
-    assert hashlib.sha256((cache / f'{sha256[:16]}-redial_dataset.zip').read_bytes()).hexdigest() == sha256
+    assert (
+        hashlib.sha256(
+            (cache / f'{sha256[:16]}-redial_dataset.zip').read_bytes()
+        ).hexdigest()
+        == sha256
+    )
 
 
-def test_concurrent_build_that_finishes_first_is_kept(tmp_path, tiny_redial, monkeypatch):
+def test_concurrent_build_that_finishes_first_is_kept(
+    tmp_path, tiny_redial, monkeypatch
+):
     # Simulates a second process completing the same build while this one is still writing.
     opt = task_opt(tmp_path / 'dp', redial_path=str(tiny_redial))
     real_build_into = redial_build._build_into
@@ -312,18 +425,29 @@ def test_concurrent_build_that_finishes_first_is_kept(tmp_path, tiny_redial, mon
         calls.append(out_dir)
         real_build_into(out_dir, *args)
         if len(calls) == 1:
-            theirs.append(os.stat(redial_build.build(opt)).st_ino)  # the "other process"
+            theirs.append(
+                os.stat(redial_build.build(opt)).st_ino
+            )  # the "other process"
 
     monkeypatch.setattr(redial_build, '_build_into', racing_build_into)
     built = redial_build.build(opt)
     assert len(calls) == 2 and is_built(built)
     # theirs stays in place: readers that already hold its path never see it vanish
     assert os.stat(built).st_ino == theirs[0]
-    assert len(redial_build.load_episodes(opt, 'test')) == 2 and leftovers(tmp_path / 'dp') == []
+    assert (
+        len(redial_build.load_episodes(opt, 'test')) == 2
+        and leftovers(tmp_path / 'dp') == []
+    )
 
 
-def test_shared_metadata_gives_most_items_a_kg_entity(tmp_path, shared_redial, shared_meta):
-    opt = task_opt(tmp_path / 'dp', redial_path=str(shared_redial), redial_meta_path=str(shared_meta))
+def test_shared_metadata_gives_most_items_a_kg_entity(
+    tmp_path, shared_redial, shared_meta
+):
+    opt = task_opt(
+        tmp_path / 'dp',
+        redial_path=str(shared_redial),
+        redial_meta_path=str(shared_meta),
+    )
     catalog = redial_build.load_catalog(opt)
     assert len(catalog) == 6924
     assert sum(item.kg_entity is not None for item in catalog) == 6583
@@ -331,11 +455,19 @@ def test_shared_metadata_gives_most_items_a_kg_entity(tmp_path, shared_redial, s
 
 
 def test_bad_movie_list_row_names_file_and_line_and_marks_nothing(tmp_path):
-    source = write_redial(tmp_path / 'r', movies='movieId,movieName,nbMentions\n111,Alien (1979),5\nabc,Heat,1\n')
+    source = write_redial(
+        tmp_path / 'r',
+        movies='movieId,movieName,nbMentions\n111,Alien (1979),5\nabc,Heat,1\n',
+    )
     opt = task_opt(tmp_path / 'dp', redial_path=str(source))
-    with pytest.raises(ValueError, match=r"movies_with_mentions\.csv:3: movieId 'abc' is not a number"):
+    with pytest.raises(
+        ValueError, match=r"movies_with_mentions\.csv:3: movieId 'abc' is not a number"
+    ):
         redial_build.build(opt)
-    assert not os.path.exists(redial_build.built_dir(opt)) and leftovers(tmp_path / 'dp') == []
+    assert (
+        not os.path.exists(redial_build.built_dir(opt))
+        and leftovers(tmp_path / 'dp') == []
+    )
 
 
 def test_path_that_is_neither_directory_nor_zip_is_rejected(tmp_path):

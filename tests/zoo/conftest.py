@@ -1,4 +1,5 @@
 """Zoo test helpers: a fake trainer (fast route tests), a local release server, the tiny recipe."""
+
 import functools
 import http.server
 import json
@@ -31,13 +32,20 @@ class FakeTrainer:
         model_file = args[args.index('-mf') + 1]
         name = os.path.basename(model_file)
         self.calls.append((name, list(args)))
-        opt = {'model_file': model_file, 'dict_file': model_file + '.dict',
-               'override': {'model_file': model_file}}
+        opt = {
+            'model_file': model_file,
+            'dict_file': model_file + '.dict',
+            'override': {'model_file': model_file},
+        }
         for flag in ('--dialogue-teacher-file', '--rec-teacher-file', '--init-model'):
             if flag in args:
                 opt[flag.lstrip('-').replace('-', '_')] = args[args.index(flag) + 1]
         torch.save({'model': {'weights': torch.tensor([float(len(name))])}}, model_file)
-        for suffix, text in (('.dict', 'a 1\n'), ('.checkpoint', 'ckpt'), ('.trainstats', '{}')):
+        for suffix, text in (
+            ('.dict', 'a 1\n'),
+            ('.checkpoint', 'ckpt'),
+            ('.trainstats', '{}'),
+        ):
             with open(model_file + suffix, 'w') as f:
                 f.write(text)
         with open(log_path, 'w') as f:
@@ -82,4 +90,8 @@ def visible_model_files(datapath, model):
 
 def tmp_dirs(datapath):
     models = os.path.join(str(datapath), 'models')
-    return [n for n in os.listdir(models) if n.startswith(builder.TMP_PREFIX)] if os.path.isdir(models) else []
+    return (
+        [n for n in os.listdir(models) if n.startswith(builder.TMP_PREFIX)]
+        if os.path.isdir(models)
+        else []
+    )

@@ -1,4 +1,5 @@
 """projects/conkd/README.md prints the default recipe exactly as the recipe module runs it."""
+
 import re
 from pathlib import Path
 
@@ -11,7 +12,10 @@ MARKER = '<!-- default recipe: python -m parlai_conkd.zoo.conkd.recipe -->'
 def test_readme_shows_the_default_recipe_as_the_recipe_prints_it():
     block = README.read_text(encoding='utf-8').split(MARKER, 1)[1]
     block = block.split('```bash', 1)[1].split('```', 1)[0]
-    shown = [re.sub(r'\s+', ' ', line).strip() for line in block.replace('\\\n', ' ').strip().splitlines()]
+    shown = [
+        re.sub(r'\s+', ' ', line).strip()
+        for line in block.replace('\\\n', ' ').strip().splitlines()
+    ]
     assert shown == recipe.commands(recipe='default')
 
 

@@ -19,6 +19,7 @@ Backbones (``--backbone``): ``transformer`` = ParlAI's TransformerGeneratorModel
 a word dictionary; ``hf`` = ParlAI's HF GPT-2 model class (``parlai.agents.hugging_face.gpt2``) on
 a local GPT-2/DialoGPT directory (``--hf-model-path``), embeddings resized for the added tokens.
 """
+
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
@@ -83,35 +84,49 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
         super().add_cmdline_args(parser, partial_opt=partial_opt)
         group = parser.add_argument_group('ConKD dialogue teacher')
         group.add_argument(
-            '--backbone', type=str, default='transformer', choices=BACKBONES,
+            '--backbone',
+            type=str,
+            default='transformer',
+            choices=BACKBONES,
             help='transformer: ParlAI transformer generator trained from scratch (word vocab); '
             'hf: a local Hugging Face GPT-2/DialoGPT causal LM (--hf-model-path).',
         )
         group.add_argument(
-            '--hf-model-path', type=str, default=None,
+            '--hf-model-path',
+            type=str,
+            default=None,
             help='A HF GPT-2-family model and its tokenizer (--backbone hf): a local directory, or a '
             'hub name such as microsoft/DialoGPT-small (fetched once into the HF cache when online; '
             'offline it must already be cached).',
         )
         group.add_argument(
-            '--item-catalog', type=str, default=None,
+            '--item-catalog',
+            type=str,
+            default=None,
             help='Item catalog JSON (ItemCatalog.save). Default: the model file\'s saved catalog, '
             'else the redial_crs task\'s catalog.',
         )
         group.add_argument(
-            '--force-rec-flag', type='bool', default=False,
+            '--force-rec-flag',
+            type='bool',
+            default=False,
             help='Start every generated reply with [REC] instead of letting the model choose '
             '[REC]/[GEN]. A diagnostic for evaluation: ReR@k and item F1 then measure which items '
             'the model names when it recommends, separately from whether it decides to.',
         )
         group.add_argument(
-            '--render-items', type='bool', default=False,
+            '--render-items',
+            type='bool',
+            default=False,
             help='Show item tokens as "Title (Year)" in the reply text (always on in interactive '
             'mode). Leave off for eval_model: text metrics compare against item-token labels.',
         )
         group = parser.add_argument_group('Item-aware decoding (parlai_conkd.decoding)')
         group.add_argument(
-            '--item-decoding', type=str, default='token', choices=ITEM_DECODING,
+            '--item-decoding',
+            type=str,
+            default='token',
+            choices=ITEM_DECODING,
             help='token: search over single tokens (ParlAI\'s plain decoding; an item is chosen '
             'only when one item token beats every word). class: at each step compare the item '
             'class\'s total probability (the ConKD gate lambda_t) with the words, and when the class '
@@ -119,35 +134,48 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
             '(top-k/nucleus). Formula and reasons: parlai_conkd/decoding.py.',
         )
         group.add_argument(
-            '--item-no-repeat', type=str, default='dialogue', choices=ITEM_NO_REPEAT,
+            '--item-no-repeat',
+            type=str,
+            default='dialogue',
+            choices=ITEM_NO_REPEAT,
             help='Items a reply may not name: none; reply (already named in this reply); dialogue '
             '(also those named earlier in the dialogue: a recommendation names new films). Item '
             'tokens are exempt from --beam-block-ngram/--beam-context-block-ngram; this rule '
             'decides their repeats instead.',
         )
         group.add_argument(
-            '--rec-flag-threshold', type=float, default=None,
+            '--rec-flag-threshold',
+            type=float,
+            default=None,
             help='Start the reply with [REC] when P([REC]) / (P([REC]) + P([GEN])) exceeds this, '
             'else [GEN] (default: the model\'s own argmax). Fitted on the validation fold by '
             'projects/conkd/decoding_search.py and saved with the model.',
         )
         group.add_argument(
-            '--rec-flag-gates-items', type='bool', default=False,
+            '--rec-flag-gates-items',
+            type='bool',
+            default=False,
             help='--item-decoding class: a reply that starts with [GEN] names no item.',
         )
         group.add_argument(
-            '--item-embeddings-from', type=str, default=None,
+            '--item-embeddings-from',
+            type=str,
+            default=None,
             help='A conkd_rec_teacher model file or zoo: path whose item vectors initialise the '
             'item token embeddings when training from scratch (transformer backbone; see '
             'parlai_conkd/item_embeddings.py).',
         )
         group.add_argument(
-            '--freeze-item-embeddings', type='bool', default=False,
+            '--freeze-item-embeddings',
+            type='bool',
+            default=False,
             help='Keep the item token embeddings fixed while training (with --item-embeddings-from: '
             'the rec teacher\'s geometry stays; the model learns where in it to point).',
         )
         group.add_argument(
-            '--fill-items-from', type=str, default=None,
+            '--fill-items-from',
+            type=str,
+            default=None,
             help='The pipeline baseline: a recommender model file or zoo: path (conkd_rec_teacher '
             'or another item ranker). The generator decides where a reply names an item; this '
             'recommender decides which (its best item the reply may name, see --item-no-repeat); '
@@ -161,7 +189,9 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
         return ConkdDictionaryAgent
 
     def __init__(self, opt, shared=None):
-        seed_from_opt(opt, shared)  # before the model is built: its initialisation is seeded too
+        seed_from_opt(
+            opt, shared
+        )  # before the model is built: its initialisation is seeded too
         if opt.get('backbone') == 'hf':
             # what ParlAI's GPT-2 classes read: fixed here, not user options (a hub name becomes
             # the directory of its cached snapshot; a bad value fails here, naming the option)
@@ -182,7 +212,11 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
         if self.is_hf:
             # ParlAI's GPT-2 model keeps its own copies of the special ids
             model = self._unwrapped_model()
-            self.START_IDX, self.END_IDX, self.NULL_IDX = model.START_IDX, model.END_IDX, model.NULL_IDX
+            self.START_IDX, self.END_IDX, self.NULL_IDX = (
+                model.START_IDX,
+                model.END_IDX,
+                model.NULL_IDX,
+            )
 
     # ------------------------------------------------------------------ vocabulary
     @property
@@ -210,8 +244,12 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
             )
         device = next(self._unwrapped_model().parameters()).device
         self.item_token_ids = torch.tensor(ids, dtype=torch.long, device=device)
-        self.item_index_of_token: Dict[int, int] = {vocab_id: index for index, vocab_id in enumerate(ids)}
-        self.item_vocab = ItemVocab.of(self.item_token_ids, max(len(self.dict), max(ids) + 1))
+        self.item_index_of_token: Dict[int, int] = {
+            vocab_id: index for index, vocab_id in enumerate(ids)
+        }
+        self.item_vocab = ItemVocab.of(
+            self.item_token_ids, max(len(self.dict), max(ids) + 1)
+        )
         self.rec_token_id = self.dict.tok2ind[REC_TOKEN]
         self.gen_token_id = self.dict.tok2ind[GEN_TOKEN]
         self._flag_ids = {self.rec_token_id, self.gen_token_id}
@@ -226,11 +264,12 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
         """The ``--fill-items-from`` recommender (frozen), or None."""
         if not self.opt.get('fill_items_from'):
             return None
-        from parlai_conkd.agents.conkd_rec_teacher.conkd_rec_teacher import ItemRankingAgent
+        from parlai_conkd.agents.item_ranking import ItemRankingAgent
         from parlai_conkd.agents.frozen import load_frozen_teacher
 
         agent, _ = load_frozen_teacher(
-            self.opt, '--fill-items-from', ItemRankingAgent, ITEM_RANKERS, self.catalog)
+            self.opt, '--fill-items-from', ItemRankingAgent, ITEM_RANKERS, self.catalog
+        )
         return agent
 
     def _unwrapped_model(self):
@@ -241,44 +280,68 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
     def build_model(self, states=None):
         if self.is_hf:
             if self.opt.get('item_embeddings_from'):
-                raise CatalogError('--item-embeddings-from needs --backbone transformer')
+                raise CatalogError(
+                    '--item-embeddings-from needs --backbone transformer'
+                )
             from parlai.agents.hugging_face.gpt2 import HFGPT2Model
 
             return HFGPT2Model(self.opt, self.dict)
         model = super().build_model(states)
         init_model, _ = self._get_init_model(self.opt, None)
         if self.opt.get('item_embeddings_from') and init_model is None:
-            self._init_item_embeddings(model)  # from scratch only: saved weights win otherwise
+            self._init_item_embeddings(
+                model
+            )  # from scratch only: saved weights win otherwise
         if self.opt.get('freeze_item_embeddings'):
             freeze_rows(model.embeddings.weight, self._catalog_token_ids())
         return model
 
     def _catalog_token_ids(self) -> torch.Tensor:
         """Vocabulary ids of the catalog's item tokens (before ``item_token_ids`` exists)."""
-        return torch.tensor([self.dict.tok2ind[token] for token in resolve_catalog(self.opt).tokens()])
+        return torch.tensor(
+            [self.dict.tok2ind[token] for token in resolve_catalog(self.opt).tokens()]
+        )
 
     @torch.no_grad()
     def _init_item_embeddings(self, model) -> None:
         """Item rows of the token embeddings from the ``--item-embeddings-from`` recommender's
         item vectors (see parlai_conkd/item_embeddings.py)."""
-        from parlai_conkd.agents.conkd_rec_teacher.conkd_rec_teacher import ConkdRecTeacherAgent
+        from parlai_conkd.agents.conkd_rec_teacher.conkd_rec_teacher import (
+            ConkdRecTeacherAgent,
+        )
         from parlai_conkd.agents.frozen import load_frozen_teacher
 
         catalog = resolve_catalog(self.opt)
         recommender, path = load_frozen_teacher(
-            self.opt, '--item-embeddings-from', ConkdRecTeacherAgent, {'conkd_rec_teacher'}, catalog)
+            self.opt,
+            '--item-embeddings-from',
+            ConkdRecTeacherAgent,
+            {'conkd_rec_teacher'},
+            catalog,
+        )
         vectors = recommender.model.context_representations()[: len(catalog)].cpu()
         table = model.embeddings.weight
-        ids = torch.tensor([self.dict.tok2ind[token] for token in catalog.tokens()], device=table.device)
-        rows = fit_to_embeddings(vectors, table.size(1), std=table.size(1) ** -0.5,
-                                 seed=self.opt.get('seed') or 0)
+        ids = torch.tensor(
+            [self.dict.tok2ind[token] for token in catalog.tokens()],
+            device=table.device,
+        )
+        rows = fit_to_embeddings(
+            vectors,
+            table.size(1),
+            std=table.size(1) ** -0.5,
+            seed=self.opt.get('seed') or 0,
+        )
         table[ids] = rows.to(table)
-        logging.info(f'item token embeddings initialised from {path} ({vectors.size(1)}-d item vectors)')
+        logging.info(
+            f'item token embeddings initialised from {path} ({vectors.size(1)}-d item vectors)'
+        )
 
     def _pad_tensor(self, items, is_label=False):
         if self.is_hf:
             # GPT-2 reads context and label as one left-padded stream (ParlAI's Gpt2Agent rule)
-            return padded_tensor(items, pad_idx=self.NULL_IDX, left_padded=True, fp16friendly=False)
+            return padded_tensor(
+                items, pad_idx=self.NULL_IDX, left_padded=True, fp16friendly=False
+            )
         return super()._pad_tensor(items, is_label=is_label)
 
     def load_state_dict(self, state_dict):
@@ -307,7 +370,11 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
         obs = super()._set_label_vec(obs, add_start, add_end, truncate)
         if obs is None:
             return obs
-        key = 'labels_vec' if 'labels_vec' in obs else 'eval_labels_vec' if 'eval_labels_vec' in obs else None
+        key = (
+            'labels_vec'
+            if 'labels_vec' in obs
+            else 'eval_labels_vec' if 'eval_labels_vec' in obs else None
+        )
         if key is None:
             return obs
         vec = obs[key]
@@ -325,9 +392,13 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
 
     def _v2t(self, vec):
         """Token ids -> reply text without the flag token; titles when rendering for people."""
-        ids = [int(i) for i in (vec.cpu() if hasattr(vec, 'cpu') else vec) if int(i) not in self._flag_ids]
+        ids = [
+            int(i)
+            for i in (vec.cpu() if hasattr(vec, 'cpu') else vec)
+            if int(i) not in self._flag_ids
+        ]
         text = super()._v2t(ids)
-        if self.opt.get('render_items') or getattr(self, '_interactive', False):
+        if self.opt.get('render_items') or self.in_interactive_mode():
             text = self.catalog.render(text)
         return text
 
@@ -335,12 +406,29 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
         """ParlAI's hook for forced decoding prefixes: [REC] for every reply with --force-rec-flag."""
         if not self.opt.get('force_rec_flag'):
             return super().get_prefix_tokens(batch)
-        rows = batch.text_vec.size(0) if batch.text_vec is not None else len(batch.valid_indices)
-        return torch.full((rows, 1), self.rec_token_id, dtype=torch.long, device=self.item_token_ids.device)
+        rows = (
+            batch.text_vec.size(0)
+            if batch.text_vec is not None
+            else len(batch.valid_indices)
+        )
+        return torch.full(
+            (rows, 1),
+            self.rec_token_id,
+            dtype=torch.long,
+            device=self.item_token_ids.device,
+        )
 
     def set_interactive_mode(self, mode, shared=False):
         super().set_interactive_mode(mode, shared)
         self._interactive = bool(mode)
+
+    def in_interactive_mode(self) -> bool:
+        """True in a person's chat: ``parlai interactive`` / ``interactive_web`` (ParlAI's
+        ``set_interactive_mode``) or an agent created with ``interactive_mode: True``.
+        """
+        return bool(
+            getattr(self, '_interactive', False) or self.opt.get('interactive_mode')
+        )
 
     def batchify(self, obs_batch, sort=False):
         """ParlAI's batch + ``gold_new_items`` and ``gold_label_items`` (one list per valid
@@ -349,9 +437,16 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
         batch = super().batchify(obs_batch, sort=sort)
         valid = batch.valid_indices if batch.valid_indices is not None else []
         batch['gold_new_items'] = [self._gold_new_items(obs_batch[i]) for i in valid]
-        batch['gold_label_items'] = [self._gold_label_items(obs_batch[i]) for i in valid]
-        batch['context_items'] = context_items_of(batch, self.catalog, [obs_batch[i] for i in valid])
-        batch['context_texts'] = [obs_batch[i].get('full_text') or obs_batch[i].get('text') or '' for i in valid]
+        batch['gold_label_items'] = [
+            self._gold_label_items(obs_batch[i]) for i in valid
+        ]
+        batch['context_items'] = context_items_of(
+            batch, self.catalog, [obs_batch[i] for i in valid]
+        )
+        batch['context_texts'] = [
+            obs_batch[i].get('full_text') or obs_batch[i].get('text') or ''
+            for i in valid
+        ]
         batch['conversation_ids'] = [obs_batch[i].get('conversation_id') for i in valid]
         return batch
 
@@ -381,7 +476,9 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
     def _generate(self, batch, beam_size, max_ts, prefix_tokens=None):
         self._item_spec = self.item_decoding_spec(batch)
         try:
-            return super()._generate(batch, beam_size, max_ts, prefix_tokens=prefix_tokens)
+            return super()._generate(
+                batch, beam_size, max_ts, prefix_tokens=prefix_tokens
+            )
         finally:
             self._item_spec = None
 
@@ -392,7 +489,9 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
 
     # ------------------------------------------------------------------ distillation hook
     @torch.no_grad()
-    def teacher_forced_scores(self, batch, only: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def teacher_forced_scores(
+        self, batch, only: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
         """Per-step logits ``[B, T, V]`` for ``batch.label_vec`` (flag token first), teacher-forced,
         in eval mode (no dropout) and without gradients: ``scores[b, t]`` predicts ``label_vec[b, t]``.
 
@@ -418,7 +517,9 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
         applied at the ``only`` steps."""
         labels = batch.label_vec
         encoder_states = model.encoder(*self._model_input(batch))
-        inputs = model._get_initial_forced_decoder_input(labels.size(0), labels.narrow(1, 0, labels.size(1) - 1))
+        inputs = model._get_initial_forced_decoder_input(
+            labels.size(0), labels.narrow(1, 0, labels.size(1) - 1)
+        )
         latent, _ = model.decoder(inputs, encoder_states)
         return model.output(latent[only].unsqueeze(0)).squeeze(0)
 
@@ -438,7 +539,10 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
     def compute_loss(self, batch, return_output=False):
         """ParlAI's NLL; in evaluation also ``tf_rer@k`` from the same teacher-forced scores."""
         loss, model_output = super().compute_loss(batch, return_output=True)
-        if not self._unwrapped_model().training and batch.get('gold_new_items') is not None:
+        if (
+            not self._unwrapped_model().training
+            and batch.get('gold_new_items') is not None
+        ):
             self.record_teacher_forced_item_recall(batch, model_output[0])
         return (loss, model_output) if return_output else loss
 
@@ -462,7 +566,10 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
             # replies whose gold text names no new item at a slot carry no signal here
             self.record_local_metric(
                 f'tf_rer@{k}',
-                [None if v is None or not has_slot[b] else AverageMetric(v) for b, v in enumerate(recall[k])],
+                [
+                    None if v is None or not has_slot[b] else AverageMetric(v)
+                    for b, v in enumerate(recall[k])
+                ],
             )
 
     # ------------------------------------------------------------------ response metrics
@@ -476,7 +583,11 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
         for token in pred.tolist():
             if token == self.END_IDX:
                 break
-            if token == self.START_IDX or token in self._flag_ids or token == self.NULL_IDX:
+            if (
+                token == self.START_IDX
+                or token in self._flag_ids
+                or token == self.NULL_IDX
+            ):
                 continue
             out.append(token)
         return out
@@ -488,7 +599,9 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
         labels = obs.get('labels', obs.get('eval_labels'))
         if not labels:
             return None
-        seen = set(self.catalog.items_in_text(obs.get('full_text', obs.get('text', ''))))
+        seen = set(
+            self.catalog.items_in_text(obs.get('full_text', obs.get('text', '')))
+        )
         return [i for i in self.catalog.items_in_text(labels[0]) if i not in seen]
 
     def _gold_label_items(self, obs) -> Optional[List[int]]:
@@ -508,12 +621,24 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
         chose its first item, over all N items.
         """
         filler = self._filler_scores(batch)
-        if filler is not None:  # the pipeline: the recommender's ranking filled the slot
-            has = torch.tensor([slot is not None for slot in slots], device=filler.device)
-            return torch.where(has.unsqueeze(1), filler.float(), torch.zeros_like(filler, dtype=torch.float))
+        if (
+            filler is not None
+        ):  # the pipeline: the recommender's ranking filled the slot
+            has = torch.tensor(
+                [slot is not None for slot in slots], device=filler.device
+            )
+            return torch.where(
+                has.unsqueeze(1),
+                filler.float(),
+                torch.zeros_like(filler, dtype=torch.float),
+            )
         model = self._unwrapped_model()
-        targets = [p[1:] if len(p) and int(p[0]) == self.START_IDX else p for p in preds]
-        ys, _ = self._pad_tensor([t.tolist() or [self.END_IDX] for t in targets], is_label=True)
+        targets = [
+            p[1:] if len(p) and int(p[0]) == self.START_IDX else p for p in preds
+        ]
+        ys, _ = self._pad_tensor(
+            [t.tolist() or [self.END_IDX] for t in targets], is_label=True
+        )
         ys = ys.to(self.item_token_ids.device)
         encoder_states = model.encoder(*self._encoder_input(batch))
         logits, _ = model.decode_forced(encoder_states, ys)
@@ -522,7 +647,9 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
             if slot is None:
                 continue
             offset = ys.size(1) - len(targets[b]) if self.is_hf else 0  # left padding
-            out[b] = logits[b, offset + slot].float().index_select(0, self.item_token_ids)
+            out[b] = (
+                logits[b, offset + slot].float().index_select(0, self.item_token_ids)
+            )
         return out
 
     @torch.no_grad()
@@ -541,7 +668,9 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
         gold_new = batch.get('gold_new_items') or [None] * len(preds)
         gold_all = batch.get('gold_label_items') or [None] * len(preds)
         # slot positions are taken in the raw prediction (after the start token, flag included)
-        targets = [p[1:] if len(p) and int(p[0]) == self.START_IDX else p for p in preds]
+        targets = [
+            p[1:] if len(p) and int(p[0]) == self.START_IDX else p for p in preds
+        ]
         slots = [first_item_slot(t.tolist(), self.item_index_of_token) for t in targets]
         has_slot = [s is not None for s in slots]
         if any(has_slot[b] and (gold_new[b] or gold_all[b]) for b in range(len(preds))):
@@ -552,23 +681,46 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
             gold = [g or [] for g in gold]
             recall = response_recall_at_k(scores, has_slot, gold, ks=RER_KS)
             for k in RER_KS:
-                self.record_local_metric(f'{name}@{k}', [_average(v) for v in recall[k]])
-            self.record_local_metric(f'{name}_responses', [SumMetric(int(bool(g))) for g in gold])
-        overlaps = [item_overlap(gen, gold or []) for gen, gold in zip(gen_items, gold_new)]
+                self.record_local_metric(
+                    f'{name}@{k}', [_average(v) for v in recall[k]]
+                )
+            self.record_local_metric(
+                f'{name}_responses', [SumMetric(int(bool(g))) for g in gold]
+            )
+        overlaps = [
+            item_overlap(gen, gold or []) for gen, gold in zip(gen_items, gold_new)
+        ]
         for name in ('precision', 'recall', 'f1'):
-            self.record_local_metric(f'item_{name}', [_average(o[name]) for o in overlaps])
-        self.record_local_metric('item_ratio', [AverageMetric(bool(g)) for g in gen_items])
+            self.record_local_metric(
+                f'item_{name}', [_average(o[name]) for o in overlaps]
+            )
+        self.record_local_metric(
+            'item_ratio', [AverageMetric(bool(g)) for g in gen_items]
+        )
         if batch.label_vec is not None:
-            gold_flags = [row[row.ne(self.NULL_IDX)][:1].tolist() for row in batch.label_vec]
+            gold_flags = [
+                row[row.ne(self.NULL_IDX)][:1].tolist() for row in batch.label_vec
+            ]
             self.record_local_metric(
                 'rec_flag_acc',
-                [AverageMetric(t[:1].tolist() == g) for t, g in zip(targets, gold_flags)],
+                [
+                    AverageMetric(t[:1].tolist() == g)
+                    for t, g in zip(targets, gold_flags)
+                ],
             )
         tokens = [distinct_tokens(self.dict.vec2txt(r)) if r else [] for r in responses]
         for n in DIST_NS:
             self.record_local_metric(
-                f'dist-{n}', [DistinctNgramMetric.of_response(t, n, per_response=False) for t in tokens]
+                f'dist-{n}',
+                [
+                    DistinctNgramMetric.of_response(t, n, per_response=False)
+                    for t in tokens
+                ],
             )
             self.record_local_metric(
-                f'dist_crs-{n}', [DistinctNgramMetric.of_response(t, n, per_response=True) for t in tokens]
+                f'dist_crs-{n}',
+                [
+                    DistinctNgramMetric.of_response(t, n, per_response=True)
+                    for t in tokens
+                ],
             )

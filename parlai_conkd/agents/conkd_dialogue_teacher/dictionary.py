@@ -5,6 +5,7 @@ Where the catalog comes from (first that applies), see :func:`resolve_catalog`:
 2. ``--item-catalog PATH`` (a file written by ``ItemCatalog.save``);
 3. the redial_crs task's ``load_catalog(opt)`` (builds the task data if needed).
 """
+
 import os
 from typing import Dict
 
@@ -44,7 +45,7 @@ def resolve_catalog(opt) -> ItemCatalog:
                 _CATALOG_CACHE[key] = ItemCatalog.load(path)
             return _CATALOG_CACHE[key]
     try:
-        from parlai_conkd.tasks.redial_crs.build import load_catalog
+        from parlai_conkd.redial.build import load_catalog
     except ImportError as exc:
         raise CatalogError(
             'no item catalog: pass --item-catalog PATH or train on -t redial_crs '
@@ -109,7 +110,9 @@ def _hf_dictionary_class():
         def get_tokenizer(self, opt):
             tokenizer = load_hf_tokenizer(opt.get('hf_model_path'))
             tokenizer.add_special_tokens(dict(SPECIAL_TOKENS))
-            tokenizer.add_special_tokens({'additional_special_tokens': [REC_TOKEN, GEN_TOKEN]})
+            tokenizer.add_special_tokens(
+                {'additional_special_tokens': [REC_TOKEN, GEN_TOKEN]}
+            )
             tokenizer.add_tokens(resolve_catalog(opt).tokens())
             return tokenizer
 

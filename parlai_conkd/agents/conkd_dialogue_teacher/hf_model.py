@@ -7,6 +7,7 @@ Offline (``HF_HUB_OFFLINE=1`` / ``TRANSFORMERS_OFFLINE=1``) a name that is not c
 without a network attempt; without a network it fails as soon as the hub cannot be reached. Either
 way the error names the option and asks for a local directory (issue #17).
 """
+
 import functools
 import os
 import re
@@ -14,8 +15,15 @@ import re
 OPTION = '--hf-model-path'
 #: the files a GPT-2-family model and its tokenizer need (no TF/Flax/ONNX weights)
 SNAPSHOT_FILES = (
-    'config.json', 'generation_config.json', 'vocab.json', 'merges.txt', 'tokenizer.json',
-    'tokenizer_config.json', 'special_tokens_map.json', 'added_tokens.json', '*.safetensors',
+    'config.json',
+    'generation_config.json',
+    'vocab.json',
+    'merges.txt',
+    'tokenizer.json',
+    'tokenizer_config.json',
+    'special_tokens_map.json',
+    'added_tokens.json',
+    '*.safetensors',
     'pytorch_model.bin',
 )
 #: ``name`` or ``org/name`` as the hub spells repository ids
@@ -28,8 +36,10 @@ class HFModelPathError(ValueError):
 
 def hub_offline() -> bool:
     """The Hugging Face offline switches, read now (huggingface_hub reads them once, at import)."""
-    return any(os.environ.get(name, '').strip().upper() in ('1', 'ON', 'YES', 'TRUE')
-               for name in ('HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE'))
+    return any(
+        os.environ.get(name, '').strip().upper() in ('1', 'ON', 'YES', 'TRUE')
+        for name in ('HF_HUB_OFFLINE', 'TRANSFORMERS_OFFLINE')
+    )
 
 
 def _is_hub_name(value: str) -> bool:
@@ -48,13 +58,16 @@ def resolve_hf_model_path(value) -> str:
     if not value:
         raise HFModelPathError(
             f'--backbone hf needs {OPTION}: a local directory with a HF GPT-2/DialoGPT model and its '
-            'tokenizer, or a hub name such as microsoft/DialoGPT-small')
+            'tokenizer, or a hub name such as microsoft/DialoGPT-small'
+        )
     value = str(value)
     local = os.path.expanduser(value)
     if os.path.isdir(local):
         return local
     if os.path.exists(local) or not _is_hub_name(value):
-        raise HFModelPathError(f'{OPTION} {value!r}: not a directory holding a HF model (and not a hub name)')
+        raise HFModelPathError(
+            f'{OPTION} {value!r}: not a directory holding a HF model (and not a hub name)'
+        )
     return _hub_snapshot(value, hub_offline())
 
 
@@ -64,10 +77,18 @@ def _hub_snapshot(repo_id: str, offline: bool) -> str:
     from huggingface_hub import snapshot_download
 
     try:
-        return snapshot_download(repo_id, allow_patterns=list(SNAPSHOT_FILES), local_files_only=offline)
-    except Exception as exc:  # LocalEntryNotFoundError, RepositoryNotFoundError, HTTP/IO errors
-        why = ('offline mode is on (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE) and it is not in the Hugging '
-               'Face cache' if offline else f'it could not be fetched from the hub ({type(exc).__name__})')
+        return snapshot_download(
+            repo_id, allow_patterns=list(SNAPSHOT_FILES), local_files_only=offline
+        )
+    except (
+        Exception
+    ) as exc:  # LocalEntryNotFoundError, RepositoryNotFoundError, HTTP/IO errors
+        why = (
+            'offline mode is on (HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE) and it is not in the Hugging '
+            'Face cache'
+            if offline
+            else f'it could not be fetched from the hub ({type(exc).__name__})'
+        )
         raise HFModelPathError(
             f'{OPTION} {repo_id}: no such local directory, and as a hub name {why}. Pass a local '
             f'directory instead: {OPTION} /path/to/model, holding config.json, the weights and the '

@@ -13,6 +13,7 @@ its options:
   new film after a repeated word pair such as "you like", and an item repeated from the context
   is a deliberate policy, not an n-gram accident).
 """
+
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple, Type
 
@@ -58,8 +59,12 @@ class ItemDecodingSpec:
 
     @property
     def active(self) -> bool:
-        return (self.mode == 'class' or self.no_repeat != 'none' or self.rec_threshold is not None
-                or self.item_scores is not None)
+        return (
+            self.mode == 'class'
+            or self.no_repeat != 'none'
+            or self.rec_threshold is not None
+            or self.item_scores is not None
+        )
 
 
 class ItemAwareSearch:
@@ -70,17 +75,26 @@ class ItemAwareSearch:
 
     def set_batch_context(self, batch_context_list, batch_idx, gpu_beam_blocking):
         self.row = batch_idx
-        return super().set_batch_context(batch_context_list, batch_idx, gpu_beam_blocking)
+        return super().set_batch_context(
+            batch_context_list, batch_idx, gpu_beam_blocking
+        )
 
     def _block_ngrams(self, ngram_size, logprobs, step=0, if_context_blocking=False):
         saved = self.spec.items.take(logprobs).clone()
-        logprobs = super()._block_ngrams(ngram_size, logprobs, step, if_context_blocking)
+        logprobs = super()._block_ngrams(
+            ngram_size, logprobs, step, if_context_blocking
+        )
         self.spec.items.put(logprobs, saved)
         return logprobs
 
-    def _sampling(self, current_length: int) -> Optional[Tuple[Optional[int], Optional[float]]]:
+    def _sampling(
+        self, current_length: int
+    ) -> Optional[Tuple[Optional[int], Optional[float]]]:
         """(top_k, top_p) when this step samples, else None."""
-        if isinstance(self, (DelayedBeamSearch, DelayedNucleusBeamSearch)) and current_length >= self.delay:
+        if (
+            isinstance(self, (DelayedBeamSearch, DelayedNucleusBeamSearch))
+            and current_length >= self.delay
+        ):
             return None
         if isinstance(self, (TopKSampling, DelayedBeamSearch)):
             return self.k, None
@@ -91,17 +105,29 @@ class ItemAwareSearch:
     def select_paths(self, logprobs, prior_scores, current_length):
         spec = self.spec
         if current_length == 0 and spec.rec_threshold is not None:
-            logprobs = flag_choice(logprobs, spec.rec_id, spec.gen_id, spec.rec_threshold)
+            logprobs = flag_choice(
+                logprobs, spec.rec_id, spec.gen_id, spec.rec_threshold
+            )
         hyps = self.partial_hyps.to(logprobs.device)
-        context = spec.context_items[self.row] if self.row < len(spec.context_items) else ()
+        context = (
+            spec.context_items[self.row] if self.row < len(spec.context_items) else ()
+        )
         excluded = excluded_items(spec.items, hyps, context, spec.no_repeat)
         ranking = None
         if spec.item_scores is not None:
-            ranking = spec.item_scores[self.row].to(logprobs).unsqueeze(0).expand(hyps.size(0), -1)
+            ranking = (
+                spec.item_scores[self.row]
+                .to(logprobs)
+                .unsqueeze(0)
+                .expand(hyps.size(0), -1)
+            )
         if spec.mode == 'token':
             if excluded is not None:
                 logprobs = logprobs.clone()
-                spec.items.put(logprobs, spec.items.take(logprobs).masked_fill(excluded, float('-inf')))
+                spec.items.put(
+                    logprobs,
+                    spec.items.take(logprobs).masked_fill(excluded, float('-inf')),
+                )
             selection = super().select_paths(logprobs, prior_scores, current_length)
             if ranking is not None:
                 self._fill_from_ranking(selection, ranking, excluded)
@@ -110,7 +136,8 @@ class ItemAwareSearch:
         if spec.flag_gate and hyps.size(1) > 1:
             allow = hyps[:, 1] != spec.gen_id  # hyps[:, 0] is the start token
         selection = super().select_paths(
-            item_class_log_probs(logprobs, spec.items, excluded, allow, ranking), prior_scores,
+            item_class_log_probs(logprobs, spec.items, excluded, allow, ranking),
+            prior_scores,
             current_length,
         )
         sampling = self._sampling(current_length)
@@ -119,7 +146,9 @@ class ItemAwareSearch:
             if bool(chose_item.any()):
                 rows = selection.hypothesis_ids[chose_item]
                 token_ids = selection.token_ids.clone()
-                token_ids[chose_item] = sample_within(logprobs, spec.items, rows, excluded, *sampling)
+                token_ids[chose_item] = sample_within(
+                    logprobs, spec.items, rows, excluded, *sampling
+                )
                 selection.token_ids = token_ids
         return selection
 
@@ -130,10 +159,15 @@ class ItemAwareSearch:
         if not bool(chose_item.any()):
             return
         rows = selection.hypothesis_ids[chose_item]
-        best, usable = best_allowed(ranking[rows], None if excluded is None else excluded[rows])
+        best, usable = best_allowed(
+            ranking[rows], None if excluded is None else excluded[rows]
+        )
         token_ids = selection.token_ids.clone()
         token_ids[chose_item] = torch.where(
-            usable, self.spec.items.ids.to(token_ids.device)[best], token_ids[chose_item])
+            usable,
+            self.spec.items.ids.to(token_ids.device)[best],
+            token_ids[chose_item],
+        )
         selection.token_ids = token_ids
 
 

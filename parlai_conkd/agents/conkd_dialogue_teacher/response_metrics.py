@@ -3,6 +3,7 @@
 Per-response averages (ReR@k, item precision/F1, item ratio) are plain ``AverageMetric``s; only
 Dist-n needs a metric that merges n-gram sets across responses and batches.
 """
+
 from typing import FrozenSet, Sequence, Tuple
 
 from parlai.core.metrics import Metric
@@ -19,14 +20,22 @@ class DistinctNgramMetric(Metric):
 
     __slots__ = ('_grams', '_total', '_responses', '_per_response')
 
-    def __init__(self, grams: FrozenSet[Tuple[str, ...]], total: int, responses: int, per_response: bool):
+    def __init__(
+        self,
+        grams: FrozenSet[Tuple[str, ...]],
+        total: int,
+        responses: int,
+        per_response: bool,
+    ):
         self._grams = grams
         self._total = total
         self._responses = responses
         self._per_response = per_response
 
     @classmethod
-    def of_response(cls, tokens: Sequence[str], n: int, per_response: bool) -> 'DistinctNgramMetric':
+    def of_response(
+        cls, tokens: Sequence[str], n: int, per_response: bool
+    ) -> 'DistinctNgramMetric':
         grams = ngrams(tokens, n)
         return cls(frozenset(grams), len(grams), 1, per_response)
 

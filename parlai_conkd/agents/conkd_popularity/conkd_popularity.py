@@ -13,12 +13,13 @@ replacement, which would count some labels twice and miss others. Counting whole
 leaves the ranking unchanged. Ties (e.g. never-seen items) are
 scored by expectation (see :mod:`parlai_conkd.ranking`), so catalog order cannot help it.
 """
+
 from typing import Optional
 
 import torch
 import torch.nn as nn
 
-from parlai_conkd.agents.conkd_rec_teacher.conkd_rec_teacher import ItemRankingAgent
+from parlai_conkd.agents.item_ranking import ItemRankingAgent
 
 
 class PopularityModel(nn.Module):
@@ -33,10 +34,14 @@ class PopularityModel(nn.Module):
         return self.counts.unsqueeze(0).expand(context.size(0), -1)
 
     def add(self, items: torch.Tensor) -> None:
-        self.counts.index_add_(0, items, torch.ones(items.numel(), device=self.counts.device))
+        self.counts.index_add_(
+            0, items, torch.ones(items.numel(), device=self.counts.device)
+        )
 
     @torch.no_grad()
-    def item_log_probs(self, context: torch.Tensor, exclude: Optional[torch.Tensor] = None):
+    def item_log_probs(
+        self, context: torch.Tensor, exclude: Optional[torch.Tensor] = None
+    ):
         """Add-``smoothing`` relative frequencies, ``[B, N]`` log-probabilities."""
         scores = torch.log(self(context) + self.smoothing)
         if exclude is not None:
@@ -50,7 +55,9 @@ class ConkdPopularityAgent(ItemRankingAgent):
         super().add_cmdline_args(parser, partial_opt=partial_opt)
         group = parser.add_argument_group('Popularity baseline')
         group.add_argument(
-            '--popularity-smoothing', type=float, default=1.0,
+            '--popularity-smoothing',
+            type=float,
+            default=1.0,
             help='Add-k smoothing of the counts in item_log_probs (the ranking ignores it).',
         )
         # ParlAI's plain 'train' samples examples with replacement; counting must see each

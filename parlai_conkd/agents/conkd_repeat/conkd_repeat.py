@@ -26,18 +26,24 @@ What it can and cannot score, by construction (m = number of distinct items ment
 Recency comes from the dialogue text (the position of each item token's last mention); context
 items not found in the text follow, latest first mention first.
 """
+
 from typing import List, Optional, Sequence
 
 import torch
 
 from parlai_conkd import ranking
-from parlai_conkd.agents.conkd_popularity.conkd_popularity import ConkdPopularityAgent, PopularityModel
+from parlai_conkd.agents.conkd_popularity.conkd_popularity import (
+    ConkdPopularityAgent,
+    PopularityModel,
+)
 from parlai_conkd.items import ITEM_TOKEN_RE, ItemCatalog, dedupe
 
 FILLS = ('popularity', 'none')
 
 
-def recency_order(context_items: Sequence[int], text: str, catalog: ItemCatalog) -> List[int]:
+def recency_order(
+    context_items: Sequence[int], text: str, catalog: ItemCatalog
+) -> List[int]:
     """``context_items`` ordered most recently mentioned first (last mention in ``text``).
 
     Items of ``context_items`` that the text does not name follow, in reverse order of their
@@ -52,7 +58,9 @@ def recency_order(context_items: Sequence[int], text: str, catalog: ItemCatalog)
             mentions.append(item.index)
     ordered = dedupe(reversed(mentions))
     seen = set(ordered)
-    return ordered + [int(i) for i in reversed(list(context_items)) if int(i) not in seen]
+    return ordered + [
+        int(i) for i in reversed(list(context_items)) if int(i) not in seen
+    ]
 
 
 class RepeatModel(PopularityModel):
@@ -69,13 +77,23 @@ class RepeatModel(PopularityModel):
         valid = context >= 0
         if valid.any():
             top = self.counts.max() + 1
-            bonus = top + torch.arange(width, 0, -1, device=scores.device, dtype=scores.dtype)
-            rows = torch.arange(batch, device=context.device).unsqueeze(1).expand(batch, width)
-            scores[rows[valid], context[valid]] = bonus.unsqueeze(0).expand(batch, width)[valid]
+            bonus = top + torch.arange(
+                width, 0, -1, device=scores.device, dtype=scores.dtype
+            )
+            rows = (
+                torch.arange(batch, device=context.device)
+                .unsqueeze(1)
+                .expand(batch, width)
+            )
+            scores[rows[valid], context[valid]] = bonus.unsqueeze(0).expand(
+                batch, width
+            )[valid]
         return scores
 
     @torch.no_grad()
-    def item_log_probs(self, context: torch.Tensor, exclude: Optional[torch.Tensor] = None):
+    def item_log_probs(
+        self, context: torch.Tensor, exclude: Optional[torch.Tensor] = None
+    ):
         """``log_softmax(log(scores + smoothing))``, ``[B, N]``: context items first, by recency."""
         scores = torch.log(self(context) + self.smoothing)
         if exclude is not None:
@@ -89,7 +107,10 @@ class ConkdRepeatAgent(ConkdPopularityAgent):
         super().add_cmdline_args(parser, partial_opt=partial_opt)
         group = parser.add_argument_group('Repeat baseline')
         group.add_argument(
-            '--repeat-fill', type=str, default='popularity', choices=FILLS,
+            '--repeat-fill',
+            type=str,
+            default='popularity',
+            choices=FILLS,
             help='How items never mentioned in the dialogue are ranked below the mentioned ones: '
             'popularity (training-label counts) or none (left out of the ranking: a gold item '
             'that was not mentioned is a miss).',
@@ -106,5 +127,7 @@ class ConkdRepeatAgent(ConkdPopularityAgent):
         exclude = super()._exclusion(batch)
         if self.opt.get('repeat_fill', 'popularity') == 'popularity':
             return exclude
-        mentioned = ranking.exclusion_mask(batch.context_items, len(self.catalog), device=batch.context.device)
+        mentioned = ranking.exclusion_mask(
+            batch.context_items, len(self.catalog), device=batch.context.device
+        )
         return ~mentioned if exclude is None else exclude | ~mentioned

@@ -18,19 +18,26 @@ from parlai.utils import logging
 from parlai.utils.distributed import get_rank, is_distributed
 
 from parlai_conkd import distill
-from parlai_conkd.explain import InteractiveExplainMixin
-from parlai_conkd.agents.conkd_dialogue_teacher.conkd_dialogue_teacher import ConkdDialogueTeacherAgent
+from parlai_conkd.fast_target import DistillTarget, ItemSlots, make_target
+from parlai_conkd.fileio import sha256_file
+from parlai_conkd.agents.conkd_dialogue_teacher.conkd_dialogue_teacher import (
+    ConkdDialogueTeacherAgent,
+)
 from parlai_conkd.teacher_cache import (
     TeacherCache,
     cache_key,
     example_key,
-    file_sha256,
     make_entry,
     stack_targets,
 )
 
 from .criterion import DistillingCrossEntropy
-from parlai_conkd.agents.frozen import TeacherError, load_frozen_teacher, resolve_model_file
+from .interactive import InteractiveExplainMixin
+from parlai_conkd.agents.frozen import (
+    TeacherError,
+    load_frozen_teacher,
+    resolve_model_file,
+)
 
 DIALOGUE_TEACHER_MODELS = {'conkd_dialogue_teacher', 'conkd_student'}
 REC_TEACHER_MODELS = {'conkd_rec_teacher'}
@@ -41,14 +48,21 @@ FP16_PAD_PREFIX = '__FP16_PAD_'
 
 def fp16_padding_hint(teacher_tok2ind, student_tok2ind) -> str:
     """The fix when two vocabularies differ only by ParlAI's --fp16 padding tokens, else ''."""
+
     def unpadded(tok2ind):
-        return {token: index for token, index in tok2ind.items() if not token.startswith(FP16_PAD_PREFIX)}
+        return {
+            token: index
+            for token, index in tok2ind.items()
+            if not token.startswith(FP16_PAD_PREFIX)
+        }
 
     if unpadded(teacher_tok2ind) != unpadded(student_tok2ind):
         return ''
     padded = 'student' if len(student_tok2ind) > len(teacher_tok2ind) else 'teacher'
-    return (f'they differ only by the padding tokens ParlAI adds under --fp16 true (here to the {padded}\'s): '
-            'train the dialogue teacher and the student both with --fp16 true, or both without')
+    return (
+        f'they differ only by the padding tokens ParlAI adds under --fp16 true (here to the {padded}\'s): '
+        'train the dialogue teacher and the student both with --fp16 true, or both without'
+    )
 
 
 class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
@@ -57,39 +71,92 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
     def add_cmdline_args(cls, parser, partial_opt=None):
         super().add_cmdline_args(parser, partial_opt=partial_opt)
         group = parser.add_argument_group('ConKD student (distillation)')
-        group.add_argument('--gate', type=str, default='soft', choices=distill.GATES,
-                           help='hard: rec teacher where the dialogue teacher\'s item mass exceeds '
-                           '--hard-gate-threshold, else dialogue teacher; soft: mixture weighted by '
-                           'that item mass; static: fixed weight --static-gate (ablation); none: NLL only')
-        group.add_argument('--dialogue-teacher-file', type=str, default=None,
-                           help='ParlAI model file (or zoo: path) of a conkd_dialogue_teacher')
-        group.add_argument('--rec-teacher-file', type=str, default=None,
-                           help='ParlAI model file (or zoo: path) of a conkd_rec_teacher')
-        group.add_argument('--kd-weight', type=float, default=0.5,
-                           help='alpha in (1 - alpha) * NLL + alpha * KD')
-        group.add_argument('--kd-temperature', type=float, default=1.0,
-                           help='tau: teacher and student distributions are softened by tau; KD scaled by tau^2')
-        group.add_argument('--hard-gate-threshold', type=float, default=0.5,
-                           help='hard gate: distil from the rec teacher where lambda_t exceeds this')
-        group.add_argument('--static-gate', type=float, default=0.5, help='lambda for --gate static')
-        group.add_argument('--rec-exclude-context', type='bool', default=True,
-                           help='the rec teacher\'s distribution gives the items already named in '
-                           'the dialogue probability 0 (a recommendation names new films; the NLL '
-                           'term still teaches repeats where the gold reply has them)')
-        group.add_argument('--rec-temperature', type=float, default=None,
-                           help='temperature of the rec teacher\'s distribution (default: the one '
-                           'fitted on the validation fold and saved with the rec teacher)')
-        group.add_argument('--distill-in-eval', type='bool', default=True,
-                           help='also compute KD metrics in validation/eval_model when the teacher files exist')
-        group.add_argument('--teacher-cache', type=str, default=None,
-                           help='file caching teacher outputs per training example (built on first '
-                           'use, reused while teachers/data/settings match; refused when stale)')
-        group.add_argument('--teacher-cache-topk', type=int, default=64,
-                           help='entries of each teacher distribution kept in the cache (the tail is dropped)')
+        group.add_argument(
+            '--gate',
+            type=str,
+            default='soft',
+            choices=distill.GATES,
+            help='hard: rec teacher where the dialogue teacher\'s item mass exceeds '
+            '--hard-gate-threshold, else dialogue teacher; soft: mixture weighted by '
+            'that item mass; static: fixed weight --static-gate (ablation); none: NLL only',
+        )
+        group.add_argument(
+            '--dialogue-teacher-file',
+            type=str,
+            default=None,
+            help='ParlAI model file (or zoo: path) of a conkd_dialogue_teacher',
+        )
+        group.add_argument(
+            '--rec-teacher-file',
+            type=str,
+            default=None,
+            help='ParlAI model file (or zoo: path) of a conkd_rec_teacher',
+        )
+        group.add_argument(
+            '--kd-weight',
+            type=float,
+            default=0.5,
+            help='alpha in (1 - alpha) * NLL + alpha * KD',
+        )
+        group.add_argument(
+            '--kd-temperature',
+            type=float,
+            default=1.0,
+            help='tau: teacher and student distributions are softened by tau; KD scaled by tau^2',
+        )
+        group.add_argument(
+            '--hard-gate-threshold',
+            type=float,
+            default=0.5,
+            help='hard gate: distil from the rec teacher where lambda_t exceeds this',
+        )
+        group.add_argument(
+            '--static-gate', type=float, default=0.5, help='lambda for --gate static'
+        )
+        group.add_argument(
+            '--rec-exclude-context',
+            type='bool',
+            default=True,
+            help='the rec teacher\'s distribution gives the items already named in '
+            'the dialogue probability 0 (a recommendation names new films; the NLL '
+            'term still teaches repeats where the gold reply has them)',
+        )
+        group.add_argument(
+            '--rec-temperature',
+            type=float,
+            default=None,
+            help='temperature of the rec teacher\'s distribution (default: the one '
+            'fitted on the validation fold and saved with the rec teacher)',
+        )
+        group.add_argument(
+            '--distill-in-eval',
+            type='bool',
+            default=True,
+            help='also compute KD metrics in validation/eval_model when the teacher files exist',
+        )
+        group.add_argument(
+            '--teacher-cache',
+            type=str,
+            default=None,
+            help='file caching teacher outputs per training example (built on first '
+            'use, reused while teachers/data/settings match; refused when stale)',
+        )
+        group.add_argument(
+            '--teacher-cache-topk',
+            type=int,
+            default=64,
+            help='entries of each teacher distribution kept in the cache (the tail is dropped)',
+        )
         # The student's vocabulary must be the dialogue teacher's. train_model builds a dictionary
         # before it creates the agent, so the default has to be in place at parse time.
-        if partial_opt and partial_opt.get('dialogue_teacher_file') and not partial_opt.get('dict_file'):
-            teacher = modelzoo_path(partial_opt.get('datapath'), partial_opt['dialogue_teacher_file'])
+        if (
+            partial_opt
+            and partial_opt.get('dialogue_teacher_file')
+            and not partial_opt.get('dict_file')
+        ):
+            teacher = modelzoo_path(
+                partial_opt.get('datapath'), partial_opt['dialogue_teacher_file']
+            )
             parser.set_defaults(dict_file=teacher + '.dict')
         return parser
 
@@ -97,9 +164,11 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
         # The student's vocabulary must be the dialogue teacher's: default to its dictionary (with
         # every gate, so a `--gate none` baseline is comparable and can --init-model from it).
         if not opt.get('dict_file') and opt.get('dialogue_teacher_file'):
-            opt['dict_file'] = resolve_model_file(opt, '--dialogue-teacher-file') + '.dict'
+            opt['dict_file'] = (
+                resolve_model_file(opt, '--dialogue-teacher-file') + '.dict'
+            )
         super().__init__(opt, shared)
-        self.item_slots = distill.ItemSlots(self.item_token_ids)
+        self.item_slots = ItemSlots(self.item_token_ids)
         self.teacher_cache = None
         if shared is not None:
             self.dialogue_teacher = shared['dialogue_teacher']
@@ -113,11 +182,13 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
     def _wants_teachers(self) -> bool:
         if self.opt['gate'] == 'none' or self.opt.get('interactive_mode'):
             # chat (interactive mode, whatever its datatype) loads the teachers lazily, only for
-            # --show-recs / --show-gates (parlai_conkd.explain)
+            # --show-recs / --show-gates (interactive.py)
             return False
         datatype = self.opt.get('datatype', '')
         if datatype.startswith('train') and 'evalmode' not in datatype:
-            return True  # training must distil: missing or wrong teachers are errors here
+            return (
+                True  # training must distil: missing or wrong teachers are errors here
+            )
         # eval_model on a trained student: KD metrics only if the teachers exist
         if not self.opt.get('distill_in_eval'):
             return False
@@ -130,45 +201,78 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
         return True
 
     def _load_teachers(self):
-        from parlai_conkd.agents.conkd_rec_teacher.conkd_rec_teacher import ConkdRecTeacherAgent
+        from parlai_conkd.agents.conkd_rec_teacher.conkd_rec_teacher import (
+            ConkdRecTeacherAgent,
+        )
 
         self.dialogue_teacher, dial_file = load_frozen_teacher(
-            self.opt, '--dialogue-teacher-file', ConkdDialogueTeacherAgent, DIALOGUE_TEACHER_MODELS, self.catalog)
+            self.opt,
+            '--dialogue-teacher-file',
+            ConkdDialogueTeacherAgent,
+            DIALOGUE_TEACHER_MODELS,
+            self.catalog,
+        )
         if self.dialogue_teacher.dict.tok2ind != self.dict.tok2ind:
             raise TeacherError(
                 f'--dialogue-teacher-file {dial_file}: its vocabulary ({len(self.dialogue_teacher.dict)} tokens) '
                 f'differs from the student\'s ({len(self.dict)}); '
-                + (fp16_padding_hint(self.dialogue_teacher.dict.tok2ind, self.dict.tok2ind)
-                   or 'train the student with the teacher\'s dictionary (the default when --dict-file is not given)')
+                + (
+                    fp16_padding_hint(
+                        self.dialogue_teacher.dict.tok2ind, self.dict.tok2ind
+                    )
+                    or 'train the student with the teacher\'s dictionary (the default when --dict-file is not given)'
+                )
             )
         temperature = self.opt.get('rec_temperature')
         self.rec_teacher, rec_file = load_frozen_teacher(
-            self.opt, '--rec-teacher-file', ConkdRecTeacherAgent, REC_TEACHER_MODELS, self.catalog,
-            extra_overrides={'rec_temperature': temperature} if temperature is not None else None)
-        if self.opt.get('teacher_cache') and self.opt.get('datatype', '').startswith('train'):
+            self.opt,
+            '--rec-teacher-file',
+            ConkdRecTeacherAgent,
+            REC_TEACHER_MODELS,
+            self.catalog,
+            extra_overrides=(
+                {'rec_temperature': temperature} if temperature is not None else None
+            ),
+        )
+        if self.opt.get('teacher_cache') and self.opt.get('datatype', '').startswith(
+            'train'
+        ):
             key = cache_key(
-                dialogue_teacher=file_sha256(dial_file),
-                rec_teacher=file_sha256(rec_file),
+                dialogue_teacher=sha256_file(dial_file),
+                rec_teacher=sha256_file(rec_file),
                 data=self._data_version(),
                 dictionary=len(self.dict),
                 catalog=self.catalog.fingerprint,
-                truncate=(self.opt.get('text_truncate'), self.opt.get('label_truncate'), self.opt.get('truncate')),
+                truncate=(
+                    self.opt.get('text_truncate'),
+                    self.opt.get('label_truncate'),
+                    self.opt.get('truncate'),
+                ),
                 topk=self.opt['teacher_cache_topk'],
-                rec=(self.opt.get('rec_exclude_context', True), self.opt.get('rec_temperature')),
+                rec=(
+                    self.opt.get('rec_exclude_context', True),
+                    self.opt.get('rec_temperature'),
+                ),
                 history=(self.opt.get('history_size'), self.opt.get('delimiter')),
             )
             path = self.opt['teacher_cache']
-            if is_distributed():  # each worker sees its own shard of the data: one file per rank
+            if (
+                is_distributed()
+            ):  # each worker sees its own shard of the data: one file per rank
                 path = f'{path}.rank{get_rank()}'
             self.teacher_cache = TeacherCache.open(path, key)
-            logging.info(f'conkd_student: teacher cache {path} ({len(self.teacher_cache)} examples)')
+            logging.info(
+                f'conkd_student: teacher cache {path} ({len(self.teacher_cache)} examples)'
+            )
 
     def _data_version(self) -> str:
         try:
-            from parlai_conkd.tasks.redial_crs.build import fold_path
+            from parlai_conkd.redial.build import fold_path
 
-            return file_sha256(fold_path(self.opt, 'train'))
-        except Exception:  # another task: the per-example keys still pin the exact token ids
+            return sha256_file(fold_path(self.opt, 'train'))
+        except (
+            Exception
+        ):  # another task: the per-example keys still pin the exact token ids
             return str(self.opt.get('task'))
 
     def share(self):
@@ -183,11 +287,16 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
     def live_teacher_targets(self, batch):
         """``(dial_log_probs [B,T,V], gate [B,T], rec_log_probs [B,N])`` from the teachers now."""
         dial = self.dialogue_teacher.teacher_forced_log_probs(batch)
-        return dial.log_probs, dial.item_mass, self._rec_log_probs(batch, dial.log_probs.device)
+        return (
+            dial.log_probs,
+            dial.item_mass,
+            self._rec_log_probs(batch, dial.log_probs.device),
+        )
 
     def _rec_log_probs(self, batch, device):
         return self.rec_teacher.item_log_probs(
-            batch.context_items, batch.context_texts,
+            batch.context_items,
+            batch.context_texts,
             exclude_context=self.opt.get('rec_exclude_context', True),
             conversation_ids=batch.get('conversation_ids'),
         ).to(device)
@@ -199,11 +308,15 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
         cache: the dialogue teacher's logits and no gate (the target normalises them once and
         reads the gate off the same probabilities)."""
         cache = self.teacher_cache if self.model.training else None
-        if cache is None:  # logits of the real steps only, packed (padding needs no target)
+        if (
+            cache is None
+        ):  # logits of the real steps only, packed (padding needs no target)
             scores = self.dialogue_teacher.teacher_forced_scores(batch, only=mask)
             return scores, None, self._rec_log_probs(batch, scores.device)
-        keys = [example_key(t[t != self.NULL_IDX].tolist(), y[y != self.NULL_IDX].tolist())
-                for t, y in zip(batch.text_vec, batch.label_vec)]
+        keys = [
+            example_key(t[t != self.NULL_IDX].tolist(), y[y != self.NULL_IDX].tolist())
+            for t, y in zip(batch.text_vec, batch.label_vec)
+        ]
         entries = [cache.get(k) for k in keys]
         if any(e is None for e in entries):
             dial, gate, rec = self.live_teacher_targets(batch)
@@ -214,18 +327,27 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
                     cache.put(key, entries[b])
         dial, gate, rec = stack_targets(entries, mask.cpu())
         device = self.item_token_ids.device
-        return (distill.TopK(dial.values.to(device), dial.indices.to(device)), gate.to(device),
-                distill.TopK(rec.values.to(device), rec.indices.to(device)))
+        return (
+            distill.TopK(dial.values.to(device), dial.indices.to(device)),
+            gate.to(device),
+            distill.TopK(rec.values.to(device), rec.indices.to(device)),
+        )
 
-    def distillation_target(self, batch, mask) -> distill.DistillTarget:
+    def distillation_target(self, batch, mask) -> DistillTarget:
         dial, gate, rec = self.teacher_targets(batch, mask)
-        return distill.make_target(
-            self.opt['gate'], dial, rec, self.item_slots, mask,
+        return make_target(
+            self.opt['gate'],
+            dial,
+            rec,
+            self.item_slots,
+            mask,
             hard_threshold=self.opt['hard_gate_threshold'],
             static_gate=self.opt['static_gate'],
             temperature=self.opt['kd_temperature'],
             dial_item_mass=gate,
-            overwrite_scores=not isinstance(dial, distill.TopK),  # live logits: nobody else reads them
+            overwrite_scores=not isinstance(
+                dial, distill.TopK
+            ),  # live logits: nobody else reads them
         )
 
     # ------------------------------------------------------------------ loss
@@ -235,7 +357,11 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
     def compute_loss(self, batch, return_output=False):
         """ParlAI's NLL and metrics, with the KD term computed by the criterion from the same
         softmax (see criterion.py), then ``(1 - alpha) * NLL + alpha * KD``."""
-        if self.dialogue_teacher is None or self.rec_teacher is None or batch.label_vec is None:
+        if (
+            self.dialogue_teacher is None
+            or self.rec_teacher is None
+            or batch.label_vec is None
+        ):
             return super().compute_loss(batch, return_output=return_output)
         mask = batch.label_vec.ne(self.NULL_IDX)
         target = self.distillation_target(batch, mask)
@@ -243,12 +369,20 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
             nll, model_output = super().compute_loss(batch, return_output=True)
             kd = self.criterion.last_kd.view(mask.shape)
         tokens = mask.sum(dim=1)
-        self.record_local_metric('kd_loss', AverageMetric.many(kd.detach().sum(dim=1), tokens))
-        self.record_local_metric('kd_gate', AverageMetric.many(target.gate.sum(dim=1), tokens))
+        self.record_local_metric(
+            'kd_loss', AverageMetric.many(kd.detach().sum(dim=1), tokens)
+        )
+        self.record_local_metric(
+            'kd_gate', AverageMetric.many(target.gate.sum(dim=1), tokens)
+        )
         if self.opt['gate'] == 'hard':
-            self.record_local_metric('kd_rec_share', AverageMetric.many(target.rec_steps.sum(dim=1), tokens))
+            self.record_local_metric(
+                'kd_rec_share', AverageMetric.many(target.rec_steps.sum(dim=1), tokens)
+            )
         num_tokens = tokens.sum()
-        loss = distill.mix_losses(nll * num_tokens, kd.sum(), num_tokens, self.opt['kd_weight'])
+        loss = distill.mix_losses(
+            nll * num_tokens, kd.sum(), num_tokens, self.opt['kd_weight']
+        )
         return (loss, model_output) if return_output else loss
 
     # ------------------------------------------------------------------ persistence

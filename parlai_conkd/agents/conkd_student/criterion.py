@@ -3,15 +3,17 @@
 ParlAI's ``TorchGeneratorAgent.compute_loss`` calls ``self.criterion(scores, labels)`` and builds
 its loss, ppl and accuracy metrics from the result; ``build_criterion`` is the hook to replace it.
 Given a target for the next call (``distilling``), this criterion computes the NLL and the KD
-together (:func:`parlai_conkd.distill.nll_and_kd`: one log-softmax, one fused backward) and keeps
+together (:func:`parlai_conkd.fused_loss.nll_and_kd`: one log-softmax, one fused backward) and keeps
 the KD for the caller; otherwise it is plain cross-entropy.
 """
+
 from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 
-from parlai_conkd import distill
+from parlai_conkd.fast_target import DistillTarget, ItemSlots
+from parlai_conkd.fused_loss import nll_and_kd
 
 
 class DistillingCrossEntropy(torch.nn.Module):
@@ -22,7 +24,7 @@ class DistillingCrossEntropy(torch.nn.Module):
         self.last_kd = None
 
     @contextmanager
-    def distilling(self, target: distill.DistillTarget, item_slots: distill.ItemSlots):
+    def distilling(self, target: DistillTarget, item_slots: ItemSlots):
         """Within the block, the next call also computes KD against ``target`` (into ``last_kd``)."""
         self._pending, self.last_kd = (target, item_slots), None
         try:
@@ -33,8 +35,14 @@ class DistillingCrossEntropy(torch.nn.Module):
     def forward(self, scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self._pending is None:
             # float32 like ParlAI's FP16SafeCrossEntropy when the model runs in half precision
-            return F.cross_entropy(scores.to(torch.promote_types(scores.dtype, torch.float32)), labels,
-                                   ignore_index=self.ignore_index, reduction='none')
+            return F.cross_entropy(
+                scores.to(torch.promote_types(scores.dtype, torch.float32)),
+                labels,
+                ignore_index=self.ignore_index,
+                reduction='none',
+            )
         (target, item_slots), self._pending = self._pending, None
-        nll, self.last_kd = distill.nll_and_kd(scores, labels, target, item_slots, self.ignore_index)
+        nll, self.last_kd = nll_and_kd(
+            scores, labels, target, item_slots, self.ignore_index
+        )
         return nll

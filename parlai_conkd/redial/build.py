@@ -14,6 +14,7 @@ place, so an interrupted or failed build (e.g. a checksum mismatch) is never tak
 Public API used by other agents (keep the names): ``add_redial_args``, ``build``, ``catalog_path``,
 ``load_catalog``, ``meta_path``, ``fold_path``, ``load_episodes``.
 """
+
 import hashlib
 import io
 import json
@@ -28,6 +29,7 @@ import parlai.core.build_data as build_data
 from parlai.utils import logging
 
 from parlai_conkd.downloads import ZIP, DownloadError, archive_problem, fetch_archive
+from parlai_conkd.fileio import sha256_file, sha256_stream, umask
 from parlai_conkd.items import ItemCatalog
 
 from .preprocess import (
@@ -72,30 +74,42 @@ def add_redial_args(parser) -> None:
     """Task options shared by every redial_crs teacher (and by agents that read the data)."""
     group = parser.add_argument_group('ReDial (redial_crs) data')
     group.add_argument(
-        '--redial-path', type=str, default=None,
+        '--redial-path',
+        type=str,
+        default=None,
         help=f'ReDial directory in the official layout ({", ".join(REQUIRED_FILES)}) or the '
         f'official {ARCHIVE_NAME}. Default: ${ENV_PATH}, else download the official archive.',
     )
     group.add_argument(
-        '--redial-meta-path', type=str, default=None,
+        '--redial-meta-path',
+        type=str,
+        default=None,
         help='Movie metadata / knowledge-graph directory (redial-meta layout: id2info.json, '
         f'entity2id.json, kg.json, ...). Default: ${ENV_META_PATH}, else none.',
     )
     group.add_argument(
-        '--redial-url', type=str, default=OFFICIAL_URL,
+        '--redial-url',
+        type=str,
+        default=OFFICIAL_URL,
         help='Where to download the official archive from (a mirror); used only when neither '
         f'--redial-path nor ${ENV_PATH} is given.',
     )
     group.add_argument(
-        '--redial-sha256', type=str, default=OFFICIAL_SHA256,
+        '--redial-sha256',
+        type=str,
+        default=OFFICIAL_SHA256,
         help='Expected sha256 of the downloaded archive; a mismatch stops the build.',
     )
     group.add_argument(
-        '--redial-max-dialogues', type=int, default=0,
+        '--redial-max-dialogues',
+        type=int,
+        default=0,
         help='Use only the first N dialogues of each fold (0: all); for quick tests and benchmarks.',
     )
     group.add_argument(
-        '--redial-readable', type='bool', default=False,
+        '--redial-readable',
+        type='bool',
+        default=False,
         help='Show movie titles instead of item tokens (for display_data; not for training).',
     )
 
@@ -136,7 +150,11 @@ def _download_spec(opt):
 
 def _source_key(opt) -> str:
     local = source_path(opt)
-    source = f'local:{os.path.realpath(local)}' if local else 'url:%s#%s' % _download_spec(opt)
+    source = (
+        f'local:{os.path.realpath(local)}'
+        if local
+        else 'url:%s#%s' % _download_spec(opt)
+    )
     meta = meta_path(opt)
     key = f'{source}|meta:{os.path.realpath(meta) if meta else ""}'
     kind = 'local' if local else 'download'
@@ -151,7 +169,11 @@ def built_dir(opt) -> str:
 def _signature(path: str) -> str:
     """Changes when the source files change, so an edited copy is rebuilt in place."""
     if os.path.isdir(path):
-        stats = [os.stat(os.path.join(path, f)) for f in REQUIRED_FILES if os.path.isfile(os.path.join(path, f))]
+        stats = [
+            os.stat(os.path.join(path, f))
+            for f in REQUIRED_FILES
+            if os.path.isfile(os.path.join(path, f))
+        ]
     else:
         stats = [os.stat(path)]
     return ','.join(f'{s.st_size}:{s.st_mtime_ns}' for s in stats)
@@ -162,7 +184,9 @@ def _version_string(opt) -> str:
     signature = _signature(local) if local else _download_spec(opt)[1]
     meta = meta_path(opt)
     if meta:
-        signature += '|' + ','.join(str(os.stat(os.path.join(meta, f)).st_size) for f in META_FILES)
+        signature += '|' + ','.join(
+            str(os.stat(os.path.join(meta, f)).st_size) for f in META_FILES
+        )
     return f'{VERSION}|{signature}'
 
 
@@ -174,7 +198,9 @@ class _RawSource:
         self._zip = None
         self._members: Dict[str, str] = {}
         if os.path.isdir(path):
-            missing = [f for f in REQUIRED_FILES if not os.path.isfile(os.path.join(path, f))]
+            missing = [
+                f for f in REQUIRED_FILES if not os.path.isfile(os.path.join(path, f))
+            ]
             if missing:
                 raise RedialDataError(
                     f'ReDial file not found: {os.path.join(path, missing[0])}'
@@ -194,7 +220,9 @@ class _RawSource:
                     f'(expected {", ".join(REQUIRED_FILES)}). {HOW_TO_SUPPLY}'
                 )
         else:
-            raise RedialDataError(f'{path} is neither a directory nor a zip archive. {HOW_TO_SUPPLY}')
+            raise RedialDataError(
+                f'{path} is neither a directory nor a zip archive. {HOW_TO_SUPPLY}'
+            )
 
     def name(self, fname: str) -> str:
         if self._zip is None:
@@ -207,19 +235,22 @@ class _RawSource:
         return io.TextIOWrapper(self._zip.open(self._members[fname]), encoding='utf-8')
 
     def sha256(self, fname: str) -> str:
-        digest = hashlib.sha256()
-        opener = (self._zip.open(self._members[fname]) if self._zip is not None
-                  else open(os.path.join(self.path, fname), 'rb'))
+        opener = (
+            self._zip.open(self._members[fname])
+            if self._zip is not None
+            else open(os.path.join(self.path, fname), 'rb')
+        )
         with opener as f:
-            for block in iter(lambda: f.read(1 << 16), b''):
-                digest.update(block)
-        return digest.hexdigest()
+            return sha256_stream(f)
 
     def copy_movies(self, dest: str) -> None:
         if self._zip is None:
             shutil.copyfile(os.path.join(self.path, MOVIES_FILE), dest)
         else:
-            with self._zip.open(self._members[MOVIES_FILE]) as src, open(dest, 'wb') as out:
+            with (
+                self._zip.open(self._members[MOVIES_FILE]) as src,
+                open(dest, 'wb') as out,
+            ):
                 shutil.copyfileobj(src, out)
 
     def close(self):
@@ -242,7 +273,9 @@ def _download_official(opt) -> str:
         if problem is None:
             return cached
         # stored by an older version that did not check the archive: never reuse it
-        logging.warning(f'{cached} is {problem}; removing it and downloading {url} again')
+        logging.warning(
+            f'{cached} is {problem}; removing it and downloading {url} again'
+        )
         os.unlink(cached)
     offline = (
         f'Without access to it, pass --redial-path (or set {ENV_PATH}) to a local copy: a '
@@ -259,17 +292,13 @@ def _download_official(opt) -> str:
 
 def _missing_members(path: str) -> Optional[str]:
     with zipfile.ZipFile(path) as archive:
-        names = {name.rsplit('/', 1)[-1] for name in archive.namelist() if not name.startswith('__MACOSX')}
+        names = {
+            name.rsplit('/', 1)[-1]
+            for name in archive.namelist()
+            if not name.startswith('__MACOSX')
+        }
     missing = [f for f in REQUIRED_FILES if f not in names]
     return f'a zip archive without {", ".join(missing)}' if missing else None
-
-
-def _sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 16), b''):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------- building
@@ -325,7 +354,7 @@ def _build_into(out_dir: str, raw_path: str, meta_dir: Optional[str], opt) -> No
         # Recorded so a result can be traced to the exact raw files it came from.
         source_sha256 = {fname: raw.sha256(fname) for fname in REQUIRED_FILES}
         if os.path.isfile(raw_path):
-            source_sha256[os.path.basename(raw_path)] = _sha256_of(raw_path)
+            source_sha256[os.path.basename(raw_path)] = sha256_file(raw_path)
         stats = {}
         folds = {}
         for fname, fold in ((TRAIN_FILE, 'train'), (TEST_FILE, 'test')):
@@ -362,11 +391,10 @@ def _build_into(out_dir: str, raw_path: str, meta_dir: Optional[str], opt) -> No
 
 def _make_readable(directory: str) -> None:
     """mkdtemp/mkstemp create owner-only entries; a shared datapath needs the usual umask modes."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(directory, 0o777 & ~umask)
+    mask = umask()
+    os.chmod(directory, 0o777 & ~mask)
     for name in os.listdir(directory):
-        os.chmod(os.path.join(directory, name), 0o666 & ~umask)
+        os.chmod(os.path.join(directory, name), 0o666 & ~mask)
 
 
 def _write_json(path: str, payload) -> None:

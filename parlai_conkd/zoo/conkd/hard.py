@@ -1,4 +1,5 @@
 """``zoo:conkd/hard``: the ConKD student with the hard gate (and the teachers it is distilled from, if any)."""
+
 from .builder import ensure
 
 

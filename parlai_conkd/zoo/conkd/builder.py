@@ -21,6 +21,7 @@ of killed builds are removed by the next build.
 ``python -m parlai_conkd.zoo.conkd.builder --help``: ``ensure`` (what ``zoo:conkd/...`` does),
 ``status``, ``pack`` (write a release archive of present models and print its sha256).
 """
+
 import argparse
 import contextlib
 import ctypes
@@ -41,7 +42,7 @@ import time
 import uuid
 from typing import Dict, Iterable, List, Optional, Sequence
 
-from parlai_conkd.fileio import match_umask
+from parlai_conkd.fileio import atomic_path, atomic_write, sha256_file
 
 from . import recipe as zoo_recipe
 
@@ -97,7 +98,9 @@ def model_files(directory: str, model: str) -> List[str]:
 
 
 # ---------------------------------------------------------------------------- present?
-def why_not_present(datapath: str, model: str, recipe: Optional[str] = None) -> Optional[str]:
+def why_not_present(
+    datapath: str, model: str, recipe: Optional[str] = None
+) -> Optional[str]:
     """None when ``model`` is present and usable as is; else the reason it is not."""
     directory = zoo_dir(datapath)
     stamp = read_stamp(directory, model)
@@ -112,7 +115,11 @@ def why_not_present(datapath: str, model: str, recipe: Optional[str] = None) -> 
     if stamp.get('recipe_key') is not None and stamp['recipe_key'] != key:
         # the recipe's arguments for this model changed since it was built (e.g. an epoch budget)
         return f'built with other recipe arguments (recipe key {stamp["recipe_key"]} != {key})'
-    missing = [f for f in stamp.get('files', []) if not os.path.isfile(os.path.join(directory, f))]
+    missing = [
+        f
+        for f in stamp.get('files', [])
+        if not os.path.isfile(os.path.join(directory, f))
+    ]
     if missing or model not in stamp.get('files', []):
         return f'files missing: {missing or [model]}'
     for teacher, build_id in (stamp.get('depends') or {}).items():
@@ -173,31 +180,28 @@ def _remove_stale_tmp(datapath: str) -> None:
 
 
 def _new_tmp(datapath: str, what: str) -> str:
-    return tempfile.mkdtemp(prefix=f'{TMP_PREFIX}{what}-', dir=os.path.join(datapath, 'models'))
+    return tempfile.mkdtemp(
+        prefix=f'{TMP_PREFIX}{what}-', dir=os.path.join(datapath, 'models')
+    )
 
 
 # ---------------------------------------------------------------------------- install
 def _atomic_write_json(path: str, payload: Dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix='.tmp-', dir=os.path.dirname(path))
-    try:
-        with os.fdopen(fd, 'w', encoding='utf-8') as f:
-            json.dump(payload, f, indent=1, sort_keys=True)
-            match_umask(f.fileno())  # mkstemp made it owner-only
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(
+        path, fsync=True
+    ) as f:  # a stamp says the files before it are complete
+        json.dump(payload, f, indent=1, sort_keys=True)
 
 
 def install(source_dir: str, datapath: str, model: str, stamp: Dict) -> None:
     """Move ``model``'s finished files from ``source_dir`` into the zoo; the stamp goes last."""
     directory = zoo_dir(datapath)
     os.makedirs(directory, exist_ok=True)
-    names = [n for n in model_files(source_dir, model)
-             if not n.endswith(STAMP_SUFFIX) and not _NOT_INSTALLED.search(n)]
+    names = [
+        n
+        for n in model_files(source_dir, model)
+        if not n.endswith(STAMP_SUFFIX) and not _NOT_INSTALLED.search(n)
+    ]
     if model not in names:
         raise ZooError(f'{source_dir} holds no model file {model!r} (found {names})')
     old_stamp = stamp_path(directory, model)
@@ -223,8 +227,12 @@ def _portable_opt(opt_path: str, replacements: Dict[str, str]) -> None:
     def rewrite(value):
         if isinstance(value, str):
             for old, new in replacements.items():
-                if value == old or value.startswith(old + os.sep) or value.startswith(old + '.'):
-                    return new + value[len(old):]
+                if (
+                    value == old
+                    or value.startswith(old + os.sep)
+                    or value.startswith(old + '.')
+                ):
+                    return new + value[len(old) :]
             return value
         if isinstance(value, dict):
             return {k: rewrite(v) for k, v in value.items()}
@@ -233,7 +241,10 @@ def _portable_opt(opt_path: str, replacements: Dict[str, str]) -> None:
         return value
 
     opt = rewrite(opt)
-    for key in ('dict_file', 'init_model'):  # used for training only; the stamp keeps the args
+    for key in (
+        'dict_file',
+        'init_model',
+    ):  # used for training only; the stamp keeps the args
         opt.pop(key, None)
         if isinstance(opt.get('override'), dict):
             opt['override'].pop(key, None)
@@ -248,11 +259,15 @@ def release_source():
     if not url:
         return None
     if not sha:
-        raise ZooError(f'${ENV_URL} is set ({url}) but ${ENV_SHA256} is not: refusing an unchecked download')
+        raise ZooError(
+            f'${ENV_URL} is set ({url}) but ${ENV_SHA256} is not: refusing an unchecked download'
+        )
     return url, sha
 
 
-def fetch_release(datapath: str, url: str, sha256: str, recipe: Optional[str] = None) -> List[str]:
+def fetch_release(
+    datapath: str, url: str, sha256: str, recipe: Optional[str] = None
+) -> List[str]:
     """Download, check and install every model of the release archive; returns their names.
 
     The archive is kept only when the server answered with a tar archive matching ``sha256``
@@ -266,8 +281,10 @@ def fetch_release(datapath: str, url: str, sha256: str, recipe: Optional[str] = 
     tmp = _new_tmp(datapath, 'release')
     try:
         _say(f'downloading the ConKD zoo release {url}')
-        offline = (f'Unset ${ENV_URL} (and ${ENV_SHA256}) to build the models locally instead '
-                   '(about 30 minutes on 2 CPU cores).')
+        offline = (
+            f'Unset ${ENV_URL} (and ${ENV_SHA256}) to build the models locally instead '
+            '(about 30 minutes on 2 CPU cores).'
+        )
         try:
             fetch_archive(url, os.path.join(tmp, ARCHIVE_NAME), sha256, TAR, offline)
         except DownloadError as exc:
@@ -275,11 +292,16 @@ def fetch_release(datapath: str, url: str, sha256: str, recipe: Optional[str] = 
         untar(tmp, ARCHIVE_NAME)
         installed = []
         wanted_recipe = zoo_recipe.recipe_name(recipe)
-        for model in zoo_recipe.MODELS:  # teachers first: students' stamps name their build ids
+        for (
+            model
+        ) in zoo_recipe.MODELS:  # teachers first: students' stamps name their build ids
             stamp = read_stamp(tmp, model)
             if stamp is None:
                 continue
-            if stamp.get('zoo_version') != zoo_recipe.ZOO_VERSION or stamp.get('recipe') != wanted_recipe:
+            if (
+                stamp.get('zoo_version') != zoo_recipe.ZOO_VERSION
+                or stamp.get('recipe') != wanted_recipe
+            ):
                 raise ZooError(
                     f'ConKD zoo release {url}: {model} is zoo version {stamp.get("zoo_version")} / '
                     f'recipe {stamp.get("recipe")}, this code wants {zoo_recipe.ZOO_VERSION} / {wanted_recipe}'
@@ -287,7 +309,9 @@ def fetch_release(datapath: str, url: str, sha256: str, recipe: Optional[str] = 
             install(tmp, datapath, model, dict(stamp, source=url))
             installed.append(model)
         if not installed:
-            raise ZooError(f'ConKD zoo release {url} holds no ConKD model (no *{STAMP_SUFFIX} stamp)')
+            raise ZooError(
+                f'ConKD zoo release {url} holds no ConKD model (no *{STAMP_SUFFIX} stamp)'
+            )
         return installed
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -297,45 +321,64 @@ def pack(datapath: str, out: str, models: Sequence[str] = zoo_recipe.MODELS) -> 
     """Write a release archive of present models (flat: files + stamps); returns its sha256."""
     directory = zoo_dir(datapath)
     for model in models:
-        reason = why_not_present(datapath, model, read_stamp(directory, model) and read_stamp(directory, model)['recipe'])
+        reason = why_not_present(
+            datapath,
+            model,
+            read_stamp(directory, model) and read_stamp(directory, model)['recipe'],
+        )
         if reason:
             raise ZooError(f'cannot pack {model}: {reason}')
-    tmp_out = out + '.tmp'
-    with tarfile.open(tmp_out, 'w:gz') as tar:
+    with atomic_path(out) as tmp_out, tarfile.open(tmp_out, 'w:gz') as tar:
         for model in models:
             stamp = read_stamp(directory, model)
             for name in stamp['files'] + [model + STAMP_SUFFIX]:
                 tar.add(os.path.join(directory, name), arcname=name)
-    os.replace(tmp_out, out)
-    digest = hashlib.sha256()
-    with open(out, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(out)
 
 
 # ---------------------------------------------------------------------------- build route
 def _die_with_parent():
     """preexec_fn: the training process is killed when the builder dies (even by SIGKILL)."""
     try:
-        ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        ctypes.CDLL('libc.so.6', use_errno=True).prctl(
+            1, signal.SIGKILL
+        )  # PR_SET_PDEATHSIG
     except OSError:
         pass
 
 
-def _run_training(args: List[str], log_path: str, desc: str, epochs: float, threads: Optional[int] = None) -> None:
+def _run_training(
+    args: List[str],
+    log_path: str,
+    desc: str,
+    epochs: float,
+    threads: Optional[int] = None,
+) -> None:
     from tqdm import tqdm
 
     cmd = [sys.executable, '-m', 'parlai', 'train_model', *args]
     env = dict(os.environ, PYTHONUNBUFFERED='1')
     if threads:  # float sums depend on the thread count: fixed for reproducible weights
         env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    with open(log_path, 'w', encoding='utf-8') as log, \
-            tqdm(total=epochs, desc=desc, unit='epoch', file=sys.stderr,
-                 bar_format='{desc}: {percentage:3.0f}%|{bar:20}| {n:.2f}/{total:g} epochs [{elapsed}<{remaining}]') as bar:
+    with (
+        open(log_path, 'w', encoding='utf-8') as log,
+        tqdm(
+            total=epochs,
+            desc=desc,
+            unit='epoch',
+            file=sys.stderr,
+            bar_format='{desc}: {percentage:3.0f}%|{bar:20}| {n:.2f}/{total:g} epochs [{elapsed}<{remaining}]',
+        ) as bar,
+    ):
         log.write('$ ' + ' '.join(cmd) + '\n')
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env=env, preexec_fn=_die_with_parent)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            preexec_fn=_die_with_parent,
+        )
         try:
             for line in proc.stdout:
                 log.write(line)
@@ -355,7 +398,9 @@ def _run_training(args: List[str], log_path: str, desc: str, epochs: float, thre
     if proc.returncode != 0:
         with open(log_path, encoding='utf-8') as f:
             tail = ''.join(f.readlines()[-30:])
-        raise ZooError(f'{desc}: parlai train_model exited {proc.returncode}; last lines of its log:\n{tail}')
+        raise ZooError(
+            f'{desc}: parlai train_model exited {proc.returncode}; last lines of its log:\n{tail}'
+        )
 
 
 def weights_sha256(path: str) -> str:
@@ -395,30 +440,37 @@ def _torch_version() -> str:
 
 def _data_version(datapath: str, model: str) -> Dict[str, str]:
     """Which data a model was trained on: the built redial_crs directory and the sha256 of its
-    train fold (the task's version, source and preprocessing are all in the directory name)."""
+    train fold (the task's version, source and preprocessing are all in the directory name).
+    """
     from parlai.core.params import ParlaiParser
 
-    from parlai_conkd.tasks.redial_crs.build import built_dir
+    from parlai_conkd.redial.build import built_dir
 
     opt = ParlaiParser(True, False).parse_args(['-dp', datapath])
     opt.update({k: v for k, v in _data_sources().items() if v})
-    path = os.path.join(built_dir(opt), 'train.json')  # built by the training run; never build here
+    path = os.path.join(
+        built_dir(opt), 'train.json'
+    )  # built by the training run; never build here
     if not os.path.isfile(path):
         return {'built': None, 'train_fold_sha256': None}
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return {'built': os.path.basename(os.path.dirname(path)), 'train_fold_sha256': digest.hexdigest()}
+    return {
+        'built': os.path.basename(os.path.dirname(path)),
+        'train_fold_sha256': sha256_file(path),
+    }
 
 
 def _data_sources() -> Dict[str, Optional[str]]:
-    from parlai_conkd.tasks.redial_crs.build import ENV_META_PATH, ENV_PATH
+    from parlai_conkd.redial.build import ENV_META_PATH, ENV_PATH
 
-    return {'redial_path': os.environ.get(ENV_PATH), 'redial_meta_path': os.environ.get(ENV_META_PATH)}
+    return {
+        'redial_path': os.environ.get(ENV_PATH),
+        'redial_meta_path': os.environ.get(ENV_META_PATH),
+    }
 
 
-def build_locally(datapath: str, model: str, step: int, steps: int, recipe: Optional[str] = None) -> None:
+def build_locally(
+    datapath: str, model: str, step: int, steps: int, recipe: Optional[str] = None
+) -> None:
     name = zoo_recipe.recipe_name(recipe)
     spec = zoo_recipe.RECIPES[name]
     data = _data_sources()
@@ -436,12 +488,20 @@ def build_locally(datapath: str, model: str, step: int, steps: int, recipe: Opti
         )
         started = time.time()
         log_path = os.path.join(tmp, model + LOG_SUFFIX)
-        _run_training(args, log_path, f'[{step}/{steps}] {model}', spec.epochs[model], spec.threads)
+        _run_training(
+            args,
+            log_path,
+            f'[{step}/{steps}] {model}',
+            spec.epochs[model],
+            spec.threads,
+        )
         seconds = time.time() - started
         capped = _hit_time_cap(log_path)
         if capped:
-            _say(f'warning: {model} stopped at its --max-train-time guard before its epochs were done '
-                 '(a slow or busy machine); it is usable, but not the reproducible recipe model')
+            _say(
+                f'warning: {model} stopped at its --max-train-time guard before its epochs were done '
+                '(a slow or busy machine); it is usable, but not the reproducible recipe model'
+            )
         replacements = {tmp_file: model_file(datapath, model)}
         replacements.update({path: f'zoo:conkd/{t}' for t, path in teachers.items()})
         _portable_opt(tmp_file + '.opt', replacements)
@@ -450,7 +510,9 @@ def build_locally(datapath: str, model: str, step: int, steps: int, recipe: Opti
             'recipe': name,
             'recipe_key': zoo_recipe.recipe_key(model, use_kg, name),
             'build_id': uuid.uuid4().hex,
-            'depends': {t: read_stamp(zoo_dir(datapath), t)['build_id'] for t in teachers},
+            'depends': {
+                t: read_stamp(zoo_dir(datapath), t)['build_id'] for t in teachers
+            },
             'source': 'built locally',
             'data': data,
             'use_kg': use_kg,
@@ -465,16 +527,22 @@ def build_locally(datapath: str, model: str, step: int, steps: int, recipe: Opti
             'built_at': time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime()),
         }
         install(tmp, datapath, model, stamp)
-        _say(f'step {step}/{steps}: {model} ready in {seconds / 60:.1f} min -> {model_file(datapath, model)}')
+        _say(
+            f'step {step}/{steps}: {model} ready in {seconds / 60:.1f} min -> {model_file(datapath, model)}'
+        )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------------- entry point
-def ensure(datapath: str, models: Iterable[str] = zoo_recipe.MODELS, recipe: Optional[str] = None) -> List[str]:
+def ensure(
+    datapath: str,
+    models: Iterable[str] = zoo_recipe.MODELS,
+    recipe: Optional[str] = None,
+) -> List[str]:
     """Make ``models`` (and their teachers) present; returns their model files.
 
-    This is what ``download(datapath)`` of every ``zoo/conkd`` module calls.
+    This is what ``download(datapath)`` of every ``parlai_conkd/zoo/conkd`` module calls.
     """
     datapath = os.path.abspath(datapath)
     wanted = set()
@@ -498,10 +566,16 @@ def ensure(datapath: str, models: Iterable[str] = zoo_recipe.MODELS, recipe: Opt
                 todo.append(m)
         if todo:
             name = zoo_recipe.recipe_name(recipe)
-            total = sum(zoo_recipe.RECIPES[name].expected_minutes.get(m, 0) for m in todo)
-            reasons = '; '.join(f'{m}: {why_not_present(datapath, m, recipe)}' for m in todo)
-            _say(f'building {len(todo)} ConKD zoo model(s) under {zoo_dir(datapath)} ({reasons}); '
-                 f'expected ~{total:g} min in all on a 2-core CPU')
+            total = sum(
+                zoo_recipe.RECIPES[name].expected_minutes.get(m, 0) for m in todo
+            )
+            reasons = '; '.join(
+                f'{m}: {why_not_present(datapath, m, recipe)}' for m in todo
+            )
+            _say(
+                f'building {len(todo)} ConKD zoo model(s) under {zoo_dir(datapath)} ({reasons}); '
+                f'expected ~{total:g} min in all on a 2-core CPU'
+            )
         for step, m in enumerate(todo, start=1):
             build_locally(datapath, m, step, len(todo), recipe)
     return [model_file(datapath, m) for m in order]
@@ -512,12 +586,18 @@ def _say(message: str) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(prog='python -m parlai_conkd.zoo.conkd.builder',
-                                     description='ConKD model zoo: ensure / status / pack.')
+    parser = argparse.ArgumentParser(
+        prog='python -m parlai_conkd.zoo.conkd.builder',
+        description='ConKD model zoo: ensure / status / pack.',
+    )
     sub = parser.add_subparsers(dest='command', required=True)
-    p_ensure = sub.add_parser('ensure', help='make models present (release archive or local build)')
+    p_ensure = sub.add_parser(
+        'ensure', help='make models present (release archive or local build)'
+    )
     p_status = sub.add_parser('status', help='which models are present, and why not')
-    p_pack = sub.add_parser('pack', help='write a release archive of the present models')
+    p_pack = sub.add_parser(
+        'pack', help='write a release archive of the present models'
+    )
     for p in (p_ensure, p_status, p_pack):
         p.add_argument('-dp', '--datapath', required=True)
         p.add_argument('--recipe', default=None, choices=sorted(zoo_recipe.RECIPES))

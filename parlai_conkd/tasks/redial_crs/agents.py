@@ -13,6 +13,7 @@
 Folds: ``train`` / ``valid`` (10% of the official train dialogues, salted hash of conversationId)
 / ``test`` (the official test file). See README.md next to this file.
 """
+
 import copy
 from typing import Dict, Iterator, List, Optional
 
@@ -25,8 +26,18 @@ from parlai.utils.data import DatatypeHelper
 
 from parlai_conkd.items import UNKNOWN_ITEM_TOKEN, ItemCatalog
 
-from .build import add_redial_args, fold_path, load_catalog, read_episodes
-from .examples import dialogue_examples, rec_all_examples, rec_examples, seeker_mention_examples
+from parlai_conkd.redial.build import (
+    add_redial_args,
+    fold_path,
+    load_catalog,
+    read_episodes,
+)
+from .examples import (
+    dialogue_examples,
+    rec_all_examples,
+    rec_examples,
+    seeker_mention_examples,
+)
 
 
 class ResponseTeacher(DialogTeacher):
@@ -55,10 +66,14 @@ class ResponseTeacher(DialogTeacher):
         # Stream mode caches (episodes, examples) in a file; ParlAI's default name is the datafile
         # + '.lengths', which the response and rec teachers (and every slice size) would share.
         limit = opt.get('redial_max_dialogues') or 0
-        opt['length_datafile'] = f'{opt["datafile"]}.{self.EXAMPLE_KIND}-max{limit}.lengths'
+        opt['length_datafile'] = (
+            f'{opt["datafile"]}.{self.EXAMPLE_KIND}-max{limit}.lengths'
+        )
         super().__init__(opt, shared)
 
-    def examples_per_episode(self, episodes: List[Dict], catalog: ItemCatalog) -> Iterator[List[Dict]]:
+    def examples_per_episode(
+        self, episodes: List[Dict], catalog: ItemCatalog
+    ) -> Iterator[List[Dict]]:
         for episode in episodes:
             yield dialogue_examples(episode)
 
@@ -71,7 +86,9 @@ class ResponseTeacher(DialogTeacher):
                 del example['episode_done']
                 if self.readable:
                     example['text'] = catalog.render(example['text'])
-                    example['labels'] = [catalog.render(label) for label in example['labels']]
+                    example['labels'] = [
+                        catalog.render(label) for label in example['labels']
+                    ]
                 yield Message(example), position == 0
 
     def custom_evaluation(self, teacher_action, labels, model_response) -> None:
@@ -82,7 +99,9 @@ class ResponseTeacher(DialogTeacher):
         with many of them is visible in every report.
         """
         if self.TEXT_TARGETS and labels:
-            self.metrics.add('item_unk_targets', SumMetric(labels[0].count(UNKNOWN_ITEM_TOKEN)))
+            self.metrics.add(
+                'item_unk_targets', SumMetric(labels[0].count(UNKNOWN_ITEM_TOKEN))
+            )
 
 
 class RecTeacher(ResponseTeacher):
@@ -98,21 +117,26 @@ class RecTeacher(ResponseTeacher):
     ) -> ParlaiParser:
         super().add_cmdline_args(parser, partial_opt)
         parser.add_argument_group('redial_crs:rec').add_argument(
-            '--redial-rec-seeker-mentions', type='bool', default=False,
+            '--redial-rec-seeker-mentions',
+            type='bool',
+            default=False,
             help='Train fold only: also one example per item the seeker names first (more '
             'training data for a recommender); valid/test keep the recommender\'s new items only.',
         )
         return parser
 
     def __init__(self, opt, shared=None):
-        self.seeker_mentions = bool(opt.get('redial_rec_seeker_mentions')) and DatatypeHelper.is_training(
-            opt['datatype'])
+        self.seeker_mentions = bool(
+            opt.get('redial_rec_seeker_mentions')
+        ) and DatatypeHelper.is_training(opt['datatype'])
         if self.seeker_mentions:
             # its own stream-mode length cache: the train fold has more examples
             self.EXAMPLE_KIND = 'rec-seeker'
         super().__init__(opt, shared)
 
-    def examples_per_episode(self, episodes: List[Dict], catalog: ItemCatalog) -> Iterator[List[Dict]]:
+    def examples_per_episode(
+        self, episodes: List[Dict], catalog: ItemCatalog
+    ) -> Iterator[List[Dict]]:
         tokens = catalog.tokens()
         for episode in episodes:
             examples = rec_examples(episode, tokens)
@@ -132,7 +156,9 @@ class RecAllTeacher(RecTeacher):
     TEACHER_ID = 'redial_crs:rec_all'
     EXAMPLE_KIND = 'rec_all'
 
-    def examples_per_episode(self, episodes: List[Dict], catalog: ItemCatalog) -> Iterator[List[Dict]]:
+    def examples_per_episode(
+        self, episodes: List[Dict], catalog: ItemCatalog
+    ) -> Iterator[List[Dict]]:
         tokens = catalog.tokens()
         for episode in episodes:
             yield rec_all_examples(episode, tokens)

@@ -1,6 +1,6 @@
 """The recorded recipe of the ConKD zoo: every ``parlai train_model`` argument of every model.
 
-This is the one place the zoo models are defined; ``zoo/conkd/builder.py`` runs it and
+This is the one place the zoo models are defined; ``parlai_conkd/zoo/conkd/builder.py`` runs it and
 projects/conkd/README.md cites it. ``python -m parlai_conkd.zoo.conkd.recipe [--recipe tiny]``
 prints the commands as shell lines (what the README shows).
 
@@ -15,6 +15,7 @@ the same weights; see the README's "Recipe"), ``tiny`` (40 dialogues, one epoch:
 ``paper`` (one GPU: DialoGPT-small generators under ``--fp16 true``, meant for the whole official
 ReDial; issue #17). Choose with ``$CONKD_ZOO_RECIPE``.
 """
+
 import argparse
 import hashlib
 import json
@@ -40,7 +41,7 @@ DEPENDENCIES: Dict[str, Tuple[str, ...]] = {
 DESCRIPTIONS = {
     'rec_teacher': 'recommendation teacher (R-GCN over the movie KG, item ranking)',
     'dialogue_teacher': 'dialogue teacher (transformer generator over words + item tokens, item embeddings '
-                        'from the rec teacher)',
+    'from the rec teacher)',
     'soft': 'ConKD student, soft gate (mixture weighted by the teacher\'s item mass)',
     'hard': 'ConKD student, hard gate (rec teacher where item mass > 0.5, else dialogue teacher)',
 }
@@ -74,11 +75,34 @@ class Recipe:
 SEED = 0
 
 _GENERATOR_SHAPE = (
-    '--n-layers', '2', '--n-heads', '4', '--embedding-size', '128', '--ffn-size', '512',
-    '--dropout', '0.1', '--truncate', '96', '--text-truncate', '96', '--label-truncate', '32',
-    '--dict-minfreq', '2',
-    '-bs', '64', '--optimizer', 'adam', '-lr', '1e-3', '--lr-scheduler', 'none',
-    '--skip-generation', 'true',
+    '--n-layers',
+    '2',
+    '--n-heads',
+    '4',
+    '--embedding-size',
+    '128',
+    '--ffn-size',
+    '512',
+    '--dropout',
+    '0.1',
+    '--truncate',
+    '96',
+    '--text-truncate',
+    '96',
+    '--label-truncate',
+    '32',
+    '--dict-minfreq',
+    '2',
+    '-bs',
+    '64',
+    '--optimizer',
+    'adam',
+    '-lr',
+    '1e-3',
+    '--lr-scheduler',
+    'none',
+    '--skip-generation',
+    'true',
 )
 #: The final valid/test report of train_model covers as many examples as a validation does
 #: (``--validation-max-exs`` of each model; the full evaluation is ``parlai eval_model``, see
@@ -98,41 +122,127 @@ RECIPES: Dict[str, Recipe] = {
         name='default',
         common=('--seed', str(SEED), '--log-every-n-secs', '10', *_SHORT_FINAL_EVAL),
         rec_teacher=(
-            '--rec-dim', '64', '-bs', '128', '--redial-rec-seeker-mentions', 'true',
-            '--validation-max-exs', '-1', '-veps', '1', '-vmt', 'recall@10', '-vmm', 'max', '-vp', '2',
+            '--rec-dim',
+            '64',
+            '-bs',
+            '128',
+            '--redial-rec-seeker-mentions',
+            'true',
+            '--validation-max-exs',
+            '-1',
+            '-veps',
+            '1',
+            '-vmt',
+            'recall@10',
+            '-vmm',
+            'max',
+            '-vp',
+            '2',
             *_cap(10),
         ),
         generator=_GENERATOR_SHAPE,
-        dialogue_teacher=('--validation-max-exs', '500', '-veps', '0.5', '-vmt', 'ppl', '-vmm', 'min',
-                          '-vp', '3', *_cap(40)),
+        dialogue_teacher=(
+            '--validation-max-exs',
+            '500',
+            '-veps',
+            '0.5',
+            '-vmt',
+            'ppl',
+            '-vmm',
+            'min',
+            '-vp',
+            '3',
+            *_cap(40),
+        ),
         # students keep the checkpoint that ranks items best at the gold reply's item slot
         # (teacher-forced ReR@10 on the whole valid fold): the in-reply recommendation metric
         student=(
-            '--kd-weight', '0.5', '--kd-temperature', '1.0', '--teacher-cache-topk', '64',
-            '--validation-max-exs', '-1', '-veps', '0.5', '-vmt', 'tf_rer@10', '-vmm', 'max', '-vp', '4',
-            *_cap(90),  # a guard: 25 min bound on a 2-core machine at load 10 (1.5 of 3 epochs)
+            '--kd-weight',
+            '0.5',
+            '--kd-temperature',
+            '1.0',
+            '--teacher-cache-topk',
+            '64',
+            '--validation-max-exs',
+            '-1',
+            '-veps',
+            '0.5',
+            '-vmt',
+            'tf_rer@10',
+            '-vmm',
+            'max',
+            '-vp',
+            '4',
+            *_cap(
+                90
+            ),  # a guard: 25 min bound on a 2-core machine at load 10 (1.5 of 3 epochs)
         ),
         epochs={'rec_teacher': 5, 'dialogue_teacher': 6, 'soft': 3, 'hard': 3},
-        expected_minutes={'rec_teacher': 1.5, 'dialogue_teacher': 14, 'soft': 7, 'hard': 7},
+        expected_minutes={
+            'rec_teacher': 1.5,
+            'dialogue_teacher': 14,
+            'soft': 7,
+            'hard': 7,
+        },
         # chosen on the validation fold (README, "Decoding"): class decoding, top-10 sampling for
         # the first 3 tokens then beam 5, no repeated 3-grams in the reply or from the context
-        decoding=('--item-decoding', 'class', '--inference', 'delayedbeam', '--topk', '10',
-                  '--beam-delay', '3', '--beam-size', '5', '--beam-block-ngram', '3',
-                  '--beam-context-block-ngram', '3'),
+        decoding=(
+            '--item-decoding',
+            'class',
+            '--inference',
+            'delayedbeam',
+            '--topk',
+            '10',
+            '--beam-delay',
+            '3',
+            '--beam-size',
+            '5',
+            '--beam-block-ngram',
+            '3',
+            '--beam-context-block-ngram',
+            '3',
+        ),
     ),
     'tiny': Recipe(
         name='tiny',
-        common=('--seed', str(SEED), '--redial-max-dialogues', '40', '--log-every-n-secs', '2'),
+        common=(
+            '--seed',
+            str(SEED),
+            '--redial-max-dialogues',
+            '40',
+            '--log-every-n-secs',
+            '2',
+        ),
         rec_teacher=('--rec-dim', '16', '-bs', '16'),
         generator=(
-            '--n-layers', '1', '--n-heads', '2', '--embedding-size', '32', '--ffn-size', '64',
-            '--truncate', '64', '--text-truncate', '64', '--label-truncate', '16', '-bs', '8',
-            '--skip-generation', 'true',
+            '--n-layers',
+            '1',
+            '--n-heads',
+            '2',
+            '--embedding-size',
+            '32',
+            '--ffn-size',
+            '64',
+            '--truncate',
+            '64',
+            '--text-truncate',
+            '64',
+            '--label-truncate',
+            '16',
+            '-bs',
+            '8',
+            '--skip-generation',
+            'true',
         ),
         dialogue_teacher=(),
         student=('--kd-weight', '0.5'),
         epochs={'rec_teacher': 1, 'dialogue_teacher': 1, 'soft': 1, 'hard': 1},
-        expected_minutes={'rec_teacher': 0.5, 'dialogue_teacher': 0.5, 'soft': 1, 'hard': 1},
+        expected_minutes={
+            'rec_teacher': 0.5,
+            'dialogue_teacher': 0.5,
+            'soft': 1,
+            'hard': 1,
+        },
         # token decoding: a one-epoch 32-d model's item mass beats every word at almost every
         # step, so class decoding would answer with a list of films (class decoding has its own
         # CLI tests on a copy of ReDial made for it: tests/dialogue/test_item_decoding_cli.py)
@@ -166,12 +276,40 @@ def _uncapped(args: Sequence[str]) -> Tuple[str, ...]:
 #: 256 / response 64 BPE tokens, up to 5 epochs for the dialogue teacher and 3 for each student with
 #: early stopping on validation perplexity (patience: 4 validations, two per epoch).
 _PAPER_GENERATOR = (
-    '--backbone', 'hf', '--hf-model-path', PAPER_HF_MODEL, '--fp16', 'true',
-    '--text-truncate', '256', '--label-truncate', '64', '--truncate', '256',
-    '-bs', '32', '--optimizer', 'adamw', '-lr', '5e-5', '--weight-decay', '0.01',
-    '--warmup-updates', '500', '--gradient-clip', '1.0',
-    '--validation-every-n-epochs', '0.5', '--validation-metric', 'ppl', '--validation-metric-mode', 'min',
-    '--validation-patience', '4', '--skip-generation', 'true',
+    '--backbone',
+    'hf',
+    '--hf-model-path',
+    PAPER_HF_MODEL,
+    '--fp16',
+    'true',
+    '--text-truncate',
+    '256',
+    '--label-truncate',
+    '64',
+    '--truncate',
+    '256',
+    '-bs',
+    '32',
+    '--optimizer',
+    'adamw',
+    '-lr',
+    '5e-5',
+    '--weight-decay',
+    '0.01',
+    '--warmup-updates',
+    '500',
+    '--gradient-clip',
+    '1.0',
+    '--validation-every-n-epochs',
+    '0.5',
+    '--validation-metric',
+    'ppl',
+    '--validation-metric-mode',
+    'min',
+    '--validation-patience',
+    '4',
+    '--skip-generation',
+    'true',
 )
 
 RECIPES['paper'] = Recipe(
@@ -182,7 +320,12 @@ RECIPES['paper'] = Recipe(
     generator=_PAPER_GENERATOR,
     dialogue_teacher=(),
     student=('--kd-weight', '0.5', '--kd-temperature', '1.0'),
-    epochs={'rec_teacher': RECIPES['default'].epochs['rec_teacher'], 'dialogue_teacher': 5, 'soft': 3, 'hard': 3},
+    epochs={
+        'rec_teacher': RECIPES['default'].epochs['rec_teacher'],
+        'dialogue_teacher': 5,
+        'soft': 3,
+        'hard': 3,
+    },
     # not measured: no GPU run of this recipe yet, so the builder announces no duration
     expected_minutes={},
     decoding=('--item-decoding', 'class'),
@@ -194,14 +337,18 @@ RECIPES['paper'] = Recipe(
 def recipe_name(name: Optional[str] = None) -> str:
     name = name or os.environ.get(ENV_RECIPE) or DEFAULT_RECIPE
     if name not in RECIPES:
-        raise ValueError(f'${ENV_RECIPE}={name!r}: unknown zoo recipe; choose one of {sorted(RECIPES)}')
+        raise ValueError(
+            f'${ENV_RECIPE}={name!r}: unknown zoo recipe; choose one of {sorted(RECIPES)}'
+        )
     return name
 
 
 def with_dependencies(model: str) -> List[str]:
     """``model`` and everything it is distilled or initialised from (transitively), in build order."""
     if model not in DEPENDENCIES:
-        raise ValueError(f'unknown ConKD zoo model {model!r}; choose one of {list(MODELS)}')
+        raise ValueError(
+            f'unknown ConKD zoo model {model!r}; choose one of {list(MODELS)}'
+        )
     wanted, todo = set(), [model]
     while todo:
         name = todo.pop()
@@ -221,28 +368,70 @@ def train_args(
 ) -> List[str]:
     """The ``parlai train_model`` arguments (after ``train_model``) that build ``model``."""
     r = RECIPES[recipe_name(recipe)]
-    base = ['-mf', model_file, '-dp', datapath, '--num-epochs', str(r.epochs[model]), *r.common]
+    base = [
+        '-mf',
+        model_file,
+        '-dp',
+        datapath,
+        '--num-epochs',
+        str(r.epochs[model]),
+        *r.common,
+    ]
     if model == 'rec_teacher':
-        return ['-t', 'redial_crs:rec', '-m', 'conkd_rec_teacher', '--use-kg', str(use_kg).lower(),
-                *base, *r.rec_teacher]
+        return [
+            '-t',
+            'redial_crs:rec',
+            '-m',
+            'conkd_rec_teacher',
+            '--use-kg',
+            str(use_kg).lower(),
+            *base,
+            *r.rec_teacher,
+        ]
     teacher_files = teacher_files or {}
     missing = [t for t in DEPENDENCIES.get(model, ()) if t not in teacher_files]
     if missing:
         raise ValueError(f'{model} needs the model files of {missing}')
     if model == 'dialogue_teacher':
-        item_embeddings = (('--item-embeddings-from', teacher_files['rec_teacher'])
-                           if r.item_embeddings_from_rec_teacher else ())
-        return ['-t', 'redial_crs', '-m', 'conkd_dialogue_teacher', *base, *r.generator, *r.dialogue_teacher,
-                *item_embeddings, *r.decoding]
+        item_embeddings = (
+            ('--item-embeddings-from', teacher_files['rec_teacher'])
+            if r.item_embeddings_from_rec_teacher
+            else ()
+        )
+        return [
+            '-t',
+            'redial_crs',
+            '-m',
+            'conkd_dialogue_teacher',
+            *base,
+            *r.generator,
+            *r.dialogue_teacher,
+            *item_embeddings,
+            *r.decoding,
+        ]
     if model in ('soft', 'hard'):
         # the student starts from the dialogue teacher's weights (same shape and vocabulary) and
         # is fine-tuned with the gated distillation loss: a useful student in one epoch on a CPU
-        return ['-t', 'redial_crs', '-m', 'conkd_student', '--gate', model,
-                '--dialogue-teacher-file', teacher_files['dialogue_teacher'],
-                '--rec-teacher-file', teacher_files['rec_teacher'],
-                '--init-model', teacher_files['dialogue_teacher'],
-                '--teacher-cache', model_file + '.teacher_cache',
-                *base, *r.generator, *r.student, *r.decoding]
+        return [
+            '-t',
+            'redial_crs',
+            '-m',
+            'conkd_student',
+            '--gate',
+            model,
+            '--dialogue-teacher-file',
+            teacher_files['dialogue_teacher'],
+            '--rec-teacher-file',
+            teacher_files['rec_teacher'],
+            '--init-model',
+            teacher_files['dialogue_teacher'],
+            '--teacher-cache',
+            model_file + '.teacher_cache',
+            *base,
+            *r.generator,
+            *r.student,
+            *r.decoding,
+        ]
     raise ValueError(f'unknown ConKD zoo model {model!r}; choose one of {list(MODELS)}')
 
 
@@ -253,12 +442,20 @@ def recipe_key(model: str, use_kg: bool, recipe: Optional[str] = None) -> str:
     return hashlib.sha256(json.dumps([ZOO_VERSION, args]).encode()).hexdigest()[:16]
 
 
-def commands(datapath: str = 'data', models_dir: str = 'data/models/conkd', use_kg: bool = True,
-             recipe: Optional[str] = None) -> List[str]:
+def commands(
+    datapath: str = 'data',
+    models_dir: str = 'data/models/conkd',
+    use_kg: bool = True,
+    recipe: Optional[str] = None,
+) -> List[str]:
     """Shell lines reproducing the whole family (what the README shows)."""
     files = {m: os.path.join(models_dir, m) for m in MODELS}
     return [
-        'parlai train_model ' + ' '.join(shlex.quote(a) for a in train_args(m, files[m], datapath, files, use_kg, recipe))
+        'parlai train_model '
+        + ' '.join(
+            shlex.quote(a)
+            for a in train_args(m, files[m], datapath, files, use_kg, recipe)
+        )
         for m in MODELS
     ]
 
@@ -268,7 +465,12 @@ def wrapped(line: str, width: int = 100) -> str:
     possible, never between an option and its value."""
     tokens, words = line.split(' '), []
     for token in tokens:  # an option stays on one line with its value
-        if words and words[-1].startswith('-') and ' ' not in words[-1] and not token.startswith('-'):
+        if (
+            words
+            and words[-1].startswith('-')
+            and ' ' not in words[-1]
+            and not token.startswith('-')
+        ):
             words[-1] += ' ' + token
         else:
             words.append(token)
@@ -283,13 +485,29 @@ def wrapped(line: str, width: int = 100) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(description='Print the ConKD zoo recipe as parlai commands.')
+    parser = argparse.ArgumentParser(
+        description='Print the ConKD zoo recipe as parlai commands.'
+    )
     parser.add_argument('--recipe', default=None, choices=sorted(RECIPES))
     parser.add_argument('--datapath', default='data')
-    parser.add_argument('--no-kg', action='store_true', help='the variant used when no movie KG is available')
-    parser.add_argument('--wrap', type=int, default=0, help='break lines at this width (0: one line each)')
+    parser.add_argument(
+        '--no-kg',
+        action='store_true',
+        help='the variant used when no movie KG is available',
+    )
+    parser.add_argument(
+        '--wrap',
+        type=int,
+        default=0,
+        help='break lines at this width (0: one line each)',
+    )
     args = parser.parse_args(argv)
-    for line in commands(args.datapath, os.path.join(args.datapath, 'models', 'conkd'), not args.no_kg, args.recipe):
+    for line in commands(
+        args.datapath,
+        os.path.join(args.datapath, 'models', 'conkd'),
+        not args.no_kg,
+        args.recipe,
+    ):
         print(wrapped(line, args.wrap) if args.wrap else line)
 
 

@@ -4,6 +4,7 @@ Stdlib + the item catalog only, so every rule here is unit-testable without Parl
 are documented in this task's README ("Preprocessing"); change them only with a VERSION bump in
 build.py, because built data is cached under that version.
 """
+
 import hashlib
 import json
 from collections import Counter
@@ -21,7 +22,12 @@ RECOMMENDER = 'recommender'
 VALID_SALT = 'redial_crs/valid/v1'
 VALID_PERCENT = 10
 
-REQUIRED_DIALOGUE_KEYS = ('conversationId', 'messages', 'initiatorWorkerId', 'respondentWorkerId')
+REQUIRED_DIALOGUE_KEYS = (
+    'conversationId',
+    'messages',
+    'initiatorWorkerId',
+    'respondentWorkerId',
+)
 
 
 class RedialDataError(ValueError):
@@ -30,7 +36,9 @@ class RedialDataError(ValueError):
 
 def is_valid_fold(conversation_id) -> bool:
     """True when this train dialogue belongs to the validation fold (deterministic, seeded)."""
-    digest = hashlib.sha256(f'{VALID_SALT}:{conversation_id}'.encode('utf-8')).hexdigest()
+    digest = hashlib.sha256(
+        f'{VALID_SALT}:{conversation_id}'.encode('utf-8')
+    ).hexdigest()
     return int(digest[:8], 16) % 100 < VALID_PERCENT
 
 
@@ -75,7 +83,9 @@ def read_jsonl(lines: Iterable[str], source: str) -> Iterator[Tuple[int, Dict]]:
                 f'{source}:{line_no}: malformed JSON ({exc.msg} at column {exc.pos + 1})'
             ) from exc
         if not isinstance(dialogue, dict):
-            raise RedialDataError(f'{source}:{line_no}: expected a JSON object, got {type(dialogue).__name__}')
+            raise RedialDataError(
+                f'{source}:{line_no}: expected a JSON object, got {type(dialogue).__name__}'
+            )
         missing = [key for key in REQUIRED_DIALOGUE_KEYS if key not in dialogue]
         if missing:
             raise RedialDataError(f'{source}:{line_no}: dialogue lacks {missing}')
@@ -139,7 +149,10 @@ def process_dialogue(
 
 
 def process_file(
-    lines: Iterable[str], source: str, catalog: ItemCatalog, stats: Optional[PreprocessStats] = None
+    lines: Iterable[str],
+    source: str,
+    catalog: ItemCatalog,
+    stats: Optional[PreprocessStats] = None,
 ) -> Tuple[List[Dict], PreprocessStats]:
     stats = stats if stats is not None else PreprocessStats()
     episodes = [

@@ -1,4 +1,5 @@
 """``zoo:conkd/dialogue_teacher``: the dialogue teacher (and the teachers it is distilled from, if any)."""
+
 from .builder import ensure
 
 

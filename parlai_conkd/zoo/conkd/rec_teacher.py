@@ -1,4 +1,5 @@
 """``zoo:conkd/rec_teacher``: the recommendation teacher (and the teachers it is distilled from, if any)."""
+
 from .builder import ensure
 
 

@@ -3,11 +3,12 @@
 Pure functions over the episode JSON written by build.py, so the teachers stay thin and the
 contract is unit-testable without ParlAI.
 """
+
 from typing import Dict, List
 
 from parlai_conkd.items import dedupe
 
-from .preprocess import RECOMMENDER
+from parlai_conkd.redial.preprocess import RECOMMENDER
 
 #: ``text`` of the first example when the recommender opens the dialogue (ParlAI's convention for
 #: "the other side said nothing yet").
@@ -68,7 +69,9 @@ def rec_all_examples(episode: Dict, catalog_tokens: List[str]) -> List[Dict]:
     return _item_examples(episode, catalog_tokens, new_only=False)
 
 
-def _item_examples(episode: Dict, catalog_tokens: List[str], new_only: bool) -> List[Dict]:
+def _item_examples(
+    episode: Dict, catalog_tokens: List[str], new_only: bool
+) -> List[Dict]:
     examples: List[Dict] = []
     history: List[str] = []
     for example in dialogue_examples(episode):
