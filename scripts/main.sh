@@ -40,7 +40,7 @@ printf '%s\n' \
     "I have seen that one. Something more recent maybe?" \
     "Thanks, I will check it out!" \
   | parlai interactive -mf zoo:conkd/soft -dp "$DATA" --show-recs 5 --show-gates true 2>/dev/null \
-  | sed "s/^Enter Your Message: *//" | grep -v -E "^$| INFO  |^Enter \[DONE\]" || true
+  | sed "s/^Enter Your Message: *//" | grep -v -E "^$| INFO  | WARNING  |^Enter \[DONE\]" || true
 python - "$RUN_DIR" <<'EOF'
 import json, os, sys
 run = sys.argv[1]
