@@ -27,7 +27,7 @@ Recency comes from the dialogue text (the position of each item token's last men
 items not found in the text follow, latest first mention first.
 """
 
-from typing import List, Optional, Sequence
+from typing import List, Sequence
 
 import torch
 
@@ -90,15 +90,8 @@ class RepeatModel(PopularityModel):
             )[valid]
         return scores
 
-    @torch.no_grad()
-    def item_log_probs(
-        self, context: torch.Tensor, exclude: Optional[torch.Tensor] = None
-    ):
-        """``log_softmax(log(scores + smoothing))``, ``[B, N]``: context items first, by recency."""
-        scores = torch.log(self(context) + self.smoothing)
-        if exclude is not None:
-            scores = scores.masked_fill(exclude, float('-inf'))
-        return torch.log_softmax(scores, dim=-1)
+    # item_log_probs is PopularityModel's: log_softmax(log(scores + smoothing)) over these scores
+    # (context items first, by recency)
 
 
 class ConkdRepeatAgent(ConkdPopularityAgent):
