@@ -198,8 +198,16 @@ def main():
     )
     args = parser.parse_args()
     if args.summary:
+        if not os.path.isfile(args.summary):
+            parser.error(f'--summary: no such file {args.summary!r}')
         with open(args.summary) as f:
-            print(summary_table(json.load(f)))
+            board = json.load(f)
+        if not isinstance(board, dict) or not isinstance(board.get('rows'), list):
+            parser.error(
+                f'--summary: {args.summary} is not a leaderboard JSON (no "rows" list); '
+                'make one with python -m parlai_conkd.leaderboard'
+            )
+        print(summary_table(board))
         return
 
     from parlai_conkd.zoo.conkd import builder, recipe
