@@ -171,8 +171,18 @@ def main():
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument('--redial-path')
-    parser.add_argument('--meta-path')
+    parser.add_argument(
+        '--redial-path',
+        default=os.environ.get('CONKD_REDIAL_PATH'),
+        help='ReDial directory (default: $CONKD_REDIAL_PATH)',
+    )
+    parser.add_argument(
+        '--meta-path',
+        '--redial-meta-path',
+        dest='meta_path',
+        default=os.environ.get('CONKD_REDIAL_META_PATH'),
+        help='movie KG directory (default: $CONKD_REDIAL_META_PATH)',
+    )
     parser.add_argument(
         '--out-dir', default='runs/rec_ablation', help='model files and logs'
     )
@@ -202,7 +212,10 @@ def main():
         return
 
     if not (args.redial_path and args.meta_path):
-        parser.error('--redial-path and --meta-path are required (unless --table-only)')
+        parser.error(
+            '--redial-path and --meta-path (or $CONKD_REDIAL_PATH and $CONKD_REDIAL_META_PATH) '
+            'are required (unless --table-only)'
+        )
     out_dir = Path(args.out_dir)
     data = [
         '-t',

@@ -200,8 +200,11 @@ def main():
     if args.summary:
         if not os.path.isfile(args.summary):
             parser.error(f'--summary: no such file {args.summary!r}')
-        with open(args.summary) as f:
-            board = json.load(f)
+        try:
+            with open(args.summary) as f:
+                board = json.load(f)
+        except json.JSONDecodeError as err:
+            parser.error(f'--summary: {args.summary} is not valid JSON ({err})')
         if not isinstance(board, dict) or not isinstance(board.get('rows'), list):
             parser.error(
                 f'--summary: {args.summary} is not a leaderboard JSON (no "rows" list); '
