@@ -52,7 +52,12 @@ from .dictionary import (
     resolve_catalog,
 )
 from .hf_model import resolve_hf_model_path
-from .item_search import ItemDecodingSpec, context_items_of, item_aware
+from .item_search import (
+    ItemDecodingSpec,
+    context_items_of,
+    greedy_beam_size,
+    item_aware,
+)
 from .response_metrics import DistinctNgramMetric
 
 BACKBONES = ('transformer', 'hf')
@@ -192,6 +197,7 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
         seed_from_opt(
             opt, shared
         )  # before the model is built: its initialisation is seeded too
+        greedy_beam_size(opt)  # before ParlAI's generator reads --beam-size
         if opt.get('backbone') == 'hf':
             # what ParlAI's GPT-2 classes read: fixed here, not user options (a hub name becomes
             # the directory of its cached snapshot; a bad value fails here, naming the option)

@@ -201,3 +201,32 @@ def context_items_of(batch, catalog, valid_obs: List[dict]) -> List[List[int]]:
             items = catalog.items_in_text(obs.get('full_text') or obs.get('text') or '')
         out.append([int(i) for i in items])
     return out
+
+
+def greedy_beam_size(opt) -> None:
+    """Make ``--inference greedy`` usable on a model saved with a beam (issue #22).
+
+    ParlAI's greedy search refuses any beam size but 1, and a model file keeps the beam size it was
+    saved with (the zoo's generators: 5, for delayed beam), so ``--inference greedy`` alone on such
+    a model ended in "Greedy search can only be run with beam size 1". Greedy follows one
+    hypothesis by definition: when the command asks for greedy and does not set ``--beam-size``,
+    the saved beam size gives way to 1. Asking for both is refused, naming the two options.
+
+    ``opt``: the agent's options as ParlAI loaded them, ``opt['override']`` holding what this
+    command set; changed in place. Raises ValueError for ``--inference greedy`` with an explicit
+    ``--beam-size`` other than 1.
+    """
+    beam_size = opt.get('beam_size', 1)
+    if opt.get('inference') != 'greedy' or beam_size in (None, 1):
+        return
+    if 'beam_size' in (opt.get('override') or {}):
+        raise ValueError(
+            f'--inference greedy follows one hypothesis, but --beam-size {beam_size} was given: '
+            'drop --beam-size (or set it to 1), or use --inference beam / delayedbeam'
+        )
+    from parlai.utils import logging
+
+    logging.info(
+        f'--inference greedy: beam size 1 (the model was saved with --beam-size {beam_size})'
+    )
+    opt['beam_size'] = 1
