@@ -11,7 +11,8 @@ recommendation teacher is trained without the KG (``--use-kg false``) and says s
 
 Recipes: ``default`` (sized for a 2-core CPU: every model trains a fixed number of epochs and
 keeps its best validation checkpoint; ``--seed`` and the thread count are fixed, so two builds give
-the same weights; see the README's "Recipe"), ``tiny`` (40 dialogues, one epoch: tests) and
+the same weights; see the README's "Recipe"), ``tiny`` (40 dialogues, one epoch: tests),
+``smoke`` (the default recipe's options at the tiny size: the README commands' test) and
 ``paper`` (one GPU: DialoGPT-small generators under ``--fp16 true``, meant for the whole official
 ReDial; issue #17). Choose with ``$CONKD_ZOO_RECIPE``.
 """
@@ -249,6 +250,62 @@ RECIPES: Dict[str, Recipe] = {
         decoding=('--item-decoding', 'token'),
     ),
 }
+
+
+# ---------------------------------------------------------------------------- smoke (issue #22)
+def _with_values(args: Sequence[str], values: Mapping[str, str]) -> Tuple[str, ...]:
+    """``args`` with the value after each flag of ``values`` replaced (a flag absent is appended).
+
+    Raises ValueError for a flag of ``args`` that has no value after it.
+    """
+    out, todo = list(args), dict(values)
+    for i, arg in enumerate(out):
+        if arg in todo:
+            if i + 1 >= len(out):
+                raise ValueError(f'{arg} has no value in {args}')
+            out[i + 1] = todo.pop(arg)
+    for flag, value in todo.items():
+        out += [flag, value]
+    return tuple(out)
+
+
+def _smoke(default: Recipe) -> Recipe:
+    """The default recipe at test size: every option the default recipe saves with its models
+    (decoding, truncation, validation rule, KD settings) is the default's; only the data slice,
+    the model sizes, batch sizes and the epochs are small. The README's commands are tested against
+    it (tests/zoo/test_readme_commands.py): a zoo saved differently (``tiny``'s token greedy
+    decoding) hid a crash of ``--inference greedy`` on the real zoo (issue #22)."""
+    sizes = {
+        '--n-layers': '1',
+        '--n-heads': '2',
+        '--embedding-size': '32',
+        '--ffn-size': '64',
+        '-bs': '8',
+    }
+    few = {'--validation-max-exs': '40'}
+    return Recipe(
+        name='smoke',
+        common=(*default.common, '--redial-max-dialogues', '40'),
+        rec_teacher=_with_values(
+            default.rec_teacher, {'--rec-dim': '16', '-bs': '16', **few}
+        ),
+        generator=_with_values(default.generator, sizes),
+        dialogue_teacher=_with_values(default.dialogue_teacher, few),
+        student=_with_values(default.student, few),
+        epochs={model: 1 for model in MODELS},
+        expected_minutes={
+            'rec_teacher': 0.3,
+            'dialogue_teacher': 0.5,
+            'soft': 0.5,
+            'hard': 0.5,
+        },
+        threads=default.threads,
+        decoding=default.decoding,
+        item_embeddings_from_rec_teacher=default.item_embeddings_from_rec_teacher,
+    )
+
+
+RECIPES['smoke'] = _smoke(RECIPES['default'])
 
 
 # ---------------------------------------------------------------------------- paper (issue #17)
