@@ -11,8 +11,11 @@ and the runner's ``_load_conversation_data``)::
 
 Checks are those the ACUTE runner makes (the evaluated speakers appear in dialogue_dicts in the
 order of ``speakers_to_eval``) plus onboarding pairs naming a ``correct_answer`` among them, no
-internal token (``__silence__``, ``[REC]``, ``__item_12__``, ...) in any text a rater sees, and,
-when pairings are built, no model paired with itself (the same log under two names).
+internal token (``__silence__``, ``[REC]``, ``__item_12__``, ...) in any text a rater sees, strictly
+alternating turns (ACUTE's README assumes them; no speaker has two turns in a row), and, when
+pairings are built, no model paired with itself (the same log under two names). Logs are read
+with :func:`~parlai_conkd.human_eval.conversations.read_episodes`: a malformed log is refused
+naming its file, line and conversation id, or normalised by the rules in that module's doc.
 """
 
 import hashlib
@@ -28,7 +31,7 @@ from parlai_conkd.human_eval.conversations import (
     SEEKER_ID,
     LogError,
     internal_tokens,
-    read_log,
+    read_episodes,
     seeker_turns,
     to_acute_dialogue,
 )
@@ -60,6 +63,12 @@ def validate(pair: Dict, where: str = 'pairing') -> Dict:
             if not isinstance(turn, dict) or 'id' not in turn or 'text' not in turn:
                 raise PairingError(
                     f'{where}: dialogue_dicts[{side}].dialogue[{turn_no}] needs "id" and "text"'
+                )
+            if turn_no and turn['id'] == d['dialogue'][turn_no - 1]['id']:
+                raise PairingError(
+                    f'{where}: dialogue_dicts[{side}].dialogue[{turn_no}] is a second turn in a row '
+                    f'by {turn["id"]!r}: ACUTE-Eval shows strictly alternating turns; rebuild the '
+                    'pairings with `python -m parlai_conkd.human_eval pairings` (it merges them)'
                 )
             leaked = internal_tokens(str(turn['text']))
             if leaked:
@@ -113,10 +122,8 @@ def write_pairings(pairs: Sequence[Dict], path: str) -> None:
 
 
 def _replies(episode: Dict) -> List[str]:
-    return [
-        (pair[1].get('text') or '') if len(pair) > 1 else ''
-        for pair in episode['dialog']
-    ]
+    """The model side of a (checked) episode."""
+    return [pair[1]['text'] for pair in episode['dialog']]
 
 
 def _hash(*parts) -> str:
@@ -133,23 +140,29 @@ def build_pairings(
 ) -> List[Dict]:
     """Model-vs-model pairings over the same contexts, from one Conversations log per model.
 
-    Episode *i* of every log must replay the same seeker turns (same task, datatype and order);
-    that is checked. For each pair of models (in the given order), each shared context becomes
-    one pairing; ``pairs_per_matchup`` samples that many contexts (seeded).
+    Episode *i* of every log must replay the same seeker turns (same task, datatype and order) of
+    the same conversation id; that is checked. A malformed log raises LogError naming its file,
+    line and conversation id. For each pair of models (in the given order), each shared context
+    becomes one pairing; ``pairs_per_matchup`` samples that many contexts (seeded).
     """
     if len(logs) < 2:
         raise PairingError(f'need logs of at least two models, got {list(logs)}')
-    episodes = {name: list(read_log(path)) for name, path in logs.items()}
+    entries = {name: read_episodes(path) for name, path in logs.items()}
+    episodes = {
+        name: [entry.episode for entry in found] for name, found in entries.items()
+    }
     count = min(len(e) for e in episodes.values())
-    if count == 0:
-        raise PairingError(f'a conversation log is empty: {logs}')
     names = list(logs)
     for name in names[1:]:
         for i in range(count):
-            if seeker_turns(episodes[name][i]) != seeker_turns(episodes[names[0]][i]):
+            ours, first = entries[name][i], entries[names[0]][i]
+            if seeker_turns(ours.episode) != seeker_turns(first.episode) or (
+                ours.conversation_id != first.conversation_id
+            ):
                 raise PairingError(
-                    f'{logs[name]} episode {i} replays other seeker turns than {logs[names[0]]}: '
-                    'make every log with the same --task, --datatype and --num-examples'
+                    f'{ours.where}: episode {i} replays other seeker turns than episode {i} of '
+                    f'{first.where}: make every log with the same --task, --datatype and '
+                    '--num-examples'
                 )
     for a, b in itertools.combinations(names, 2):
         same_file = os.path.realpath(logs[a]) == os.path.realpath(logs[b])
@@ -184,7 +197,7 @@ def build_pairings(
                         name,
                         catalog,
                         max_turns,
-                        source=f'{logs[name]} episode {i}',
+                        source=entries[name][i].where,
                     )
                 except LogError as exc:
                     raise PairingError(str(exc)) from exc
@@ -230,7 +243,8 @@ def onboarding_from_gold(
 
     Gold replies come from the teacher act's ``eval_labels`` that ``--world-logs`` records.
     """
-    episodes = list(read_log(log_path))
+    entries = read_episodes(log_path)
+    episodes = [entry.episode for entry in entries]
     usable = [
         i
         for i, e in enumerate(episodes)
@@ -252,11 +266,7 @@ def onboarding_from_gold(
         dicts = []
         for name, dialog in ((ONBOARDING_GOOD, gold), (ONBOARDING_BAD, broken)):
             d = to_acute_dialogue(
-                {'dialog': dialog},
-                name,
-                catalog,
-                max_turns,
-                source=f'{log_path} episode {i}',
+                {'dialog': dialog}, name, catalog, max_turns, source=entries[i].where
             )
             d.update(
                 {
