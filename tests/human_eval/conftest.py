@@ -26,8 +26,14 @@ CONTEXTS = [
 ]
 
 
+def conversation_id(context: int) -> str:
+    """The ReDial conversation id the fixture logs give context ``context``."""
+    return str(20001 + context)
+
+
 def conversations_log(path: Path, model_id: str, reply) -> Path:
-    """A Conversations jsonl as `parlai eval_model --world-logs` writes it."""
+    """A Conversations jsonl as `parlai eval_model --world-logs` writes it (redial_crs teacher
+    acts carry the ReDial ``conversation_id``)."""
     with open(path, 'w', encoding='utf-8') as f:
         for c, turns in enumerate(CONTEXTS):
             dialog = []
@@ -38,6 +44,7 @@ def conversations_log(path: Path, model_id: str, reply) -> Path:
                             'id': 'redial_crs',
                             'text': seeker,
                             'eval_labels': [gold],
+                            'conversation_id': conversation_id(c),
                             'episode_done': t == len(turns) - 1,
                         },
                         {'id': model_id, 'text': reply(c, t), 'episode_done': False},
