@@ -24,8 +24,18 @@ upstream code works it changes nothing. Nothing here edits site-packages.
 | ``display_data_on_empty_data`` | scripts/display_data.py:75-79 | a fake padding example on an empty fold |
 
 The CPU patches act only where ``cpu_distributed`` says a worker runs on CPU (no CUDA, ``--no-cuda``
-or ``gpu == -1``); on a CUDA machine ParlAI's NCCL code runs unchanged. The last three rows are bugs
-of ParlAI's scripts themselves, on any stack; the decision of what a rerun resumes from lives in
+or ``gpu == -1``); on a CUDA machine ParlAI's NCCL code runs unchanged.
+
+Scope. The rows above the last three make ParlAI 1.7.2 run on today's stack and apply to
+everything. The last three rows are bugs of ParlAI's scripts themselves, on any stack, and fixing
+them changes what ParlAI does (what a rerun trains, what the final report scores, what ``M.opt``
+and ``M.trainstats`` hold, whether training stops, what is displayed). Installed into someone's
+ParlAI, the plugin must not change their runs, so these three act only for this project's own
+classes: an agent (``conkd_agent``) or a teacher (``conkd_task``) for which
+:func:`from_this_project` holds. Every other agent and task, ParlAI's own included, gets ParlAI
+1.7.2's behaviour and API unchanged (``TrainLoop(opt).agent`` exists, ``--init-model
+M.checkpoint --load-from-checkpoint true`` resumes from it, a rerun of a finished run resumes from
+``M.checkpoint``). The decision of what a rerun of our agents resumes from lives in
 :mod:`parlai_conkd.resume`.
 
 ``core/opt.py:18`` imports ``pkg_resources``, which setuptools 81 removed: that one is fixed by
@@ -38,6 +48,7 @@ import contextlib
 import functools
 import gc
 import inspect
+import json
 import logging
 import pickle
 import sys
@@ -383,6 +394,62 @@ def cpu_world_size_default(module):
     return True
 
 
+# --------------------------------------------------------------------------- scope of the bug fixes
+def from_this_project(cls) -> bool:
+    """The one criterion for the patches that change ParlAI's behaviour: ``cls`` or one of its
+    bases is defined in ``parlai_conkd`` (``-m conkd_student``, ``-t redial_crs`` and any subclass
+    of them; the short names resolve to our modules, see ``_startup``). ParlAI's own classes and
+    anyone else's are not, so they keep ParlAI 1.7.2's behaviour."""
+    return any(
+        (getattr(c, '__module__', None) or '').partition('.')[0] == 'parlai_conkd'
+        for c in inspect.getmro(cls)
+    )
+
+
+def _model_name(opt):
+    """``--model``, or, as ParlAI's ``create_agent`` does without it, the one in ``M.opt``."""
+    model = opt.get('model')
+    model_file = opt.get('model_file')
+    if not model and model_file:
+        try:
+            with open(model_file + '.opt', encoding='utf-8') as f:
+                model = json.load(f).get('model')
+        except (OSError, ValueError, AttributeError):
+            return None
+    return model
+
+
+def conkd_agent(opt) -> bool:
+    """Whether ``opt``'s agent is one of this project's (:func:`from_this_project`)."""
+    model = _model_name(opt)
+    if not model:
+        return False
+    from parlai.core.loader import load_agent_module
+
+    try:
+        return from_this_project(load_agent_module(model))
+    except Exception:  # an unknown name: ParlAI says so when it builds the agent
+        return False
+
+
+def conkd_task(opt) -> bool:
+    """Whether one of ``opt``'s tasks (``-t a,b``) is one of this project's teachers."""
+    from parlai.core.loader import load_teacher_module
+
+    for task in (opt.get('task') or '').split(','):
+        try:
+            if task.strip() and from_this_project(load_teacher_module(task.strip())):
+                return True
+        except Exception:
+            continue
+    return False
+
+
+def _ours(loop) -> bool:
+    """Whether the patched ``TrainLoop.__init__`` found this loop's agent to be ours."""
+    return bool(vars(loop).get('_conkd_fixes'))
+
+
 # --------------------------------------------------------------------------- train_model (ParlAI bugs)
 def resumable_train_loop(module):
     """Resuming ``train_model`` from ``M.checkpoint`` (ParlAI #2939) left the run pointing at it.
@@ -392,11 +459,15 @@ def resumable_train_loop(module):
     M.checkpoint.dict``. So the agent reloaded after training (the final valid/test report) was
     built from the checkpoint, not the final model, and ``M.opt`` recorded both checkpoint paths.
     And since the checkpoint is never removed, an identical rerun of a finished run resumed from
-    it and overwrote the finished model. Fixed here: after the agent is built, ``init_model`` /
-    ``dict_file`` / ``load_from_checkpoint`` are what the user gave again (the loaded weights are
-    unaffected); the loop records in ``M.trainstats`` when it finished; what a rerun does is
-    :func:`parlai_conkd.resume.plan` (finished: say so, leave the model alone, report the recorded
-    final reports; raised limit: continue from ``M``; otherwise ParlAI's resume).
+    it and overwrote the finished model. Fixed here, for this project's agents only
+    (:func:`conkd_agent`; every other agent runs ParlAI's ``TrainLoop`` untouched): after the agent
+    is built, ``init_model`` / ``dict_file`` / ``load_from_checkpoint`` are what the user gave again
+    (the loaded weights are unaffected); the loop records in ``M.trainstats`` when it finished;
+    what a rerun does is :func:`parlai_conkd.resume.plan` (finished: say so, leave the model alone,
+    report the recorded final reports; raised limit: continue from ``M``; the checkpoint named as
+    ``--init-model``, or otherwise: ParlAI's resume). A finished loop builds nothing until asked:
+    its ``agent`` / ``world`` (any attribute of a built loop) are then built from the final ``M``,
+    never from the older checkpoint, so ``TrainLoop(opt).agent`` exists as in ParlAI.
     """
     from parlai_conkd import resume
 
@@ -406,22 +477,14 @@ def resumable_train_loop(module):
     original_init, original_train = loop.__init__, loop.train
     original_train_steps, original_save_stats = loop.train_steps, loop._save_train_stats
 
-    @functools.wraps(original_init)
-    def __init__(self, opt):
-        plan = resume.plan(opt)
-        if plan.action == resume.FINISHED:
-            self.opt, self._conkd_finished_plan = opt, plan
-            module.logging.warning(resume.finished_message(opt['model_file'], plan))
-            return
+    def build(self, opt, plan):
+        """ParlAI's ``__init__``, then the user's paths back in the loop's and the agent's opt."""
         given = {key: opt.get(key) for key in ('init_model', 'load_from_checkpoint')}
         # the dictionary the loop builds or loads (ParlAI's default: M.dict)
         dict_file = opt.get('dict_file') or (
             opt['model_file'] + '.dict' if opt.get('model_file') else None
         )
-        if plan.action == resume.FROM_MODEL_FILE:
-            module.logging.info(
-                f'{plan.reason}; not from the older {opt["model_file"]}.checkpoint'
-            )
+        if plan.action in (resume.FROM_MODEL_FILE, resume.FINISHED):
             opt['load_from_checkpoint'] = False  # ParlAI then loads M and M.trainstats
         try:
             original_init(self, opt)
@@ -430,7 +493,7 @@ def resumable_train_loop(module):
         # _get_init_model rewrote dict_file to M.checkpoint.dict in the loop's opt (generator
         # agents pass it the caller's opt) and in the agent's
         checkpoint = f'{opt.get("model_file")}.checkpoint'
-        agent_opt = getattr(getattr(self, 'agent', None), 'opt', None)
+        agent_opt = getattr(vars(self).get('agent'), 'opt', None)
         for target in (opt, agent_opt):
             if target is None:
                 continue
@@ -440,12 +503,44 @@ def resumable_train_loop(module):
                 target['dict_file'] = dict_file
             target['load_from_checkpoint'] = given['load_from_checkpoint']
 
+    @functools.wraps(original_init)
+    def __init__(self, opt):
+        self._conkd_fixes = conkd_agent(opt)
+        if not self._conkd_fixes:
+            return original_init(self, opt)  # not our agent: ParlAI's loop, as it is
+        plan = resume.plan(opt)
+        if plan.action == resume.FINISHED:
+            self.opt, self._conkd_finished_plan = opt, plan
+            module.logging.warning(resume.finished_message(opt['model_file'], plan))
+            return  # built on first use (__getattr__)
+        if plan.action == resume.FROM_MODEL_FILE:
+            module.logging.info(
+                f'{plan.reason}; not from the older {opt["model_file"]}.checkpoint'
+            )
+        build(self, opt, plan)
+
+    def __getattr__(self, name):
+        """Only for attributes a loop lacks: a finished loop of ours builds its agent, world,
+        counters (ParlAI's ``__init__`` on the final ``M``) when one is first asked for.
+        """
+        state = vars(self)
+        plan = state.get('_conkd_finished_plan')
+        if plan is None or name.startswith('__') or state.get('_conkd_building'):
+            raise AttributeError(
+                f'{type(self).__name__!r} object has no attribute {name!r}'
+            )
+        self._conkd_building = True
+        module.logging.info(
+            f'building the agent of the finished run from {self.opt["model_file"]}'
+        )
+        build(self, self.opt, plan)
+        return getattr(self, name)
+
     @functools.wraps(original_train_steps)
     def train_steps(self):
         yield from original_train_steps(self)
-        if hasattr(
-            self, '_total_epochs'
-        ):  # at least one step: ParlAI writes trainstats then
+        if _ours(self) and hasattr(self, '_total_epochs'):
+            # at least one step: ParlAI writes trainstats then
             state = {
                 'train_steps': self._train_steps,
                 'total_epochs': self._total_epochs,
@@ -458,7 +553,7 @@ def resumable_train_loop(module):
     @functools.wraps(original_save_stats)
     def _save_train_stats(self, suffix=None):
         original_save_stats(self, suffix)
-        record = getattr(self, '_conkd_finished', None)
+        record = vars(self).get('_conkd_finished')
         if (
             record is not None
             and not suffix
@@ -469,7 +564,7 @@ def resumable_train_loop(module):
 
     @functools.wraps(original_train)
     def train(self):
-        plan = getattr(self, '_conkd_finished_plan', None)
+        plan = vars(self).get('_conkd_finished_plan')
         if plan is None:
             return original_train(self)
         reports = []
@@ -482,7 +577,7 @@ def resumable_train_loop(module):
             reports.append(report)
         return tuple(reports)
 
-    loop.__init__, loop.train = __init__, train
+    loop.__init__, loop.train, loop.__getattr__ = __init__, train, __getattr__
     loop.train_steps, loop._save_train_stats = train_steps, _save_train_stats
     loop._parlai_conkd_resumable = True
     return True
@@ -493,7 +588,8 @@ def validation_metric_may_be_absent(module):
     killed training when a validation run produced no value for it (CRSLab #40: a validation fold
     without gold items has no recall@k; any agent, any metric). Log which metric is absent and what
     the report holds, skip the best-model comparison for this validation and go on (the periodic
-    ``--save-after-valid`` checkpoint is still written)."""
+    ``--save-after-valid`` checkpoint is still written). This project's agents only
+    (:func:`conkd_agent`); for every other agent ParlAI's KeyError stands."""
     loop = module.TrainLoop
     if getattr(loop, '_parlai_conkd_metric_may_be_absent', False):
         return True
@@ -501,6 +597,8 @@ def validation_metric_may_be_absent(module):
 
     @functools.wraps(original)
     def validate(self):
+        if not _ours(self):
+            return original(self)
         metric = self.opt['validation_metric']
         reports_before = len(self.valid_reports)
         try:
@@ -545,7 +643,8 @@ def display_data_on_empty_data(module):
     """``display_data`` parleys before it checks ``epoch_done``: on an empty fold the teacher's
     only act is batch padding, shown as a fake example (``[no text field]``, or ``[batch_padding]``
     with ``--verbose``). Stop at the first padding act instead, and say that there is nothing
-    (more) to show. The display loop itself is ParlAI's."""
+    (more) to show. The display loop itself is ParlAI's. This project's tasks only
+    (:func:`conkd_task`); every other task is displayed exactly as ParlAI does."""
     if getattr(module.display_data, '_parlai_conkd_empty_aware', False):
         return True
     original, original_create_task = module.display_data, module.create_task
@@ -555,6 +654,8 @@ def display_data_on_empty_data(module):
 
     def create_task(opt, agent):
         world = original_create_task(opt, agent)
+        if not conkd_task(opt):
+            return world
         parley, shown = world.parley, [0]
 
         def guarded_parley():

@@ -14,8 +14,13 @@ decides from the files alone (no ParlAI import; the train-loop patch in
   (``LIMITS``) as recorded, or when a limit is still reached by the recorded counters; raising
   the limit that stopped it (e.g. a higher ``--max-train-steps``) continues training from the
   final model ``M`` (:data:`FROM_MODEL_FILE`), never from an older checkpoint;
+- a caller who names the checkpoint (``--init-model M.checkpoint`` with ``--load-from-checkpoint``,
+  as ParlAI's own tests and scripts do to resume explicitly) gets ParlAI's rule, finished or not;
 - everything else is ParlAI's own rule (:data:`AS_PARLAI`): resume from ``M.checkpoint`` when it
   exists, else from ``M``, else from scratch.
+
+The train-loop patch asks this only for this project's agents (``compat.conkd_agent``); every
+other agent keeps ParlAI's rule unconditionally.
 
 Files read: ``M.trainstats`` and ``M.checkpoint.trainstats`` (ParlAI's JSON: ``parleys``,
 ``train_steps``, ``total_epochs``, ``train_time`` in seconds, ``impatience``, ...).
@@ -129,10 +134,12 @@ def plan(opt) -> Plan:
     model_file = opt.get('model_file')
     if not model_file or not os.path.isfile(model_file):
         return Plan(AS_PARLAI)
+    checkpoint = model_file + '.checkpoint'
+    if opt.get('load_from_checkpoint') and opt.get('init_model') == checkpoint:
+        return Plan(AS_PARLAI, f'resuming from {checkpoint}, named as --init-model')
     stats = read_stats(model_file + '.trainstats')
     if not is_finished(stats):
         return Plan(AS_PARLAI)
-    checkpoint = model_file + '.checkpoint'
     if (
         opt.get('load_from_checkpoint')
         and os.path.isfile(checkpoint)

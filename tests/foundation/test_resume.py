@@ -86,6 +86,22 @@ def test_continued_then_interrupted_run_resumes_from_its_newer_checkpoint(tmp_pa
     )
 
 
+def test_a_checkpoint_named_as_init_model_is_resumed_from_as_parlai_does(tmp_path):
+    """ParlAI's own tests resume explicitly: --init-model M.checkpoint --load-from-checkpoint."""
+    opt = _files(
+        tmp_path, final=_finished(), checkpoint={'train_steps': 302, 'parleys': 302}
+    )
+    named = dict(opt, init_model=opt['model_file'] + '.checkpoint')
+    assert resume.plan(named).action == resume.AS_PARLAI
+    # without --load-from-checkpoint ParlAI loads M itself: the finished run stays finished
+    assert (
+        resume.plan(dict(named, load_from_checkpoint=False)).action == resume.FINISHED
+    )
+    # another --init-model (e.g. the pretrained start of the identical command): finished
+    other = dict(opt, init_model=str(tmp_path / 'pretrained'))
+    assert resume.plan(other).action == resume.FINISHED
+
+
 def test_run_stopped_by_the_agent_is_finished_while_its_limits_are_unchanged(tmp_path):
     stopped = _finished(steps=120, parleys=120)  # e.g. learning rate below --min-lr
     assert stopped['finished']['reason'] == 'stopped by the agent'
@@ -148,3 +164,68 @@ def test_train_loop_patches_are_applied_with_train_model():
     applied = compat.applied_patches()
     assert 'parlai.scripts.train_model:resumable_train_loop' in applied
     assert 'parlai.scripts.train_model:validation_metric_may_be_absent' in applied
+
+
+def _train_loop(**opt):
+    import parlai.scripts.train_model as tms
+
+    parser = tms.setup_args()
+    parser.set_params(**opt)
+    popt = parser.parse_args([])
+    popt.update(opt)
+    return tms.TrainLoop(popt)
+
+
+def test_finished_run_of_ours_is_left_alone_and_builds_its_agent_from_the_final_model(
+    tmp_path, monkeypatch
+):
+    """Through ParlAI's TrainLoop, with a tiny stock transformer standing in for one of ours:
+    the rerun says finished and touches nothing, yet ``loop.agent`` exists (ParlAI's API), built
+    from the final M on first use, never from the older checkpoint; naming the checkpoint as
+    --init-model resumes from it as ParlAI does."""
+    from parlai_conkd import compat
+
+    monkeypatch.setattr(compat, 'conkd_agent', lambda opt: True)
+    mf = str(tmp_path / 'model')
+    opt = dict(
+        task='integration_tests',
+        model='transformer/generator',
+        n_layers=1,
+        embedding_size=16,
+        ffn_size=16,
+        n_heads=2,
+        truncate=32,
+        batchsize=8,
+        skip_generation=True,
+        model_file=mf,
+        datapath=str(tmp_path / 'data'),
+        max_train_steps=8,
+        save_every_n_secs=1e-6,
+        short_final_eval=True,
+        validation_max_exs=4,
+        log_every_n_secs=100,
+    )
+    _train_loop(**opt).train()
+    stats = resume.read_stats(mf + '.trainstats')
+    assert stats['finished']['reason'] == 'train_steps 8 reached --max-train-steps 8'
+    checkpoint_steps = resume.read_stats(mf + '.checkpoint.trainstats')['train_steps']
+    assert checkpoint_steps < 8
+    files = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+
+    loop = _train_loop(**opt)
+    assert 'agent' not in vars(loop)  # nothing built, nothing loaded
+    valid, test = loop.train()
+    assert (valid, test) == (stats['final_valid_report'], stats['final_test_report'])
+    assert valid['total_train_updates'] == 8  # the recorded final reports
+    assert loop.agent._number_training_updates == 8  # built on first use, from M
+    assert loop._train_steps == 8 and loop.world is not None
+    assert loop.opt['init_model'] is None and loop.opt['load_from_checkpoint'] is True
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == files
+    with pytest.raises(AttributeError, match="'TrainLoop' object has no attribute 'x'"):
+        loop.x
+
+    explicit = _train_loop(
+        **opt, init_model=mf + '.checkpoint', load_from_checkpoint=True
+    )
+    assert explicit.agent._number_training_updates == checkpoint_steps
+    assert explicit._train_steps == checkpoint_steps
