@@ -1,7 +1,8 @@
 """Link what a person types to catalog items: ``@<movieId>``, "Title (Year)" and "Title".
 
-Stdlib only and ParlAI-free: a plain function of the text and an :class:`~parlai_conkd.items.ItemCatalog`,
-shared by interactive chat (:mod:`parlai_conkd.agents.conkd_student.interactive`), the measurement script
+ParlAI-free (the stdlib and wordfreq): a plain function of the text and an
+:class:`~parlai_conkd.items.ItemCatalog`, shared by interactive chat
+(:mod:`parlai_conkd.agents.conkd_student.interactive`), the measurement script
 (``projects/conkd/linking_results.py``) and any other reader of typed text.
 
 What is linked (issue #14), in this order of precedence:
@@ -27,19 +28,24 @@ mentions). The candidate with the most ReDial mentions is taken when it has at l
 (``ambiguous``) and the candidates are reported, so a person can add the year or type ``@id``.
 
 **Guard for common-word titles.** Without a year, a title that ordinary chat could contain ("It",
-"Up", "Her", "Signs", "Get Out", "9") is *risky* (:meth:`TitleLinker.is_risky`: every word is a
-common word, or it is a number or a single letter; without chat word counts, every one-word title).
-A risky title is linked only when the typing marks it as a title
+"Up", "Lost", "Dance", "Get Out", "9") is *risky* (:meth:`TitleLinker.is_risky`): a one-word title
+that is a common English word, a title of several words that are all very common, a number or a
+single letter. A risky title is linked only when the typing marks it as a title
 (:meth:`TitleLinker.marked_as_title`): in quotes; every word capitalised in a title of two words or
 more ("Get Out was great"); or capitalised inside a sentence, right after a lower-case word, a
 digit or a comma ("I loved Up"). Sentence-initial, lower-cased or shouted ("IT") words stay words,
-and so does a capitalised one-word title next to another capitalised word (a name: "Jackie Chan").
-Common words are :data:`BASIC_COMMON_WORDS` plus, when a model's dictionary gives chat word counts,
-its :data:`COMMON_TOP_N` most frequent words (:func:`make_linker`). The parameters were chosen on
-the train fold and measured on the test fold (precision, recall and false-link rate:
+and so does a capitalised one-word title next to another capitalised, uncommon word (a name:
+"Jackie Chan"). How common a word is comes from English word frequencies (wordfreq's Zipf scale,
+:func:`zipf`), the same for every model: a word of Zipf frequency >= :data:`COMMON_ZIPF` is common,
+and a title of several words is risky when every word reaches :data:`PHRASE_ZIPF`;
+:data:`FILM_CHAT_WORDS` are common whatever their frequency. (Until issue #22 common words were a
+hand-made list plus a model dictionary's 1,000 most frequent words, which missed everyday words
+rare in movie chat: "lost", "dogs", "dance", "water".) The parameters were chosen on the train
+fold and measured on the test fold (precision, recall and false-link rate:
 ``projects/conkd/linking_results.py``, results/linking.json, projects/conkd/README.md).
 """
 
+import functools
 import re
 import unicodedata
 from collections import defaultdict
@@ -65,30 +71,30 @@ MIN_CHARS = 1
 #: Ambiguity rule: the most-mentioned candidate needs this many times the runner-up's mentions.
 #: Chosen on the train fold by projects/conkd/linking_results.py (results/linking.json).
 DOMINANCE = 10.0
-#: With chat word counts: this many most frequent words are common (chosen the same way).
-COMMON_TOP_N = 1000
+#: Zipf frequency (:func:`zipf`) from which a word is common: a one-word title of at least this
+#: frequency is risky ("up" 6.4, "dance" 4.9, "frozen" 4.3; not "inception" 3.7 or "jumanji" 2.3),
+#: and a capitalised word below it next to a one-word title makes a name
+#: (:meth:`TitleLinker.part_of_name`). Chosen on the train fold by
+#: projects/conkd/linking_results.py (results/linking.json).
+COMMON_ZIPF = 4.0
+#: A title of several words is risky when every word has at least this Zipf frequency ("Get Out"
+#: 6.3 and 6.4, not "The Shining": "shining" 4.0): a run of several common words is rarer in chat
+#: than one common word, so the bar is higher. Chosen the same way.
+PHRASE_ZIPF = 5.0
+#: Common whatever their English frequency: film-chat words that general English under-rates.
+#: Only "flick" (Zipf 3.6; the film "Flick", 2008): "a good flick" was the commonest lower-cased
+#: false link on the train fold with the thresholds above (14 messages).
+FILM_CHAT_WORDS = frozenset({'flick'})
 
-#: Words of everyday English chat that never mark a title on their own: function words,
-#: pronouns, the commonest verbs, adjectives and nouns of chat about films. Hand-written (no
-#: data), so every user of the linker has them; callers may add words (``common_words``).
-BASIC_COMMON_WORDS = frozenset('''
-a about above after again against ago all almost also always am an and another any anyone
-anything are around as at away back bad be because been before being best better between big
-both but by can could day days did do does doing done dont down during each either else end
-enough even ever every everything few film films fine first for from fun funny get gets getting
-give go goes going gone good got great had has have having he her here hers him his home how i
-if im in into is it its just keep kind know last least less let like liked likes little lol long
-look lot lots love loved make many may maybe me mean might mine more most movie movies much must
-my need never new next nice night no none nor not nothing now of off oh ok okay old on once one
-only or other others our out over own part people perhaps please pretty really right said same
-saw say see seen she should show since so some something sometimes soon still such sure take
-than thank thanks that thats the their them then there these they thing things think this those
-though through time to too two up us very want wanted was watch watched way we well went were
-what when where which while who why will with without would yeah yes yet you your yours
-action adventure animated awesome bye comedy cool drama favorite hello help hey hi horror kids
-recommend recommendation recommendations romance romantic scary sounds suggestion suggestions
-thriller thrillers watching wow
-'''.split())
+
+@functools.lru_cache(maxsize=1 << 16)
+def zipf(word: str) -> float:
+    """How common ``word`` is in English: wordfreq's Zipf frequency (0 for unknown words, 3 is
+    about once per million words, 6 once per thousand). ``words()`` folds apostrophes away, and
+    wordfreq knows those spellings ("dont", "thats") too."""
+    from wordfreq import zipf_frequency  # loads its English table on first use (~0.3 s)
+
+    return zipf_frequency(word, 'en')
 
 
 def _fold_char(ch: str) -> str:
@@ -143,37 +149,12 @@ def make_linker(
 ) -> 'TitleLinker':
     """The linker in its measured configuration (projects/conkd/results/linking.json).
 
-    With ``word_counts`` (word -> count in the chat text a model was trained on, e.g. its ParlAI
-    dictionary; at least :data:`COMMON_TOP_N` words), the top :data:`COMMON_TOP_N` words are
-    common and one-word titles are judged by them like longer ones. Without counts every one-word
-    title needs a cue (the measured fallback: lower-cased one-word titles then stay words).
+    ``word_counts`` (a model dictionary's chat word counts) is accepted for existing callers and
+    ignored: since issue #22 which words are common comes from English word frequencies
+    (:func:`zipf`), the same for every model, with or without a dictionary.
     """
-    counts = {
-        w: c for w, c in (word_counts or {}).items() if not str(w).startswith('__')
-    }
-    if len(counts) >= COMMON_TOP_N:
-        return TitleLinker(
-            catalog,
-            common_words_from_counts(counts, COMMON_TOP_N),
-            single_words_risky=False,
-        )
+    del word_counts
     return TitleLinker(catalog)
-
-
-def common_words_from_counts(counts: Mapping[str, int], top_n: int) -> frozenset:
-    """The ``top_n`` most frequent words of a word-count table, folded as :func:`words` does
-    (counts of words that fold alike are added; item and special tokens, ``__...``, are skipped).
-    Ties broken alphabetically, so the set is stable."""
-    folded: Dict[str, int] = defaultdict(int)
-    for word, count in counts.items():
-        if str(word).startswith(
-            '__'
-        ):  # item tokens and ParlAI's special tokens are no words
-            continue
-        for w in words(str(word)):
-            folded[w] += int(count)
-    ranked = sorted(folded.items(), key=lambda kv: (-kv[1], kv[0]))
-    return frozenset(w for w, _ in ranked[: max(top_n, 0)])
 
 
 # ---------------------------------------------------------------------------- results
@@ -227,9 +208,14 @@ class TitleLinker:
 
     Args:
         catalog: the items; titles, years and ReDial mention counts are read from it.
-        common_words: extra common words for the guard (added to :data:`BASIC_COMMON_WORDS`).
+        common_words: words that are common whatever their frequency (added to
+            :data:`FILM_CHAT_WORDS` and the words of Zipf frequency >= ``common_zipf``).
         guard: False disables the common-word guard (measurement only).
         min_chars: titles of at most this many letters/digits are always guarded.
+        single_words_risky: every one-word title needs a cue, common or not.
+        dominance: the ambiguity rule's factor.
+        common_zipf: words of at least this Zipf frequency (:func:`zipf`) are common.
+        phrase_zipf: a title of several words is risky when each has at least this frequency.
     """
 
     def __init__(
@@ -238,11 +224,17 @@ class TitleLinker:
         common_words: Iterable[str] = (),
         guard: bool = True,
         min_chars: int = MIN_CHARS,
-        single_words_risky: bool = True,
+        single_words_risky: bool = False,
         dominance: float = DOMINANCE,
+        common_zipf: float = COMMON_ZIPF,
+        phrase_zipf: float = PHRASE_ZIPF,
     ):
         self.catalog = catalog
-        self.common_words = frozenset(BASIC_COMMON_WORDS) | frozenset(common_words)
+        self.common_words = FILM_CHAT_WORDS | frozenset(
+            w for c in common_words for w in words(c)
+        )
+        self.common_zipf = common_zipf
+        self.phrase_zipf = phrase_zipf
         self.guard = guard
         self.min_chars = min_chars
         self.single_words_risky = single_words_risky
@@ -254,15 +246,27 @@ class TitleLinker:
         self._max_words = max((len(k) for k in self._by_title), default=0)
 
     # ---------------------------------------------------------------- rules
+    def is_common(self, word: str) -> bool:
+        """An everyday English word ("up", "dance"): Zipf frequency >= ``common_zipf``, or one of
+        ``common_words``. ``word`` is folded as :func:`words` does ("Don't" is "dont").
+        """
+        folded = words(word)
+        return bool(folded) and all(self._common(w) for w in folded)
+
+    def _common(self, folded_word: str, threshold: Optional[float] = None) -> bool:
+        if threshold is None:
+            threshold = self.common_zipf
+        return folded_word in self.common_words or zipf(folded_word) >= threshold
+
     def is_risky(self, key: Sequence[str]) -> bool:
-        """A title that ordinary chat could contain: common words only, a number, or very short."""
+        """A title that ordinary chat could contain: a common word (Zipf >= ``common_zipf``),
+        several words each of Zipf >= ``phrase_zipf``, a number, or very short."""
         letters = ''.join(key)
-        return (
-            letters.isdigit()
-            or len(letters) <= self.min_chars
-            or (self.single_words_risky and len(key) == 1)
-            or all(w in self.common_words for w in key)
-        )
+        if letters.isdigit() or len(letters) <= self.min_chars:
+            return True
+        if len(key) == 1:
+            return self.single_words_risky or self._common(key[0])
+        return all(self._common(w, self.phrase_zipf) for w in key)
 
     def pick(self, candidates: Sequence[int]) -> Optional[int]:
         """The candidate with the most ReDial mentions when it has more than ``dominance`` times
@@ -316,7 +320,7 @@ class TitleLinker:
         return any(
             m is not None
             and _capitalised(m.group(1))
-            and m.group(1).lower() not in self.common_words
+            and not self.is_common(m.group(1))
             for m in (following, preceding)
         )
 

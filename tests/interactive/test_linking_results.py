@@ -107,12 +107,52 @@ def test_main_writes_a_json_report(script, tmp_path):
     out = tmp_path / 'results' / 'linking.json'
     assert script.main(['--redial-path', str(data), '--json', str(out)]) == 0
     report = json.loads(out.read_text())
-    assert set(report['chosen']) == {'with_chat_counts', 'without_chat_counts'}
-    test = report['chosen']['without_chat_counts']['test']
+    assert set(report['chosen']) == {'params', 'train', 'test'}
+    assert set(report['chosen']['params']) == {
+        'common_zipf',
+        'phrase_zipf',
+        'dominance',
+    }
+    test = report['chosen']['test']
     assert (
         test['forms']['year']['mentions'] == 5 and test['no_mention']['messages'] == 3
     )
+    assert len(report['selection_on_train']) == len(script.COMMON_ZIPF_GRID) * len(
+        script.PHRASE_ZIPF_GRID
+    ) * len(script.DOMINANCE_GRID)
+
+
+def _result(recalls, precision=0.96, false_link_rate=0.03):
+    forms = {
+        form: {'precision': precision, 'recall': recall}
+        for form, recall in zip(('year', 'no_year', 'lower', 'lower_year'), recalls)
+    }
+    return {'forms': forms, 'no_mention': {'false_link_rate': false_link_rate}}
+
+
+def test_choice_meets_every_goal_false_link_rate_included(script):
+    selection = {
+        'more recall, too many false links': _result(
+            (0.98, 0.84, 0.80, 0.98), false_link_rate=0.045
+        ),
+        'all goals': _result((0.98, 0.83, 0.70, 0.97), false_link_rate=0.031),
+        'all goals, less recall': _result((0.98, 0.82, 0.61, 0.97), 0.97, 0.028),
+        'imprecise': _result((0.98, 0.9, 0.9, 0.98), precision=0.94),
+    }
+    assert [k for k, r in selection.items() if script.meets_goals(r)] == [
+        'all goals',
+        'all goals, less recall',
+    ]
+    assert script.choose(list(selection), selection) == 'all goals'
+    # no setting meets every goal: the precision goal alone, then the most recall
+    del selection['all goals'], selection['all goals, less recall']
     assert (
-        len(report['selection_on_train'])
-        == len(script.TOP_N_GRID) * len(script.DOMINANCE_GRID) * 2
+        script.choose(list(selection), selection) == 'more recall, too many false links'
+    )
+    row = selection['more recall, too many false links']
+    row['no_mention'].update(messages=200, messages_with_a_link=9)
+    for form in row['forms'].values():
+        form.update(messages=10, mentions=12, links=11)
+    assert script.table('t', row).endswith(
+        'with a link: 9 (false-link rate 0.0450; goal <= 0.035 MISSED)'
     )
