@@ -50,6 +50,7 @@ import gc
 import inspect
 import json
 import logging
+import os
 import pickle
 import sys
 import warnings
@@ -700,6 +701,63 @@ def quiet_pkg_resources_warning():
     return True
 
 
+# --------------------------------------------------------------------------- this project's errors
+def one_line_user_errors(module):
+    """An uncaught error of this project (``parlai_conkd.errors.UserError``: its message names the
+    file or option and the remedy) ends a ``parlai`` command as that message alone, not under a
+    traceback (issue #22). Every other exception is shown as before."""
+    from parlai_conkd.errors import install_excepthook
+
+    install_excepthook()
+    return True
+
+
+def _opt_file_of_ours(optfile: str) -> bool:
+    """A ``.opt`` of this project's models: in the ConKD zoo, naming one of our agents, or beside
+    the item catalog our generators save (``<model>.catalog.json``)."""
+    model = optfile[: -len('.opt')] if optfile.endswith('.opt') else optfile
+    if (os.path.join('models', 'conkd') + os.sep) in os.path.abspath(optfile):
+        return True
+    if os.path.isfile(model + '.catalog.json'):
+        return True
+    try:
+        with open(optfile, 'rb') as f:
+            return b'"conkd_' in f.read()
+    except OSError:
+        return False
+
+
+def damaged_opt_file_error(module):
+    """A damaged ``.opt`` (empty, truncated, not JSON) of one of this project's models ended in
+    ``JSONDecodeError`` or pickle's ``EOFError`` from ``Opt.load``, wherever ParlAI first read it;
+    it now raises ``ModelFileError`` naming the file and the remedy (issue #22). A ``.opt`` that is
+    not ours fails as in ParlAI."""
+    opt_class = module.Opt
+    original = opt_class.load.__func__
+    if getattr(original, '_parlai_conkd', False):
+        return True
+
+    @functools.wraps(original)
+    def load(cls, optfile):
+        try:
+            return original(cls, optfile)
+        except (
+            ValueError,
+            EOFError,
+            pickle.UnpicklingError,
+        ):  # JSONDecodeError: ValueError
+            if not _opt_file_of_ours(optfile):
+                raise
+            from parlai_conkd.model_files import read_opt_file
+
+            read_opt_file(optfile)  # raises ModelFileError naming it
+            raise
+
+    load._parlai_conkd = True
+    opt_class.load = classmethod(load)
+    return True
+
+
 #: ParlAI module -> fixes that must run before it is executed.
 BEFORE_IMPORT = {
     'parlai.core.opt': (quiet_pkg_resources_warning,),
@@ -726,6 +784,8 @@ PATCHES = {
         gpu_world_size_guard,
     ),
     'parlai.scripts.display_data': (display_data_on_empty_data,),
+    'parlai.core.opt': (damaged_opt_file_error,),
+    'parlai.core.script': (one_line_user_errors,),
 }
 
 

@@ -13,6 +13,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence
 
+from parlai_conkd.errors import UserError
 from parlai_conkd.fileio import atomic_write
 
 ITEM_TOKEN_PREFIX = '__item_'
@@ -65,7 +66,7 @@ class Item:
         return f'{self.title} ({self.year})' if self.year else self.title
 
 
-class CatalogError(ValueError):
+class CatalogError(UserError, ValueError):
     """A catalog file or data directory that cannot be used; the message names the file."""
 
 

@@ -25,12 +25,13 @@ from typing import Dict, Optional, Sequence
 
 import torch
 
+from parlai_conkd.errors import ModelFileError, UserError
 from parlai_conkd.fileio import atomic_write
 
 FORMAT_VERSION = 1
 
 
-class StaleCacheError(RuntimeError):
+class StaleCacheError(UserError, RuntimeError):
     pass
 
 
@@ -77,7 +78,18 @@ class TeacherCache:
         """Load ``path`` if it exists and matches ``key``; a new empty cache if it does not exist."""
         if not os.path.exists(path):
             return cls(path, key)
-        payload = torch.load(path, map_location='cpu', weights_only=False)
+        try:
+            payload = torch.load(path, map_location='cpu', weights_only=False)
+            if not isinstance(payload, dict):
+                raise TypeError(f'holds a {type(payload).__name__}')
+        except (
+            Exception
+        ) as exc:  # our own file: any failure to read it means it is damaged
+            raise ModelFileError(
+                f'{path}: the teacher cache is empty, truncated or damaged '
+                f'({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else "unreadable"}); '
+                'delete it: the next training run rebuilds it from the teachers'
+            ) from None
         if payload.get('format') != FORMAT_VERSION:
             raise StaleCacheError(
                 f'{path}: teacher cache format {payload.get("format")} != {FORMAT_VERSION}; delete it'

@@ -31,6 +31,7 @@ from parlai.utils.torch import total_parameters, trainable_parameters
 from parlai_conkd import ranking
 from parlai_conkd.formatting import item_record
 from parlai_conkd.items import DISPLAY_METADATA, CatalogError, Item, ItemCatalog
+from parlai_conkd.model_files import check_model_file
 from parlai_conkd.seeding import add_seed_args, seed_from_opt
 
 #: checkpoint key of the item catalog, next to ParlAI's 'model' / 'optimizer'
@@ -97,6 +98,8 @@ def _catalog_from_state(state: Dict, path: str) -> ItemCatalog:
 
 def _peek_checkpoint(path: str) -> Dict:
     import parlai.utils.pickle
+
+    check_model_file(path)  # a one-line error for a missing, empty or truncated file
 
     with open(path, 'rb') as f:
         return torch.load(f, map_location='cpu', pickle_module=parlai.utils.pickle)

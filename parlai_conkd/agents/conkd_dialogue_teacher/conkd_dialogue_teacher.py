@@ -34,6 +34,7 @@ from parlai_conkd.decoding import ITEM_DECODING, ITEM_NO_REPEAT, ItemVocab
 from parlai_conkd.distill import item_mass
 from parlai_conkd.item_embeddings import fit_to_embeddings, freeze_rows
 from parlai_conkd.items import GEN_TOKEN, ITEM_TOKEN_RE, REC_TOKEN, CatalogError
+from parlai_conkd.model_files import check_model_file
 from parlai_conkd.metrics import (
     DIST_NS,
     RER_KS,
@@ -349,6 +350,12 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
                 items, pad_idx=self.NULL_IDX, left_padded=True, fp16friendly=False
             )
         return super()._pad_tensor(items, is_label=is_label)
+
+    def load(self, path):
+        check_model_file(
+            path
+        )  # a one-line error for a missing, empty or truncated file
+        return super().load(path)
 
     def load_state_dict(self, state_dict):
         if self.is_hf:

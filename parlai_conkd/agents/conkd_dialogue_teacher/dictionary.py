@@ -12,6 +12,7 @@ from typing import Dict
 from parlai.core.dict import DictionaryAgent
 
 from parlai_conkd.items import GEN_TOKEN, REC_TOKEN, CatalogError, ItemCatalog
+from parlai_conkd.errors import ModelFileError, remedy
 
 from .hf_model import resolve_hf_model_path
 
@@ -54,6 +55,34 @@ def resolve_catalog(opt) -> ItemCatalog:
     return load_catalog(opt)
 
 
+def check_dict_file(path: str) -> None:
+    """Raise ModelFileError unless ``path`` is a whole ParlAI dictionary file.
+
+    ParlAI writes one ``token<TAB>count`` line per token and reads whatever lines it finds, so an
+    empty or truncated file loaded as a smaller vocabulary and failed later as a shape mismatch
+    against the model's embeddings (issue #22). Here: at least one line, every line ends with a
+    newline and a count.
+    """
+    with open(path, 'rb') as f:
+        data = f.read()
+    bad = None
+    if not data:
+        bad = 'it is empty'
+    elif not data.endswith(b'\n'):
+        bad = 'its last line is cut off'
+    else:
+        for number, line in enumerate(data.split(b'\n')[:-1], start=1):
+            count = line.rstrip(b'\r').rsplit(b'\t', 1)
+            if len(count) != 2 or not count[1].lstrip(b'-').isdigit():
+                bad = f'line {number} is not "token<TAB>count"'
+                break
+    if bad:
+        model = path[: -len('.dict')] if path.endswith('.dict') else path
+        raise ModelFileError(
+            f'{path}: the model\'s dictionary is damaged ({bad}); {remedy(model)}'
+        )
+
+
 class ConkdDictionaryAgent(DictionaryAgent):
     """ParlAI word dictionary that always holds every catalog item token.
 
@@ -79,6 +108,10 @@ class ConkdDictionaryAgent(DictionaryAgent):
 
     def is_prebuilt(self):
         return self._is_hf(self.opt) or super().is_prebuilt()
+
+    def load(self, filename):
+        check_dict_file(filename)
+        return super().load(filename)
 
     def _fix_item_counts(self):
         for index, token in enumerate(self._item_tokens):
