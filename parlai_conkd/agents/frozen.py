@@ -1,6 +1,9 @@
 """Load frozen ConKD models from ParlAI model files or zoo: paths, with clear errors.
 
-Used for the student's two teachers and the pipeline baseline's recommender.
+Used for the student's two teachers and the pipeline baseline's recommender. Only training may
+build or download a teacher (``fetch=True``); evaluating or chatting with a trained model uses a
+teacher only when it is already on disk (issue #22: evaluating a copy of the soft student started a
+14-minute build of its dialogue teacher).
 """
 
 import json
@@ -9,18 +12,39 @@ import os
 from parlai.core.agents import create_agent_from_model_file
 from parlai.core.build_data import modelzoo_path
 
+from parlai_conkd.errors import UserError
 from parlai_conkd.items import ItemCatalog
 
 
-class TeacherError(ValueError):
+class TeacherError(UserError, ValueError):
     """A teacher file that cannot be used by this student; the message names option and file."""
 
 
-def resolve_model_file(opt, option: str) -> str:
+def local_model_path(datapath: str, path: str) -> str:
+    """Where ParlAI keeps ``path`` (a file, or a ``zoo:``/``models:`` name) on disk, without
+    downloading or building anything (``modelzoo_path`` does both)."""
+    for prefix in ('zoo:', 'models:'):
+        if path.startswith(prefix):
+            return os.path.join(datapath, 'models', path[len(prefix) :])
+    return path
+
+
+def resolve_model_file(opt, option: str, fetch: bool = True) -> str:
+    """The model file named by ``option`` (e.g. ``--rec-teacher-file``). ``fetch``: a ``zoo:`` name
+    may be downloaded or built (training); otherwise it must already be on disk. Raises
+    TeacherError naming the option when there is no usable file."""
     path = opt.get(option.lstrip('-').replace('-', '_'))
     if not path:
         raise TeacherError(f'{option} is required for this gate (or use --gate none)')
-    resolved = modelzoo_path(opt.get('datapath'), path)
+    if fetch:
+        resolved = modelzoo_path(opt.get('datapath'), path)
+    else:
+        resolved = local_model_path(opt.get('datapath'), path)
+        if path.startswith('zoo:') and not os.path.isfile(resolved):
+            raise TeacherError(
+                f'{option} {path}: not on disk at {resolved} (only training builds or downloads '
+                f'a teacher; to have it, run any command with -mf {path})'
+            )
     if not os.path.isfile(resolved):
         raise TeacherError(f'{option} {path}: model file not found at {resolved}')
     if not os.path.isfile(resolved + '.opt'):
@@ -42,14 +66,16 @@ def load_frozen_teacher(
     expected_models,
     catalog: ItemCatalog,
     extra_overrides=None,
+    fetch: bool = True,
 ):
     """Create the teacher agent from its file, in eval mode with gradients off, on our device.
 
     ``expected_models``: the ``-m`` names accepted for this role (checked before loading, so a
     wrong file fails fast); ``expected_class``: what the loaded agent must be an instance of;
-    ``extra_overrides``: options set on the loaded agent (e.g. the rec teacher's temperature).
+    ``extra_overrides``: options set on the loaded agent (e.g. the rec teacher's temperature);
+    ``fetch``: as in :func:`resolve_model_file`.
     """
-    model_file = resolve_model_file(opt, option)
+    model_file = resolve_model_file(opt, option, fetch=fetch)
     model_name = model_name_of(model_file)
     if model_name not in expected_models:
         raise TeacherError(

@@ -184,21 +184,25 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
             # chat (interactive mode, whatever its datatype) loads the teachers lazily, only for
             # --show-recs / --show-gates (interactive.py)
             return False
-        datatype = self.opt.get('datatype', '')
-        if datatype.startswith('train') and 'evalmode' not in datatype:
+        if self._training_run():
             return (
                 True  # training must distil: missing or wrong teachers are errors here
             )
-        # eval_model on a trained student: KD metrics only if the teachers exist
+        # eval_model / display_model of a trained student: KD metrics only if the teachers are
+        # already on disk (never built or downloaded for that: issue #22)
         if not self.opt.get('distill_in_eval'):
             return False
         try:
-            resolve_model_file(self.opt, '--dialogue-teacher-file')
-            resolve_model_file(self.opt, '--rec-teacher-file')
+            resolve_model_file(self.opt, '--dialogue-teacher-file', fetch=False)
+            resolve_model_file(self.opt, '--rec-teacher-file', fetch=False)
         except TeacherError as exc:
             logging.info(f'conkd_student: no KD metrics in evaluation ({exc})')
             return False
         return True
+
+    def _training_run(self) -> bool:
+        datatype = self.opt.get('datatype', '')
+        return datatype.startswith('train') and 'evalmode' not in datatype
 
     def _load_teachers(self):
         from parlai_conkd.agents.conkd_rec_teacher.conkd_rec_teacher import (
@@ -211,6 +215,7 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
             ConkdDialogueTeacherAgent,
             DIALOGUE_TEACHER_MODELS,
             self.catalog,
+            fetch=self._training_run(),
         )
         if self.dialogue_teacher.dict.tok2ind != self.dict.tok2ind:
             raise TeacherError(
@@ -233,6 +238,7 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
             extra_overrides=(
                 {'rec_temperature': temperature} if temperature is not None else None
             ),
+            fetch=self._training_run(),
         )
         if self.opt.get('teacher_cache') and self.opt.get('datatype', '').startswith(
             'train'

@@ -95,6 +95,7 @@ class ReplyExplainer:
                 ConkdRecTeacherAgent,
                 {'conkd_rec_teacher'},
                 self.agent.catalog,
+                fetch=False,  # a chat never builds a teacher behind the user's back
             )[0]
         from parlai_conkd.agents.conkd_dialogue_teacher.conkd_dialogue_teacher import (
             ConkdDialogueTeacherAgent,
@@ -106,6 +107,7 @@ class ReplyExplainer:
             ConkdDialogueTeacherAgent,
             {'conkd_dialogue_teacher', 'conkd_student'},
             self.agent.catalog,
+            fetch=False,
         )[0]
 
     # ---------------------------------------------------------------- per reply
