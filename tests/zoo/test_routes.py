@@ -46,7 +46,8 @@ def test_parlai_resolves_zoo_path_through_build(tmp_path, clean_zoo_env, fake_tr
 
     path = modelzoo_path(str(tmp_path), 'zoo:conkd/soft')
     assert path == os.path.join(str(tmp_path), 'models', 'conkd', 'soft')
-    assert built(fake_trainer) == ['rec_teacher', 'dialogue_teacher', 'soft', 'hard']
+    # what the soft student needs, not the hard student (issue #22)
+    assert built(fake_trainer) == ['rec_teacher', 'dialogue_teacher', 'soft']
     assert (
         builder.weights_sha256(path)
         == builder.read_stamp(os.path.dirname(path), 'soft')['weights_sha256']
@@ -347,5 +348,45 @@ def test_zoo_models_env_limits_what_build_makes_present(
     build.download(str(tmp_path))
     assert built(fake_trainer) == ['rec_teacher', 'dialogue_teacher', 'soft']
     clean_zoo_env.setenv('CONKD_ZOO_MODELS', 'soft,large')
-    with pytest.raises(ValueError, match=r"unknown ConKD zoo model\(s\) \['large'\]"):
+    with pytest.raises(
+        builder.ZooError, match=r'CONKD_ZOO_MODELS: no such ConKD zoo model'
+    ):
         build.download(str(tmp_path))
+
+
+def test_each_zoo_name_makes_present_only_what_that_model_needs(
+    tmp_path, clean_zoo_env, fake_trainer
+):
+    """ParlAI resolves every zoo:conkd/X through conkd.build; the name asked for decides (#22)."""
+    from parlai.core.build_data import modelzoo_path
+
+    modelzoo_path(str(tmp_path), 'zoo:conkd/dialogue_teacher')
+    assert built(fake_trainer) == ['rec_teacher', 'dialogue_teacher']
+    modelzoo_path(
+        str(tmp_path), 'zoo:conkd/rec_teacher.opt'
+    )  # a file beside a present model
+    assert built(fake_trainer) == ['rec_teacher', 'dialogue_teacher']
+    modelzoo_path(str(tmp_path), 'zoo:conkd/hard')
+    assert built(fake_trainer) == ['rec_teacher', 'dialogue_teacher', 'hard']
+    with pytest.raises(
+        builder.ZooError, match=r'zoo:conkd/sfot: no such ConKD zoo model'
+    ):
+        modelzoo_path(str(tmp_path), 'zoo:conkd/sfot')
+
+
+def test_a_damaged_zoo_file_is_rebuilt_not_loaded(
+    tmp_path, clean_zoo_env, fake_trainer
+):
+    dp = str(tmp_path)
+    builder.ensure(dp, ['rec_teacher'])
+    stamp = builder.read_stamp(builder.zoo_dir(dp), 'rec_teacher')
+    assert set(stamp['sha256']) == set(stamp['files'])
+    target = builder.model_file(dp, 'rec_teacher')
+    with open(target, 'r+b') as f:  # one byte changed, size and form kept
+        first = f.read(1)
+        f.seek(0)
+        f.write(bytes([first[0] ^ 0xFF]))
+    assert 'does not match the sha256' in builder.why_not_present(dp, 'rec_teacher')
+    builder.ensure(dp, ['rec_teacher'])
+    assert built(fake_trainer) == ['rec_teacher', 'rec_teacher']
+    assert builder.is_present(dp, 'rec_teacher')

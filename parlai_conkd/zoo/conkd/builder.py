@@ -3,7 +3,9 @@
 For each wanted model (its teachers first), the first route that applies:
 
 1. **present**: ``<model>.zoo.json`` (the stamp) exists, names this ``ZOO_VERSION`` and recipe,
-   lists files that all exist, and records the build ids of the teachers now present;
+   lists files that all exist with the sha256 recorded at install (a damaged file makes the model
+   absent: it is rebuilt or refetched, never loaded), and records the build ids of the teachers
+   now present;
 2. **release archive**: when a release is configured (``$CONKD_ZOO_URL`` + ``$CONKD_ZOO_SHA256``,
    or :data:`RELEASE_URL` / :data:`RELEASE_SHA256`), download it (HTTP status, tar form and sha256
    checked by ``parlai_conkd.downloads``; any failure stops with an error naming the status and URL
@@ -42,6 +44,7 @@ import time
 import uuid
 from typing import Dict, Iterable, List, Optional, Sequence
 
+from parlai_conkd.errors import UserError
 from parlai_conkd.fileio import atomic_path, atomic_write, sha256_file
 
 from . import recipe as zoo_recipe
@@ -64,7 +67,7 @@ _NOT_INSTALLED = re.compile(r'\.checkpoint|\.teacher_cache|\.tmp')
 _EPOCHS_RE = re.compile(r'\bepochs:([\d.]+)')
 
 
-class ZooError(RuntimeError):
+class ZooError(UserError, RuntimeError):
     """A zoo model that cannot be made present; the message says why and what to do."""
 
 
@@ -122,11 +125,28 @@ def why_not_present(
     ]
     if missing or model not in stamp.get('files', []):
         return f'files missing: {missing or [model]}'
+    for name, recorded in sorted((stamp.get('sha256') or {}).items()):
+        if _verified_sha256(os.path.join(directory, name)) != recorded:
+            return f'{name} does not match the sha256 recorded when it was installed (damaged)'
     for teacher, build_id in (stamp.get('depends') or {}).items():
         teacher_stamp = read_stamp(directory, teacher)
         if teacher_stamp is None or teacher_stamp.get('build_id') != build_id:
             return f'its teacher {teacher} was replaced since it was built'
     return None
+
+
+_sha256_seen: Dict[tuple, str] = {}
+
+
+def _verified_sha256(path: str) -> str:
+    """sha256 of ``path``, computed once per process for a given size and modification time (every
+    ``zoo:`` name ParlAI resolves checks its files; the zoo's model files are tens of MB).
+    """
+    stat = os.stat(path)
+    key = (os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _sha256_seen:
+        _sha256_seen[key] = sha256_file(path)
+    return _sha256_seen[key]
 
 
 def is_present(datapath: str, model: str, recipe: Optional[str] = None) -> bool:
@@ -211,7 +231,9 @@ def install(source_dir: str, datapath: str, model: str, stamp: Dict) -> None:
         os.unlink(os.path.join(directory, name))
     for name in names:
         os.replace(os.path.join(source_dir, name), os.path.join(directory, name))
-    _atomic_write_json(old_stamp, dict(stamp, files=names))
+    # a damaged file is found by its checksum and rebuilt or refetched, never loaded (issue #22)
+    sha256 = {name: _verified_sha256(os.path.join(directory, name)) for name in names}
+    _atomic_write_json(old_stamp, dict(stamp, files=names, sha256=sha256))
 
 
 def _portable_opt(opt_path: str, replacements: Dict[str, str]) -> None:
