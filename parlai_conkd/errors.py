@@ -22,6 +22,10 @@ class UserError(Exception):
     """An error whose message names what is wrong and what to do; shown without a traceback."""
 
 
+class OptionError(UserError, ValueError):
+    """A command-line option (or combination) that cannot be used; the message names it."""
+
+
 class ModelFileError(UserError, ValueError):
     """A file a run reads is missing, empty, truncated or damaged; the message names it."""
 

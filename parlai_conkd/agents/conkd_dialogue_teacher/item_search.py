@@ -213,14 +213,16 @@ def greedy_beam_size(opt) -> None:
     the saved beam size gives way to 1. Asking for both is refused, naming the two options.
 
     ``opt``: the agent's options as ParlAI loaded them, ``opt['override']`` holding what this
-    command set; changed in place. Raises ValueError for ``--inference greedy`` with an explicit
+    command set; changed in place. Raises OptionError (a ValueError) for ``--inference greedy`` with an explicit
     ``--beam-size`` other than 1.
     """
     beam_size = opt.get('beam_size', 1)
     if opt.get('inference') != 'greedy' or beam_size in (None, 1):
         return
     if 'beam_size' in (opt.get('override') or {}):
-        raise ValueError(
+        from parlai_conkd.errors import OptionError
+
+        raise OptionError(
             f'--inference greedy follows one hypothesis, but --beam-size {beam_size} was given: '
             'drop --beam-size (or set it to 1), or use --inference beam / delayedbeam'
         )
