@@ -249,11 +249,14 @@ def load_results(paths: Sequence[str]) -> List[Tuple[str, Dict[str, float]]]:
                 or entry.get('backbone')
                 or os.path.splitext(os.path.basename(path))[0]
             )
-            numeric = {
-                k: float(v)
-                for k, v in metrics.items()
-                if isinstance(v, (int, float)) and not isinstance(v, bool)
-            }
+            numeric = {}
+            for k, v in metrics.items():
+                if isinstance(
+                    v, dict
+                ):  # a leaderboard's {"mean", "std", "n", "values"}
+                    v = v.get('mean')
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    numeric[k] = float(v)
             rows.append((str(name), numeric))
     return rows
 
