@@ -50,7 +50,7 @@ import re
 import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from parlai_conkd.items import ITEM_TOKEN_RE, Item, ItemCatalog
 
@@ -144,16 +144,10 @@ def title_keys(title: str) -> List[Tuple[str, ...]]:
     return [k for k in keys if k]
 
 
-def make_linker(
-    catalog: ItemCatalog, word_counts: Optional[Mapping[str, int]] = None
-) -> 'TitleLinker':
-    """The linker in its measured configuration (projects/conkd/results/linking.json).
-
-    ``word_counts`` (a model dictionary's chat word counts) is accepted for existing callers and
-    ignored: since issue #22 which words are common comes from English word frequencies
-    (:func:`zipf`), the same for every model, with or without a dictionary.
-    """
-    del word_counts
+def make_linker(catalog: ItemCatalog) -> 'TitleLinker':
+    """The linker in its measured configuration (projects/conkd/results/linking.json): which words
+    are common comes from English word frequencies (:func:`zipf`), the same for every model, with
+    or without a dictionary (issue #22)."""
     return TitleLinker(catalog)
 
 

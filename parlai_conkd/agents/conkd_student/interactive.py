@@ -323,21 +323,11 @@ class InteractiveExplainMixin:
         return self._reply_explainer
 
     def title_linker(self) -> TitleLinker:
-        """The linker of typed text, in its measured configuration (chat word counts from this
-        model's dictionary when it has them, see :func:`parlai_conkd.linking.make_linker`).
+        """The linker of typed text in its measured configuration (:func:`parlai_conkd.linking.
+        make_linker`: common words from English word frequencies, the same for every model).
         """
         if getattr(self, '_title_linker', None) is None:
-            freq = (
-                getattr(self.dict, 'freq', None)
-                if not getattr(self, 'is_hf', False)
-                else None
-            )
-            counts = {
-                w: c
-                for w, c in (freq or {}).items()
-                if not w.startswith('__') and w[:1] != '['
-            }
-            self._title_linker = make_linker(self.catalog, counts)
+            self._title_linker = make_linker(self.catalog)
         return self._title_linker
 
     # ---------------------------------------------------------------- conversation state
