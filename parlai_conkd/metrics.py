@@ -16,6 +16,14 @@ the item tokens in the generated response, deduplicated (a title repeated twice 
   (|generated ∩ gold new| / |gold new|); 0 when exactly one of the two sets is empty; averaged over
   responses where at least one of the two sets is non-empty.
 * **item ratio**: share of all responses that name at least one item.
+* **"when"** (issue #24; ``when_precision`` / ``when_recall`` / ``when_f1``): whether to name a
+  film at all, as a binary decision per response: predicted positive = the generated response
+  names at least one item, gold positive = the gold response names a new item. Precision, recall
+  and F1 over all responses (corpus counts, :func:`when_counts`).
+* **"what"** (issue #24; ``what_rer@k``): which film, where the model did decide to name one:
+  ReR@k over only the responses that name an item *and* whose gold names a new one (plain ReR@k
+  counts a response without an item as 0, mixing "when" into it). ``what_rec@k`` is the rec
+  teacher's R@k over exactly the same responses, when a rec teacher is at hand.
 * **Dist-n, two conventions** (n-grams over :func:`distinct_tokens`, item tokens = one word):
   - ``dist-n`` (corpus distinct ratio, Li et al. 2016; ParlAI's ``interdistinct``):
     |distinct n-grams over all responses| / |n-grams over all responses|, in [0, 1].
@@ -93,6 +101,27 @@ def item_overlap(
         f1 = 0.0
     else:
         f1 = 2 * precision * recall / (precision + recall)
+    return {'precision': precision, 'recall': recall, 'f1': f1}
+
+
+def when_counts(names_item: bool, gold_names_new_item: bool) -> Tuple[int, int, int]:
+    """``(true positive, false positive, false negative)`` of one response's "when" decision:
+    it names a film (``names_item``) against its gold reply naming a new film."""
+    return (
+        int(names_item and gold_names_new_item),
+        int(names_item and not gold_names_new_item),
+        int(gold_names_new_item and not names_item),
+    )
+
+
+def precision_recall_f1(tp: int, fp: int, fn: int) -> Dict[str, Optional[float]]:
+    """Corpus precision, recall and F1 from counts; None where the denominator is 0."""
+    precision = tp / (tp + fp) if tp + fp else None
+    recall = tp / (tp + fn) if tp + fn else None
+    if precision is None or recall is None:
+        f1 = None
+    else:
+        f1 = 2 * precision * recall / (precision + recall) if tp else 0.0
     return {'precision': precision, 'recall': recall, 'f1': f1}
 
 

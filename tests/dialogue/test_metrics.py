@@ -119,3 +119,53 @@ def test_distinct_metric_wrapper_merges_like_the_pure_function():
             for tokens in THREE:
                 total = DistinctNgramMetric.of_response(tokens, n, per_response) + total
             assert math.isclose(total.value(), pure(THREE, n)), (n, per_response)
+
+
+# ---------------------------------------------------------------------------- "when" (issue #24)
+def test_when_counts_by_hand():
+    from parlai_conkd.metrics import when_counts
+
+    assert when_counts(True, True) == (1, 0, 0)
+    assert when_counts(True, False) == (0, 1, 0)
+    assert when_counts(False, True) == (0, 0, 1)
+    assert when_counts(False, False) == (0, 0, 0)
+
+
+def test_precision_recall_f1_by_hand():
+    from parlai_conkd.metrics import precision_recall_f1
+
+    # 3 replies name a film (2 should), 1 reply that should stays silent
+    assert precision_recall_f1(2, 1, 1) == pytest.approx(
+        {'precision': 2 / 3, 'recall': 2 / 3, 'f1': 2 / 3}
+    )
+    assert precision_recall_f1(1, 0, 3) == pytest.approx(
+        {'precision': 1.0, 'recall': 0.25, 'f1': 0.4}
+    )
+    assert precision_recall_f1(0, 0, 2) == {
+        'precision': None,
+        'recall': 0.0,
+        'f1': None,
+    }
+    assert precision_recall_f1(0, 2, 2)['f1'] == 0.0
+
+
+def test_binary_decision_metric_sums_counts_not_per_response_values():
+    from parlai_conkd.agents.conkd_dialogue_teacher.response_metrics import (
+        BinaryDecisionMetric,
+    )
+
+    decisions = [
+        (True, True),
+        (True, False),
+        (False, True),
+        (False, False),
+        (True, True),
+    ]
+    for which, expected in (('precision', 2 / 3), ('recall', 2 / 3), ('f1', 2 / 3)):
+        total = None
+        for named, gold in decisions:
+            metric = BinaryDecisionMetric.when(named, gold, which)
+            total = metric if total is None else total + metric
+        assert total.value() == pytest.approx(expected)
+    with pytest.raises(ValueError, match='which must be'):
+        BinaryDecisionMetric((0, 0, 0), 'accuracy')

@@ -1,14 +1,48 @@
-"""Thin ParlAI Metric wrappers for the corpus-level Dist-n conventions of parlai_conkd.metrics.
+"""Thin ParlAI Metric wrappers for the corpus-level metrics of parlai_conkd.metrics.
 
-Per-response averages (ReR@k, item precision/F1, item ratio) are plain ``AverageMetric``s; only
-Dist-n needs a metric that merges n-gram sets across responses and batches.
+Per-response averages (ReR@k, item precision/F1, item ratio) are plain ``AverageMetric``s; Dist-n
+needs a metric that merges n-gram sets across responses and batches, and the "when" precision /
+recall / F1 one that sums counts.
 """
 
 from typing import FrozenSet, Sequence, Tuple
 
 from parlai.core.metrics import Metric
 
-from parlai_conkd.metrics import ngrams
+from parlai_conkd.metrics import ngrams, precision_recall_f1, when_counts
+
+
+class BinaryDecisionMetric(Metric):
+    """Precision, recall or F1 (``which``) of a binary decision from summed counts: each response
+    adds its (tp, fp, fn), so the value is the corpus one, not a mean of per-response values.
+    """
+
+    __slots__ = ('_counts', '_which')
+
+    def __init__(self, counts: Tuple[int, int, int], which: str):
+        if which not in ('precision', 'recall', 'f1'):
+            raise ValueError(f'which must be precision, recall or f1, not {which!r}')
+        self._counts = tuple(int(c) for c in counts)
+        self._which = which
+
+    @classmethod
+    def when(cls, names_item: bool, gold_names_new_item: bool, which: str):
+        return cls(when_counts(names_item, gold_names_new_item), which)
+
+    @property
+    def macro_average(self) -> bool:
+        return False
+
+    def __add__(self, other):
+        if other is None:
+            return self
+        return BinaryDecisionMetric(
+            tuple(a + b for a, b in zip(self._counts, other._counts)), self._which
+        )
+
+    def value(self) -> float:
+        value = precision_recall_f1(*self._counts)[self._which]
+        return 0.0 if value is None else value
 
 
 class DistinctNgramMetric(Metric):
