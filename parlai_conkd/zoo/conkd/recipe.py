@@ -253,10 +253,11 @@ RECIPES: Dict[str, Recipe] = {
 
 
 # ---------------------------------------------------------------------------- smoke (issue #22)
-def _with_values(args: Sequence[str], values: Mapping[str, str]) -> Tuple[str, ...]:
+def with_values(args: Sequence[str], values: Mapping[str, str]) -> Tuple[str, ...]:
     """``args`` with the value after each flag of ``values`` replaced (a flag absent is appended).
 
-    Raises ValueError for a flag of ``args`` that has no value after it.
+    Raises ValueError for a flag of ``args`` that has no value after it. (The smoke recipe below
+    and the projects/conkd scripts build their variants of the recipe with it.)
     """
     out, todo = list(args), dict(values)
     for i, arg in enumerate(out):
@@ -286,12 +287,12 @@ def _smoke(default: Recipe) -> Recipe:
     return Recipe(
         name='smoke',
         common=(*default.common, '--redial-max-dialogues', '40'),
-        rec_teacher=_with_values(
+        rec_teacher=with_values(
             default.rec_teacher, {'--rec-dim': '16', '-bs': '16', **few}
         ),
-        generator=_with_values(default.generator, sizes),
-        dialogue_teacher=_with_values(default.dialogue_teacher, few),
-        student=_with_values(default.student, few),
+        generator=with_values(default.generator, sizes),
+        dialogue_teacher=with_values(default.dialogue_teacher, few),
+        student=with_values(default.student, few),
         epochs={model: 1 for model in MODELS},
         expected_minutes={
             'rec_teacher': 0.3,
