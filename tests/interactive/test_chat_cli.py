@@ -260,7 +260,7 @@ def test_interactive_web_follows_the_conversation_the_same_way(
 
 
 def test_the_readme_python_example_runs_as_written(tiny_zoo, fresh_datapath, tmp_path):
-    """projects/conkd/README.md's create_agent_from_model_file example, unchanged, with `data`
+    """docs/interactive.md's create_agent_from_model_file example, unchanged, with `data`
     being the tiny zoo's datapath."""
     import os
     import sys
@@ -268,7 +268,7 @@ def test_the_readme_python_example_runs_as_written(tiny_zoo, fresh_datapath, tmp
 
     _, env = tiny_zoo
     readme = (
-        Path(__file__).resolve().parents[2] / 'projects' / 'conkd' / 'README.md'
+        Path(__file__).resolve().parents[2] / 'docs' / 'interactive.md'
     ).read_text()
     code = re.search(
         r'```python\n(from parlai\.core\.agents import create_agent_from_model_file\n.*?)```',

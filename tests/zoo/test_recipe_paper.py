@@ -1,5 +1,6 @@
-"""The paper-scale recipe (issue #17): selected like the others, valid train_model arguments, and the
-README prints exactly what the recipe runs. (Running it needs a GPU and DialoGPT-small: not here.)
+"""The paper-scale recipe (issue #17): selected like the others, valid train_model arguments, and
+docs/zoo.md prints exactly what the recipe runs. (Running it needs a GPU and DialoGPT-small: not
+here.)
 """
 
 import re
@@ -9,7 +10,7 @@ import pytest
 
 from parlai_conkd.zoo.conkd import recipe
 
-README = Path(__file__).resolve().parents[2] / 'projects' / 'conkd' / 'README.md'
+README = Path(__file__).resolve().parents[2] / 'docs' / 'zoo.md'
 TEACHERS = {
     'dialogue_teacher': 'data/models/conkd/dialogue_teacher',
     'rec_teacher': 'data/models/conkd/rec_teacher',

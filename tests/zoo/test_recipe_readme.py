@@ -1,11 +1,11 @@
-"""projects/conkd/README.md prints the default recipe exactly as the recipe module runs it."""
+"""docs/zoo.md prints the default recipe exactly as the recipe module runs it."""
 
 import re
 from pathlib import Path
 
 from parlai_conkd.zoo.conkd import recipe
 
-README = Path(__file__).resolve().parents[2] / 'projects' / 'conkd' / 'README.md'
+README = Path(__file__).resolve().parents[2] / 'docs' / 'zoo.md'
 MARKER = '<!-- default recipe: python -m parlai_conkd.zoo.conkd.recipe -->'
 
 
