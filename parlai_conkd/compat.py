@@ -713,18 +713,23 @@ def one_line_user_errors(module):
 
 
 def _opt_file_of_ours(optfile: str) -> bool:
-    """A ``.opt`` of this project's models: in the ConKD zoo, naming one of our agents, or beside
-    the item catalog our generators save (``<model>.catalog.json``)."""
+    """A ``.opt`` of this project's models: in the ConKD zoo, beside the item catalog our
+    generators save (``<model>.catalog.json``), or naming one of our agents itself or in the
+    dictionary's options ParlAI saves beside it (``<model>.dict.opt``: a truncated ``.opt`` may
+    have lost its ``model`` key, which ParlAI writes in key order)."""
     model = optfile[: -len('.opt')] if optfile.endswith('.opt') else optfile
     if (os.path.join('models', 'conkd') + os.sep) in os.path.abspath(optfile):
         return True
     if os.path.isfile(model + '.catalog.json'):
         return True
-    try:
-        with open(optfile, 'rb') as f:
-            return b'"conkd_' in f.read()
-    except OSError:
-        return False
+    for path in (optfile, model + '.dict.opt'):
+        try:
+            with open(path, 'rb') as f:
+                if b'"conkd_' in f.read():
+                    return True
+        except OSError:
+            continue
+    return False
 
 
 def damaged_opt_file_error(module):
