@@ -42,7 +42,7 @@ and a title of several words is risky when every word reaches :data:`PHRASE_ZIPF
 hand-made list plus a model dictionary's 1,000 most frequent words, which missed everyday words
 rare in movie chat: "lost", "dogs", "dance", "water".) The parameters were chosen on the train
 fold and measured on the test fold (precision, recall and false-link rate:
-``projects/conkd/linking_results.py``, results/linking.json, projects/conkd/README.md).
+``projects/conkd/linking_results.py``, results/linking.json, docs/interactive.md).
 """
 
 import functools

@@ -4,7 +4,7 @@
 # and writes projects/conkd/results/gpu_check.json (and copies it and the logs to $OUT when set).
 #
 #   bash scripts/gpu_check.sh --prepare            # where pip reaches a registry: wheels + ReDial -> .gpu-carry/
-#   bash scripts/gpu_check.sh                      # on the GPU machine (carry .gpu-carry there)
+#   bash scripts/gpu_check.sh                      # on the GPU machine (copy the checkout with .gpu-carry/ there)
 #   bash scripts/gpu_check.sh --device cpu --quick # the CPU dry run: tiny model, same code path
 #
 # Other arguments go to projects/conkd/gpu_check.py (--budget-s, --workdir, --out, --skip).
@@ -36,7 +36,7 @@ prepare() {
     rm -rf "$CARRY/data/redial" "$CARRY/data/redial-meta"
     cp -r "$data/redial" "$data/redial-meta" "$CARRY/data/"
     du -sh "$CARRY"
-    log "now, with the device tool: run command='bash scripts/gpu_check.sh', carry=['.gpu-carry'], timeout_s=540"
+    log "now copy this checkout with .gpu-carry/ to the GPU machine and run 'bash scripts/gpu_check.sh' there (allow it 9 minutes)"
 }
 
 setup() {
@@ -47,7 +47,7 @@ setup() {
     local wheels="$CARRY/wheels"
     ls "$wheels"/parlai-1.7.2-*.whl >/dev/null 2>&1 || {
         log "set-up: no wheels in $wheels and ParlAI is not installed: run 'bash scripts/gpu_check.sh --prepare'"
-        log "where pip can reach a registry, and carry .gpu-carry to this machine"; exit 1; }
+        log "where pip can reach a registry, and copy .gpu-carry/ to this machine"; exit 1; }
     local pip=("$PY" -m pip install -q --no-index --no-deps --disable-pip-version-check)
     if ! "$PY" -c 'import pkg_resources' 2>/dev/null; then  # parlai/core/opt.py imports it (setuptools<81)
         "${pip[@]}" "$wheels"/setuptools-*.whl

@@ -10,7 +10,7 @@ accuracy::
     python projects/conkd/flag_threshold.py -mf zoo:conkd/soft -dp data --json flag.json
 
 The zoo passes the fitted value to its students' ``--rec-flag-threshold`` only where it also
-wins in the decoding search on the same fold (projects/conkd/README.md, "Decoding").
+wins in the decoding search on the same fold (projects/conkd/README.md, "Item-aware decoding").
 """
 
 import argparse

@@ -1,8 +1,8 @@
 """The recorded recipe of the ConKD zoo: every ``parlai train_model`` argument of every model.
 
 This is the one place the zoo models are defined; ``parlai_conkd/zoo/conkd/builder.py`` runs it and
-projects/conkd/README.md cites it. ``python -m parlai_conkd.zoo.conkd.recipe [--recipe tiny]``
-prints the commands as shell lines (what the README shows).
+docs/zoo.md cites it. ``python -m parlai_conkd.zoo.conkd.recipe [--recipe tiny]``
+prints the commands as shell lines (what docs/zoo.md shows).
 
 Order matters: the two teachers first, then the students distilled from them. The data is
 whatever ReDial the ``redial_crs`` task reaches (``$CONKD_REDIAL_PATH``, else the official
@@ -11,7 +11,7 @@ recommendation teacher is trained without the KG (``--use-kg false``) and says s
 
 Recipes: ``default`` (sized for a 2-core CPU: every model trains a fixed number of epochs and
 keeps its best validation checkpoint; ``--seed`` and the thread count are fixed, so two builds give
-the same weights; see the README's "Recipe"), ``tiny`` (40 dialogues, one epoch: tests),
+the same weights; see docs/zoo.md, "Recipe"), ``tiny`` (40 dialogues, one epoch: tests),
 ``smoke`` (the default recipe's options at the tiny size: the README commands' test) and
 ``paper`` (one GPU: DialoGPT-small generators under ``--fp16 true``, meant for the whole official
 ReDial; issue #17). Choose with ``$CONKD_ZOO_RECIPE``.
@@ -60,12 +60,12 @@ class Recipe:
     student: Tuple[str, ...]
     #: the training budget: epochs per model (deterministic, unlike a wall-clock cap)
     epochs: Mapping[str, float]
-    #: rough wall-clock minutes per model on this project's 2-core CPU (measured; see README)
+    #: rough wall-clock minutes per model on this project's 2-core CPU (measured; see docs/zoo.md)
     expected_minutes: Mapping[str, float] = field(default_factory=dict)
     #: CPU threads of every training process: float sums depend on it, so it is part of the
     #: recipe (same seed + same threads + same torch = same weights)
     threads: int = 2
-    #: decoding saved with the generators (chosen on the validation fold, see README)
+    #: decoding saved with the generators (chosen on the validation fold, see the project README's "Item-aware decoding")
     decoding: Tuple[str, ...] = ()
     #: the dialogue teacher's item token embeddings start from the rec teacher's item vectors
     #: (``--item-embeddings-from``; transformer backbone only)
@@ -185,7 +185,7 @@ RECIPES: Dict[str, Recipe] = {
             'soft': 7,
             'hard': 7,
         },
-        # chosen on the validation fold (README, "Decoding"): class decoding, top-10 sampling for
+        # chosen on the validation fold (project README, "Item-aware decoding"): class decoding, top-10 sampling for
         # the first 3 tokens then beam 5, no repeated 3-grams in the reply or from the context
         decoding=(
             '--item-decoding',
@@ -506,7 +506,7 @@ def commands(
     use_kg: bool = True,
     recipe: Optional[str] = None,
 ) -> List[str]:
-    """Shell lines reproducing the whole family (what the README shows)."""
+    """Shell lines reproducing the whole family (what docs/zoo.md shows)."""
     files = {m: os.path.join(models_dir, m) for m in MODELS}
     return [
         'parlai train_model '
