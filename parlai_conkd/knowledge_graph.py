@@ -1,6 +1,6 @@
 """The movie knowledge graph (redial-meta layout) as edge tensors aligned to an ItemCatalog.
 
-Files read from the meta directory (see ``/work/shared/data/README.md``):
+Files read from the meta directory (the redial-meta layout, described in the shared data's README.md):
 ``kg.json`` (adjacency ``{head_entity_id: [[relation_id, tail_entity_id], ...]}``),
 ``relation2id.json`` (name -> id) and ``entity2id.json`` (name -> id).
 
