@@ -16,11 +16,10 @@ import argparse
 import json
 import os
 import shlex
-import subprocess
-import sys
-import time
 
 from parlai_conkd.fileio import atomic_write
+
+import _common as common
 
 REPORTED = [
     'ppl',
@@ -44,58 +43,81 @@ REPORTED = [
     'f1',
     'exs',
 ]
+#: the zoo's generator (shape, optimizer) and its dialogue teacher's validation rule, which this run
+#: shares; where it differs, the values are named below
+GENERATOR, DIALOGUE_TEACHER = common.ZOO.generator, common.ZOO.dialogue_teacher
+#: an earlier, smaller reference point than the zoo's dialogue teacher (see the module docstring):
+#: its own dictionary, feed-forward width and truncation, and a wall-clock budget (--train-seconds)
+DICT_MINFREQ = '3'
+FFN_SIZE = '256'
+TEXT_TRUNCATE, LABEL_TRUNCATE = '128', '40'
+#: the flags of ``recipe.train_args('dialogue_teacher', ...)`` this run sets to other values
+#: (the ones above, the budget, the batch size of --batchsize) and those it leaves out (a seed,
+#: the final eval, the recipe's validation schedule, the rec teacher's item embeddings, the saved
+#: decoding: the evaluation passes its own)
+DIFFERENT = (
+    '--dict-minfreq',
+    '--ffn-size',
+    '--text-truncate',
+    '--label-truncate',
+    '--truncate',
+    '-bs',
+    '--num-epochs',
+    '--max-train-time',
+    '--validation-max-exs',
+    '--log-every-n-secs',
+)
+LEFT_OUT = (
+    '--seed',
+    '--short-final-eval',
+    '-veps',
+    '-vp',
+    '--item-embeddings-from',
+    *common.ZOO.decoding[::2],
+)
 
 
-def parlai_bin() -> str:
-    return os.path.join(os.path.dirname(sys.executable), 'parlai')
-
-
-def train_command(args, model_file: str):
+def data_args(args):
     return [
-        parlai_bin(),
-        'train_model',
-        '-m',
-        'conkd_dialogue_teacher',
-        '--backbone',
-        'transformer',
         '-t',
         'redial_crs',
         '--redial-path',
         args.redial_path,
         '--datapath',
         args.datapath,
+    ]
+
+
+def train_command(args, model_file: str):
+    """The ``parlai`` arguments that train the dialogue teacher."""
+    return [
+        'train_model',
+        '-m',
+        'conkd_dialogue_teacher',
+        '--backbone',
+        'transformer',
+        *data_args(args),
         '-mf',
         model_file,
         '--dict-minfreq',
-        '3',
+        DICT_MINFREQ,
         '--dict-tokenizer',
         're',
         '--dict-lower',
         'true',
-        '--n-layers',
-        '2',
-        '--embedding-size',
-        '128',
+        *common.options(GENERATOR, '--n-layers', '--embedding-size'),
         '--ffn-size',
-        '256',
-        '--n-heads',
-        '4',
-        '--dropout',
-        '0.1',
+        FFN_SIZE,
+        *common.options(GENERATOR, '--n-heads', '--dropout'),
         '--text-truncate',
-        '128',
+        TEXT_TRUNCATE,
         '--label-truncate',
-        '40',
+        LABEL_TRUNCATE,
         '--truncate',
-        '128',
+        TEXT_TRUNCATE,
         '-bs',
         str(args.batchsize),
-        '--optimizer',
-        'adam',
-        '-lr',
-        '1e-3',
-        '--lr-scheduler',
-        'none',
+        *common.options(GENERATOR, '--optimizer', '-lr', '--lr-scheduler'),
         '--gradient-clip',
         '1.0',
         '--max-train-time',
@@ -107,11 +129,10 @@ def train_command(args, model_file: str):
         '--validation-max-exs',
         '400',
         '--validation-metric',
-        'ppl',
+        common.option(DIALOGUE_TEACHER, '-vmt'),
         '--validation-metric-mode',
-        'min',
-        '--skip-generation',
-        'true',
+        common.option(DIALOGUE_TEACHER, '-vmm'),
+        *common.options(GENERATOR, '--skip-generation'),
         '--save-after-valid',
         'true',
         '--log-every-n-secs',
@@ -122,17 +143,12 @@ def train_command(args, model_file: str):
 
 
 def eval_command(args, model_file: str, report_file: str):
+    """The ``parlai`` arguments that evaluate it on the test fold (greedy, the training's truncation)."""
     return [
-        parlai_bin(),
         'eval_model',
         '-mf',
         model_file,
-        '-t',
-        'redial_crs',
-        '--redial-path',
-        args.redial_path,
-        '--datapath',
-        args.datapath,
+        *data_args(args),
         '-dt',
         'test',
         '--skip-generation',
@@ -140,11 +156,11 @@ def eval_command(args, model_file: str, report_file: str):
         '--inference',
         'greedy',
         '--label-truncate',
-        '40',
+        LABEL_TRUNCATE,
         '--text-truncate',
-        '128',
+        TEXT_TRUNCATE,
         '--truncate',
-        '128',
+        TEXT_TRUNCATE,
         '-bs',
         '64',
         '--report-filename',
@@ -152,11 +168,9 @@ def eval_command(args, model_file: str, report_file: str):
     ]
 
 
-def run(command, env):
-    print('$', ' '.join(shlex.quote(c) for c in command), flush=True)
-    started = time.time()
-    subprocess.run(command, env=env, check=True)
-    return time.time() - started
+def shown(command) -> str:
+    """A command as the JSON records it: the full path of ``parlai``, then its arguments."""
+    return shlex.join([common.PARLAI, *command])
 
 
 def write_json_atomic(path: str, payload) -> None:
@@ -165,7 +179,7 @@ def write_json_atomic(path: str, payload) -> None:
         f.write('\n')
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument(
         '--redial-path', required=True, help='ReDial directory (official layout)'
@@ -185,7 +199,7 @@ def main():
     parser.add_argument(
         '--max-dialogues', type=int, default=0, help='per fold, 0 = all (smoke runs)'
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if not os.path.isfile(os.path.join(args.redial_path, 'train_data.jsonl')):
         parser.error(f'--redial-path {args.redial_path}: no train_data.jsonl there')
     args.redial_path = os.path.abspath(args.redial_path)
@@ -201,8 +215,8 @@ def main():
     if args.max_dialogues:
         for command in (train, evaluate):
             command += ['--redial-max-dialogues', str(args.max_dialogues)]
-    train_seconds = run(train, env)
-    eval_seconds = run(evaluate, env)
+    train_seconds = common.parlai(train, env=env, echo=True)
+    eval_seconds = common.parlai(evaluate, env=env, echo=True)
     with open(report_file, encoding='utf-8') as f:
         report = json.load(f)['report']
     with open(model_file + '.trainstats', encoding='utf-8') as f:
@@ -221,8 +235,8 @@ def main():
         'cpu_note': 'shared 2-core CPU, other jobs running at the same time: timings are indicative',
         'train_wall_seconds_includes': 'dictionary build, training, final loss-only valid/test evals',
         'commands': {
-            'train': ' '.join(shlex.quote(c) for c in train),
-            'eval': ' '.join(shlex.quote(c) for c in evaluate),
+            'train': shown(train),
+            'eval': shown(evaluate),
         },
     }
     write_json_atomic(args.json, payload)
@@ -239,4 +253,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    common.run_main(main)

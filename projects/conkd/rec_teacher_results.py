@@ -21,12 +21,13 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
-import sys
-import time
 from pathlib import Path
 
-PARLAI = str(Path(sys.executable).with_name('parlai'))
+from parlai_conkd.redial.build import ENV_META_PATH, ENV_PATH
+
+import _common as common
+
+ZOO = common.ZOO
 RANKING = ('new_recall@1', 'new_recall@10', 'new_recall@50', 'new_mrr')
 SHARPNESS = ('gold_nll', 'top1_prob', 'entropy')
 
@@ -67,48 +68,36 @@ VARIANTS = {
         'false',
     ],
 }
-#: what every R-GCN variant shares (the zoo recipe's rec teacher arguments)
+#: what every R-GCN variant shares: the zoo recipe's rec teacher (its epochs, validation rule,
+#: size and batch size)
 TRAIN = [
     '-eps',
-    '5',
-    '-veps',
-    '1',
-    '-vmt',
-    'recall@10',
-    '-vmm',
-    'max',
-    '-vp',
-    '2',
-    '--rec-dim',
-    '64',
-    '-bs',
-    '128',
+    str(ZOO.epochs['rec_teacher']),
+    *common.options(
+        ZOO.rec_teacher, '-veps', '-vmt', '-vmm', '-vp', '--rec-dim', '-bs'
+    ),
 ]
+#: the zoo recipe's rec teacher arguments (``recipe.train_args``) that the zoo variant (TRAIN and
+#: VARIANTS['+popularity prior (zoo)']) does not pass, and why
+LEFT_OUT = {
+    '--use-kg': 'true by default; the variant without the KG sets it',
+    '--validation-max-exs': "the recipe's -1 is the default: the whole valid fold",
+    '--max-train-time': "the recipe's guard against a stuck machine; every variant runs its epochs",
+    '--log-every-n-secs': 'progress output only',
+    '--short-final-eval': 'the evaluations are eval_model runs of their own',
+}
+#: every training and evaluation runs with $OMP_NUM_THREADS, 1 when unset
+THREADS = os.environ.get('OMP_NUM_THREADS', '1')
 
 
-def run(cmd, log_path):
-    start = time.monotonic()
-    with open(log_path, 'w') as log:
-        proc = subprocess.run(
-            cmd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=dict(
-                os.environ, OMP_NUM_THREADS=os.environ.get('OMP_NUM_THREADS', '1')
-            ),
-        )
-    seconds = time.monotonic() - start
-    if proc.returncode != 0:
-        tail = Path(log_path).read_text()[-4000:]
-        raise SystemExit(f'command failed ({proc.returncode}): {" ".join(cmd)}\n{tail}')
-    return seconds
+def run(args, log_path):
+    """``parlai <args>``, its output in ``log_path``; the seconds it took."""
+    return common.parlai(args, log_path, env=dict(os.environ, OMP_NUM_THREADS=THREADS))
 
 
 def evaluate(model_file, data, fold, extra, name):
     report = model_file.parent / f'{name}.json'
     cmd = [
-        PARLAI,
         'eval_model',
         '-mf',
         str(model_file),
@@ -125,7 +114,7 @@ def evaluate(model_file, data, fold, extra, name):
     metrics = json.loads(report.read_text())['report']
     return {
         m: metrics[m] for m in (*RANKING, *SHARPNESS, 'exs') if m in metrics
-    }, ' '.join(cmd)
+    }, ' '.join([common.PARLAI, *cmd])
 
 
 def temperature_of(model_file):
@@ -167,21 +156,21 @@ def cell(summary, key, digits=3):
     return f'{mean:.{digits}f} ± {sd:.{digits}f}'
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
         '--redial-path',
-        default=os.environ.get('CONKD_REDIAL_PATH'),
-        help='ReDial directory (default: $CONKD_REDIAL_PATH)',
+        default=os.environ.get(ENV_PATH),
+        help=f'ReDial directory (default: ${ENV_PATH})',
     )
     parser.add_argument(
         '--meta-path',
         '--redial-meta-path',
         dest='meta_path',
-        default=os.environ.get('CONKD_REDIAL_META_PATH'),
-        help='movie KG directory (default: $CONKD_REDIAL_META_PATH)',
+        default=os.environ.get(ENV_META_PATH),
+        help=f'movie KG directory (default: ${ENV_META_PATH})',
     )
     parser.add_argument(
         '--out-dir', default='runs/rec_ablation', help='model files and logs'
@@ -202,7 +191,7 @@ def main():
         action='store_true',
         help='train nothing: print the Markdown table of the results in --json',
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.table_only:
         if not (args.json and Path(args.json).is_file()):
             raise SystemExit(
@@ -213,7 +202,7 @@ def main():
 
     if not (args.redial_path and args.meta_path):
         parser.error(
-            '--redial-path and --meta-path (or $CONKD_REDIAL_PATH and $CONKD_REDIAL_META_PATH) '
+            f'--redial-path and --meta-path (or ${ENV_PATH} and ${ENV_META_PATH}) '
             'are required (unless --table-only)'
         )
     out_dir = Path(args.out_dir)
@@ -241,7 +230,7 @@ def main():
         'host': {
             'cpus': os.cpu_count(),
             'platform': platform.platform(),
-            'omp_num_threads': os.environ.get('OMP_NUM_THREADS', '1'),
+            'omp_num_threads': THREADS,
         },
         'seeds': seeds,
         'selection': 'best mean valid new_recall@10; ties within one seed spread broken by valid gold_nll',
@@ -266,7 +255,6 @@ def main():
                 )  # train_model would resume an existing model
             model_file.parent.mkdir(parents=True)
             train = [
-                PARLAI,
                 'train_model',
                 *data,
                 '-mf',
@@ -278,7 +266,7 @@ def main():
             train += ([] if name == 'popularity' else TRAIN) + VARIANTS[name]
             seconds = run(train, model_file.parent / 'train.log')
             run_entry = {
-                'train_command': ' '.join(train),
+                'train_command': ' '.join([common.PARLAI, *train]),
                 'train_seconds': round(seconds, 1),
             }
             run_entry['valid'], run_entry['valid_command'] = evaluate(
@@ -340,4 +328,4 @@ def write_json(path, payload):
 
 
 if __name__ == '__main__':
-    main()
+    common.run_main(main)

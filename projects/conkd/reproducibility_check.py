@@ -17,15 +17,36 @@ Needs the zoo teachers in ``-dp`` (``builder ensure -dp ... rec_teacher dialogue
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 
+import _common as common
+
 MODELS = ('rec_teacher', 'dialogue_teacher', 'soft')
 
 
-def main():
+def shortened(train_args, model, args):
+    """The recipe's ``train_model`` arguments with a shorter run appended (the last value wins):
+    ``--rec-epochs`` epochs for the rec teacher, ``--steps`` updates for the generators (validating
+    halfway on 64 examples); ``--deterministic`` when given."""
+    if model == 'rec_teacher':
+        extra = ['--num-epochs', str(args.rec_epochs)]
+    else:
+        extra = [
+            '--max-train-steps',
+            str(args.steps),
+            '-vstep',
+            str(args.steps // 2),
+            '--validation-max-exs',
+            '64',
+        ]
+    if args.deterministic:
+        extra += ['--deterministic', args.deterministic]
+    return [*train_args, *extra]
+
+
+def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -50,7 +71,7 @@ def main():
     )
     parser.add_argument('--work-dir', default=None)
     parser.add_argument('--json', default=None)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     from parlai_conkd.zoo.conkd import builder, recipe
 
@@ -65,47 +86,24 @@ def main():
             f'-dp {args.datapath} rec_teacher dialogue_teacher first'
         )
     work = args.work_dir or tempfile.mkdtemp(prefix='conkd-repro-')
-    threads = recipe.RECIPES['default'].threads
+    threads = common.ZOO.threads
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    exe = os.path.join(os.path.dirname(sys.executable), 'parlai')
     rows = []
     for model in args.models.split(','):
-        procs, files = [], []
+        runs, files = [], []
         for run in ('a', 'b'):
             model_file = os.path.join(work, f'{model}_{run}', 'model')
             os.makedirs(os.path.dirname(model_file), exist_ok=True)
-            train = recipe.train_args(model, model_file, datapath, teachers)
-            if model == 'rec_teacher':
-                train += ['--num-epochs', str(args.rec_epochs)]
-            else:
-                train += [
-                    '--max-train-steps',
-                    str(args.steps),
-                    '-vstep',
-                    str(args.steps // 2),
-                    '--validation-max-exs',
-                    '64',
-                ]
-            if args.deterministic:
-                train += ['--deterministic', args.deterministic]
-            log = open(model_file + '.log', 'w')
-            procs.append(
-                (
-                    subprocess.Popen(
-                        [exe, 'train_model', *train],
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        env=env,
-                    ),
-                    log,
-                )
+            train = shortened(
+                recipe.train_args(model, model_file, datapath, teachers), model, args
+            )
+            runs.append(
+                common.start(['train_model', *train], model_file + '.log', env=env)
             )
             files.append(model_file)
         started = time.time()
-        for proc, log in procs:
-            if proc.wait() != 0:
-                sys.exit(f'{model}: train_model failed; see {log.name}')
-            log.close()
+        for running in runs:
+            common.wait(running)
         sums = [builder.weights_sha256(f) for f in files]
         rows.append(
             {
@@ -155,4 +153,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    common.run_main(main)

@@ -22,9 +22,10 @@ import argparse
 import json
 import os
 import shlex
-import subprocess
-import sys
-import time
+
+from parlai_conkd.zoo.conkd import recipe
+
+import _common as common
 
 GATES = ('none', 'static', 'hard', 'soft')
 #: the decoding of every generator row, chosen on the valid fold with the zoo's soft student
@@ -40,36 +41,26 @@ TABLE_DECODING = [
     '--beam-context-block-ngram',
     '3',
 ]
-#: the decoding the zoo models are saved with (more varied replies for chat; a row of its own)
-ZOO_DECODING = [
-    '--inference',
-    'delayedbeam',
-    '--topk',
-    '10',
-    '--beam-delay',
-    '3',
-    '--beam-size',
-    '5',
-]
+#: the search the zoo models are saved with (more varied replies for chat; a row of its own): the
+#: recipe's decoding, whose n-gram blocking TABLE_DECODING has already and whose --item-decoding
+#: is the one the models were saved with
+ZOO_DECODING = common.options(
+    common.ZOO.decoding, '--inference', '--topk', '--beam-delay', '--beam-size'
+)
 
 
-def parlai(args, log_path):
-    exe = os.path.join(os.path.dirname(sys.executable), 'parlai')
-    print('$ parlai ' + ' '.join(shlex.quote(str(a)) for a in args), flush=True)
-    started = time.time()
-    with open(log_path, 'w') as log:
-        proc = subprocess.run(
-            [exe, *map(str, args)], stdout=log, stderr=subprocess.STDOUT, text=True
-        )
-    if proc.returncode != 0:
-        sys.exit(f'failed (exit {proc.returncode}); see {log_path}')
-    return round(time.time() - started, 1)
+def train_model(args, log_path):
+    """``parlai train_model <args>`` (printed), its output in ``log_path``; the seconds it took."""
+    return round(common.parlai(['train_model', *args], log_path, echo=True), 1)
 
 
-def with_seed(args, seed):
-    args = list(args)
-    args[args.index('--seed') + 1] = str(seed)
-    return args
+def zoo_args(model, model_file, datapath, teachers, use_kg, seed, gate=None):
+    """The zoo recipe's ``train_model`` arguments of ``model`` (``recipe.train_args``) with only
+    ``--seed`` (and, for a student, ``--gate``) changed."""
+    values = {'--seed': str(seed), **({'--gate': gate} if gate else {})}
+    return recipe.with_values(
+        recipe.train_args(model, model_file, datapath, teachers, use_kg=use_kg), values
+    )
 
 
 def spec_rows(files, seeds):
@@ -171,7 +162,7 @@ def summary_table(board):
     return '\n'.join(lines)
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -196,7 +187,7 @@ def main():
         metavar='BOARD_JSON',
         help='train nothing: print the compact table of a leaderboard JSON',
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.summary:
         if not os.path.isfile(args.summary):
             parser.error(f'--summary: no such file {args.summary!r}')
@@ -213,13 +204,14 @@ def main():
         print(summary_table(board))
         return
 
-    from parlai_conkd.zoo.conkd import builder, recipe
+    from parlai_conkd.redial.build import ENV_META_PATH
+    from parlai_conkd.zoo.conkd import builder
 
     datapath = os.path.abspath(args.datapath)
     out = os.path.join(os.path.dirname(datapath), 'conkd_results')
     os.makedirs(out, exist_ok=True)
     seeds = [int(s) for s in args.seeds.split(',')]
-    use_kg = bool(os.environ.get('CONKD_REDIAL_META_PATH'))
+    use_kg = bool(os.environ.get(ENV_META_PATH))  # as the zoo builder decides
     builder.ensure(datapath, ['rec_teacher', 'dialogue_teacher'])
     teachers = {
         m: builder.model_file(datapath, m) for m in ('rec_teacher', 'dialogue_teacher')
@@ -227,45 +219,42 @@ def main():
     # zoo models by their zoo names, the others relative to the working directory (spec rules)
     files = {'rec_teacher': [], 'dialogue_teacher': 'zoo:conkd/dialogue_teacher'}
     log = {'seeds': seeds, 'commands': {}, 'seconds': {}}
+
+    def build(path, arguments):
+        """Train ``path`` unless it is there (or --collect-only); record its command."""
+        if not os.path.isfile(path) and not args.collect_only:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            log['seconds'][path] = train_model(arguments, path + '.log')
+        log['commands'][path] = 'parlai train_model ' + shlex.join(arguments)
+
     for seed in seeds:
         if seed == recipe.SEED:
             files['rec_teacher'].append('zoo:conkd/rec_teacher')
             continue
         path = os.path.join(out, f'rec_teacher_s{seed}', 'model')
-        train = with_seed(
-            recipe.train_args('rec_teacher', path, datapath, use_kg=use_kg), seed
-        )
         if args.collect_only and not os.path.isfile(path):
             continue
-        if not os.path.isfile(path):
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            log['seconds'][path] = parlai(['train_model', *train], path + '.log')
-        log['commands'][path] = 'parlai train_model ' + ' '.join(
-            map(shlex.quote, train)
-        )
+        build(path, zoo_args('rec_teacher', path, datapath, None, use_kg, seed))
         files['rec_teacher'].append(os.path.relpath(path))
     # the baselines every table keeps (seconds to train; no seed: counts, not weights)
     for name in ('popularity', 'repeat'):
         path = os.path.join(out, name, 'model')
-        train = [
-            '-t',
-            'redial_crs:rec',
-            '-m',
-            f'conkd_{name}',
-            '-dp',
-            datapath,
-            '-mf',
+        build(
             path,
-            '-eps',
-            '1',
-            '-bs',
-            '64',
-        ]
-        if not os.path.isfile(path) and not args.collect_only:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            log['seconds'][path] = parlai(['train_model', *train], path + '.log')
-        log['commands'][path] = 'parlai train_model ' + ' '.join(
-            map(shlex.quote, train)
+            [
+                '-t',
+                'redial_crs:rec',
+                '-m',
+                f'conkd_{name}',
+                '-dp',
+                datapath,
+                '-mf',
+                path,
+                '-eps',
+                '1',
+                '-bs',
+                '64',
+            ],
         )
         files[name] = os.path.relpath(path) if os.path.isfile(path) else None
     for gate in args.gates.split(','):
@@ -276,22 +265,14 @@ def main():
                 files[(gate, seed)] = f'zoo:conkd/{gate}'
                 continue
             path = os.path.join(out, f'{gate}_s{seed}', 'model')
-            train = with_seed(
-                recipe.train_args('soft', path, datapath, teachers, use_kg=use_kg), seed
-            )
-            train[train.index('--gate') + 1] = gate
             if args.collect_only and not os.path.isfile(path):
                 print(
                     f'{gate} seed {seed}: not trained, left out (--collect-only)',
                     flush=True,
                 )
                 continue
-            if not os.path.isfile(path):
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                log['seconds'][path] = parlai(['train_model', *train], path + '.log')
-            log['commands'][path] = 'parlai train_model ' + ' '.join(
-                map(shlex.quote, train)
-            )
+            # every gate from the soft student's arguments: only --gate and --seed differ
+            build(path, zoo_args('soft', path, datapath, teachers, use_kg, seed, gate))
             files[(gate, seed)] = os.path.relpath(path)
             if zoo_model:
                 zoo = builder.weights_sha256(builder.model_file(datapath, gate))
@@ -325,4 +306,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    common.run_main(main)

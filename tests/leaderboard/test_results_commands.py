@@ -1,14 +1,73 @@
-"""projects/conkd/_common.py, the helpers the projects/conkd scripts share: running ``parlai``
-with its output in a log, a failure ending the script with the log's end."""
+"""The projects/conkd scripts run the zoo recipe (issue #23): every ``parlai`` command they would
+run, checked against ``recipe.train_args`` of the default recipe.
+
+Each script takes the recipe's values and names the ones it sets otherwise on purpose, so a recipe
+change moves the scripts with it, and a flag the recipe gains fails here until the script takes it
+or names it. Nothing is trained: the scripts' runner (``_common.parlai`` / ``start``) is replaced
+by a recorder that writes the files a script reads back.
+"""
 
 import importlib.util
+import json
+import sys
 from pathlib import Path
 
 import pytest
 
+from parlai_conkd.redial.build import ENV_META_PATH, ENV_PATH
 from parlai_conkd.zoo.conkd import recipe
 
 SCRIPTS = Path(__file__).resolve().parents[2] / 'projects' / 'conkd'
+ZOO = recipe.RECIPES['default']
+#: the short option names the scripts and the recipe use, by their long names
+ALIASES = {
+    '-t': '--task',
+    '-m': '--model',
+    '-mf': '--model-file',
+    '-dp': '--datapath',
+    '-dt': '--datatype',
+    '-eps': '--num-epochs',
+    '-bs': '--batchsize',
+    '-lr': '--learningrate',
+    '-veps': '--validation-every-n-epochs',
+    '-vstep': '--validation-every-n-steps',
+    '-vmt': '--validation-metric',
+    '-vmm': '--validation-metric-mode',
+    '-vp': '--validation-patience',
+}
+
+
+def _long(flags):
+    return {ALIASES.get(flag, flag) for flag in flags}
+
+
+def _pairs(args):
+    """``{long flag: value}`` of a flag/value argument list (a repeated flag: the last value, as
+    parlai reads it); a ``train_model``/``eval_model`` in front is dropped."""
+    args = [str(a) for a in args]
+    if args and not args[0].startswith('-'):
+        args = args[1:]
+    assert len(args) % 2 == 0 and all(a.startswith('-') for a in args[::2]), args
+    return {
+        ALIASES.get(flag, flag): value for flag, value in zip(args[::2], args[1::2])
+    }
+
+
+def follows(command, zoo_args, different=(), left_out=()):
+    """``command`` gives every flag of ``zoo_args`` the recipe's value, except the flags named as
+    set otherwise (``different``: passed, with its own value) or not passed (``left_out``): a flag
+    of the recipe that is neither taken nor named fails. Returns ``command``'s flags."""
+    mine, zoo = _pairs(command), _pairs(zoo_args)
+    different, left_out = _long(different), _long(left_out)
+    assert not (different | left_out) - set(zoo), 'names a flag the recipe does not set'
+    for flag, value in zoo.items():
+        if flag in left_out:
+            assert flag not in mine, flag
+        elif flag in different:
+            assert flag in mine, flag
+        else:
+            assert mine.get(flag) == value, (flag, mine.get(flag), value)
+    return mine
 
 
 @pytest.fixture
@@ -24,6 +83,163 @@ def load(monkeypatch):
         return module
 
     return load
+
+
+@pytest.fixture
+def commands(load, monkeypatch):
+    """The ``parlai`` commands the scripts run, recorded instead of run (with the files a real run
+    leaves that the scripts read back: reports, trainstats)."""
+    common = load('_common')
+    monkeypatch.setitem(sys.modules, '_common', common)
+    recorded = []
+
+    def record(args, log_path=None, env=None, echo=False):
+        args = [str(a) for a in args]
+        recorded.append(args)
+        if '--report-filename' in args:
+            report = Path(args[args.index('--report-filename') + 1])
+            report.write_text(json.dumps({'report': {'ppl': 30.0, 'exs': 1}}))
+        if args[0] == 'train_model':
+            model_file = args[args.index('-mf') + 1]
+            Path(model_file + '.trainstats').write_text('{}')
+        return 1.0
+
+    monkeypatch.setattr(common, 'parlai', record)
+    monkeypatch.setattr(common, 'start', lambda args, log, env=None: record(args))
+    monkeypatch.setattr(common, 'wait', lambda running: 1.0)
+    return recorded
+
+
+def test_rec_teacher_ablation_is_the_zoo_rec_teacher(
+    load, commands, tmp_path, monkeypatch
+):
+    monkeypatch.setenv(ENV_PATH, 'redial')  # the data, by the names the task reads
+    monkeypatch.setenv(ENV_META_PATH, 'meta')
+    script = load('rec_teacher_results')
+    script.temperature_of = lambda model_file: 1.0
+    zoo_variant = next(name for name in script.VARIANTS if '(zoo)' in name)
+    script.main(
+        [
+            *('--out-dir', str(tmp_path), '--datapath', 'data'),
+            *('--variants', zoo_variant, '--seeds', str(recipe.SEED)),
+        ]
+    )
+    train = next(c for c in commands if c[0] == 'train_model')
+    model_file = train[train.index('-mf') + 1]
+    zoo = recipe.train_args('rec_teacher', model_file, 'data', recipe='default')
+    mine = follows(train, zoo, left_out=script.LEFT_OUT)
+    assert (mine['--redial-path'], mine['--redial-meta-path']) == ('redial', 'meta')
+    assert [c[0] for c in commands] == ['train_model', *['eval_model'] * 3]
+
+
+def test_dialogue_teacher_results_names_where_it_is_not_the_zoo(
+    load, commands, tmp_path
+):
+    script = load('dialogue_teacher_results')
+    (tmp_path / 'redial').mkdir()
+    (tmp_path / 'redial' / 'train_data.jsonl').write_text('')
+    out = tmp_path / 'run'
+    script.main(
+        [
+            *('--redial-path', str(tmp_path / 'redial'), '--out', str(out)),
+            *('--json', str(tmp_path / 'result.json')),
+        ]
+    )
+    train, evaluate = commands
+    zoo = recipe.train_args(
+        'dialogue_teacher',
+        str(out / 'model'),
+        str(out / 'data'),
+        {'rec_teacher': 'rec'},
+        recipe='default',
+    )
+    mine = follows(train, zoo, script.DIFFERENT, script.LEFT_OUT)
+    # the evaluation truncates as the training did
+    for flag in ('--text-truncate', '--label-truncate', '--truncate'):
+        assert _pairs(evaluate)[flag] == mine[flag]
+    recorded = json.loads((tmp_path / 'result.json').read_text())['commands']
+    assert recorded['train'].split()[1:] == train
+
+
+@pytest.mark.parametrize('use_kg', [True, False])
+def test_student_results_vary_only_seed_and_gate(
+    load, commands, tmp_path, monkeypatch, use_kg
+):
+    from parlai_conkd.zoo.conkd import builder
+
+    if use_kg:
+        monkeypatch.setenv(ENV_META_PATH, 'meta')
+    else:
+        monkeypatch.delenv(ENV_META_PATH, raising=False)
+    monkeypatch.setattr(builder, 'ensure', lambda datapath, models: None)
+    script = load('student_results')
+    datapath = tmp_path / 'data'
+    spec = tmp_path / 'spec.json'
+    script.main(['-dp', str(datapath), '--spec', str(spec)])
+    teachers = {
+        m: builder.model_file(str(datapath), m)
+        for m in ('rec_teacher', 'dialogue_teacher')
+    }
+    trained = {}
+    for command in commands:
+        mine = _pairs(command)
+        model = mine['--model'].replace('conkd_', '')
+        trained.setdefault(model, []).append(mine)
+        if model in ('popularity', 'repeat'):  # baselines: no recipe
+            continue
+        zoo_model = mine.get('--gate') if model == 'student' else model
+        if zoo_model in ('none', 'static'):
+            zoo_model = 'soft'  # the other gates: the soft student's arguments
+        zoo = recipe.train_args(
+            zoo_model,
+            mine['--model-file'],
+            str(datapath),
+            teachers,
+            use_kg=use_kg,
+            recipe='default',
+        )
+        varied = {'--seed', '--gate'} if model == 'student' else {'--seed'}
+        follows(command, zoo, different=varied & set(_pairs(zoo)))
+        assert set(mine) == set(_pairs(zoo))
+    # seeds 1 and 2 of the rec teacher, both baselines, every gate and seed but the zoo's own
+    seeds = {int(m['--seed']) for m in trained['rec_teacher']}
+    assert seeds == {1, 2} and recipe.SEED not in seeds
+    gates = sorted((m['--gate'], m['--seed']) for m in trained['student'])
+    assert gates == sorted(
+        [(g, s) for g in ('none', 'static') for s in '012']
+        + [(g, s) for g in ('hard', 'soft') for s in '12']
+    )
+    # the zoo-decoding row decodes as the zoo models were saved (--item-decoding: saved with them)
+    row = next(
+        r for r in json.loads(spec.read_text())['rows'] if 'zoo decoding' in r['name']
+    )
+    follows(row['args'], ZOO.decoding, left_out={'--item-decoding'})
+
+
+def test_reproducibility_check_runs_the_recipe_shortened(
+    load, commands, tmp_path, monkeypatch
+):
+    from parlai_conkd.zoo.conkd import builder
+
+    datapath = tmp_path / 'data'
+    teachers = {}
+    for model in ('rec_teacher', 'dialogue_teacher'):
+        teachers[model] = builder.model_file(str(datapath), model)
+        Path(teachers[model]).parent.mkdir(parents=True, exist_ok=True)
+        Path(teachers[model]).write_text('')
+    monkeypatch.setattr(builder, 'weights_sha256', lambda path: 'same')
+    script = load('reproducibility_check')
+    script.main(['-dp', str(datapath), '--work-dir', str(tmp_path / 'work')])
+    assert len(commands) == 2 * len(script.MODELS)
+    for command in commands:
+        model_file = command[command.index('-mf') + 1]
+        model = Path(model_file).parent.name[:-2]
+        zoo = recipe.train_args(model, model_file, str(datapath), teachers)
+        assert command[1 : 1 + len(zoo)] == zoo  # the recipe's arguments, to the letter
+        shortened = set(_pairs(command[1 + len(zoo) :]))
+        assert shortened <= _long(
+            ['--num-epochs', '--max-train-steps', '-vstep', '--validation-max-exs']
+        )
 
 
 def test_runner_logs_and_fails_with_the_log_tail(load, tmp_path, monkeypatch):
