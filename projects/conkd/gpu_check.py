@@ -27,6 +27,11 @@ import subprocess
 import sys
 import time
 
+from parlai_conkd.redial.build import ENV_META_PATH, ENV_PATH
+
+import _common as common
+import student_benchmark
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 #: the files holding the tests marked ``gpu`` (collecting only these keeps the step short)
@@ -35,7 +40,7 @@ GPU_TEST_FILES = (
     'tests/student/test_mixed_precision.py',
 )
 #: issue #17's targets on a GPU
-TARGETS = {'live': 1.25, 'cached': 1.02, 'inference': 1.02}
+TARGETS = student_benchmark.GPU_TARGETS
 #: per mode: benchmark shape and sizes, training steps, step time limits (seconds)
 MODES = {
     'full': dict(
@@ -191,9 +196,6 @@ def benchmark(mode, args, workdir, budget, logs):
 
 
 def fp16_training(mode, args, workdir, budget, logs):
-    sys.path.insert(0, HERE)
-    import student_benchmark as bench
-
     spec = MODES[mode]
     shape_dir = os.path.join(workdir, 'bench', spec['shape'])
     data = [
@@ -208,19 +210,18 @@ def fp16_training(mode, args, workdir, budget, logs):
         data += ['--redial-meta-path', args.redial_meta_path]
     # as the benchmark built the teachers: fp16 on a GPU (ParlAI ignores --fp16 on CPU, but it would
     # still pad the vocabulary, and the teachers' must match)
-    extra = bench.device_args(args.device, fp16=args.device == 'cuda')
+    extra = student_benchmark.device_args(args.device, fp16=args.device == 'cuda')
     started = time.monotonic()
-    shape = bench.shape_args(spec['shape'], shape_dir)
-    rec, dial = bench.build_teachers(
+    shape = student_benchmark.shape_args(spec['shape'], shape_dir)
+    rec, dial = student_benchmark.build_teachers(
         shape_dir, data, [*shape, *extra], dict(os.environ)
     )  # the benchmark's, if built
     model_file = os.path.join(workdir, 'student-fp16')
     for leftover in (model_file, model_file + '.checkpoint'):
         if os.path.exists(leftover):
             os.unlink(leftover)
-    parlai = os.path.join(os.path.dirname(sys.executable), 'parlai')
     cmd = [
-        parlai,
+        common.PARLAI,
         'train_model',
         '-t',
         'redial_crs',
@@ -534,10 +535,8 @@ def main(argv=None):
     parser.add_argument(
         '--out', default=os.path.join(HERE, 'results', 'gpu_check.json')
     )
-    parser.add_argument('--redial-path', default=os.environ.get('CONKD_REDIAL_PATH'))
-    parser.add_argument(
-        '--redial-meta-path', default=os.environ.get('CONKD_REDIAL_META_PATH')
-    )
+    parser.add_argument('--redial-path', default=os.environ.get(ENV_PATH))
+    parser.add_argument('--redial-meta-path', default=os.environ.get(ENV_META_PATH))
     parser.add_argument(
         '--skip',
         default='',
@@ -546,7 +545,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if not args.redial_path:
         sys.exit(
-            'gpu_check: no ReDial: pass --redial-path or set $CONKD_REDIAL_PATH (scripts/gpu_check.sh does)'
+            f'gpu_check: no ReDial: pass --redial-path or set ${ENV_PATH} (scripts/gpu_check.sh does)'
         )
     mode = 'quick' if args.quick else 'full'
     skip = {s.strip() for s in args.skip.split(',') if s.strip()}
@@ -621,7 +620,7 @@ def main(argv=None):
     out_dir = os.environ.get('OUT')
     if out_dir and os.path.isdir(
         out_dir
-    ):  # the device tool brings back what is under $OUT
+    ):  # $OUT: a directory the GPU machine hands back
         shutil.copy(args.out, os.path.join(out_dir, os.path.basename(args.out)))
         for name in sorted(os.listdir(logs)):
             shutil.copy(os.path.join(logs, name), os.path.join(out_dir, name))

@@ -44,6 +44,7 @@ from typing import Dict, List, Sequence
 from parlai_conkd.fileio import atomic_write
 from parlai_conkd.items import ItemCatalog
 from parlai_conkd.linking import MENTION_RE, TitleLinker, words
+from parlai_conkd.redial.build import ENV_PATH
 from parlai_conkd.redial.preprocess import is_valid_fold
 
 FORMS = ('year', 'no_year', 'lower', 'lower_year')
@@ -224,16 +225,16 @@ def main(argv=None) -> int:
     )
     parser.add_argument(
         '--redial-path',
-        default=os.environ.get('CONKD_REDIAL_PATH'),
+        default=os.environ.get(ENV_PATH),
         help='ReDial directory (train_data.jsonl, test_data.jsonl, movies_with_mentions.csv); '
-        'default $CONKD_REDIAL_PATH',
+        f'default ${ENV_PATH}',
     )
     parser.add_argument(
         '--json', default=str(Path(__file__).parent / 'results' / 'linking.json')
     )
     args = parser.parse_args(argv)
     if not args.redial_path:
-        parser.error('pass --redial-path or set CONKD_REDIAL_PATH')
+        parser.error(f'pass --redial-path or set {ENV_PATH}')
     root = Path(args.redial_path)
     for name in ('train_data.jsonl', 'test_data.jsonl', 'movies_with_mentions.csv'):
         if not (root / name).is_file():

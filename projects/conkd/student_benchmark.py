@@ -34,11 +34,16 @@ import platform
 import random
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 
+from parlai_conkd.redial.build import ENV_META_PATH, ENV_PATH
+
+import _common as common
+
+#: the benchmark's truncation and dropout (the same for every shape: deterministic, comparable
+#: timings), where the zoo's generators use the recipe's
 TRUNCATION = [
     '--truncate',
     '128',
@@ -54,14 +59,13 @@ TRUNCATION = [
 SHAPES = {
     # the zoo's generators (parlai_conkd/zoo/conkd/recipe.py, default recipe)
     'zoo': [
-        '--n-layers',
-        '2',
-        '--n-heads',
-        '4',
-        '--embedding-size',
-        '128',
-        '--ffn-size',
-        '512',
+        *common.options(
+            common.ZOO.generator,
+            '--n-layers',
+            '--n-heads',
+            '--embedding-size',
+            '--ffn-size',
+        ),
         *TRUNCATION,
     ],
     'small': [
@@ -145,22 +149,13 @@ def to_device(agent, batch):
     )
 
 
-def _parlai(args, env):
-    parlai = os.path.join(os.path.dirname(sys.executable), 'parlai')
-    subprocess.run(
-        [parlai, *map(str, args)],
-        env=env,
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-
-
 def build_teachers(workdir, data_args, shape, env):
-    """Throwaway teachers (2 steps each) of the given backbone shape, built once per workdir."""
+    """Throwaway teachers (2 steps each) of the given backbone shape, built once per workdir (logs:
+    ``rec.log``, ``dial.log`` there)."""
     rec, dial = os.path.join(workdir, 'rec'), os.path.join(workdir, 'dial')
+    os.makedirs(workdir, exist_ok=True)
     if not os.path.isfile(rec):
-        _parlai(
+        common.parlai(
             [
                 'train_model',
                 '-t',
@@ -177,10 +172,11 @@ def build_teachers(workdir, data_args, shape, env):
                 8,
                 *data_args,
             ],
+            rec + '.log',
             env,
         )
     if not os.path.isfile(dial):
-        _parlai(
+        common.parlai(
             [
                 'train_model',
                 '-t',
@@ -200,6 +196,7 @@ def build_teachers(workdir, data_args, shape, env):
                 *shape,
                 *data_args,
             ],
+            dial + '.log',
             env,
         )
     return rec, dial
@@ -230,10 +227,8 @@ def make_agent(
         dial + '.dict',
         '-mf',
         os.path.join(workdir, f'student-{gate}'),
-        '--optimizer',
-        'adam',
-        '-lr',
-        '1e-3',
+        # the zoo generators' optimizer
+        *common.options(common.ZOO.generator, '--optimizer', '-lr'),
         *shape,
         *data_args,
         *extra,
@@ -602,10 +597,8 @@ GPU_TARGETS = {'live': 1.25, 'cached': 1.02, 'inference': 1.02}
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--redial-path', default=os.environ.get('CONKD_REDIAL_PATH'))
-    parser.add_argument(
-        '--redial-meta-path', default=os.environ.get('CONKD_REDIAL_META_PATH')
-    )
+    parser.add_argument('--redial-path', default=os.environ.get(ENV_PATH))
+    parser.add_argument('--redial-meta-path', default=os.environ.get(ENV_META_PATH))
     parser.add_argument(
         '--workdir',
         default=None,
@@ -656,7 +649,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     if not args.redial_path:
-        sys.exit('pass --redial-path (or set CONKD_REDIAL_PATH) to a ReDial directory')
+        sys.exit(f'pass --redial-path (or set {ENV_PATH}) to a ReDial directory')
     shapes = [name.strip() for name in args.shapes.split(',') if name.strip()]
     unknown = [name for name in shapes if name not in SHAPES and name not in HF_SHAPES]
     if unknown:
@@ -726,4 +719,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    common.run_main(main)

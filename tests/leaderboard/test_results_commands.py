@@ -216,6 +216,37 @@ def test_student_results_vary_only_seed_and_gate(
     follows(row['args'], ZOO.decoding, left_out={'--item-decoding'})
 
 
+def test_student_benchmark_zoo_shape_is_the_recipe(load, commands, monkeypatch):
+    import parlai.core.agents
+    import parlai.core.params
+
+    script = load('student_benchmark')
+    # the zoo's shape with the benchmark's own truncation and dropout; the generator's training
+    # settings are not part of a shape (make_agent passes the optimizer, --batchsize the batch)
+    training = ['--dict-minfreq', '-bs', '--optimizer', '-lr', '--lr-scheduler']
+    follows(
+        script.SHAPES['zoo'],
+        ZOO.generator,
+        different=script.TRUNCATION[::2],
+        left_out=[*training, '--skip-generation'],
+    )
+
+    class Parser:
+        def __init__(self, *args):
+            pass
+
+        def parse_args(self, args):
+            return args
+
+    monkeypatch.setattr(parlai.core.params, 'ParlaiParser', Parser)
+    monkeypatch.setattr(parlai.core.agents, 'create_agent', lambda opt: opt)
+    agent_args = script.make_agent('w', [], script.SHAPES['zoo'], 'soft', 'r', 'd', 8)
+    assert _pairs(agent_args)['--optimizer'] == _pairs(ZOO.generator)['--optimizer']
+    assert (
+        _pairs(agent_args)['--learningrate'] == _pairs(ZOO.generator)['--learningrate']
+    )
+
+
 def test_reproducibility_check_runs_the_recipe_shortened(
     load, commands, tmp_path, monkeypatch
 ):
@@ -240,6 +271,13 @@ def test_reproducibility_check_runs_the_recipe_shortened(
         assert shortened <= _long(
             ['--num-epochs', '--max-train-steps', '-vstep', '--validation-max-exs']
         )
+
+
+def test_scripts_read_the_data_paths_by_the_package_names(load, monkeypatch):
+    monkeypatch.setenv(ENV_PATH, '/from/env')
+    monkeypatch.setenv(ENV_META_PATH, '/from/env-meta')
+    args = load('student_benchmark').parse_args([])
+    assert (args.redial_path, args.redial_meta_path) == ('/from/env', '/from/env-meta')
 
 
 def test_runner_logs_and_fails_with_the_log_tail(load, tmp_path, monkeypatch):
