@@ -13,7 +13,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Iterable, List, Optional, Sequence
 
-from parlai_conkd.errors import UserError
+from parlai_conkd.errors import UserError, remedy
 from parlai_conkd.fileio import atomic_write
 
 ITEM_TOKEN_PREFIX = '__item_'
@@ -30,6 +30,11 @@ _TITLE_YEAR_RE = re.compile(r'^(.*?)\s*\((\d{4})\)\s*$')
 #: The metadata fields shown to people next to an item (genre / director / stars); models that store
 #: their catalog without the rest (plots are large) keep these.
 DISPLAY_METADATA = ('genre', 'director', 'star')
+#: The file beside a generator's model file that holds its catalog (``<model>.catalog.json``).
+MODEL_CATALOG_SUFFIX = '.catalog.json'
+#: What to do about a damaged movie list or movie metadata file (the data layer says more).
+MOVIE_LIST_FIX = "restore an intact copy of ReDial's movie list"
+META_FIX = 'restore an intact copy of the movie metadata directory (redial-meta layout)'
 
 
 def item_token(movie_id) -> str:
@@ -86,55 +91,101 @@ class ItemCatalog:
     # ------------------------------------------------------------------ construction
     @classmethod
     def from_redial(
-        cls, movies_csv: str, meta_dir: Optional[str] = None
+        cls,
+        movies_csv: str,
+        meta_dir: Optional[str] = None,
+        name: Optional[str] = None,
+        fix: str = MOVIE_LIST_FIX,
     ) -> 'ItemCatalog':
         """Read ReDial's ``movies_with_mentions.csv`` (movieId,movieName,nbMentions).
 
         With ``meta_dir`` (redial-meta layout: id2info.json, entity2id.json) each item also gets
         its metadata and KG entity id, matched by movie id then by the KG's movie name.
+        A file that cannot be used raises CatalogError naming it as ``name`` (default: the path
+        read, e.g. the user's file when a copy is read) and ending with ``fix``, what to do. A
+        row with fewer columns than the header is an error (a file cut short ends in one).
         """
+        name = name or movies_csv
         if not os.path.isfile(movies_csv):
-            raise CatalogError(f'movie list not found: {movies_csv}')
+            raise CatalogError(f'movie list not found: {name}')
         info, entity_ids = {}, {}
         if meta_dir:
-            info = read_json(os.path.join(meta_dir, 'id2info.json'))
-            entity_ids = read_json(os.path.join(meta_dir, 'entity2id.json'))
-        items = []
-        with open(movies_csv, newline='', encoding='utf-8') as f:
-            reader = csv.DictReader(f)
-            missing = {'movieId', 'movieName'} - set(reader.fieldnames or ())
-            if missing:
-                raise CatalogError(f'{movies_csv}: header lacks {sorted(missing)}')
-            for line_no, row in enumerate(reader, start=2):
-                movie_id = (row['movieId'] or '').strip()
-                if not movie_id.isdigit():
+            info = read_json(os.path.join(meta_dir, 'id2info.json'), fix=META_FIX)
+            entity_ids = read_json(
+                os.path.join(meta_dir, 'entity2id.json'), fix=META_FIX
+            )
+            for path, data in (('id2info.json', info), ('entity2id.json', entity_ids)):
+                if not isinstance(data, dict):
                     raise CatalogError(
-                        f'{movies_csv}:{line_no}: movieId {movie_id!r} is not a number'
+                        f'{os.path.join(meta_dir, path)}: holds a {type(data).__name__}, not '
+                        f'an object; {META_FIX}'
                     )
-                title, year = split_title_year(row['movieName'] or '')
-                meta = dict(info.get(movie_id, {}))
-                kg_name = meta.pop('name', None)
-                entity = entity_ids.get(kg_name) if kg_name else None
-                items.append(
-                    Item(
-                        index=len(items),
-                        movie_id=movie_id,
-                        title=title,
-                        year=year,
-                        mentions=int(row.get('nbMentions') or 0),
-                        metadata=meta,
-                        kg_entity=entity,
+        items = []
+        line_no = 1
+        try:
+            with open(movies_csv, newline='', encoding='utf-8') as f:
+                reader = csv.DictReader(f)
+                fields = reader.fieldnames or ()
+                missing = {'movieId', 'movieName'} - set(fields)
+                if missing:
+                    what = (
+                        'is empty' if not fields else f'header lacks {sorted(missing)}'
                     )
-                )
+                    raise CatalogError(f'{name}: {what}; {fix}')
+                for line_no, row in enumerate(reader, start=2):
+                    if None in row.values():  # a row cut short, e.g. the file's last
+                        present = sum(v is not None for v in row.values())
+                        raise CatalogError(
+                            f'{name}:{line_no}: the row has {present} of the header\'s '
+                            f'{len(fields)} columns; {fix}'
+                        )
+                    movie_id = (row['movieId'] or '').strip()
+                    if not movie_id.isdigit():
+                        raise CatalogError(
+                            f'{name}:{line_no}: movieId {movie_id!r} is not a number; {fix}'
+                        )
+                    mentions = (row.get('nbMentions') or '0').strip()
+                    if not mentions.isdigit():
+                        raise CatalogError(
+                            f'{name}:{line_no}: nbMentions {mentions!r} is not a number; {fix}'
+                        )
+                    title, year = split_title_year(row['movieName'] or '')
+                    meta = info.get(movie_id, {})
+                    meta = dict(meta) if isinstance(meta, dict) else {}
+                    kg_name = meta.pop('name', None)
+                    entity = entity_ids.get(kg_name) if kg_name else None
+                    items.append(
+                        Item(
+                            index=len(items),
+                            movie_id=movie_id,
+                            title=title,
+                            year=year,
+                            mentions=int(mentions),
+                            metadata=meta,
+                            kg_entity=entity,
+                        )
+                    )
+        except UnicodeDecodeError as exc:  # decoded in blocks: no line to name
+            raise CatalogError(
+                f'{name}: not UTF-8 text ({exc.reason}); {fix}'
+            ) from None
+        except csv.Error as exc:
+            raise CatalogError(
+                f'{name}:{line_no}: not readable CSV ({exc}); {fix}'
+            ) from None
         return cls(items)
 
     @classmethod
-    def load(cls, path: str) -> 'ItemCatalog':
-        data = read_json(path)
+    def load(cls, path: str, fix: Optional[str] = None) -> 'ItemCatalog':
+        """The catalog ``save`` wrote to ``path``; CatalogError naming it (and ``fix``, what to do:
+        by default, for a model's ``<model>.catalog.json``, retrain or restore the model) when it
+        is empty, truncated or not a catalog."""
+        fix = fix or _catalog_fix(path)
+        data = read_json(path, 'item catalog', fix)
         try:
             return cls([Item(**entry) for entry in data['items']])
         except (KeyError, TypeError) as exc:
-            raise CatalogError(f'{path}: not an item catalog ({exc})') from exc
+            raise CatalogError(f'{path}: not an item catalog ({exc}); {fix}') from None
 
     def save(self, path: str) -> None:
         """Write atomically: a reader never sees a half-written catalog."""
@@ -210,14 +261,28 @@ def dedupe(indices: Iterable[int]) -> List[int]:
     return result
 
 
-def read_json(path: str, what: str = 'file'):
-    """Parse a JSON file; a missing or malformed file raises CatalogError naming it (and the line)."""
+def read_json(path: str, what: str = 'file', fix: str = 'restore an intact copy of it'):
+    """Parse a JSON file; a missing, empty, truncated or malformed file raises CatalogError naming
+    it (and the line) and ending with ``fix``, what to do."""
     if not os.path.isfile(path):
         raise CatalogError(f'{what} not found: {path}')
-    with open(path, encoding='utf-8') as f:
-        try:
-            return json.load(f)
-        except json.JSONDecodeError as exc:
-            raise CatalogError(
-                f'{path}:{exc.lineno}: invalid JSON ({exc.msg})'
-            ) from exc
+    with open(path, 'rb') as f:
+        raw = f.read()
+    try:
+        return json.loads(raw.decode('utf-8'))
+    except UnicodeDecodeError as exc:
+        raise CatalogError(
+            f'{path}: invalid JSON (not UTF-8 text: {exc.reason} at byte {exc.start}); {fix}'
+        ) from None
+    except json.JSONDecodeError as exc:
+        empty = ', the file is empty' if not raw.strip() else ''
+        raise CatalogError(
+            f'{path}:{exc.lineno}: invalid JSON ({exc.msg}{empty}); {fix}'
+        ) from None
+
+
+def _catalog_fix(path: str) -> str:
+    """What to do about a damaged catalog file: the model's for ``<model>.catalog.json``."""
+    if path.endswith(MODEL_CATALOG_SUFFIX):
+        return remedy(path[: -len(MODEL_CATALOG_SUFFIX)])
+    return 'restore an intact copy of it'

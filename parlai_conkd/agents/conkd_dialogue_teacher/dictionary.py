@@ -11,12 +11,18 @@ from typing import Dict
 
 from parlai.core.dict import DictionaryAgent
 
-from parlai_conkd.items import GEN_TOKEN, REC_TOKEN, CatalogError, ItemCatalog
+from parlai_conkd.items import (
+    GEN_TOKEN,
+    MODEL_CATALOG_SUFFIX,
+    REC_TOKEN,
+    CatalogError,
+    ItemCatalog,
+)
 from parlai_conkd.errors import ModelFileError, remedy
 
 from .hf_model import resolve_hf_model_path
 
-CATALOG_SUFFIX = '.catalog.json'
+CATALOG_SUFFIX = MODEL_CATALOG_SUFFIX
 #: Frequency given to item tokens so that sorting the dictionary keeps them in one block, in
 #: catalog order, right after ParlAI's special tokens (whose counts are ~1e9) and never trims them.
 _ITEM_FREQ_BASE = 900_000_000
