@@ -350,7 +350,10 @@ def _build_into(out_dir: str, raw_path: str, meta_dir: Optional[str], opt) -> No
     try:
         movies = os.path.join(out_dir, MOVIES_FILE)
         raw.copy_movies(movies)
-        catalog = ItemCatalog.from_redial(movies, meta_dir)
+        # errors name the user's file, not the copy in the temporary build directory
+        catalog = ItemCatalog.from_redial(
+            movies, meta_dir, name=raw.name(MOVIES_FILE), fix=_data_fix(raw)
+        )
         # Recorded so a result can be traced to the exact raw files it came from.
         source_sha256 = {fname: raw.sha256(fname) for fname in REQUIRED_FILES}
         if os.path.isfile(raw_path):
@@ -359,8 +362,23 @@ def _build_into(out_dir: str, raw_path: str, meta_dir: Optional[str], opt) -> No
         folds = {}
         for fname, fold in ((TRAIN_FILE, 'train'), (TEST_FILE, 'test')):
             fold_stats = PreprocessStats()
-            with raw.lines(fname) as lines:
-                episodes, _ = process_file(lines, raw.name(fname), catalog, fold_stats)
+            try:
+                with raw.lines(fname) as lines:
+                    episodes, _ = process_file(
+                        lines, raw.name(fname), catalog, fold_stats
+                    )
+            except UnicodeDecodeError as exc:
+                raise RedialDataError(
+                    f'{raw.name(fname)}: not UTF-8 text ({exc.reason}); {_data_fix(raw)}'
+                ) from None
+            except RedialDataError as exc:
+                raise RedialDataError(f'{exc}; {_data_fix(raw)}') from None
+            if fold == 'train' and not episodes:
+                # an official layout may have an empty test fold, never an empty train file
+                raise RedialDataError(
+                    f'{raw.name(fname)}: holds no dialogue (the train and valid folds would be '
+                    f'empty); {_data_fix(raw)}'
+                )
             for warning in stats_warnings(fold_stats, raw.name(fname)):
                 logging.warning(warning)
             stats[fname] = fold_stats.as_dict()
@@ -389,6 +407,15 @@ def _build_into(out_dir: str, raw_path: str, meta_dir: Optional[str], opt) -> No
     )
 
 
+def _data_fix(raw: _RawSource) -> str:
+    """What to do about a damaged ReDial file: replace it (or the archive holding it)."""
+    what = 'the archive' if raw._zip is not None else 'the file'
+    return (
+        f'{what} is damaged or cut short: replace it with an intact copy of ReDial (the '
+        f'official {ARCHIVE_NAME}: {OFFICIAL_URL})'
+    )
+
+
 def _make_readable(directory: str) -> None:
     """mkdtemp/mkstemp create owner-only entries; a shared datapath needs the usual umask modes."""
     mask = umask()
@@ -414,7 +441,8 @@ def catalog_path(opt) -> str:
 
 
 def load_catalog(opt) -> ItemCatalog:
-    return ItemCatalog.load(catalog_path(opt))
+    path = catalog_path(opt)
+    return ItemCatalog.load(path, fix=_rebuild_fix(path))
 
 
 def load_episodes(opt, fold: str):
@@ -423,6 +451,24 @@ def load_episodes(opt, fold: str):
 
 
 def read_episodes(path: str, limit: int = 0):
-    with open(path, encoding='utf-8') as f:
-        episodes = json.load(f)
+    try:
+        with open(path, encoding='utf-8') as f:
+            episodes = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RedialDataError(
+            f'{path}: the processed fold is damaged ({exc}); {_rebuild_fix(path)}'
+        ) from None
+    if not isinstance(episodes, list):
+        raise RedialDataError(
+            f'{path}: the processed fold holds a {type(episodes).__name__}, not a list of '
+            f'episodes; {_rebuild_fix(path)}'
+        )
     return episodes[:limit] if limit > 0 else episodes
+
+
+def _rebuild_fix(path: str) -> str:
+    """What to do about a damaged file of a built directory: delete the build, it is remade."""
+    return (
+        f'delete {os.path.dirname(os.path.abspath(path))}: the next run builds it again from '
+        'the ReDial files'
+    )

@@ -1,6 +1,6 @@
 """Raw ReDial dialogues -> processed episodes (roles, merged turns, item tokens, folds).
 
-Stdlib + the item catalog only, so every rule here is unit-testable without ParlAI. The rules
+Stdlib, the item catalog and the error base only, so every rule here is unit-testable without ParlAI. The rules
 are documented in this task's README ("Preprocessing"); change them only with a VERSION bump in
 build.py, because built data is cached under that version.
 """
@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
+from parlai_conkd.errors import UserError
 from parlai_conkd.items import MENTION_RE, UNKNOWN_ITEM_TOKEN, ItemCatalog, item_token
 
 SEEKER = 'seeker'
@@ -30,7 +31,7 @@ REQUIRED_DIALOGUE_KEYS = (
 )
 
 
-class RedialDataError(ValueError):
+class RedialDataError(UserError, ValueError):
     """Input that cannot be used; the message names the file (and line) and what to do."""
 
 
