@@ -87,3 +87,43 @@ def eval_report(args, report_file, **kwargs):
     run_parlai(['eval_model', *args, '--report-filename', report_file], **kwargs)
     with open(report_file, encoding='utf-8') as f:
         return json.load(f)['report']
+
+
+#: the environment of a smoke-recipe zoo on the shared data (``smoke_zoo``)
+def smoke_env():
+    env = {k: v for k, v in os.environ.items() if not k.startswith('CONKD_')}
+    env.update(
+        CONKD_ZOO_RECIPE='smoke',
+        CONKD_REDIAL_PATH=str(SHARED_REDIAL),
+        CONKD_REDIAL_META_PATH=str(SHARED_REDIAL_META),
+        OMP_NUM_THREADS='1',
+        PYTHONUNBUFFERED='1',
+    )
+    return env
+
+
+@pytest.fixture(scope='session')
+def smoke_zoo(tmp_path_factory):
+    """``(datapath, env)``: the whole ConKD zoo built once per test session from the ``smoke``
+    recipe (the default recipe's saved options at the tiny size, about 1.5 CPU-minutes) on the
+    shared ReDial. Tests read it or copy files out of it; none may change it."""
+    shared_redial_or_skip()
+    shared_meta_or_skip()
+    datapath = tmp_path_factory.mktemp('smoke_zoo') / 'data'
+    env = smoke_env()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            '-m',
+            'parlai_conkd.zoo.conkd.builder',
+            'ensure',
+            '-dp',
+            str(datapath),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return datapath, env

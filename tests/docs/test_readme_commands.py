@@ -26,12 +26,7 @@ from typing import Optional, Sequence
 import pytest
 
 from parlai_conkd.zoo.conkd import builder, recipe
-from tests.conftest import (
-    REPO_ROOT,
-    SHARED_DATA,
-    shared_meta_or_skip,
-    shared_redial_or_skip,
-)
+from tests.conftest import REPO_ROOT, SHARED_DATA
 
 pytestmark = pytest.mark.cli
 
@@ -199,44 +194,30 @@ def test_every_doc_command_is_run_or_skipped_with_a_reason():
 
 
 @pytest.fixture(scope='module')
-def sandbox(tmp_path_factory):
-    """``<tmp>/main`` (cwd: projects/ linked, data/ = a smoke zoo) beside ``<tmp>/shared``."""
-    shared_redial_or_skip()
-    shared_meta_or_skip()
+def sandbox(tmp_path_factory, smoke_zoo):
+    """``<tmp>/main`` (cwd: projects/ linked, data/ = a copy of the smoke zoo's datapath) beside
+    ``<tmp>/shared``."""
+    zoo_datapath, _ = smoke_zoo
     root = tmp_path_factory.mktemp('checkout')
     main = root / 'main'
     main.mkdir()
     (root / 'shared').symlink_to(SHARED_DATA.parent.resolve())
     (main / 'projects').symlink_to(REPO_ROOT / 'projects')
+    # a copy: the commands write beside the models (data caches, a training run's dictionary)
+    shutil.copytree(zoo_datapath, main / 'data', symlinks=True)
     venv_bin = str(Path(sys.executable).parent)
     env = {k: v for k, v in os.environ.items() if not k.startswith('CONKD_')}
     env.update(
-        PATH=f'{venv_bin}{os.pathsep}{env.get("PATH", "")}',  # `parlai`, `python` as in the venv
+        # `parlai` and `python` as in the venv
+        PATH=f'{venv_bin}{os.pathsep}{env.get("PATH", "")}',
         CONKD_ZOO_RECIPE='smoke',
         CONKD_REDIAL_PATH='../shared/data/redial',  # as the README's set-up exports them
         CONKD_REDIAL_META_PATH='../shared/data/redial-meta',
-        PARLAI_DATAPATH=str(
-            main / 'data'
-        ),  # commands without -dp: not into site-packages
+        # commands without -dp: ParlAI's default datapath would be inside site-packages
+        PARLAI_DATAPATH=str(main / 'data'),
         OMP_NUM_THREADS='1',
         PYTHONUNBUFFERED='1',
     )
-    proc = subprocess.run(
-        [
-            sys.executable,
-            '-m',
-            'parlai_conkd.zoo.conkd.builder',
-            'ensure',
-            '-dp',
-            'data',
-        ],
-        cwd=main,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
     # what "train a dialogue teacher" in the README leaves under runs/ (its training command needs
     # DialoGPT; the smoke zoo's transformer teacher stands in for it)
     runs = main / 'runs' / 'dialogue_teacher'
