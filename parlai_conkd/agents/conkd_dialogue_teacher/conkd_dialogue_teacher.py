@@ -14,6 +14,9 @@ Trained with NLL alone it is also the paper's "no distillation" baseline. The st
   calling ``super().compute_loss(batch, return_output=True)`` and adding to the returned loss.
 * ``record_response_metrics(batch, preds)``: ReR@k (new and all items), item precision/recall/F1,
   item ratio, Dist-n; called from ``_add_generation_metrics`` for every generator of this project.
+  Outside interactive mode it also puts the per-example log (``world_log.py``) in the replies.
+* ``rec_teacher_log_probs(batch)``: ``[B, N]`` item log-probabilities of the recommender at hand
+  (here the ``--fill-items-from`` one; the student: its loaded rec teacher), or None.
 
 Backbones (``--backbone``): ``transformer`` = ParlAI's TransformerGeneratorModel from scratch over
 a word dictionary; ``hf`` = ParlAI's HF GPT-2 model class (``parlai.agents.hugging_face.gpt2``) on
@@ -60,6 +63,7 @@ from .item_search import (
     item_aware,
 )
 from .response_metrics import DistinctNgramMetric
+from .world_log import ReplyItemScores, reply_logs
 
 BACKBONES = ('transformer', 'hf')
 #: ``-m`` names accepted by --fill-items-from
@@ -482,9 +486,17 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
         """``[B, N]`` item log-probabilities of the ``--fill-items-from`` recommender, or None."""
         if self.item_filler is None or batch.get('context_items') is None:
             return None
-        return self.item_filler.item_log_probs(
-            batch.context_items, batch.get('context_texts'), exclude_context=False
-        ).to(self.item_token_ids.device)
+        # computed once per batch, kept on it: decoding, ReR@k and the log read it
+        if batch.get('filler_log_probs') is None:
+            batch['filler_log_probs'] = self.item_filler.item_log_probs(
+                batch.context_items, batch.get('context_texts'), exclude_context=False
+            ).to(self.item_token_ids.device)
+        return batch['filler_log_probs']
+
+    def rec_teacher_log_probs(self, batch) -> Optional[torch.Tensor]:
+        """``[B, N]`` item log-probabilities of the recommender this agent has loaded for the
+        batch's contexts (the ``--fill-items-from`` one), or None; never loads one."""
+        return self._filler_scores(batch)
 
     def _generate(self, batch, beam_size, max_ts, prefix_tokens=None):
         self._item_spec = self.item_decoding_spec(batch)
@@ -627,43 +639,73 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
             return None
         return self.catalog.items_in_text(labels[0])
 
-    def _slot_item_scores(self, batch, preds, slots) -> torch.Tensor:
-        """Item-token logits at each response's first item slot, ``[B, N]`` (zeros without slot).
+    def _reply_targets(self, preds) -> List[torch.Tensor]:
+        """Each prediction without its start token (step 0: the [REC]/[GEN] flag, if generated)."""
+        return [p[1:] if len(p) and int(p[0]) == self.START_IDX else p for p in preds]
 
-        One teacher-forced pass over the generated tokens: the distribution from which the model
-        chose its first item, over all N items.
+    @torch.no_grad()
+    def _reply_item_scores(self, batch, preds, item_mass=True) -> ReplyItemScores:
+        """The item-token logits at every step of each generated reply: one teacher-forced pass
+        over the generated tokens (row t: the distribution from which token t was chosen), with the
+        item mass per step; the pipeline: the recommender's log-probs at every step, no pass.
         """
+        targets = self._reply_targets(preds)
         filler = self._filler_scores(batch)
         if (
             filler is not None
-        ):  # the pipeline: the recommender's ranking filled the slot
-            has = torch.tensor(
-                [slot is not None for slot in slots], device=filler.device
-            )
-            return torch.where(
-                has.unsqueeze(1),
-                filler.float(),
-                torch.zeros_like(filler, dtype=torch.float),
+        ):  # the pipeline: the recommender's ranking filled the slots
+            return ReplyItemScores(
+                [
+                    filler[b].float().expand(max(len(t), 1), -1)
+                    for b, t in enumerate(targets)
+                ]
             )
         model = self._unwrapped_model()
-        targets = [
-            p[1:] if len(p) and int(p[0]) == self.START_IDX else p for p in preds
-        ]
         ys, _ = self._pad_tensor(
             [t.tolist() or [self.END_IDX] for t in targets], is_label=True
         )
         ys = ys.to(self.item_token_ids.device)
         encoder_states = model.encoder(*self._encoder_input(batch))
         logits, _ = model.decode_forced(encoder_states, ys)
-        out = torch.zeros(len(preds), len(self.item_token_ids), device=logits.device)
+        items = logits.index_select(-1, self.item_token_ids).float()
+        mass = None
+        if item_mass:
+            mass = (items.logsumexp(-1) - logits.float().logsumexp(-1)).exp()
+        rows, masses = [], []
+        for b, target in enumerate(targets):
+            length = max(len(target), 1)
+            offset = ys.size(1) - length if self.is_hf else 0  # left padding
+            rows.append(items[b, offset : offset + length])
+            if mass is not None:
+                masses.append(mass[b, offset : offset + length])
+        return ReplyItemScores(rows, masses if mass is not None else None)
+
+    def _slot_item_scores(
+        self, batch, preds, slots, reply_scores: Optional[ReplyItemScores] = None
+    ) -> torch.Tensor:
+        """Item-token logits at each response's first item slot, ``[B, N]`` (zeros without slot).
+
+        From :meth:`_reply_item_scores` (given, or computed): the distribution from which the model
+        chose its first item, over all N items (the pipeline: the recommender's log-probs).
+        """
+        if reply_scores is None:
+            reply_scores = self._reply_item_scores(batch, preds, item_mass=False)
+        out = torch.zeros(
+            len(preds), len(self.item_token_ids), device=self.item_token_ids.device
+        )
         for b, slot in enumerate(slots):
-            if slot is None:
-                continue
-            offset = ys.size(1) - len(targets[b]) if self.is_hf else 0  # left padding
-            out[b] = (
-                logits[b, offset + slot].float().index_select(0, self.item_token_ids)
-            )
+            if slot is not None:
+                out[b] = reply_scores.item_logits[b][slot]
         return out
+
+    def eval_step(self, batch):
+        """ParlAI's, with the per-example log fields (``world_log.py``) in each reply."""
+        output = super().eval_step(batch)
+        logs = batch.get('reply_logs')
+        if output is not None and logs:
+            for key, values in logs.items():
+                output[key] = values
+        return output
 
     @torch.no_grad()
     def record_response_metrics(self, batch, preds):
@@ -681,13 +723,30 @@ class ConkdDialogueTeacherAgent(TransformerGeneratorAgent):
         gold_new = batch.get('gold_new_items') or [None] * len(preds)
         gold_all = batch.get('gold_label_items') or [None] * len(preds)
         # slot positions are taken in the raw prediction (after the start token, flag included)
-        targets = [
-            p[1:] if len(p) and int(p[0]) == self.START_IDX else p for p in preds
-        ]
+        targets = self._reply_targets(preds)
         slots = [first_item_slot(t.tolist(), self.item_index_of_token) for t in targets]
         has_slot = [s is not None for s in slots]
+        # the per-example log (not in a person's chat) reads the same teacher-forced pass
+        reply_scores = (
+            None
+            if self.in_interactive_mode()
+            else self._reply_item_scores(batch, preds, item_mass=not all(has_slot))
+        )
+        if reply_scores is not None:
+            batch['reply_logs'] = reply_logs(
+                self.catalog,
+                reply_scores,
+                [t.tolist() for t in targets],
+                slots,
+                self.item_index_of_token,
+                self.END_IDX,
+                self._flag_ids,
+                batch.get('context_items') or [[] for _ in preds],
+                gold_new,
+                self.rec_teacher_log_probs(batch),
+            )
         if any(has_slot[b] and (gold_new[b] or gold_all[b]) for b in range(len(preds))):
-            scores = self._slot_item_scores(batch, preds, slots)
+            scores = self._slot_item_scores(batch, preds, slots, reply_scores)
         else:
             scores = torch.zeros(len(preds), len(self.item_token_ids))
         for name, gold in (('rer', gold_new), ('rer_all', gold_all)):
