@@ -307,6 +307,18 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
             conversation_ids=batch.get('conversation_ids'),
         ).to(device)
 
+    def rec_teacher_log_probs(self, batch):
+        """The loaded rec teacher's item log-probabilities for the batch (those its KD metrics
+        computed in this evaluation step when there are), else the generator's (None: no teacher).
+        """
+        if self.rec_teacher is None:
+            return super().rec_teacher_log_probs(batch)
+        if batch.get('rec_teacher_log_probs') is None:
+            batch['rec_teacher_log_probs'] = self._rec_log_probs(
+                batch, self.item_token_ids.device
+            )
+        return batch['rec_teacher_log_probs']
+
     @torch.no_grad()
     def teacher_targets(self, batch, mask):
         """The teachers' outputs for the batch, ``(dial, gate, rec)``: from the cache where present
@@ -318,7 +330,10 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
             cache is None
         ):  # logits of the real steps only, packed (padding needs no target)
             scores = self.dialogue_teacher.teacher_forced_scores(batch, only=mask)
-            return scores, None, self._rec_log_probs(batch, scores.device)
+            rec = self._rec_log_probs(batch, scores.device)
+            if not self.model.training:  # evaluation: the per-example log reuses them
+                batch['rec_teacher_log_probs'] = rec
+            return scores, None, rec
         keys = [
             example_key(t[t != self.NULL_IDX].tolist(), y[y != self.NULL_IDX].tolist())
             for t, y in zip(batch.text_vec, batch.label_vec)
