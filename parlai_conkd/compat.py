@@ -746,11 +746,8 @@ def damaged_opt_file_error(module):
     def load(cls, optfile):
         try:
             return original(cls, optfile)
-        except (
-            ValueError,
-            EOFError,
-            pickle.UnpicklingError,
-        ):  # JSONDecodeError: ValueError
+        # JSONDecodeError is a ValueError; a JSON list or number fails as a TypeError
+        except (ValueError, TypeError, EOFError, pickle.UnpicklingError):
             if not _opt_file_of_ours(optfile):
                 raise
             from parlai_conkd.model_files import read_opt_file
@@ -760,6 +757,37 @@ def damaged_opt_file_error(module):
 
     load._parlai_conkd = True
     opt_class.load = classmethod(load)
+    return True
+
+
+def missing_model_file_error(module):
+    """``eval_model`` / ``interactive`` with ``-m conkd_* -mf PATH`` and no file at PATH ended in
+    ParlAI's traceback ("WARNING: Model file does not exist"); for this project's agents it is now
+    ``ModelFileError`` naming the file and the remedy (issue #22). Without ``-m`` nothing tells
+    whose model was meant, and ParlAI's error stands, as it does for every other agent.
+    """
+    original = module.create_agent
+    if getattr(original, '_parlai_conkd', False):
+        return True
+
+    @functools.wraps(original)
+    def create_agent(opt, requireModelExists=False):
+        try:
+            return original(opt, requireModelExists=requireModelExists)
+        except RuntimeError as exc:
+            if not str(exc).startswith('WARNING: Model file does not exist'):
+                raise
+            if not (opt.get('model') and conkd_agent(opt)):
+                raise
+            from parlai_conkd.errors import ModelFileError, remedy
+
+            path = opt['model_file']
+            raise ModelFileError(
+                f'{path}: no such model file; {remedy(path)}'
+            ) from None
+
+    create_agent._parlai_conkd = True
+    module.create_agent = create_agent
     return True
 
 
@@ -790,6 +818,7 @@ PATCHES = {
     ),
     'parlai.scripts.display_data': (display_data_on_empty_data,),
     'parlai.core.opt': (damaged_opt_file_error,),
+    'parlai.core.agents': (missing_model_file_error,),
     'parlai.core.script': (one_line_user_errors,),
 }
 

@@ -42,22 +42,6 @@ RETRAIN = 'retrain it (parlai train_model -mf'
 #: zoo variables of the caller that would change what the zoo does (a release URL, ...)
 ZOO_ENV = ('CONKD_ZOO_URL', 'CONKD_ZOO_SHA256', 'CONKD_ZOO_MODELS')
 
-# ---------------------------------------------------------------------------- known gaps
-#: compat's Opt.load patch catches ValueError/EOFError/UnpicklingError; a .opt holding JSON that is
-#: not an object ([1, 2]) fails in Opt.load with a TypeError.
-OPT_SHAPE_GAP = pytest.mark.xfail(
-    strict=True,
-    reason='compat.damaged_opt_file_error does not catch the TypeError of a .opt holding a JSON '
-    'list: needs a compat.py change',
-)
-#: builder.read_stamp returns any JSON value; a stamp holding a list fails in why_not_present with
-#: an AttributeError, which ParlAI's modelzoo_path turns into "Could not find pretrained model".
-STAMP_SHAPE_GAP = pytest.mark.xfail(
-    strict=True,
-    reason='zoo builder.read_stamp takes a stamp holding a JSON list for a stamp (AttributeError '
-    'in why_not_present): needs a zoo/conkd/builder.py change',
-)
-
 
 # ---------------------------------------------------------------------------- helpers
 def corrupt(path: Path, how: str) -> None:
@@ -104,27 +88,13 @@ def assert_names(line: str, path, remedy: str) -> None:
 
 
 @pytest.fixture(scope='module')
-def zoo(tmp_path_factory):
-    """A smoke-recipe rec teacher + dialogue teacher, built once: (datapath, zoo dir, env)."""
-    redial, meta = shared_redial_or_skip(), shared_meta_or_skip()
-    root = tmp_path_factory.mktemp('corrupt_files')
-    datapath = root / 'data'
-    env = {name: '' for name in ZOO_ENV}
-    env.update(
-        CONKD_ZOO_RECIPE='smoke',
-        CONKD_REDIAL_PATH=str(redial),
-        CONKD_REDIAL_META_PATH=str(meta),
-        PYTHONUNBUFFERED='1',
-    )
-    proc = subprocess.run(
-        [sys.executable, '-m', 'parlai_conkd.zoo.conkd.builder', 'ensure']
-        + ['-dp', str(datapath), 'rec_teacher', 'dialogue_teacher'],
-        env=dict(os.environ, **env),
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+def zoo(tmp_path_factory, smoke_zoo):
+    """This module's copy of the session's smoke-recipe zoo (some cases change the zoo itself):
+    (datapath, zoo dir, env)."""
+    shared_datapath, shared_env = smoke_zoo
+    datapath = tmp_path_factory.mktemp('corrupt_files') / 'data'
+    shutil.copytree(shared_datapath, datapath, symlinks=True)
+    env = dict(shared_env, **{name: '' for name in ZOO_ENV})
     return datapath, datapath / 'models' / 'conkd', env
 
 
@@ -154,7 +124,7 @@ def _cases():
         for how in ('empty', 'truncated'):
             yield pytest.param(model, '', how, id=f'{model}-model-{how}')
         for how in ('empty', 'truncated', 'wrong_json'):
-            marks = [OPT_SHAPE_GAP] if how == 'wrong_json' else []
+            marks = []
             yield pytest.param(model, '.opt', how, id=f'{model}-opt-{how}', marks=marks)
     for how in ('empty', 'truncated'):
         yield pytest.param(GENERATOR, '.dict', how, id=f'{GENERATOR}-dict-{how}')
@@ -204,12 +174,6 @@ def test_a_rankers_damaged_dictionary_is_not_used(zoo, tmp_path):
             ['-mf', '{tmp}/no/such/model', '-m', 'conkd_rec_teacher'],
             '{tmp}/no/such/model',
             id='missing-model-file-of-a-conkd-agent',
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason='ParlAI\'s create_agent raises "Model file does not exist" (a traceback) '
-                'before any agent code runs; -m conkd_* scopes it, but only a compat.py patch of '
-                'parlai.core.agents.create_agent can act there',
-            ),
         ),
         pytest.param(
             ['-mf', '{tmp}/no/such/model'],
@@ -274,7 +238,7 @@ def _zoo_copy(datapath: Path, tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize(
     'how',
-    ['empty', 'truncated', pytest.param('wrong_json', marks=STAMP_SHAPE_GAP)],
+    ['empty', 'truncated', 'wrong_json'],
 )
 def test_a_damaged_zoo_stamp_makes_the_model_absent(zoo, tmp_path, how):
     """What ``zoo:conkd/X`` checks first, seen through the builder's ``status`` (no rebuild)."""
@@ -292,7 +256,11 @@ def test_a_damaged_zoo_stamp_makes_the_model_absent(zoo, tmp_path, how):
     output = proc.stdout + proc.stderr
     assert proc.returncode == 0 and 'Traceback' not in output, output[-3000:]
     rows = dict(line.split(None, 1) for line in proc.stdout.splitlines() if line)
-    assert rows['rec_teacher'] == 'absent: not installed', proc.stdout
+    assert (
+        rows['rec_teacher'] == 'absent: its stamp rec_teacher.zoo.json is unreadable'
+    ), proc.stdout
+    # its students were distilled from the rec teacher that stamp recorded: rebuilt too
+    assert 'its teacher rec_teacher was replaced' in rows['soft'], proc.stdout
 
 
 def test_a_damaged_zoo_model_file_is_rebuilt(zoo, tmp_path):

@@ -86,9 +86,10 @@ def stamp_path(directory: str, model: str) -> str:
 def read_stamp(directory: str, model: str) -> Optional[Dict]:
     try:
         with open(stamp_path(directory, model), encoding='utf-8') as f:
-            return json.load(f)
+            stamp = json.load(f)
     except (OSError, ValueError):
         return None
+    return stamp if isinstance(stamp, dict) else None
 
 
 def model_files(directory: str, model: str) -> List[str]:
@@ -108,6 +109,8 @@ def why_not_present(
     directory = zoo_dir(datapath)
     stamp = read_stamp(directory, model)
     if stamp is None:
+        if os.path.exists(stamp_path(directory, model)):
+            return f'its stamp {model}{STAMP_SUFFIX} is unreadable'
         return 'not installed'
     if stamp.get('zoo_version') != zoo_recipe.ZOO_VERSION:
         return f'zoo version {stamp.get("zoo_version")} != {zoo_recipe.ZOO_VERSION}'
