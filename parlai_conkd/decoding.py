@@ -23,67 +23,16 @@ Everything here is plain torch over ``[H, V]`` log-probabilities (H = hypotheses
 tree-search glue is ``parlai_conkd/agents/conkd_dialogue_teacher/item_search.py``.
 """
 
-from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
+
+from parlai_conkd.item_vocab import ItemVocab
 
 ITEM_DECODING = ('token', 'class')
 #: which items a reply may not name (again): none; those already in this reply; those in the
 #: reply or anywhere in the dialogue so far
 ITEM_NO_REPEAT = ('none', 'reply', 'dialogue')
-
-
-@dataclass(frozen=True)
-class ItemVocab:
-    """Where the N item tokens are in a vocabulary of size V.
-
-    ``ids``: ``LongTensor[N]``, vocabulary id of catalog item i at position i. When the ids are
-    one contiguous block ``start .. start+N-1`` (the transformer backbone's dictionary and the HF
-    backbone's added tokens both are), slicing replaces gathers (``block`` is then set).
-    """
-
-    ids: torch.Tensor
-    vocab_size: int
-    block: Optional[slice] = None
-
-    @classmethod
-    def of(cls, ids: torch.Tensor, vocab_size: int) -> 'ItemVocab':
-        ids = ids.long()
-        block = None
-        if ids.numel() and bool((ids[1:] - ids[:-1] == 1).all()):
-            block = slice(int(ids[0]), int(ids[0]) + ids.numel())
-        return cls(ids=ids, vocab_size=vocab_size, block=block)
-
-    def take(self, x: torch.Tensor) -> torch.Tensor:
-        """``[H, V] -> [H, N]`` (a view for a contiguous block)."""
-        return (
-            x[:, self.block]
-            if self.block is not None
-            else x.index_select(1, self.ids.to(x.device))
-        )
-
-    def put(self, x: torch.Tensor, values: torch.Tensor) -> None:
-        """Write ``[H, N]`` values into the item columns of ``x`` in place."""
-        if self.block is not None:
-            x[:, self.block] = values
-        else:
-            x[:, self.ids.to(x.device)] = values
-
-    def index_of(self, token_ids: torch.Tensor) -> torch.Tensor:
-        """Catalog index of each vocabulary id, -1 for words (any shape)."""
-        if self.block is not None:
-            inside = (token_ids >= self.block.start) & (token_ids < self.block.stop)
-            return torch.where(
-                inside, token_ids - self.block.start, torch.full_like(token_ids, -1)
-            )
-        lookup = torch.full(
-            (self.vocab_size,), -1, dtype=torch.long, device=token_ids.device
-        )
-        lookup[self.ids.to(token_ids.device)] = torch.arange(
-            self.ids.numel(), device=token_ids.device
-        )
-        return lookup[token_ids.clamp(0, self.vocab_size - 1)]
 
 
 def excluded_items(

@@ -164,10 +164,7 @@ def conkd_terms(
     :param dial_item_mass: the gate's item mass [B,T]; required with a top-k dialogue teacher.
     :raises ValueError: an unknown gate, ``temperature <= 0``, a top-k teacher without its mass.
     """
-    if gate not in GATES:
-        raise ValueError(f'unknown gate {gate!r}; choose one of {GATES}')
-    if temperature <= 0:
-        raise ValueError(f'temperature must be > 0, got {temperature}')
+    check_gate_and_temperature(gate, temperature)
     vocab, mask = student_logits.size(-1), mask.bool()
     if isinstance(dial_scores, TopK):
         if dial_item_mass is None:
@@ -179,12 +176,12 @@ def conkd_terms(
         rec_item_log_probs = from_topk(
             rec_item_log_probs.values, rec_item_log_probs.indices, len(item_token_ids)
         )
-    dial = torch.log_softmax(_float(dial_scores), dim=-1)
+    dial = torch.log_softmax(at_least_float(dial_scores), dim=-1)
     # used as given: the teacher's item_log_probs are normalised
-    rec = _float(rec_item_log_probs)
+    rec = at_least_float(rec_item_log_probs)
     if dial_item_mass is None:
         dial_item_mass = item_mass(dial, item_token_ids)
-    lam = gate_values(gate, _float(dial_item_mass), static_gate) * mask
+    lam = gate_values(gate, at_least_float(dial_item_mass), static_gate) * mask
     if gate == 'none':
         zeros = torch.zeros_like(lam)
         return DistillationTerms(
@@ -194,7 +191,7 @@ def conkd_terms(
     q, rec_steps = target_log_probs(
         gate, tempered(dial, temperature), rec_vocab, lam, hard_threshold
     )
-    student = torch.log_softmax(_float(student_logits) / temperature, dim=-1)
+    student = torch.log_softmax(at_least_float(student_logits) / temperature, dim=-1)
     kd = temperature**2 * kl_divergence(q, student)
     kd = torch.where(mask, kd, torch.zeros_like(kd))
     return DistillationTerms(kd=kd, gate=lam, rec_steps=rec_steps & mask, mask=mask)
@@ -211,9 +208,17 @@ def mix_losses(
     )
 
 
-def _float(x: torch.Tensor) -> torch.Tensor:
+def at_least_float(x: torch.Tensor) -> torch.Tensor:
     """Half precision promoted to float32 (the loss sums many small terms); double stays."""
     return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
+def check_gate_and_temperature(gate: str, temperature: float) -> None:
+    """Raise ValueError for a gate not in :data:`GATES` or a temperature that is not > 0."""
+    if gate not in GATES:
+        raise ValueError(f'unknown gate {gate!r}; choose one of {GATES}')
+    if temperature <= 0:
+        raise ValueError(f'temperature must be > 0, got {temperature}')
 
 
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

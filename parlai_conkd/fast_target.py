@@ -15,60 +15,23 @@ scores from a ``--fp16`` teacher are promoted first and autocast is switched off
 import contextlib
 import functools
 from dataclasses import dataclass
-from typing import List, Optional, Tuple, Union
+from typing import List, Optional, Tuple
 
 import torch
 
-from parlai_conkd.distill import GATES, Distribution, TopK, gate_values, tempered
+from parlai_conkd.distill import (
+    Distribution,
+    TopK,
+    at_least_float,
+    check_gate_and_temperature,
+    gate_values,
+    tempered,
+)
+from parlai_conkd.item_vocab import ItemVocab
 
 #: stands in for log(0) where a product with p = 0 must give exactly 0 (any p > 0 in float32 has
 #: log p > -104, so no real log-probability is changed by clamping at this value)
 LOG_ZERO = -1000.0
-
-
-class ItemSlots:
-    """Where the catalog's items sit in the vocabulary: ``ids[n]`` is item n's token id.
-
-    The dictionaries of this project add the item tokens as one block, so item slices are
-    views (no copy); any other layout falls back to index_select / index_add.
-    """
-
-    def __init__(self, item_token_ids: torch.Tensor):
-        self.ids = item_token_ids
-        count = item_token_ids.numel()
-        first = int(item_token_ids[0]) if count else 0
-        block = torch.arange(first, first + count, device=item_token_ids.device)
-        self.block = (
-            slice(first, first + count)
-            if count and torch.equal(item_token_ids, block)
-            else None
-        )
-
-    @classmethod
-    def of(cls, items: Union['ItemSlots', torch.Tensor]) -> 'ItemSlots':
-        return items if isinstance(items, ItemSlots) else cls(items)
-
-    def __len__(self) -> int:
-        return self.ids.numel()
-
-    def take(self, x: torch.Tensor) -> torch.Tensor:
-        """The item entries of ``x`` [..., V] -> [..., N] (a view when the ids are one block)."""
-        return (
-            x[..., self.block]
-            if self.block is not None
-            else x.index_select(-1, self.ids)
-        )
-
-    def subtract_outer_(
-        self, x: torch.Tensor, coef: torch.Tensor, rec: torch.Tensor
-    ) -> None:
-        """``x[b, t, I[n]] -= coef[b, t] * rec[b, n]`` in place (x [B,T,V], coef [B,T], rec [B,N])."""
-        if (
-            self.block is not None
-        ):  # an in-place rank-1 update per row: no [B,T,N] temporary
-            x[..., self.block].baddbmm_(coef.unsqueeze(-1), rec.unsqueeze(1), alpha=-1)
-        else:
-            x.index_add_(-1, self.ids, coef.unsqueeze(-1) * rec.unsqueeze(1), alpha=-1)
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -98,11 +61,6 @@ def without_autocast(fn):
     return wrapper
 
 
-def at_least_float(x: torch.Tensor) -> torch.Tensor:
-    """Half-precision teacher outputs in float32 (the loss sums many small terms); double stays."""
-    return x.to(torch.promote_types(x.dtype, torch.float32))
-
-
 @dataclass
 class DistillTarget:
     """The ConKD target of a batch, ``q[b,t] = (1 - w[b,t]) * dial[b,t] + w[b,t] * rec_V[b]``.
@@ -128,7 +86,7 @@ class DistillTarget:
     spans: Optional[List[Tuple[int, int, int, int]]] = None
 
     def expected_log_prob(
-        self, log_probs: torch.Tensor, slots: ItemSlots, by_span: bool = False
+        self, log_probs: torch.Tensor, slots: ItemVocab, by_span: bool = False
     ) -> torch.Tensor:
         """``sum_v q[b,t,v] * log_probs[b,t,v]`` [B,T]; differentiable in ``log_probs`` unless
         ``by_span`` (for the fused loss: views of each example's real steps)."""
@@ -163,7 +121,7 @@ class DistillTarget:
         return (1.0 - self.weight) * on_dial + self.weight * on_rec
 
     def subtract_scaled_(
-        self, grad: torch.Tensor, coef: torch.Tensor, slots: ItemSlots
+        self, grad: torch.Tensor, coef: torch.Tensor, slots: ItemVocab
     ) -> None:
         """``grad[b,t,:] -= coef[b,t] * q[b,t,:]`` in place (``coef`` is zero on padding)."""
         on_dial, on_rec = coef * (1.0 - self.weight), coef * self.weight
@@ -198,7 +156,7 @@ class DistillTarget:
         else:
             slots.subtract_outer_(grad, on_rec, self.rec)
 
-    def _rec_vocab_ids(self, slots: ItemSlots, steps: int) -> torch.Tensor:
+    def _rec_vocab_ids(self, slots: ItemVocab, steps: int) -> torch.Tensor:
         ids = slots.ids[self.rec.indices]  # [B,k] vocabulary ids of the kept items
         return ids.unsqueeze(1).expand(-1, steps, -1)
 
@@ -221,7 +179,7 @@ def _dense_mixture_plogp(
     dial_plogp: torch.Tensor,
     rec: torch.Tensor,
     weight: torch.Tensor,
-    slots: ItemSlots,
+    slots: ItemVocab,
 ) -> torch.Tensor:
     """``sum q log q`` for ``q = (1 - w) * dial + w * rec_V``, per step (``dial`` [n,V], ``rec`` [n,N],
     the rest [n]; the dialogue item block has ``sum d log d = items_plogp`` and mass ``items_mass``),
@@ -241,7 +199,7 @@ def _topk_mixture_plogp(
     rec: torch.Tensor,
     rec_plogp: torch.Tensor,
     weight: torch.Tensor,
-    slots: ItemSlots,
+    slots: ItemVocab,
 ) -> torch.Tensor:
     """The same for a top-k dialogue teacher, in O(k): start from the rec part alone,
     ``w * sum r log r + w log w`` (sum r = 1); each of the k dialogue entries then replaces its
@@ -300,7 +258,7 @@ def _gated(
 _BLOCK_BYTES = 4 << 20
 
 
-def _normalise_block(block: torch.Tensor, slots: ItemSlots, item_entropy: bool):
+def _normalise_block(block: torch.Tensor, slots: ItemVocab, item_entropy: bool):
     """Softmax of a block of scores, written over them, without a log-softmax copy, using
     ``log p = (s - max) - log Z``. Returns ``(p, sum p log p, item mass, sum over the item block of
     p log p or None)``."""
@@ -454,18 +412,19 @@ def make_target(
         order, or a :class:`TopK` of its log-probabilities.
     :param rec_item_log_probs: [B,N] rec-teacher log-probabilities over catalog items (catalog
         order), or their :class:`TopK` over catalog indices.
-    :param item_token_ids: [N] vocabulary id of each catalog item (or an :class:`ItemSlots`).
+    :param item_token_ids: [N] vocabulary id of each catalog item (or an :class:`ItemVocab`).
     :param mask: [B,T] true on real (non-padding) target steps.
     :param dial_item_mass: the gate lambda; required with a top-k teacher (the cache stores it
         exactly), computed from the dense teacher otherwise.
     :param overwrite_scores: the dense ``dial_scores`` are the caller's to give away: the target's
         probabilities are written into their memory.
     """
-    if gate not in GATES:
-        raise ValueError(f'unknown gate {gate!r}; choose one of {GATES}')
-    if temperature <= 0:
-        raise ValueError(f'temperature must be > 0, got {temperature}')
-    slots = ItemSlots.of(item_token_ids)
+    check_gate_and_temperature(gate, temperature)
+    slots = (
+        ItemVocab.of(item_token_ids)
+        if torch.is_tensor(item_token_ids)
+        else item_token_ids
+    )
     mask = mask.bool()
     if isinstance(rec_item_log_probs, TopK):
         rec, rec_plogp = _tempered_topk(rec_item_log_probs, temperature)

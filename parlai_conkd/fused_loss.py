@@ -12,12 +12,9 @@ from typing import Tuple
 
 import torch
 
-from parlai_conkd.fast_target import (
-    DistillTarget,
-    ItemSlots,
-    at_least_float,
-    without_autocast,
-)
+from parlai_conkd.distill import at_least_float
+from parlai_conkd.fast_target import DistillTarget, without_autocast
+from parlai_conkd.item_vocab import ItemVocab
 
 
 class _NllAndKd(torch.autograd.Function):
@@ -27,7 +24,7 @@ class _NllAndKd(torch.autograd.Function):
     @staticmethod
     @without_autocast
     def forward(
-        ctx, logits, labels, target: DistillTarget, slots: ItemSlots, ignore_index: int
+        ctx, logits, labels, target: DistillTarget, slots: ItemVocab, ignore_index: int
     ):
         batch, steps = target.weight.shape
         scores = at_least_float(logits.reshape(batch, steps, -1))
@@ -98,5 +95,13 @@ def nll_and_kd(
     :returns: ``(nll, kd)``, each shaped ``logits.shape[:-1]``.
     """
     return _NllAndKd.apply(
-        logits, labels, target, ItemSlots.of(item_token_ids), ignore_index
+        logits,
+        labels,
+        target,
+        (
+            ItemVocab.of(item_token_ids)
+            if torch.is_tensor(item_token_ids)
+            else item_token_ids
+        ),
+        ignore_index,
     )

@@ -18,12 +18,12 @@ from parlai_conkd.agents.conkd_dialogue_teacher.item_search import (
     item_aware,
 )
 from parlai_conkd.decoding import (
-    ItemVocab,
     excluded_items,
     flag_choice,
     item_class_log_probs,
     sample_within,
 )
+from parlai_conkd.item_vocab import ItemVocab
 
 PAD, BOS, EOS, REC, GEN, HI, WATCH = range(7)
 ITEMS = ItemVocab.of(torch.tensor([7, 8, 9]), 10)

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from parlai_conkd import distill, fast_target
 from parlai_conkd.fused_loss import nll_and_kd
+from parlai_conkd.item_vocab import ItemVocab
 from parlai_conkd.teacher_cache import topk_log_probs
 
 PAD = 0
@@ -176,11 +177,11 @@ def test_target_entropy_matches_the_materialised_soft_target():
     assert torch.allclose(target.gate, lam)
 
 
-def test_item_slots_use_a_view_only_for_a_contiguous_block():
-    assert fast_target.ItemSlots(CONTIGUOUS).block == slice(5, 10)
-    assert fast_target.ItemSlots(SCATTERED).block is None
+def test_item_vocab_uses_a_view_only_for_a_contiguous_block():
+    assert ItemVocab.of(CONTIGUOUS).block == slice(5, 10)
+    assert ItemVocab.of(SCATTERED).block is None
     x = torch.arange(11.0).expand(2, 11)
-    assert fast_target.ItemSlots(SCATTERED).take(x)[0].tolist() == [
+    assert ItemVocab.of(SCATTERED).take(x)[0].tolist() == [
         9.0,
         2.0,
         6.0,

@@ -27,13 +27,15 @@ from parlai.core.torch_generator_agent import (
 )
 
 from parlai_conkd.decoding import (
-    ItemVocab,
+    ITEM_DECODING,
+    ITEM_NO_REPEAT,
     best_allowed,
     excluded_items,
     flag_choice,
     item_class_log_probs,
     sample_within,
 )
+from parlai_conkd.item_vocab import ItemVocab
 
 
 @dataclass
@@ -232,3 +234,128 @@ def greedy_beam_size(opt) -> None:
         f'--inference greedy: beam size 1 (the model was saved with --beam-size {beam_size})'
     )
     opt['beam_size'] = 1
+
+
+#: ``-m`` names accepted by --fill-items-from
+ITEM_RANKERS = {'conkd_rec_teacher', 'conkd_popularity', 'conkd_repeat'}
+
+
+class ItemAwareDecodingMixin:
+    """The generators' decoding options and ParlAI hooks: item-aware search over every ParlAI
+    search (:func:`item_aware`) and the pipeline baseline's recommender (``--fill-items-from``).
+
+    Needs from the agent: ``catalog``, ``item_vocab``, ``item_token_ids``, ``rec_token_id`` /
+    ``gen_token_id``; the agent sets ``item_filler`` (:meth:`_load_item_filler`) once its catalog is
+    known.
+    """
+
+    @classmethod
+    def add_cmdline_args(cls, parser, partial_opt=None):
+        super().add_cmdline_args(parser, partial_opt=partial_opt)
+        group = parser.add_argument_group('Item-aware decoding (parlai_conkd.decoding)')
+        group.add_argument(
+            '--item-decoding',
+            type=str,
+            default='token',
+            choices=ITEM_DECODING,
+            help='token: search over single tokens (ParlAI\'s plain decoding; an item is chosen '
+            'only when one item token beats every word). class: at each step compare the item '
+            'class\'s total probability (the ConKD gate lambda_t) with the words, and when the class '
+            'wins name the model\'s best allowed item (greedy/beam), or draw one within the class '
+            '(top-k/nucleus). Formula and reasons: parlai_conkd/decoding.py.',
+        )
+        group.add_argument(
+            '--item-no-repeat',
+            type=str,
+            default='dialogue',
+            choices=ITEM_NO_REPEAT,
+            help='Items a reply may not name: none; reply (already named in this reply); dialogue '
+            '(also those named earlier in the dialogue: a recommendation names new films). Item '
+            'tokens are exempt from --beam-block-ngram/--beam-context-block-ngram; this rule '
+            'decides their repeats instead.',
+        )
+        group.add_argument(
+            '--rec-flag-threshold',
+            type=float,
+            default=None,
+            help='Start the reply with [REC] when P([REC]) / (P([REC]) + P([GEN])) exceeds this, '
+            'else [GEN] (default: the model\'s own argmax). Fitted on the validation fold by '
+            'projects/conkd/flag_threshold.py and saved with the model.',
+        )
+        group.add_argument(
+            '--rec-flag-gates-items',
+            type='bool',
+            default=False,
+            help='--item-decoding class: a reply that starts with [GEN] names no item.',
+        )
+        group.add_argument(
+            '--fill-items-from',
+            type=str,
+            default=None,
+            help='The pipeline baseline: a recommender model file or zoo: path (conkd_rec_teacher '
+            'or another item ranker). The generator decides where a reply names an item; this '
+            'recommender decides which (its best item the reply may name, see --item-no-repeat); '
+            'ReR@k then ranks by the recommender\'s scores.',
+        )
+        return parser
+
+    def share(self):
+        shared = super().share()
+        shared['item_filler'] = self.item_filler
+        return shared
+
+    def _load_item_filler(self):
+        """The ``--fill-items-from`` recommender (frozen), or None."""
+        if not self.opt.get('fill_items_from'):
+            return None
+        from parlai_conkd.agents.item_ranking import ItemRankingAgent
+        from parlai_conkd.agents.frozen import load_frozen_teacher
+
+        agent, _ = load_frozen_teacher(
+            self.opt, '--fill-items-from', ItemRankingAgent, ITEM_RANKERS, self.catalog
+        )
+        return agent
+
+    def item_decoding_spec(self, batch) -> ItemDecodingSpec:
+        """The item-aware decoding settings for one batch (see item_search.py)."""
+        return ItemDecodingSpec(
+            items=self.item_vocab,
+            mode=self.opt.get('item_decoding') or 'token',
+            no_repeat=self.opt.get('item_no_repeat') or 'none',
+            rec_id=self.rec_token_id,
+            gen_id=self.gen_token_id,
+            rec_threshold=self.opt.get('rec_flag_threshold'),
+            flag_gate=bool(self.opt.get('rec_flag_gates_items')),
+            context_items=batch.get('context_items') or [],
+            item_scores=self._filler_scores(batch),
+        )
+
+    def _filler_scores(self, batch) -> Optional[torch.Tensor]:
+        """``[B, N]`` item log-probabilities of the ``--fill-items-from`` recommender, or None."""
+        if self.item_filler is None or batch.get('context_items') is None:
+            return None
+        # computed once per batch, kept on it: decoding, ReR@k and the log read it
+        if batch.get('filler_log_probs') is None:
+            batch['filler_log_probs'] = self.item_filler.item_log_probs(
+                batch.context_items, batch.get('context_texts'), exclude_context=False
+            ).to(self.item_token_ids.device)
+        return batch['filler_log_probs']
+
+    def rec_teacher_log_probs(self, batch) -> Optional[torch.Tensor]:
+        """``[B, N]`` item log-probabilities of the recommender this agent has loaded for the
+        batch's contexts (the ``--fill-items-from`` one), or None; never loads one."""
+        return self._filler_scores(batch)
+
+    def _generate(self, batch, beam_size, max_ts, prefix_tokens=None):
+        self._item_spec = self.item_decoding_spec(batch)
+        try:
+            return super()._generate(
+                batch, beam_size, max_ts, prefix_tokens=prefix_tokens
+            )
+        finally:
+            self._item_spec = None
+
+    def _treesearch_factory(self, device, verbose=False):
+        search = super()._treesearch_factory(device, verbose=verbose)
+        spec = getattr(self, '_item_spec', None)
+        return item_aware(search, spec) if spec is not None else search

@@ -115,6 +115,19 @@ def _training_dialogue_items(opt) -> Dict[str, List[int]]:
     }
 
 
+def add_rec_temperature_arg(group) -> None:
+    """``--rec-temperature``, the one definition: the rec teacher's own option, and the student's
+    for the rec teacher it distils from."""
+    group.add_argument(
+        '--rec-temperature',
+        type=float,
+        default=None,
+        help='Temperature T of the rec teacher\'s item distribution softmax(scores / T), what '
+        'item_log_probs returns and a student distils; default: the one fitted on the validation '
+        'fold and saved with the rec teacher.',
+    )
+
+
 class ConkdRecTeacherAgent(ItemRankingAgent):
     """KBRD-style recommender: R-GCN over the movie KG + attention pooling (or no KG)."""
 
@@ -176,13 +189,7 @@ class ConkdRecTeacherAgent(ItemRankingAgent):
             help='Fit the temperature of item_log_probs on the validation fold at every '
             'validation of train_model (minimum gold-item NLL); saved with the model.',
         )
-        group.add_argument(
-            '--rec-temperature',
-            type=float,
-            default=None,
-            help='Temperature T of the distribution softmax(scores / T) that item_log_probs '
-            'returns (what a student distils); default: the one fitted on the validation fold.',
-        )
+        add_rec_temperature_arg(group)
         parser.set_defaults(optimizer='adam', learningrate=1e-3)
         return parser
 

@@ -18,7 +18,7 @@ from parlai.utils import logging
 from parlai.utils.distributed import get_rank, is_distributed
 
 from parlai_conkd import distill
-from parlai_conkd.fast_target import DistillTarget, ItemSlots, make_target
+from parlai_conkd.fast_target import DistillTarget, make_target
 from parlai_conkd.fileio import sha256_file
 from parlai_conkd.agents.conkd_dialogue_teacher.conkd_dialogue_teacher import (
     ConkdDialogueTeacherAgent,
@@ -33,6 +33,9 @@ from parlai_conkd.teacher_cache import (
 
 from .criterion import DistillingCrossEntropy
 from .interactive import InteractiveExplainMixin
+from parlai_conkd.agents.conkd_rec_teacher.conkd_rec_teacher import (
+    add_rec_temperature_arg,
+)
 from parlai_conkd.agents.frozen import (
     TeacherError,
     load_frozen_teacher,
@@ -121,13 +124,7 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
             'the dialogue probability 0 (a recommendation names new films; the NLL '
             'term still teaches repeats where the gold reply has them)',
         )
-        group.add_argument(
-            '--rec-temperature',
-            type=float,
-            default=None,
-            help='temperature of the rec teacher\'s distribution (default: the one '
-            'fitted on the validation fold and saved with the rec teacher)',
-        )
+        add_rec_temperature_arg(group)
         group.add_argument(
             '--distill-in-eval',
             type='bool',
@@ -168,7 +165,6 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
                 resolve_model_file(opt, '--dialogue-teacher-file') + '.dict'
             )
         super().__init__(opt, shared)
-        self.item_slots = ItemSlots(self.item_token_ids)
         self.teacher_cache = None
         if shared is not None:
             self.dialogue_teacher = shared['dialogue_teacher']
@@ -360,7 +356,7 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
             self.opt['gate'],
             dial,
             rec,
-            self.item_slots,
+            self.item_vocab,
             mask,
             hard_threshold=self.opt['hard_gate_threshold'],
             static_gate=self.opt['static_gate'],
@@ -386,7 +382,7 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
             return super().compute_loss(batch, return_output=return_output)
         mask = batch.label_vec.ne(self.NULL_IDX)
         target = self.distillation_target(batch, mask)
-        with self.criterion.distilling(target, self.item_slots):
+        with self.criterion.distilling(target, self.item_vocab):
             nll, model_output = super().compute_loss(batch, return_output=True)
             kd = self.criterion.last_kd.view(mask.shape)
         tokens = mask.sum(dim=1)

@@ -12,7 +12,9 @@ from contextlib import contextmanager
 import torch
 import torch.nn.functional as F
 
-from parlai_conkd.fast_target import DistillTarget, ItemSlots
+from parlai_conkd.distill import at_least_float
+from parlai_conkd.fast_target import DistillTarget
+from parlai_conkd.item_vocab import ItemVocab
 from parlai_conkd.fused_loss import nll_and_kd
 
 
@@ -24,9 +26,9 @@ class DistillingCrossEntropy(torch.nn.Module):
         self.last_kd = None
 
     @contextmanager
-    def distilling(self, target: DistillTarget, item_slots: ItemSlots):
+    def distilling(self, target: DistillTarget, item_vocab: ItemVocab):
         """Within the block, the next call also computes KD against ``target`` (into ``last_kd``)."""
-        self._pending, self.last_kd = (target, item_slots), None
+        self._pending, self.last_kd = (target, item_vocab), None
         try:
             yield self
         finally:
@@ -36,13 +38,13 @@ class DistillingCrossEntropy(torch.nn.Module):
         if self._pending is None:
             # float32 like ParlAI's FP16SafeCrossEntropy when the model runs in half precision
             return F.cross_entropy(
-                scores.to(torch.promote_types(scores.dtype, torch.float32)),
+                at_least_float(scores),
                 labels,
                 ignore_index=self.ignore_index,
                 reduction='none',
             )
-        (target, item_slots), self._pending = self._pending, None
+        (target, item_vocab), self._pending = self._pending, None
         nll, self.last_kd = nll_and_kd(
-            scores, labels, target, item_slots, self.ignore_index
+            scores, labels, target, item_vocab, self.ignore_index
         )
         return nll
