@@ -265,6 +265,37 @@ def _check_run(pairs, report, model_file):
     # ParlAI's report is its usual one: the log fields are reply data, not metrics
     assert not (set(FIELDS) | {'rec_teacher_top_k'}) & set(report)
     assert {'rer@1', 'item_ratio', 'ppl'} <= set(report)
+    _check_when_and_what(pairs, report)
+
+
+def _check_when_and_what(pairs, report):
+    """The report's "when" and "what" metrics (issue #24) recomputed by hand from the logged
+    replies: "names a film" = ``items_named``, gold = ``gold_new_items`` with their ranks.
+    """
+    tp = fp = fn = 0
+    what = []
+    for _, act in pairs:
+        gold = act.get('gold_new_items')
+        if gold is None:
+            continue
+        named, wanted = bool(act['items_named']), bool(gold)
+        tp, fp, fn = (
+            tp + (named and wanted),
+            fp + (named and not wanted),
+            fn + (wanted and not named),
+        )
+        if named and wanted:
+            what.append(sum(r['rank'] <= 10 for r in gold) / len(gold))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if tp else 0.0
+    assert report['when_precision'] == pytest.approx(precision, abs=1e-3)
+    assert report['when_recall'] == pytest.approx(recall, abs=1e-3)
+    assert report['when_f1'] == pytest.approx(f1, abs=1e-3)
+    assert report['what_responses'] == len(what)
+    if what:
+        # ties are counted at their expected rank by ReR@k; the log's rank is 1 + those above
+        assert report['what_rer@10'] == pytest.approx(sum(what) / len(what), abs=0.05)
 
 
 @pytest.mark.cli
@@ -314,3 +345,6 @@ def test_pipeline_logs_its_recommenders_ranking(trained):
         assert teacher[: len(model)] == model
         if not act['model_top_k_names_item']:
             assert act['model_top_k_step'] is None  # the same ranking at every step
+    if report['what_responses']:
+        # the recommender chose the items: the model's ranking at the slot is the recommender's
+        assert report['what_rec@10'] == pytest.approx(report['what_rer@10'])

@@ -281,6 +281,47 @@ class ResponseMetricsMixin:
                 output[key] = values
         return output
 
+    def record_what_and_when(self, batch, gen_items, gold_new, has_slot, rer):
+        """The two halves of ReR@k (issue #24; definitions in :mod:`parlai_conkd.metrics`).
+
+        "when": ``when_precision`` / ``when_recall`` / ``when_f1`` of "the reply names a film"
+        against "the gold reply names a new film", over every labelled response. "what":
+        ``what_rer@k``, ReR@k over the responses that name an item and whose gold names a new one
+        (``what_responses`` counts them), and ``what_rec@k``, the rec teacher's R@k over exactly
+        those responses when one is loaded (:meth:`rec_teacher_log_probs`: the student's, or the
+        pipeline's recommender), so the two rankings compare on the same turns.
+        """
+        labelled = [g is not None for g in gold_new]
+        for which in ('precision', 'recall', 'f1'):
+            self.record_local_metric(
+                f'when_{which}',
+                [
+                    (
+                        BinaryDecisionMetric.when(bool(items), bool(gold), which)
+                        if known
+                        else None
+                    )
+                    for items, gold, known in zip(gen_items, gold_new, labelled)
+                ],
+            )
+        both = [bool(has_slot[b] and gold_new[b]) for b in range(len(gold_new))]
+        self.record_local_metric('what_responses', [SumMetric(int(x)) for x in both])
+        for k in RER_KS:
+            self.record_local_metric(
+                f'what_rer@{k}',
+                [AverageMetric(v) if x else None for v, x in zip(rer[k], both)],
+            )
+        rec = self.rec_teacher_log_probs(batch) if any(both) else None
+        if rec is None:
+            return
+        gold = [g if x else [] for g, x in zip(gold_new, both)]
+        rec_recall = response_recall_at_k(rec.float(), both, gold, ks=RER_KS)
+        for k in RER_KS:
+            self.record_local_metric(
+                f'what_rec@{k}',
+                [AverageMetric(v) if x else None for v, x in zip(rec_recall[k], both)],
+            )
+
     @torch.no_grad()
     def record_response_metrics(self, batch, preds):
         """ReR@k under both protocols, item precision/recall/F1, item ratio, Dist-n (both
@@ -333,6 +374,8 @@ class ResponseMetricsMixin:
             self.record_local_metric(
                 f'{name}_responses', [SumMetric(int(bool(g))) for g in gold]
             )
+            if name == 'rer':
+                self.record_what_and_when(batch, gen_items, gold_new, has_slot, recall)
         overlaps = [
             item_overlap(gen, gold or []) for gen, gold in zip(gen_items, gold_new)
         ]
