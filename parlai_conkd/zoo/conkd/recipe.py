@@ -72,39 +72,24 @@ class Recipe:
     item_embeddings_from_rec_teacher: bool = True
 
 
+def args(text: str) -> Tuple[str, ...]:
+    """The arguments written in ``text``, split as a shell would split them: a recipe is written
+    as a readable block, one group of options per line (``#`` starts a comment, as in a shell).
+    """
+    return tuple(shlex.split(text, comments=True))
+
+
 #: The seed of every model of the zoo (``--seed``; see parlai_conkd/seeding.py).
 SEED = 0
 
-_GENERATOR_SHAPE = (
-    '--n-layers',
-    '2',
-    '--n-heads',
-    '4',
-    '--embedding-size',
-    '128',
-    '--ffn-size',
-    '512',
-    '--dropout',
-    '0.1',
-    '--truncate',
-    '96',
-    '--text-truncate',
-    '96',
-    '--label-truncate',
-    '32',
-    '--dict-minfreq',
-    '2',
-    '-bs',
-    '64',
-    '--optimizer',
-    'adam',
-    '-lr',
-    '1e-3',
-    '--lr-scheduler',
-    'none',
-    '--skip-generation',
-    'true',
-)
+#: The default recipe's transformer (dialogue teacher and both students) and its training.
+_GENERATOR_SHAPE = args('''
+    --n-layers 2 --n-heads 4 --embedding-size 128 --ffn-size 512 --dropout 0.1  # shape
+    --truncate 96 --text-truncate 96 --label-truncate 32                        # truncation
+    --dict-minfreq 2                                                            # vocabulary
+    -bs 64 --optimizer adam -lr 1e-3 --lr-scheduler none                        # optimisation
+    --skip-generation true                                  # validation: teacher-forced only
+    ''')
 #: The final valid/test report of train_model covers as many examples as a validation does
 #: (``--validation-max-exs`` of each model; the full evaluation is ``parlai eval_model``, see
 #: projects/conkd/README.md): keeps the build short.
@@ -121,63 +106,25 @@ def _cap(minutes: float) -> Tuple[str, ...]:
 RECIPES: Dict[str, Recipe] = {
     'default': Recipe(
         name='default',
-        common=('--seed', str(SEED), '--log-every-n-secs', '10', *_SHORT_FINAL_EVAL),
-        rec_teacher=(
-            '--rec-dim',
-            '64',
-            '-bs',
-            '128',
-            '--redial-rec-seeker-mentions',
-            'true',
-            '--validation-max-exs',
-            '-1',
-            '-veps',
-            '1',
-            '-vmt',
-            'recall@10',
-            '-vmm',
-            'max',
-            '-vp',
-            '2',
-            *_cap(10),
-        ),
+        common=args(f'--seed {SEED} --log-every-n-secs 10') + _SHORT_FINAL_EVAL,
+        rec_teacher=args('''
+            --rec-dim 64                                                   # shape
+            -bs 128                                                        # optimisation
+            --redial-rec-seeker-mentions true                              # data
+            --validation-max-exs -1 -veps 1 -vmt recall@10 -vmm max -vp 2  # validation
+            ''') + _cap(10),
         generator=_GENERATOR_SHAPE,
-        dialogue_teacher=(
-            '--validation-max-exs',
-            '500',
-            '-veps',
-            '0.5',
-            '-vmt',
-            'ppl',
-            '-vmm',
-            'min',
-            '-vp',
-            '3',
-            *_cap(40),
-        ),
+        dialogue_teacher=args('''
+            --validation-max-exs 500 -veps 0.5 -vmt ppl -vmm min -vp 3  # validation
+            ''') + _cap(40),
         # students keep the checkpoint that ranks items best at the gold reply's item slot
         # (teacher-forced ReR@10 on the whole valid fold): the in-reply recommendation metric
-        student=(
-            '--kd-weight',
-            '0.5',
-            '--kd-temperature',
-            '1.0',
-            '--teacher-cache-topk',
-            '64',
-            '--validation-max-exs',
-            '-1',
-            '-veps',
-            '0.5',
-            '-vmt',
-            'tf_rer@10',
-            '-vmm',
-            'max',
-            '-vp',
-            '4',
-            *_cap(
-                90
-            ),  # a guard: 25 min bound on a 2-core machine at load 10 (1.5 of 3 epochs)
-        ),
+        student=args('''
+            --kd-weight 0.5 --kd-temperature 1.0 --teacher-cache-topk 64     # distillation
+            --validation-max-exs -1 -veps 0.5 -vmt tf_rer@10 -vmm max -vp 4  # validation
+            ''')
+        # a guard: 25 min bound on a 2-core machine at load 10 (1.5 of 3 epochs)
+        + _cap(90),
         epochs={'rec_teacher': 5, 'dialogue_teacher': 6, 'soft': 3, 'hard': 3},
         expected_minutes={
             'rec_teacher': 1.5,
@@ -187,56 +134,24 @@ RECIPES: Dict[str, Recipe] = {
         },
         # chosen on the validation fold (project README, "Item-aware decoding"): class decoding, top-10 sampling for
         # the first 3 tokens then beam 5, no repeated 3-grams in the reply or from the context
-        decoding=(
-            '--item-decoding',
-            'class',
-            '--inference',
-            'delayedbeam',
-            '--topk',
-            '10',
-            '--beam-delay',
-            '3',
-            '--beam-size',
-            '5',
-            '--beam-block-ngram',
-            '3',
-            '--beam-context-block-ngram',
-            '3',
-        ),
+        decoding=args('''
+            --item-decoding class
+            --inference delayedbeam --topk 10 --beam-delay 3 --beam-size 5
+            --beam-block-ngram 3 --beam-context-block-ngram 3
+            '''),
     ),
     'tiny': Recipe(
         name='tiny',
-        common=(
-            '--seed',
-            str(SEED),
-            '--redial-max-dialogues',
-            '40',
-            '--log-every-n-secs',
-            '2',
-        ),
-        rec_teacher=('--rec-dim', '16', '-bs', '16'),
-        generator=(
-            '--n-layers',
-            '1',
-            '--n-heads',
-            '2',
-            '--embedding-size',
-            '32',
-            '--ffn-size',
-            '64',
-            '--truncate',
-            '64',
-            '--text-truncate',
-            '64',
-            '--label-truncate',
-            '16',
-            '-bs',
-            '8',
-            '--skip-generation',
-            'true',
-        ),
+        common=args(f'--seed {SEED} --redial-max-dialogues 40 --log-every-n-secs 2'),
+        rec_teacher=args('--rec-dim 16 -bs 16'),
+        generator=args('''
+            --n-layers 1 --n-heads 2 --embedding-size 32 --ffn-size 64  # shape
+            --truncate 64 --text-truncate 64 --label-truncate 16        # truncation
+            -bs 8                                                       # optimisation
+            --skip-generation true                                      # validation
+            '''),
         dialogue_teacher=(),
-        student=('--kd-weight', '0.5'),
+        student=args('--kd-weight 0.5'),
         epochs={'rec_teacher': 1, 'dialogue_teacher': 1, 'soft': 1, 'hard': 1},
         expected_minutes={
             'rec_teacher': 0.5,
@@ -247,7 +162,7 @@ RECIPES: Dict[str, Recipe] = {
         # token decoding: a one-epoch 32-d model's item mass beats every word at almost every
         # step, so class decoding would answer with a list of films (class decoding has its own
         # CLI tests on a copy of ReDial made for it: tests/dialogue/test_item_decoding_cli.py)
-        decoding=('--item-decoding', 'token'),
+        decoding=args('--item-decoding token'),
     ),
 }
 
@@ -333,51 +248,25 @@ def _uncapped(args: Sequence[str]) -> Tuple[str, ...]:
 #: batch 32, AdamW lr 5e-5 with 500 warm-up updates, weight decay 0.01, gradient clip 1.0, context
 #: 256 / response 64 BPE tokens, up to 5 epochs for the dialogue teacher and 3 for each student with
 #: early stopping on validation perplexity (patience: 4 validations, two per epoch).
-_PAPER_GENERATOR = (
-    '--backbone',
-    'hf',
-    '--hf-model-path',
-    PAPER_HF_MODEL,
-    '--fp16',
-    'true',
-    '--text-truncate',
-    '256',
-    '--label-truncate',
-    '64',
-    '--truncate',
-    '256',
-    '-bs',
-    '32',
-    '--optimizer',
-    'adamw',
-    '-lr',
-    '5e-5',
-    '--weight-decay',
-    '0.01',
-    '--warmup-updates',
-    '500',
-    '--gradient-clip',
-    '1.0',
-    '--validation-every-n-epochs',
-    '0.5',
-    '--validation-metric',
-    'ppl',
-    '--validation-metric-mode',
-    'min',
-    '--validation-patience',
-    '4',
-    '--skip-generation',
-    'true',
-)
+_PAPER_GENERATOR = args(f'''
+    --backbone hf --hf-model-path {PAPER_HF_MODEL}           # backbone
+    --fp16 true                                              # precision
+    --text-truncate 256 --label-truncate 64 --truncate 256   # truncation
+    -bs 32 --optimizer adamw -lr 5e-5 --weight-decay 0.01    # optimisation
+    --warmup-updates 500 --gradient-clip 1.0
+    --validation-every-n-epochs 0.5 --validation-metric ppl  # validation
+    --validation-metric-mode min --validation-patience 4
+    --skip-generation true
+    ''')
 
 RECIPES['paper'] = Recipe(
     name='paper',
-    common=('--seed', str(SEED), '--log-every-n-secs', '60'),
+    common=args(f'--seed {SEED} --log-every-n-secs 60'),
     # the rec teacher as in the default zoo recipe (same model and arguments), without its time cap
     rec_teacher=_uncapped(RECIPES['default'].rec_teacher),
     generator=_PAPER_GENERATOR,
     dialogue_teacher=(),
-    student=('--kd-weight', '0.5', '--kd-temperature', '1.0'),
+    student=args('--kd-weight 0.5 --kd-temperature 1.0'),
     epochs={
         'rec_teacher': RECIPES['default'].epochs['rec_teacher'],
         'dialogue_teacher': 5,
@@ -386,7 +275,7 @@ RECIPES['paper'] = Recipe(
     },
     # not measured: no GPU run of this recipe yet, so the builder announces no duration
     expected_minutes={},
-    decoding=('--item-decoding', 'class'),
+    decoding=args('--item-decoding class'),
     # DialoGPT brings its own embeddings; --item-embeddings-from is for the transformer backbone
     item_embeddings_from_rec_teacher=False,
 )
