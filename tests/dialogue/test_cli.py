@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from tests.conftest import run_parlai, shared_redial_or_skip
+from tests.support import run_parlai, shared_redial_or_skip
 
 pytestmark = pytest.mark.cli
 

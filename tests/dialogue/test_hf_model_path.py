@@ -19,7 +19,7 @@ from parlai_conkd.agents.conkd_dialogue_teacher.hf_model import (
     HFModelPathError,
     resolve_hf_model_path,
 )
-from tests.conftest import eval_report, run_parlai
+from tests.support import eval_report, run_parlai
 
 COMMIT = '0123456789abcdef0123456789abcdef01234567'
 

@@ -13,8 +13,7 @@ import re
 
 import pytest
 
-from tests.conftest import run_parlai
-from tests.task.conftest import dialogue, write_redial
+from tests.support import dialogue, run_parlai, write_redial
 
 pytestmark = pytest.mark.cli
 

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from tests.conftest import run_parlai, shared_meta_or_skip, shared_redial_or_skip
+from tests.support import run_parlai, shared_meta_or_skip, shared_redial_or_skip
 
 FIELDS = (
     'items_named',

@@ -26,7 +26,7 @@ from typing import Optional, Sequence
 import pytest
 
 from parlai_conkd.zoo.conkd import builder, recipe
-from tests.conftest import REPO_ROOT, SHARED_DATA
+from tests.support import REPO_ROOT, SHARED_DATA
 
 pytestmark = pytest.mark.cli
 

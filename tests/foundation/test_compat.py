@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from parlai_conkd import compat
-from tests.conftest import run_parlai
+from tests.support import run_parlai
 
 TINY_TRANSFORMER = [
     '--n-layers',

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import (
+from tests.support import (
     SHARED_REDIAL,
     SHARED_REDIAL_META,
     run_parlai,

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import REPO_ROOT, shared_meta_or_skip, shared_redial_or_skip
+from tests.support import REPO_ROOT, shared_meta_or_skip, shared_redial_or_skip
 
 SCRIPT = str(REPO_ROOT / 'scripts' / 'gpu_check.sh')
 

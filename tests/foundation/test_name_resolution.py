@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from tests.conftest import REPO_ROOT, run_parlai
+from tests.support import REPO_ROOT, run_parlai
 
 PY = sys.executable
 

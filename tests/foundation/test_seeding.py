@@ -13,7 +13,7 @@ import torch
 
 from parlai_conkd.seeding import seed_everything
 from parlai_conkd.zoo.conkd.builder import weights_sha256
-from tests.conftest import run_parlai, shared_meta_or_skip, shared_redial_or_skip
+from tests.support import run_parlai, shared_meta_or_skip, shared_redial_or_skip
 
 ENV = {'OMP_NUM_THREADS': '1'}
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from parlai_conkd import compat
-from tests.conftest import run_parlai
+from tests.support import run_parlai
 
 MOCK = 'parlai.agents.test_agents.test_agents:MockTorchAgent'
 TINY_TRANSFORMER = {

@@ -19,7 +19,7 @@ A last test plants a leak and requires the guard to catch it.
 import pytest
 import torch
 
-from tests.conftest import run_parlai, shared_meta_or_skip, shared_redial_or_skip
+from tests.support import run_parlai, shared_meta_or_skip, shared_redial_or_skip
 
 pytestmark = pytest.mark.cli
 

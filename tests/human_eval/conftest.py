@@ -2,59 +2,16 @@
 catalog, a study, and a headless Debian chromium driven by Selenium (installed with apt-get
 when missing and possible, else the browser tests skip with the reason)."""
 
-import json
 import os
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from parlai_conkd.items import ItemCatalog
+from tests.support import conversations_log
 
 MOVIES_CSV = 'movieId,movieName,nbMentions\n111,The Matrix (1999),10\n222,Frozen (2013),5\n333,Heat (1995),2\n'
-
-#: seeker turns per context; the gold reply mentions a movie
-CONTEXTS = [
-    [
-        ('hi! i want a sci-fi movie', 'have you seen __item_111__ ?'),
-        ('yes, loved it', 'then try __item_333__'),
-    ],
-    [('something for kids please', 'maybe __item_222__'), ('great thanks', 'enjoy!')],
-    [('a crime movie?', 'try __item_333__'), ('sounds good', 'it is a classic')],
-    [('any cartoon?', '__item_222__ is fun'), ('ok', 'bye')],
-]
-
-
-def conversation_id(context: int) -> str:
-    """The ReDial conversation id the fixture logs give context ``context``."""
-    return str(20001 + context)
-
-
-def conversations_log(path: Path, model_id: str, reply) -> Path:
-    """A Conversations jsonl as `parlai eval_model --world-logs` writes it (redial_crs teacher
-    acts carry the ReDial ``conversation_id``)."""
-    with open(path, 'w', encoding='utf-8') as f:
-        for c, turns in enumerate(CONTEXTS):
-            dialog = []
-            for t, (seeker, gold) in enumerate(turns):
-                dialog.append(
-                    [
-                        {
-                            'id': 'redial_crs',
-                            'text': seeker,
-                            'eval_labels': [gold],
-                            'conversation_id': conversation_id(c),
-                            'episode_done': t == len(turns) - 1,
-                        },
-                        {'id': model_id, 'text': reply(c, t), 'episode_done': False},
-                    ]
-                )
-            f.write(
-                json.dumps({'dialog': dialog, 'context': [], 'metadata_path': None})
-                + '\n'
-            )
-    return path
 
 
 @pytest.fixture

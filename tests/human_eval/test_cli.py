@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from parlai_conkd.human_eval.pairings import read_pairings
-from tests.conftest import run_parlai
+from tests.support import run_parlai
 
 TINY = [
     '--n-layers',

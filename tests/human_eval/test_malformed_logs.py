@@ -25,7 +25,12 @@ from parlai_conkd.human_eval.pairings import (
     write_pairings,
 )
 
-from .conftest import CONTEXTS, conversation_id, conversations_log
+from tests.support import (
+    CONTEXTS,
+    conversation_id,
+    conversations_log,
+    shared_redial_or_skip,
+)
 
 MODEL = 'TransformerGenerator'
 
@@ -520,7 +525,6 @@ def test_logs_shaped_like_redial_crs_on_the_real_data_are_read_as_they_are(tmp_p
     from parlai_conkd.items import ItemCatalog
     from parlai_conkd.redial.preprocess import process_file
     from parlai_conkd.tasks.redial_crs.examples import dialogue_examples
-    from tests.conftest import shared_redial_or_skip
 
     redial = shared_redial_or_skip()
     catalog = ItemCatalog.from_redial(str(redial / 'movies_with_mentions.csv'))

@@ -17,7 +17,7 @@ from parlai_conkd.human_eval.pairings import (
     write_pairings,
 )
 
-from .conftest import CONTEXTS, conversations_log
+from tests.support import CONTEXTS, conversations_log
 
 
 def test_round_trip_keeps_every_acute_field(pairs, tmp_path):

@@ -8,15 +8,15 @@ import sys
 
 import pytest
 
-from tests.conftest import (
+from tests.support import (
     SHARED_REDIAL,
     SHARED_REDIAL_META,
+    ZOO_ENV,
     run_parlai,
     shared_meta_or_skip,
     shared_redial_or_skip,
 )
 
-ZOO_ENV = ('CONKD_ZOO_URL', 'CONKD_ZOO_SHA256', 'CONKD_ZOO_RECIPE', 'CONKD_ZOO_MODELS')
 DATA_ENV = ('CONKD_REDIAL_PATH', 'CONKD_REDIAL_META_PATH')
 
 

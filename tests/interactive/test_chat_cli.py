@@ -12,7 +12,7 @@ import urllib.request
 import pytest
 
 from parlai_conkd.items import ItemCatalog
-from tests.conftest import PARLAI, run_parlai
+from tests.support import PARLAI, run_parlai
 
 pytestmark = pytest.mark.cli
 

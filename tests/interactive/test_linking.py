@@ -14,7 +14,7 @@ from parlai_conkd.linking import (
     words,
     zipf,
 )
-from tests.conftest import shared_redial_or_skip
+from tests.support import shared_redial_or_skip
 
 ROWS = [  # movie id, title, year, ReDial mentions
     ('1', 'The Shining', 1980, 100),

@@ -7,7 +7,7 @@ from parlai_conkd.agents.conkd_rec_teacher.conkd_rec_teacher import ConkdRecTeac
 from parlai_conkd.agents.item_ranking import _catalog_from_state, _catalog_state
 from parlai_conkd.agents.frozen import load_frozen_teacher
 from parlai_conkd.items import Item, ItemCatalog
-from tests.conftest import SHARED_REDIAL
+from tests.support import SHARED_REDIAL
 
 
 def test_rec_teacher_catalog_state_keeps_the_display_metadata_only():

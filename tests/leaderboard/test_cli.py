@@ -12,7 +12,7 @@ import sys
 
 import pytest
 
-from tests.conftest import run_parlai, shared_meta_or_skip, shared_redial_or_skip
+from tests.support import run_parlai, shared_meta_or_skip, shared_redial_or_skip
 
 # the module fixture trains two models and runs a leaderboard (3 eval_model processes): about
 # 1.5 minutes on an idle 2-core machine, 6 under a load of 6-7; pytest.ini's 600 s is for hangs

@@ -104,7 +104,7 @@ def test_new_agent_starts_from_the_popularity_prior_and_counts_its_training_dial
     from parlai.core.agents import create_agent
     from parlai.core.params import ParlaiParser
 
-    from tests.conftest import shared_meta_or_skip, shared_redial_or_skip
+    from tests.support import shared_meta_or_skip, shared_redial_or_skip
 
     redial, meta = shared_redial_or_skip(), shared_meta_or_skip()
     common = [

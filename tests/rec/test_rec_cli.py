@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from tests.conftest import run_parlai, shared_meta_or_skip, shared_redial_or_skip
+from tests.support import run_parlai, shared_meta_or_skip, shared_redial_or_skip
 
 pytestmark = pytest.mark.cli
 

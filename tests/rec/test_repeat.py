@@ -5,7 +5,7 @@ import torch
 
 from parlai_conkd.agents.conkd_repeat.conkd_repeat import RepeatModel, recency_order
 from parlai_conkd.items import Item, ItemCatalog
-from tests.task.conftest import ALIEN, GODFATHER, HEAT, UP, dialogue, write_redial
+from tests.support import ALIEN, GODFATHER, HEAT, UP, dialogue, write_redial
 
 #: training-label counts set by hand (index order ALIEN, HEAT, GODFATHER, UP)
 COUNTS = [0.0, 5.0, 3.0, 3.0]

@@ -10,8 +10,7 @@ import json
 import pytest
 
 from parlai_conkd.redial.preprocess import is_valid_fold
-from tests.conftest import run_parlai
-from tests.task.conftest import dialogue, write_redial
+from tests.support import dialogue, run_parlai, write_redial
 
 pytestmark = pytest.mark.cli
 

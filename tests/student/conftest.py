@@ -1,24 +1,15 @@
 """Shared fixtures for the student tests: two tiny teachers trained once on a slice of shared ReDial."""
 
-import json
-
 import pytest
 
-from tests.conftest import run_parlai, shared_meta_or_skip, shared_redial_or_skip
-
-SLICE = ['--redial-max-dialogues', 12]
-TRUNC = ['--truncate', 64, '--text-truncate', 64, '--label-truncate', 20]
-TINY_TRANSFORMER = [
-    '--n-layers',
-    1,
-    '--embedding-size',
-    16,
-    '--ffn-size',
-    32,
-    '--n-heads',
-    2,
-]
-GEN = ['--inference', 'greedy', '--skip-generation', 'false']
+from tests.support import (
+    SLICE,
+    TINY_TRANSFORMER,
+    TRUNC,
+    run_parlai,
+    shared_meta_or_skip,
+    shared_redial_or_skip,
+)
 
 
 def _env(redial, meta):
@@ -27,13 +18,6 @@ def _env(redial, meta):
         'CONKD_REDIAL_META_PATH': str(meta),
         'OMP_NUM_THREADS': '1',
     }
-
-
-def report(proc):
-    """The last JSON metrics line ParlAI printed."""
-    lines = [line for line in proc.stdout.splitlines() if line.startswith('{')]
-    assert lines, proc.stdout[-3000:]
-    return json.loads(lines[-1])
 
 
 @pytest.fixture(scope='session')

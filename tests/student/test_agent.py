@@ -3,43 +3,7 @@
 import pytest
 import torch
 
-from tests.student.conftest import TINY_TRANSFORMER, TRUNC
-
-
-def _student(teachers, tmp_path, *extra):
-    from parlai.core.agents import create_agent
-    from parlai.core.params import ParlaiParser
-    from parlai.core.worlds import create_task
-
-    root, env, common = teachers
-    for key, value in env.items():
-        pytest.MonkeyPatch().setenv(key, value)
-    args = [
-        '-t',
-        'redial_crs',
-        '-m',
-        'conkd_student',
-        '-dt',
-        'train:ordered',
-        '-bs',
-        1,
-        '--dialogue-teacher-file',
-        root / 'dial',
-        '--rec-teacher-file',
-        root / 'rec',
-        '--dropout',
-        0,
-        '-mf',
-        tmp_path / 'student',
-        *TINY_TRANSFORMER,
-        *TRUNC,
-        *common,
-        *extra,
-    ]
-    opt = ParlaiParser(True, True).parse_args([str(a) for a in args])
-    agent = create_agent(opt)
-    world = create_task(opt, agent)
-    return agent, world.get_agents()[0]
+from tests.support import _fixed_batch, _student
 
 
 def _loss(agent, batch, compute=None):
@@ -50,14 +14,6 @@ def _loss(agent, batch, compute=None):
             return (compute or agent.compute_loss)(batch).item()
     finally:
         agent._control_local_metrics(enabled=True)
-
-
-def _fixed_batch(agent, teacher, size=4):
-    observations = []
-    for _ in range(size):
-        clone = agent.clone()
-        observations.append(clone.observe(teacher.act()))
-    return agent.batchify(observations)
 
 
 @pytest.mark.parametrize('gate', ['soft', 'hard'])

@@ -4,8 +4,14 @@ import os
 
 import pytest
 
-from tests.conftest import run_parlai
-from tests.student.conftest import GEN, TINY_TRANSFORMER, TRUNC, report
+from tests.support import (
+    GEN,
+    TINY_TRANSFORMER,
+    TRUNC,
+    make_tiny_gpt2,
+    report,
+    run_parlai,
+)
 
 pytestmark = pytest.mark.cli
 
@@ -183,7 +189,6 @@ def test_student_refuses_wrong_teacher_files(teachers, tmp_path):
 
 def test_student_on_the_hugging_face_backbone(teachers, tmp_path):
     """A tiny random GPT-2 from a local directory: teacher and student share its tokenizer."""
-    from tests.dialogue.conftest import make_tiny_gpt2
 
     root, env, common = teachers
     hf = [

@@ -14,9 +14,16 @@ from unittest import mock
 import pytest
 import torch
 
-from tests.conftest import eval_report, run_parlai, train_stats
-from tests.student.conftest import TINY_TRANSFORMER, TRUNC
-from tests.student.test_agent import _student
+from tests.support import (
+    TINY_TRANSFORMER,
+    TRUNC,
+    _fixed_batch,
+    _student,
+    eval_report,
+    on_device,
+    run_parlai,
+    train_stats,
+)
 
 requires_cuda = pytest.mark.skipif(
     not torch.cuda.is_available(),
@@ -107,8 +114,6 @@ def test_teachers_follow_the_student_onto_the_gpu(teachers, tmp_path):
     student_device = next(iter(devices['student']))
     assert student_device.type == 'cuda'
     assert devices['dialogue_teacher'] == devices['rec_teacher'] == {student_device}
-    from tests.student.test_agent import _fixed_batch
-    from tests.student.test_mixed_precision import on_device
 
     batch = on_device(agent, _fixed_batch(agent, teacher))
     dial, gate, rec = agent.live_teacher_targets(batch)

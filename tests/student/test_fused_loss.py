@@ -9,32 +9,11 @@ from parlai_conkd import distill, fast_target
 from parlai_conkd.fused_loss import nll_and_kd
 from parlai_conkd.item_vocab import ItemVocab
 from parlai_conkd.teacher_cache import topk_log_probs
+from tests.support import CONTIGUOUS, PAD, _inputs
 
-PAD = 0
-CONTIGUOUS = torch.tensor(
-    [5, 6, 7, 8, 9]
-)  # item ids as this project's dictionaries lay them out
 SCATTERED = torch.tensor(
     [9, 2, 6, 4, 7]
 )  # any other layout (index_select / index_add path)
-
-
-def _inputs(items, seed=0, vocab=11, dtype=torch.float32):
-    g = torch.Generator().manual_seed(seed)
-    batch, steps, n = 3, 4, len(items)
-    dial = torch.log_softmax(
-        torch.randn(batch, steps, vocab, generator=g, dtype=dtype) * 2, -1
-    )
-    dial[0, 1, int(items[0])] = float('-inf')  # an exact zero in the dialogue teacher
-    dial = torch.log_softmax(dial, -1)
-    rec = torch.log_softmax(torch.randn(batch, n, generator=g, dtype=dtype), -1)
-    rec[1, 2] = float('-inf')  # an excluded context item
-    rec = torch.log_softmax(rec, -1)
-    labels = torch.randint(1, vocab, (batch, steps), generator=g)
-    labels[2, :2] = PAD  # left padding
-    labels[0, 3] = PAD  # right padding
-    logits = torch.randn(batch, steps, vocab, generator=g, dtype=dtype) * 3
-    return dial, rec, labels, logits
 
 
 def _as_topk(dial, rec, k_dial, k_rec):

@@ -12,19 +12,15 @@ import math
 import pytest
 import torch
 
-from tests.conftest import run_parlai, train_stats
-from tests.student.conftest import TINY_TRANSFORMER, TRUNC
-from tests.student.test_agent import _fixed_batch, _student
-
-
-def on_device(agent, batch):
-    """``batchify`` gives CPU tensors; ParlAI's ``batch_act`` moves them to the agent's GPU (as here)."""
-    return (
-        batch.to(0 if agent.opt['gpu'] == -1 else agent.opt['gpu'])
-        if agent.use_cuda
-        else batch
-    )
-
+from tests.support import (
+    TINY_TRANSFORMER,
+    TRUNC,
+    _fixed_batch,
+    _student,
+    on_device,
+    run_parlai,
+    train_stats,
+)
 
 #: |loss_half - loss_fp32| / loss_fp32 on the fixed batch, and the cosine between the two gradients
 LOSS_RTOL = {

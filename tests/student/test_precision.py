@@ -9,7 +9,7 @@ import torch
 
 from parlai_conkd.fast_target import make_target
 from parlai_conkd.fused_loss import nll_and_kd
-from tests.student.test_fused_loss import CONTIGUOUS, PAD, _inputs
+from tests.support import CONTIGUOUS, PAD, _inputs
 
 
 def _fused(logits, labels, dial, rec, gate='soft', tau=1.0):

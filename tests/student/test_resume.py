@@ -17,8 +17,7 @@ import time
 import pytest
 import torch
 
-from tests.conftest import PARLAI, run_parlai
-from tests.student.conftest import TINY_TRANSFORMER, TRUNC
+from tests.support import PARLAI, TINY_TRANSFORMER, TRUNC, run_parlai
 
 pytestmark = pytest.mark.cli
 

@@ -9,7 +9,7 @@ intended change to preprocessing (and a VERSION bump in build.py), regenerate th
 import pytest
 from parlai.utils.testing import AutoTeacherTest
 
-from tests.conftest import shared_redial_or_skip
+from tests.support import shared_redial_or_skip
 
 
 @pytest.fixture(scope='module')

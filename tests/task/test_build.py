@@ -10,7 +10,8 @@ import pytest
 from parlai_conkd.items import UNKNOWN_ITEM_TOKEN
 from parlai_conkd.redial import build as redial_build
 from parlai_conkd.redial.preprocess import RedialDataError
-from tests.task.conftest import (
+from tests.support import (
+    QuietHandler,
     default_dialogues,
     dialogue,
     task_opt,
@@ -301,8 +302,6 @@ def _serve(directory):
     import functools
     import http.server
     import threading
-
-    from tests.task.conftest import QuietHandler
 
     server = http.server.ThreadingHTTPServer(
         ('127.0.0.1', 0), functools.partial(QuietHandler, directory=str(directory))

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from tests.conftest import run_parlai
+from tests.support import run_parlai, write_redial
 
 pytestmark = [pytest.mark.cli, pytest.mark.usefixtures('no_redial_env')]
 
@@ -84,7 +84,6 @@ def test_display_rec_from_served_archive_and_reject_checksum_mismatch(
 def test_display_of_an_empty_fold_shows_no_fake_example(tmp_path, task, extra):
     """ParlAI's loop parleys before it checks for the end: an empty fold showed the teacher's
     batch padding as an example ([no text field], or [batch_padding] with --verbose)."""
-    from tests.task.conftest import write_redial
 
     redial = write_redial(
         tmp_path / 'redial', test=[]

@@ -21,7 +21,7 @@ from parlai_conkd.redial.preprocess import (
     split_train_valid,
     stats_warnings,
 )
-from tests.task.conftest import (
+from tests.support import (
     ALIEN,
     GODFATHER,
     HEAT,

@@ -2,7 +2,7 @@
 
 import pytest
 
-from tests.task.conftest import (
+from tests.support import (
     ALIEN,
     GODFATHER,
     HEAT,

@@ -11,16 +11,17 @@ import time
 import pytest
 
 from parlai_conkd.zoo.conkd import builder, recipe
-from tests.conftest import (
+from tests.support import (
     SHARED_REDIAL,
     SHARED_REDIAL_META,
+    ZOO_ENV,
+    assert_png,
     run_parlai,
     shared_meta_or_skip,
     shared_redial_or_skip,
+    tmp_dirs,
+    visible_model_files,
 )
-
-from .conftest import ZOO_ENV, tmp_dirs, visible_model_files
-from .test_explain import assert_png
 
 pytestmark = pytest.mark.slow
 

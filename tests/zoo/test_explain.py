@@ -6,8 +6,7 @@ import pytest
 
 from parlai_conkd import explain, formatting, plots
 from parlai_conkd.items import Item, ItemCatalog
-
-PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+from tests.support import assert_png
 
 
 @pytest.fixture
@@ -34,15 +33,6 @@ def catalog():
             Item(2, '30', 'King', 1994, metadata={'director': 'Someone'}),
         ]
     )
-
-
-def assert_png(path):
-    import matplotlib.image
-
-    with open(path, 'rb') as f:
-        assert f.read(8) == PNG_SIGNATURE
-    image = matplotlib.image.imread(str(path))
-    assert image.ndim == 3 and image.shape[0] > 50 and image.shape[1] > 50
 
 
 def test_describe_item_shows_known_metadata_only(catalog):

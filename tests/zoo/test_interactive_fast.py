@@ -16,7 +16,7 @@ from parlai_conkd.agents.conkd_student.interactive import (
 )
 from parlai_conkd.formatting import Explanation
 from parlai_conkd.items import Item, ItemCatalog
-from tests.dialogue.conftest import TINY_ITEMS, TINY_TRANSFORMER
+from tests.support import TINY_DIALOGUE_TRANSFORMER, TINY_ITEMS
 
 
 class ExplainedAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
@@ -49,7 +49,7 @@ def make_agent(tmp_path, *extra):
             str(catalog_file),
             '--dict-file',
             str(tmp_path / 'dict'),
-            *TINY_TRANSFORMER,
+            *TINY_DIALOGUE_TRANSFORMER,
             '--inference',
             'beam',
             '--beam-size',

@@ -10,7 +10,7 @@ import pytest
 
 from parlai_conkd.zoo.conkd import builder, recipe
 
-from .conftest import FakeTrainer, tmp_dirs, visible_model_files
+from tests.support import FakeTrainer, tmp_dirs, visible_model_files
 
 ZOO_MODULES = {
     'rec_teacher': ['rec_teacher'],
