@@ -38,9 +38,8 @@ def fit_temperature(
     if scores.numel() == 0 or gold.numel() == 0:
         raise ValueError('fit_temperature needs at least one scored example')
     s = scores.double()
-    s = s.masked_fill(
-        torch.isinf(s), -1e30
-    )  # excluded items: probability 0 at any beta
+    # excluded items: probability 0 at any beta
+    s = s.masked_fill(torch.isinf(s), -1e30)
     s_gold = s.gather(1, gold.view(-1, 1)).squeeze(1)
     beta = 1.0
     lo, hi = 1.0 / MAX_TEMPERATURE, 1.0 / MIN_TEMPERATURE

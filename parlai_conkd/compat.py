@@ -303,11 +303,11 @@ def cpu_all_gather_list(module):
             chunk = buffer[int(positions[i] - sizes[i]) : int(positions[i])]
             try:
                 result.append(pickle.loads(chunk.numpy().tobytes()))
-            except pickle.UnpicklingError:
+            except pickle.UnpicklingError as exc:
                 raise RuntimeError(
                     'There was an unpickling error in all_gather_list: workers are out of '
                     'sync (one expects to sync and another does not).'
-                )
+                ) from exc
         return result
 
     module.all_gather_list = all_gather_list

@@ -61,9 +61,8 @@ def archive_problem(path: str, kind: str) -> Optional[str]:
             with tarfile.open(path, 'r:*') as archive:
                 for (
                     _
-                ) in (
-                    archive
-                ):  # reads (and decompresses) to the end: a cut file fails here
+                    # reads (and decompresses) to the end: a cut file fails here
+                ) in archive:
                     pass
         except (tarfile.TarError, OSError, EOFError) as exc:
             return f'not a readable tar archive ({exc})'
@@ -95,9 +94,8 @@ def _stream(url: str, tmp: str, timeout: float):
                 raise error
             digest = hashlib.sha256()
             with open(tmp, 'wb') as out:
-                for block in response.iter_content(
-                    CHUNK
-                ):  # raises when Content-Length is not met
+                # raises when Content-Length is not met
+                for block in response.iter_content(CHUNK):
                     out.write(block)
                     digest.update(block)
             content_type = response.headers.get('Content-Type')

@@ -67,9 +67,8 @@ class _NllAndKd(torch.autograd.Function):
             if grad_kd is None
             else grad_kd.reshape(labels.shape).to(log_p.dtype) * target.mask * tau
         )
-        grad = (
-            log_p.exp()
-        )  # a new buffer, as cross-entropy's backward makes: the graph may be reused
+        # a new buffer, as cross-entropy's backward makes: the graph may be reused
+        grad = log_p.exp()
         if tau == 1.0:
             grad.mul_((g_nll + coef).unsqueeze(-1))
         else:

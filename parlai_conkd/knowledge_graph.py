@@ -153,7 +153,7 @@ def load_knowledge_graph(meta_dir: str, catalog: ItemCatalog) -> KnowledgeGraph:
             except (TypeError, ValueError, IndexError) as exc:
                 raise CatalogError(
                     f'{kg_path}: entity {head} edge {position}: {edge!r} ({exc})'
-                )
+                ) from None
             if not 0 <= rel < len(relation_names):
                 raise CatalogError(
                     f'{kg_path}: entity {head} edge {position}: unknown relation {rel}'

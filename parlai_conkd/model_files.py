@@ -49,7 +49,7 @@ def read_opt_file(path: str) -> Dict:
     except UnicodeDecodeError as exc:
         raise ModelFileError(
             f'{path}: not a text file ({exc.reason}); {remedy(path[:-4])}'
-        )
+        ) from None
     try:
         opt = json.loads(text)
     except json.JSONDecodeError as exc:

@@ -251,9 +251,8 @@ def load_results(paths: Sequence[str]) -> List[Tuple[str, Dict[str, float]]]:
             )
             numeric = {}
             for k, v in metrics.items():
-                if isinstance(
-                    v, dict
-                ):  # a leaderboard's {"mean", "std", "n", "values"}
+                # a leaderboard's {"mean", "std", "n", "values"}
+                if isinstance(v, dict):
                     v = v.get('mean')
                 if isinstance(v, (int, float)) and not isinstance(v, bool):
                     numeric[k] = float(v)

@@ -151,9 +151,8 @@ def stack_targets(entries: Sequence[CachedTargets], mask: torch.Tensor):
     batch, steps = mask.shape
     k = entries[0].dial_values.size(-1)
     values = torch.zeros((batch, steps, k))
-    indices = torch.arange(k).repeat(
-        batch, steps, 1
-    )  # distinct ids keep padding rows well-formed
+    # distinct ids keep padding rows well-formed
+    indices = torch.arange(k).repeat(batch, steps, 1)
     gate = torch.zeros(batch, steps)
     for b, entry in enumerate(entries):
         positions = mask[b].nonzero(as_tuple=True)[0].cpu()

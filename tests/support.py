@@ -338,9 +338,8 @@ def on_device(agent, batch):
 
 
 PAD = 0
-CONTIGUOUS = torch.tensor(
-    [5, 6, 7, 8, 9]
-)  # item ids as this project's dictionaries lay them out
+# item ids as this project's dictionaries lay them out
+CONTIGUOUS = torch.tensor([5, 6, 7, 8, 9])
 
 
 def _inputs(items, seed=0, vocab=11, dtype=torch.float32):

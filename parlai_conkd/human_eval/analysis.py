@@ -31,9 +31,10 @@ def binomial_two_sided_p(k: int, n: int) -> float:
         return 1.0
     if not 0 <= k <= n:
         raise ValueError(f'k={k} outside 0..{n}')
+    # scipy's import costs ~0.5 s: only when a test is run
     from scipy.stats import (
         binomtest,
-    )  # scipy's import costs ~0.5 s: only when a test is run
+    )
 
     return float(binomtest(k, n, 0.5).pvalue)
 
@@ -151,9 +152,8 @@ class Matchup:
 def win_rates(records: Iterable[Dict], keep_failed: bool = False) -> List[Matchup]:
     rows, _ = first_ratings(responses(records))
     dropped = set() if keep_failed else failed_onboarding_workers(rows)
-    counts = defaultdict(
-        lambda: [0, 0, 0]
-    )  # wins of eval_choice_0, of eval_choice_1, ties
+    # wins of eval_choice_0, of eval_choice_1, ties
+    counts = defaultdict(lambda: [0, 0, 0])
     for r in rows:
         if r['is_onboarding'] or r['worker'] in dropped:
             continue
@@ -210,9 +210,8 @@ def plot(matchups: Sequence[Matchup], path: str, title: Optional[str] = None) ->
     import matplotlib.pyplot as plt
 
     labels = [f'{key_of(m.question)}\n{m.model_a} vs {m.model_b}' for m in matchups]
-    rates = [
-        100 * m.win_rate_a for m in matchups
-    ]  # of the decisive ratings; nan: ties only
+    # of the decisive ratings; nan: ties only
+    rates = [100 * m.win_rate_a for m in matchups]
     fig, ax = plt.subplots(figsize=(8, 0.8 + 0.7 * len(matchups)))
     y = list(range(len(matchups)))
     a_part = [0 if math.isnan(r) else r for r in rates]

@@ -58,8 +58,8 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 from parlai_conkd.fileio import atomic_write
 from parlai_conkd.items import (
     GEN_TOKEN,
-    REC_TOKEN,
     ITEM_TOKEN_RE,
+    REC_TOKEN,
     CatalogError,
     ItemCatalog,
 )

@@ -284,9 +284,8 @@ def collect(
             repeated = {
                 i.pair_id for i in unit.items if not i.is_onboarding
             } & study.rated(worker_id, unit.question['question'])
-            if (
-                repeated
-            ):  # two HITs sharing comparisons: stored, but only the first rating counts
+            # two HITs sharing comparisons: stored, but only the first rating counts
+            if repeated:
                 print(
                     f'[human_eval] assignment {assignment_id}: worker {worker_id} already rated '
                     f'comparison(s) {sorted(repeated)}; the analysis counts their first rating only',

@@ -26,7 +26,6 @@ import random
 from typing import Dict, List, Optional, Sequence
 
 from parlai_conkd.fileio import atomic_write
-from parlai_conkd.human_eval.files import iter_jsonl
 from parlai_conkd.human_eval.conversations import (
     SEEKER_ID,
     LogError,
@@ -35,6 +34,7 @@ from parlai_conkd.human_eval.conversations import (
     seeker_turns,
     to_acute_dialogue,
 )
+from parlai_conkd.human_eval.files import iter_jsonl
 
 
 class PairingError(ValueError):

@@ -293,9 +293,8 @@ class Leaderboard(ParlaiScript):
                 runs.append(run)
 
         results: Dict[int, Dict] = {}
-        done: Dict[str, str] = (
-            {}
-        )  # run key -> label of the run that produced it in this invocation
+        # run key -> label of the run that produced it in this invocation
+        done: Dict[str, str] = {}
         bar = tqdm(total=len(runs), desc='leaderboard', unit='run', file=sys.stderr)
         for i, run in enumerate(runs):
             label = f'{run.row} [{run.index + 1}/{sum(r.row == run.row for r in runs)}]'

@@ -17,9 +17,9 @@ import json
 import os
 import shlex
 
-from parlai_conkd.fileio import atomic_write
-
 import _common as common
+
+from parlai_conkd.fileio import atomic_write
 
 REPORTED = [
     'ppl',

@@ -27,10 +27,10 @@ import subprocess
 import sys
 import time
 
-from parlai_conkd.redial.build import ENV_META_PATH, ENV_PATH
-
 import _common as common
 import student_benchmark
+
+from parlai_conkd.redial.build import ENV_META_PATH, ENV_PATH
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -94,9 +94,9 @@ def _run(cmd, log_path, timeout, env=None):
 
 # --------------------------------------------------------------------------- steps
 def environment(device):
+    import parlai.utils.distributed  # noqa: F401  (applies the distributed patches)
     import torch
 
-    import parlai.utils.distributed  # noqa: F401  (applies the distributed patches)
     from parlai_conkd import compat
 
     info = {
@@ -213,9 +213,10 @@ def fp16_training(mode, args, workdir, budget, logs):
     extra = student_benchmark.device_args(args.device, fp16=args.device == 'cuda')
     started = time.monotonic()
     shape = student_benchmark.shape_args(spec['shape'], shape_dir)
+    # the benchmark's, if built
     rec, dial = student_benchmark.build_teachers(
         shape_dir, data, [*shape, *extra], dict(os.environ)
-    )  # the benchmark's, if built
+    )
     model_file = os.path.join(workdir, 'student-fp16')
     for leftover in (model_file, model_file + '.checkpoint'):
         if os.path.exists(leftover):
@@ -257,9 +258,8 @@ def fp16_training(mode, args, workdir, budget, logs):
         cmd, os.path.join(logs, 'training.log'), budget.left(spec['limits']['training'])
     )
     seconds = time.monotonic() - started
-    stats_file = (
-        model_file + '.trainstats'
-    )  # JSON; the printed reports are tables when pandas is installed
+    # JSON; the printed reports are tables when pandas is installed
+    stats_file = model_file + '.trainstats'
     if code != 0 or not os.path.isfile(stats_file):
         return {
             'status': 'timeout' if code is None else 'failed',
@@ -618,9 +618,8 @@ def main(argv=None):
         f"{result['total_seconds']:.0f} s; wrote {args.out}"
     )
     out_dir = os.environ.get('OUT')
-    if out_dir and os.path.isdir(
-        out_dir
-    ):  # $OUT: a directory the GPU machine hands back
+    # $OUT: a directory the GPU machine hands back
+    if out_dir and os.path.isdir(out_dir):
         shutil.copy(args.out, os.path.join(out_dir, os.path.basename(args.out)))
         for name in sorted(os.listdir(logs)):
             shutil.copy(os.path.join(logs, name), os.path.join(out_dir, name))

@@ -23,9 +23,9 @@ import shutil
 import statistics
 from pathlib import Path
 
-from parlai_conkd.redial.build import ENV_META_PATH, ENV_PATH
-
 import _common as common
+
+from parlai_conkd.redial.build import ENV_META_PATH, ENV_PATH
 
 ZOO = common.ZOO
 RANKING = ('new_recall@1', 'new_recall@10', 'new_recall@50', 'new_mrr')
@@ -250,9 +250,8 @@ def main(argv=None):
                 / 'model'
             )
             if model_file.parent.exists():
-                shutil.rmtree(
-                    model_file.parent
-                )  # train_model would resume an existing model
+                # train_model would resume an existing model
+                shutil.rmtree(model_file.parent)
             model_file.parent.mkdir(parents=True)
             train = [
                 'train_model',

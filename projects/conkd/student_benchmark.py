@@ -38,9 +38,9 @@ import sys
 import tempfile
 import time
 
-from parlai_conkd.redial.build import ENV_META_PATH, ENV_PATH
-
 import _common as common
+
+from parlai_conkd.redial.build import ENV_META_PATH, ENV_PATH
 
 #: the benchmark's truncation and dropout (the same for every shape: deterministic, comparable
 #: timings), where the zoo's generators use the recipe's
@@ -397,9 +397,8 @@ def benchmark_shape(name, shape, workdir, data_args, args, env, extra=()):
         ),
     }
     modes = item_decoding_modes(agents['live']) if args.item_decoding_ratio else None
-    if (
-        modes
-    ):  # the same student network decoding both ways (no teachers needed: gate none)
+    # the same student network decoding both ways (no teachers needed: gate none)
+    if modes:
         for mode in modes:
             agents[f'decode_{mode}'] = make_agent(
                 workdir,
@@ -425,9 +424,8 @@ def benchmark_shape(name, shape, workdir, data_args, args, env, extra=()):
                 elapsed, tokens = time_generation(agents[agent_name], batch)
                 gen[agent_name].append(elapsed / max(tokens, 1))
     for mode in modes or ():
-        del agents[
-            f'decode_{mode}'
-        ]  # training below times the four training configurations only
+        # training below times the four training configurations only
+        del agents[f'decode_{mode}']
     for (
         batch
     ) in batches:  # fill the cache (and warm every configuration up) once, untimed
@@ -442,9 +440,8 @@ def benchmark_shape(name, shape, workdir, data_args, args, env, extra=()):
     for _ in tqdm(range(args.rounds), desc=f'{name}: train steps (round-robin)'):
         for batch in batches:
             names = list(timers)
-            order.shuffle(
-                names
-            )  # no configuration always runs first (or right after another)
+            # no configuration always runs first (or right after another)
+            order.shuffle(names)
             for timer in names:
                 times[timer].append(timers[timer](batch))
     step_ms = {k: 1000 * statistics.median(v) for k, v in times.items()}

@@ -23,9 +23,9 @@ import json
 import os
 import shlex
 
-from parlai_conkd.zoo.conkd import recipe
-
 import _common as common
+
+from parlai_conkd.zoo.conkd import recipe
 
 GATES = ('none', 'static', 'hard', 'soft')
 #: the decoding of every generator row, chosen on the valid fold with the zoo's soft student
@@ -118,9 +118,8 @@ def spec_rows(files, seeds):
             'args': fill + token,
         },
     ]
-    for row in generators[
-        1:
-    ]:  # every generator row decodes the same way (its own args win)
+    # every generator row decodes the same way (its own args win)
+    for row in generators[1:]:
         row['args'] = TABLE_DECODING + row.get('args', [])
     return baselines + generators
 
@@ -291,9 +290,8 @@ def main(argv=None):
     with open(args.spec, 'w') as f:
         json.dump(spec, f, indent=1)
     log_file = os.path.join(out, 'student_results.json')
-    if os.path.isfile(
-        log_file
-    ):  # runs that trained other gates/seeds keep their records
+    # runs that trained other gates/seeds keep their records
+    if os.path.isfile(log_file):
         with open(log_file) as f:
             previous = json.load(f)
         for key in ('commands', 'seconds'):

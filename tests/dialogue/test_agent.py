@@ -156,10 +156,11 @@ def test_rer_slot_scores_match_teacher_forcing_and_metrics_are_recorded(agent):
     top = torch.topk(expected, 2).indices.tolist()
     assert metrics['rer@1'][0].value() == pytest.approx(len({top[0]} & {1, 2}) / 2)
     assert metrics['rer@50'][0].value() == pytest.approx(1.0)  # 5 items < 50
+    # the gold replies' flags
     assert [m.value() for m in metrics['rec_flag_acc']] == [
         1.0,
         1.0,
-    ]  # the gold replies' flags
+    ]
     preds[0][1] = agent.gen_token_id  # now the first reply claims chit-chat
     agent._local_metrics.clear()
     agent.record_response_metrics(batch, preds)
@@ -196,9 +197,8 @@ def test_teacher_forced_item_recall_reads_the_gold_first_item_slot(agent):
     agent._local_metrics.clear()
     agent.record_teacher_forced_item_recall(batch, scores)
     metrics = agent._local_metrics
-    assert metrics['tf_rer@1'][0].value() == pytest.approx(
-        0.5
-    )  # 1 of the 2 gold new items on top
+    # 1 of the 2 gold new items on top
+    assert metrics['tf_rer@1'][0].value() == pytest.approx(0.5)
     assert metrics['tf_rer@10'][0].value() == pytest.approx(1.0)
     assert metrics['tf_rer@1'][1] is None  # chit-chat turn: no slot, no signal
 
@@ -240,9 +240,8 @@ def test_response_recall_under_both_protocols_and_item_recall(agent, monkeypatch
     agent.record_response_metrics(batch, preds)
     metrics = agent._local_metrics
     assert metrics['rer@1'][0].value() == 0.0  # the new item is second
-    assert metrics['rer_all@1'][0].value() == pytest.approx(
-        0.5
-    )  # one of the two gold items is first
+    # one of the two gold items is first
+    assert metrics['rer_all@1'][0].value() == pytest.approx(0.5)
     assert (
         metrics['rer@10'][0].value() == 1.0 and metrics['rer_all@10'][0].value() == 1.0
     )
@@ -250,9 +249,8 @@ def test_response_recall_under_both_protocols_and_item_recall(agent, monkeypatch
         metrics['rer_responses'][0].value() == 1
         and metrics['rer_all_responses'][0].value() == 1
     )
-    assert metrics['item_precision'][0].value() == pytest.approx(
-        0.5
-    )  # names 111 and 444; 444 is new
+    # names 111 and 444; 444 is new
+    assert metrics['item_precision'][0].value() == pytest.approx(0.5)
     assert metrics['item_recall'][0].value() == 1.0
     # without task fields, all items = the items named in the label
     plain = _batch(agent, [{'text': 'hello', 'labels': ['see __item_222__']}])

@@ -32,9 +32,8 @@ def hub_cache(tmp_path, monkeypatch):
 
     cache = tmp_path / 'hf-cache'
     cache.mkdir()
-    monkeypatch.setattr(
-        constants, 'HF_HUB_CACHE', str(cache)
-    )  # read at import; patch the live value
+    # read at import; patch the live value
+    monkeypatch.setattr(constants, 'HF_HUB_CACHE', str(cache))
     monkeypatch.setenv('HF_HUB_CACHE', str(cache))
     monkeypatch.setenv('HF_HUB_OFFLINE', '1')
     hf_model._hub_snapshot.cache_clear()
@@ -291,13 +290,13 @@ def test_online_a_hub_name_is_fetched_into_the_cache_then_builds_the_agent_offli
         if method == 'GET' and '/resolve/' in path
     }
     assert {'config.json', 'model.safetensors', 'vocab.json', 'merges.txt'} <= fetched
-    assert (
-        'tf_model.h5' not in fetched
-    )  # only what a PyTorch GPT-2 and its tokenizer need
+    # only what a PyTorch GPT-2 and its tokenizer need
+    assert 'tf_model.h5' not in fetched
     hub.seen.clear()
+    # offline
     agent = make_dialogue_agent(
         tiny_catalog_file, tmp_path, backbone='hf', hf_dir='someorg/tiny-gpt2'
-    )  # offline
+    )
     assert agent.opt['model_name'] == directory and hub.seen == []
 
 
@@ -363,15 +362,13 @@ def test_online_a_hub_name_is_fetched_once_and_then_loads_offline(
         if method == 'GET' and '/resolve/' in path
     }
     assert {'config.json', 'model.safetensors', 'vocab.json', 'merges.txt'} <= fetched
-    assert (
-        'tf_model.h5' not in fetched
-    )  # only what a PyTorch GPT-2 and its tokenizer need
+    # only what a PyTorch GPT-2 and its tokenizer need
+    assert 'tf_model.h5' not in fetched
     snapshot = cache / 'models--someorg--tiny-gpt2' / 'snapshots' / _FakeHub.commit
     assert (snapshot / 'config.json').is_file()
     with open(tmp_path / 'model.opt', encoding='utf-8') as f:
-        assert (
-            json.load(f)['hf_model_path'] == 'someorg/tiny-gpt2'
-        )  # the option as given
+        # the option as given
+        assert json.load(f)['hf_model_path'] == 'someorg/tiny-gpt2'
     hub.seen.clear()
     evaluated = eval_report(
         [

@@ -70,9 +70,8 @@ def test_class_wins_when_its_total_beats_the_best_word():
     # best word 0.3; items 0.2 + 0.2 + 0.1 = 0.5 > 0.3 although each item < 0.3
     lp = log_probs(row(hi=0.3, watch=0.1, eos=0.1, i0=0.2, i1=0.2, i2=0.1))
     out = item_class_log_probs(lp, ITEMS)
-    assert (
-        out.argmax().item() == 7
-    )  # the best item (tie 0.2/0.2: the lower catalog index)
+    # the best item (tie 0.2/0.2: the lower catalog index)
+    assert out.argmax().item() == 7
     assert out[0, 7].exp().item() == pytest.approx(0.5)
     assert out[0, 8].item() == NEG and out[0, 9].item() == NEG
     # words keep their probabilities: p' is a distribution again
@@ -115,9 +114,8 @@ def test_an_external_ranking_chooses_which_item():
         ranking=torch.tensor([[0.0, 1.0, 5.0]]),
         excluded=torch.tensor([[False, False, True]]),
     )
-    assert (
-        out.argmax().item() == 8
-    )  # i2 ranked best but excluded -> i1, carrying the class mass
+    # i2 ranked best but excluded -> i1, carrying the class mass
+    assert out.argmax().item() == 8
     assert out[0, 8].exp().item() == pytest.approx(0.7)
 
 
@@ -156,9 +154,8 @@ def test_sample_within_keeps_to_the_top_k_allowed_items():
     drawn = sample_within(lp, ITEMS, torch.arange(200), excluded, top_k=1)
     assert set(drawn.tolist()) == {8}
     nucleus = sample_within(lp, ITEMS, torch.arange(200), None, top_p=0.5)
-    assert set(nucleus.tolist()) == {
-        7
-    }  # i0 alone holds 0.5/0.9 of the item mass >= 0.5
+    # i0 alone holds 0.5/0.9 of the item mass >= 0.5
+    assert set(nucleus.tolist()) == {7}
 
 
 # ------------------------------------------------------------------ ParlAI searches
@@ -202,9 +199,8 @@ def best_tokens(search):
 STEPS = [
     log_probs(row(rec=0.9, gen=0.1)),
     log_probs(row(watch=0.9, hi=0.1)),
-    log_probs(
-        row(hi=0.3, eos=0.1, i0=0.2, i1=0.2, i2=0.2)
-    ),  # the class (0.6) beats 'hi'
+    # the class (0.6) beats 'hi'
+    log_probs(row(hi=0.3, eos=0.1, i0=0.2, i1=0.2, i2=0.2)),
     log_probs(row(eos=0.9, hi=0.1)),
 ]
 

@@ -36,8 +36,8 @@ TINY_TRANSFORMER = [
 
 
 def test_patches_are_applied_when_parlai_is_imported():
-    import parlai.nn.lr_scheduler  # noqa: F401  (importing is what triggers the patches)
     import parlai.core.dict  # noqa: F401
+    import parlai.nn.lr_scheduler  # noqa: F401  (importing is what triggers the patches)
 
     applied = compat.applied_patches()
     assert 'parlai.nn.lr_scheduler:reduce_on_plateau_without_verbose' in applied
@@ -298,12 +298,13 @@ def test_stock_multiprocessing_train_on_cpu_with_two_workers(tmp_path):
         (False, {}, None, True),  # no CUDA: gloo on CPU
         (True, {}, None, False),  # CUDA: ParlAI's NCCL path, our patches inactive
         (True, {}, 0, False),
+        # --no-cuda on a CUDA machine: CPU workers
         (
             True,
             {'no_cuda': True},
             None,
             True,
-        ),  # --no-cuda on a CUDA machine: CPU workers
+        ),
         (True, {}, -1, True),  # a worker placed on the CPU
     ],
 )
@@ -353,9 +354,8 @@ def test_more_workers_than_gpus_is_refused_before_any_worker_starts(
 
     import parlai.scripts.multiprocessing_train as mp_train
 
-    assert (
-        mp_train.launch_and_train.__wrapped__ is not None
-    )  # the guard is installed on the real script
+    # the guard is installed on the real script
+    assert mp_train.launch_and_train.__wrapped__ is not None
     monkeypatch.setattr(compat, '_cuda_available', lambda: True)
     monkeypatch.setattr(torch.cuda, 'device_count', lambda: gpus)
     launched = []

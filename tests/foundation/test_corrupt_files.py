@@ -143,9 +143,8 @@ def test_a_damaged_model_file_ends_eval_in_one_line(zoo, tmp_path, model, suffix
     before = snapshot(tmp_path)
     line = error_line(eval_model(model_file, datapath, env))
     assert_names(line, damaged, RETRAIN)
-    assert (
-        snapshot(tmp_path) == before
-    )  # nothing written beside it, the damaged file untouched
+    # nothing written beside it, the damaged file untouched
+    assert snapshot(tmp_path) == before
 
 
 def test_a_rankers_damaged_dictionary_is_not_used(zoo, tmp_path):
@@ -209,9 +208,8 @@ def test_a_damaged_teacher_cache_ends_student_training_in_one_line(zoo, tmp_path
 
     datapath, zoo_dir, env = zoo
     cache = tmp_path / 'teachers.cache'
-    torch.save(
-        {'format': 1, 'key': {}, 'entries': {}}, str(cache)
-    )  # a real torch archive
+    # a real torch archive
+    torch.save({'format': 1, 'key': {}, 'entries': {}}, str(cache))
     corrupt(cache, how)
     before = snapshot(tmp_path)
     proc = run_parlai(
@@ -323,9 +321,8 @@ def test_a_damaged_redial_file_ends_the_build_in_one_line(tmp_path, name, how, s
     assert says in line, line
     assert snapshot(redial) == before
     built = datapath / 'redial_crs'
-    assert (
-        not built.exists() or list(built.iterdir()) == []
-    )  # no build, marked or partial
+    # no build, marked or partial
+    assert not built.exists() or list(built.iterdir()) == []
 
 
 @pytest.mark.parametrize(

@@ -89,9 +89,8 @@ class Site:
 @pytest.fixture
 def site(monkeypatch):
     monkeypatch.setenv('NO_PROXY', '127.0.0.1')
-    monkeypatch.setattr(
-        downloads.time, 'sleep', lambda s: None
-    )  # retries without waiting
+    # retries without waiting
+    monkeypatch.setattr(downloads.time, 'sleep', lambda s: None)
     served = Site()
     yield served
     served.server.shutdown()
@@ -116,9 +115,8 @@ def test_valid_archives_are_stored_with_the_usual_mode(site, tmp_path):
 def test_http_error_names_status_url_and_offline_route(site, tmp_path):
     dest = tmp_path / 'a.zip'
     with pytest.raises(DownloadError) as info:
-        fetch_archive(
-            f'{site.base}/missing', str(dest), sha(HTML), ZIP, HINT
-        )  # even with the page's checksum
+        # even with the page's checksum
+        fetch_archive(f'{site.base}/missing', str(dest), sha(HTML), ZIP, HINT)
     assert str(info.value) == f'HTTP 404 Not Found for {site.base}/missing. {HINT}'
     assert os.listdir(tmp_path) == []
 

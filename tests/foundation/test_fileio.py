@@ -71,13 +71,11 @@ def test_atomic_write_replaces_whole_files_and_leaves_nothing_on_error(
             f.write('half of the sec')
             raise RuntimeError('cut')
     assert target.read_text() == 'first'  # the old file, untouched
-    assert sorted(p.name for p in target.parent.iterdir()) == [
-        'report.json'
-    ]  # no temporary left
+    # no temporary left
+    assert sorted(p.name for p in target.parent.iterdir()) == ['report.json']
     with fileio.atomic_path(str(tmp_path / 'chart.png')) as tmp:
-        assert tmp.endswith('.png') and os.path.dirname(tmp) == str(
-            tmp_path
-        )  # savefig picks the format
+        # savefig picks the format
+        assert tmp.endswith('.png') and os.path.dirname(tmp) == str(tmp_path)
         open(tmp, 'wb').write(b'png')
     assert (tmp_path / 'chart.png').read_bytes() == b'png'
     with pytest.raises(ValueError, match="mode must be 'w' or 'wb'"):

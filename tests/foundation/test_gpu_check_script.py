@@ -16,9 +16,8 @@ SCRIPT = str(REPO_ROOT / 'scripts' / 'gpu_check.sh')
 
 
 @pytest.mark.cli
-@pytest.mark.timeout(
-    1800
-)  # 80 s on a quiet 2-core machine; each step's own limit guards against a hang
+# 80 s on a quiet 2-core machine; each step's own limit guards against a hang
+@pytest.mark.timeout(1800)
 def test_cpu_dry_run_goes_through_every_step_and_writes_the_table_and_json(tmp_path):
     redial, meta = shared_redial_or_skip(), shared_meta_or_skip()
     out_dir = tmp_path / 'out'
@@ -84,9 +83,8 @@ def test_cpu_dry_run_goes_through_every_step_and_writes_the_table_and_json(tmp_p
             and tests['tests']
         )
         assert any('needs a CUDA GPU' in reason for reason in tests['skip_reasons'])
-    assert (
-        result['passed'] and result['targets_met'] is None
-    )  # targets are judged on a GPU only
+    # targets are judged on a GPU only
+    assert result['passed'] and result['targets_met'] is None
     assert (
         '| train step, live ConKD (soft) / NLL |' in proc.stdout
         and '| GPU tests (pytest -m gpu) |' in proc.stdout
@@ -104,9 +102,8 @@ def test_cpu_dry_run_goes_through_every_step_and_writes_the_table_and_json(tmp_p
 def test_setup_without_parlai_or_wheels_stops_with_what_to_do(tmp_path):
     """A bare python (no ParlAI) and no carried wheels: the script says how to prepare them."""
     bare = tmp_path / 'bare-python'
-    bare.write_text(
-        '#!/bin/sh\nexit 1\n'
-    )  # every import check fails, as on a bare machine
+    # every import check fails, as on a bare machine
+    bare.write_text('#!/bin/sh\nexit 1\n')
     bare.chmod(0o755)
     env = {
         **os.environ,
@@ -118,9 +115,8 @@ def test_setup_without_parlai_or_wheels_stops_with_what_to_do(tmp_path):
         ['bash', SCRIPT], capture_output=True, text=True, env=env, timeout=60
     )
     assert proc.returncode != 0
-    said = (
-        proc.stdout + proc.stderr
-    )  # the set-up's output is also teed into $OUT/setup.log
+    # the set-up's output is also teed into $OUT/setup.log
+    said = proc.stdout + proc.stderr
     assert (
         "no wheels in" in said and "run 'bash scripts/gpu_check.sh --prepare'" in said
     )

@@ -124,9 +124,8 @@ def test_short_names_resolve_through_the_real_cli(tmp_path):
         ],
         env=env,
     )
-    assert (
-        '2cba' in out.stdout + out.stderr
-    )  # the throwaway agent answered the throwaway task
+    # the throwaway agent answered the throwaway task
+    assert '2cba' in out.stdout + out.stderr
     out = run_parlai(
         [
             'eval_model',
@@ -141,9 +140,8 @@ def test_short_names_resolve_through_the_real_cli(tmp_path):
         ],
         env=env,
     )
-    assert (
-        '1CBA' in out.stdout + out.stderr
-    )  # teacher suffix syntax and zoo: both resolved
+    # teacher suffix syntax and zoo: both resolved
+    assert '1CBA' in out.stdout + out.stderr
     assert (tmp_path / 'data' / 'models' / 'tmp_zoo' / 'echo' / 'model.opt').is_file()
 
 

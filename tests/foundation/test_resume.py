@@ -222,7 +222,7 @@ def test_finished_run_of_ours_is_left_alone_and_builds_its_agent_from_the_final_
     assert loop.opt['init_model'] is None and loop.opt['load_from_checkpoint'] is True
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == files
     with pytest.raises(AttributeError, match="'TrainLoop' object has no attribute 'x'"):
-        loop.x
+        _ = loop.x
 
     explicit = _train_loop(
         **opt, init_model=mf + '.checkpoint', load_from_checkpoint=True

@@ -292,6 +292,7 @@ def test_the_behaviour_changing_patches_are_for_our_agents(opt, ours):
 
 def test_the_scope_follows_the_class_not_the_name(tmp_path):
     from parlai.agents.repeat_label.repeat_label import RepeatLabelAgent
+
     from parlai_conkd.agents.conkd_repeat.conkd_repeat import ConkdRepeatAgent
 
     class MyRepeat(ConkdRepeatAgent):  # a user's subclass of ours: ours

@@ -18,6 +18,5 @@ def test_setup_py_takes_the_package_version():
         check=True,
     )
     assert proc.stdout.strip().splitlines()[-1] == parlai_conkd.__version__
-    assert "version='" not in (ROOT / 'setup.py').read_text(
-        encoding='utf-8'
-    )  # not written twice
+    # not written twice
+    assert "version='" not in (ROOT / 'setup.py').read_text(encoding='utf-8')

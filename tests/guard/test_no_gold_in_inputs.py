@@ -119,9 +119,8 @@ class Guard:
 
     def __init__(self, agent):
         self.agent = agent
-        self.gold = (
-            []
-        )  # per row of the current batch: {'reply', 'new', 'reply_vec', 'new_tokens'}
+        # per row of the current batch: {'reply', 'new', 'reply_vec', 'new_tokens'}
+        self.gold = []
         self.rows_checked = 0
         self.replies_checked = 0
         original = agent.batchify
@@ -252,10 +251,11 @@ def _ranker(base, model, task):
         ('conkd_popularity', 'redial_crs:rec_all'),
         ('conkd_repeat', 'redial_crs:rec_all'),
         ('rec_teacher', 'redial_crs:rec_all'),
+        # one example per recommender turn, episode histories
         (
             'rec_teacher',
             'redial_crs',
-        ),  # one example per recommender turn, episode histories
+        ),
     ],
 )
 def test_rankers_never_see_the_gold_items(teachers, model, task):

@@ -170,9 +170,8 @@ def test_ties_are_reported_apart_from_wins(records, tmp_path):
     talk, fluency = sorted(win_rates(with_ties), key=lambda m: m.question != TALK)
     assert (talk.wins_a, talk.wins_b, talk.ties, talk.total) == (8, 2, 2, 10)
     assert talk.win_rate_a == pytest.approx(8 / 10)  # of the decisive ratings
-    assert talk.p_value == pytest.approx(
-        2 * (1 + 10 + 45) / 1024
-    )  # sign test: ties left out
+    # sign test: ties left out
+    assert talk.p_value == pytest.approx(2 * (1 + 10 + 45) / 1024)
     assert (fluency.wins_a, fluency.wins_b, fluency.ties) == (0, 10, 1)
     tie_rows = [r for r in responses(with_ties) if r['tie']]
     assert len(tie_rows) == 3 and all(

@@ -46,7 +46,7 @@ def rate(driver, choices):
     for number, choice in enumerate(choices, start=1):
         _wait(
             driver,
-            lambda d: d.find_element('id', 'progress').text.startswith(
+            lambda d, number=number: d.find_element('id', 'progress').text.startswith(
                 f'Comparison {number} of'
             ),
             f'comparison {number}',

@@ -115,12 +115,10 @@ def test_logs_and_pairings_from_a_parlai_model_file(tmp_path):
         teacher_act['id'] == 'integration_tests:multiturn'
         and 'eval_labels' in teacher_act
     )
-    assert (
-        'text' in model_act
-    )  # generation was forced on although the model was trained without it
-    assert not any(
-        p.name.startswith('.') for p in logdir.iterdir()
-    )  # no partial logs left
+    # generation was forced on although the model was trained without it
+    assert 'text' in model_act
+    # no partial logs left
+    assert not any(p.name.startswith('.') for p in logdir.iterdir())
 
     out = tmp_path / 'pairings.jsonl'
     common = [

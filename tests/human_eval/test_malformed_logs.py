@@ -24,7 +24,6 @@ from parlai_conkd.human_eval.pairings import (
     read_pairings,
     write_pairings,
 )
-
 from tests.support import (
     CONTEXTS,
     conversation_id,

@@ -126,16 +126,14 @@ def test_a_worker_rating_a_comparison_in_two_hits_counts_once(standin, study, tm
 
     turk, client = standin
     manifest = str(tmp_path / 'hits.jsonl')
-    hits = mturk.create_hits(
-        client, study, manifest, num_hits=3, reward='0.10'
-    )  # 4 comparisons, 2 per HIT
+    # 4 comparisons, 2 per HIT
+    hits = mturk.create_hits(client, study, manifest, num_hits=3, reward='0.10')
     planned = [
         [i.pair_id for i in UnitSpec.from_dict(h['unit']).items if not i.is_onboarding]
         for h in hits
     ]
-    assert (
-        len({p for unit in planned for p in unit}) == 4
-    )  # the third HIT repeats comparisons
+    # the third HIT repeats comparisons
+    assert len({p for unit in planned for p in unit}) == 4
     for hit in hits:
         unit = UnitSpec.from_dict(hit['unit'])
         answers = []
@@ -163,10 +161,11 @@ def test_a_worker_rating_a_comparison_in_two_hits_counts_once(standin, study, tm
     counts = mturk.collect(client, study, manifest)
     assert (counts['stored'], counts['repeated']) == (3, 1)
     (matchup,) = win_rates(study.store.records())
+    # 6 ratings stored, 4 comparisons counted
     assert (matchup.wins_a, matchup.wins_b) == (
         4,
         0,
-    )  # 6 ratings stored, 4 comparisons counted
+    )
 
 
 def test_missing_manifest_is_named(standin, study, tmp_path):

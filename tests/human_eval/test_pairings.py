@@ -16,7 +16,6 @@ from parlai_conkd.human_eval.pairings import (
     validate,
     write_pairings,
 )
-
 from tests.support import CONTEXTS, conversations_log
 
 
@@ -24,9 +23,8 @@ def test_round_trip_keeps_every_acute_field(pairs, tmp_path):
     path = tmp_path / 'out' / 'pairings.jsonl'
     write_pairings(pairs, str(path))
     lines = path.read_text().splitlines()
-    assert len(lines) == 1 + len(
-        CONTEXTS
-    )  # one onboarding pair + one per shared context
+    # one onboarding pair + one per shared context
+    assert len(lines) == 1 + len(CONTEXTS)
     assert read_pairings(str(path)) == pairs
     for raw in lines:
         pair = json.loads(raw)
@@ -313,9 +311,8 @@ def test_one_log_under_two_model_names_is_refused(logs, catalog, tmp_path):
 
 def test_a_torn_line_names_file_line_and_column(pairs, tmp_path):
     path = tmp_path / 'torn.jsonl'
-    torn = json.dumps(pairs[1]).split(', "speakers_to_eval"')[
-        0
-    ]  # '{"is_onboarding": false': cut after a value
+    # '{"is_onboarding": false': cut after a value
+    torn = json.dumps(pairs[1]).split(', "speakers_to_eval"')[0]
     path.write_text(json.dumps(pairs[0]) + '\n' + torn + '\n')
     with pytest.raises(
         PairingError,

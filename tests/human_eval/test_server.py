@@ -18,9 +18,8 @@ def _call(url, body=None):
     request = urllib.request.Request(
         url, data=data, headers={'Content-Type': 'application/json'}
     )
-    opener = urllib.request.build_opener(
-        urllib.request.ProxyHandler({})
-    )  # 127.0.0.1 only, no proxy
+    # 127.0.0.1 only, no proxy
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
         with opener.open(request, timeout=10) as response:
             return response.status, json.loads(response.read())
@@ -191,10 +190,11 @@ def test_reload_gets_the_same_unit_back_and_never_a_second_counted_copy(study):
     try:
         status, view = _call(f'{url}/api/unit?worker_id=w1')
         assert status == 200
+        # reload: the same unit, same sides
         assert _call(f'{url}/api/unit?worker_id=w1') == (
             200,
             view,
-        )  # reload: the same unit, same sides
+        )
         assert len(study.pending) == 1
         unit = study.pending[view['unit_id']]
         answers = _answers(
@@ -204,9 +204,8 @@ def test_reload_gets_the_same_unit_back_and_never_a_second_counted_copy(study):
         )
         body = {'unit_id': unit.unit_id, 'worker_id': 'w1', 'answers': answers}
         assert _call(f'{url}/api/submit', body)[0] == 200
-        status, error = _call(
-            f'{url}/api/submit', body
-        )  # the same answers posted again
+        # the same answers posted again
+        status, error = _call(f'{url}/api/submit', body)
         assert status == 400 and 'finished unit' in error['error']
         assert len(study.store.records()) == 1
         # next unit: other comparisons for that question, or another question

@@ -185,9 +185,8 @@ def test_zoo_model_chats_without_redial_data(tiny_zoo, fresh_datapath):
         'gate per token' in proc.stdout
         or 'no generated tokens to show a gate for' in proc.stdout
     )
-    assert sorted(p.name for p in fresh_datapath.iterdir()) == [
-        'models'
-    ]  # no redial_crs/, no downloads/
+    # no redial_crs/, no downloads/
+    assert sorted(p.name for p in fresh_datapath.iterdir()) == ['models']
 
 
 def _free_port():
@@ -290,6 +289,5 @@ def test_the_readme_python_example_runs_as_written(tiny_zoo, fresh_datapath, tmp
     ranked = [
         line for line in lines if re.fullmatch(r'\d+ .+ (\d{4}|None) \d+\.\d\d%', line)
     ]
-    assert (
-        len(ranked) >= 5
-    )  # at least the teacher's top 5 (and any film the reply names)
+    # at least the teacher's top 5 (and any film the reply names)
+    assert len(ranked) >= 5

@@ -180,9 +180,8 @@ def test_common_words_are_decided_by_english_frequency(link):
     )
     assert [w for w in ('up', 'Lost', 'dance', 'frozen') if not link.is_common(w)] == []
     assert [w for w in ('inception', 'Jumanji', 'Keanu') if link.is_common(w)] == []
-    assert link.is_common("Don't") and link.is_common(
-        'flick'
-    )  # folded; the override list
+    # folded; the override list
+    assert link.is_common("Don't") and link.is_common('flick')
     # a title of several words needs every word at PHRASE_ZIPF: "get out" yes, "the shining" no
     assert link.is_risky(('get', 'out')) and not link.is_risky(('the', 'shining'))
     assert TitleLinker(link.catalog, common_words=['Shining']).is_risky(

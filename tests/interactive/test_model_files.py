@@ -4,8 +4,8 @@ teacher loads without the task data it was trained on (issue #14)."""
 import os
 
 from parlai_conkd.agents.conkd_rec_teacher.conkd_rec_teacher import ConkdRecTeacherAgent
-from parlai_conkd.agents.item_ranking import _catalog_from_state, _catalog_state
 from parlai_conkd.agents.frozen import load_frozen_teacher
+from parlai_conkd.agents.item_ranking import _catalog_from_state, _catalog_state
 from parlai_conkd.items import Item, ItemCatalog
 from tests.support import SHARED_REDIAL
 

@@ -282,9 +282,8 @@ def test_scripts_read_the_data_paths_by_the_package_names(load, monkeypatch):
 
 def test_runner_logs_and_fails_with_the_log_tail(load, tmp_path, monkeypatch):
     common = load('_common')
-    fake = (
-        tmp_path / 'parlai'
-    )  # stands in for the parlai command: prints, exits with $1
+    # stands in for the parlai command: prints, exits with $1
+    fake = tmp_path / 'parlai'
     fake.write_text('#!/bin/sh\necho "ran $*"; echo "to stderr" >&2; exit "$1"\n')
     fake.chmod(0o755)
     monkeypatch.setattr(common, 'PARLAI', str(fake))

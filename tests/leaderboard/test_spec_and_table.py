@@ -116,9 +116,8 @@ def test_seeds_give_mean_sample_std_and_n():
         ]
     )
     assert stats['recall@1']['mean'] == pytest.approx(0.2)
-    assert stats['recall@1']['std'] == pytest.approx(
-        0.1
-    )  # sqrt(((-0.1)^2 + 0.1^2 + 0) / 2)
+    # sqrt(((-0.1)^2 + 0.1^2 + 0) / 2)
+    assert stats['recall@1']['std'] == pytest.approx(0.1)
     assert stats['recall@1']['n'] == 3 and stats['recall@1']['values'] == [
         0.1,
         0.3,
@@ -150,9 +149,8 @@ def test_markdown_table_has_both_protocols_and_counts():
         and '| 1,064 |' in line
         and '| 980 |' in line
     )
-    assert (
-        '| 0.000 |' in line and line.count('| - ') == 4
-    )  # R@10/50 of both protocols not reported
+    # R@10/50 of both protocols not reported
+    assert '| 0.000 |' in line and line.count('| - ') == 4
 
 
 @pytest.mark.parametrize(

@@ -64,9 +64,8 @@ def test_graph_convolution_on_hand_checked_graph():
     g = tiny_graph()
     conv = RelationalGraphConv(1, 1, num_relations=3, num_bases=0, bias=False)
     with torch.no_grad():
-        conv.basis.copy_(
-            torch.tensor([2.0, 3.0, 5.0]).view(3, 1, 1)
-        )  # W_a, W_a_inv, W_self
+        # W_a, W_a_inv, W_self
+        conv.basis.copy_(torch.tensor([2.0, 3.0, 5.0]).view(3, 1, 1))
     x = torch.tensor([[1.0], [10.0], [100.0], [1000.0]])
     out = conv(x, adjacency_of(g)).squeeze(1)
     # h0 = W_inv*x1 + W_self*x0; h1 = W_a*mean(x0, x2) + W_self*x1; h2 = W_inv*x1 + W_self*x2
@@ -169,17 +168,15 @@ def test_recommender_scores_caching_and_empty_context(use_kg):
         context[2, 1] = 3  # the extra entity (node 2) has context id N + 0 = 3
     scores = model(context)
     assert scores.shape == (3, 3)
-    assert scores[1].tolist() == pytest.approx(
-        [0.5, -1.0, 2.0]
-    )  # empty context: biases only
+    # empty context: biases only
+    assert scores[1].tolist() == pytest.approx([0.5, -1.0, 2.0])
     with torch.no_grad():
         first = model.context_representations()
         assert model.context_representations() is first  # cached under no_grad
         before = first.clone()
         assert torch.allclose(model(context), scores)
-        model.node_embeddings.weight.add_(
-            1.0
-        )  # an optimizer step: the cache must not be reused
+        # an optimizer step: the cache must not be reused
+        model.node_embeddings.weight.add_(1.0)
         second = model.context_representations()
         assert not torch.allclose(second, before)
     log_probs = model.item_log_probs(

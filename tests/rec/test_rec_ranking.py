@@ -49,9 +49,8 @@ def test_all_ties_give_expected_values_not_optimistic_ones():
 
 
 def test_partial_tie_block():
-    scores = torch.tensor(
-        [[3.0, 2.0, 2.0, 2.0, 1.0]]
-    )  # gold item 2: positions 2..4 equally likely
+    # gold item 2: positions 2..4 equally likely
+    scores = torch.tensor([[3.0, 2.0, 2.0, 2.0, 1.0]])
     rec = ranking.recall_at_k(scores, [[2]], ks=(1, 2, 3, 4))
     assert [rec[k].item() for k in (1, 2, 3, 4)] == [
         approx(0),

@@ -62,11 +62,12 @@ def redial_without_valid_items(tmp_path_factory):
             ['-t', 'redial_crs:rec', '-vmt', 'recall@10', '-vmm', 'max'],
             'recall@10',
         ),
+        # the agent's default metric
         (
             'conkd_rec_teacher',
             ['-t', 'redial_crs:rec'],
             'recall@10',
-        ),  # the agent's default metric
+        ),
         ('conkd_rec_teacher', ['-t', 'redial_crs'], 'recall@10'),
         (
             'conkd_dialogue_teacher',
@@ -124,10 +125,11 @@ def test_training_goes_on_when_the_validation_metric_is_absent(
     )
     log = out.stdout + out.stderr
     assert 'KeyError' not in log
+    # steps 5, 10
     assert (
         log.count(f'validation metric {metric!r} is absent from this validation report')
         == 2
-    )  # steps 5, 10
+    )
     assert 'not compared with the best so far (none yet) and training goes on' in log
     stats = json.loads((tmp_path / 'model.trainstats').read_text())
     assert stats['train_steps'] == STEPS and stats['best_valid'] is None

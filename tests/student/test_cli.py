@@ -329,7 +329,6 @@ def test_student_multiprocessing_train_with_two_cpu_workers(teachers, tmp_path):
     )
     log = out.stdout + out.stderr
     assert 'Distributed group initialized (gloo, CPU)' in log
-    assert (
-        log.count('Loading existing model params from') >= 2
-    )  # the dialogue teacher, in each worker
+    # the dialogue teacher, in each worker
+    assert log.count('Loading existing model params from') >= 2
     assert report(out)['kd_loss'] > 0 and (tmp_path / 'student').is_file()

@@ -153,9 +153,8 @@ def test_cpu_twin_a_gpu_saved_student_and_teachers_load_with_cuda_hidden(
     teachers, tmp_path
 ):
     root, env, common = teachers
-    for name in os.listdir(
-        root
-    ):  # own copies of the teachers: their files are rewritten below
+    # own copies of the teachers: their files are rewritten below
+    for name in os.listdir(root):
         if name.startswith(('dial', 'rec')) and os.path.isfile(root / name):
             shutil.copy(root / name, tmp_path / name)
     local = (tmp_path, env, common)
@@ -168,9 +167,8 @@ def test_cpu_twin_a_gpu_saved_student_and_teachers_load_with_cuda_hidden(
     assert (
         refused.returncode != 0 and 'CUDA' in refused.stderr
     ), 'the rewrite did not tag the storages cuda:0'
-    assert _eval_ppl(local, mf, env_extra=HIDE_CUDA) == pytest.approx(
-        before, rel=1e-6
-    )  # all three loaded on CPU
+    # all three loaded on CPU
+    assert _eval_ppl(local, mf, env_extra=HIDE_CUDA) == pytest.approx(before, rel=1e-6)
 
 
 @pytest.mark.gpu
@@ -299,9 +297,8 @@ def test_gpu_multiprocessing_train_runs_nccl_with_the_cpu_patches_inactive(
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
     assert 'Distributed group initialized' in log  # ParlAI's own (NCCL) message ...
-    assert (
-        'Distributed group initialized (gloo, CPU)' not in log
-    )  # ... not our CPU path's
+    # ... not our CPU path's
+    assert 'Distributed group initialized (gloo, CPU)' not in log
     assert train_stats(tmp_path / 'student')['final_valid_report']['kd_loss'] > 0
 
 
@@ -317,9 +314,8 @@ def test_gpu_more_workers_than_gpus_fails_fast_with_the_fix(teachers, tmp_path):
         f'--distributed-world-size {gpus + 1}: only {gpus} GPU(s) visible'
         in proc.stderr
     )
-    assert (
-        'Distributed group initialized' not in proc.stdout + proc.stderr
-    )  # refused before any worker
+    # refused before any worker
+    assert 'Distributed group initialized' not in proc.stdout + proc.stderr
 
 
 @pytest.mark.gpu

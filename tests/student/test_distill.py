@@ -9,9 +9,10 @@ from parlai_conkd import distill
 from parlai_conkd.teacher_cache import topk_log_probs
 
 ITEMS = torch.tensor([2, 3])  # vocabulary ids of catalog items 0 and 1
+# step 1: item mass 0.8
 P_DIAL = torch.tensor(
     [[[0.5, 0.3, 0.1, 0.1], [0.1, 0.1, 0.6, 0.2]]]  # step 0: item mass 0.2
-)  # step 1: item mass 0.8
+)
 P_REC = torch.tensor([[0.75, 0.25]])
 UNIFORM_STUDENT = torch.zeros(1, 2, 4)  # logits -> p = 0.25 everywhere
 MASK = torch.tensor([[True, True]])
@@ -34,12 +35,13 @@ def test_gate_is_dialogue_teacher_item_mass():
 
 
 def test_soft_gate_mixes_by_item_mass():
+    # [.4,.24,.23,.13]
     q0 = [
         0.8 * 0.5,
         0.8 * 0.3,
         0.2 * 0.75 + 0.8 * 0.1,
         0.2 * 0.25 + 0.8 * 0.1,
-    ]  # [.4,.24,.23,.13]
+    ]
     q1 = [0.2 * 0.1, 0.2 * 0.1, 0.8 * 0.75 + 0.2 * 0.6, 0.8 * 0.25 + 0.2 * 0.2]
     out = terms('soft')
     assert out.kd[0].tolist() == pytest.approx(
@@ -77,10 +79,11 @@ def test_none_gate_has_no_distillation():
 @pytest.mark.parametrize(
     'mass, expected_q',
     [
+        # all mass on items: the target is exactly the rec teacher
         (
             1.0,
             [0.0, 0.0, 0.75, 0.25],
-        ),  # all mass on items: the target is exactly the rec teacher
+        ),
         (0.0, [0.7, 0.3, 0.0, 0.0]),  # no item mass: exactly the dialogue teacher
     ],
 )

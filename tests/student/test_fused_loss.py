@@ -11,9 +11,8 @@ from parlai_conkd.item_vocab import ItemVocab
 from parlai_conkd.teacher_cache import topk_log_probs
 from tests.support import CONTIGUOUS, PAD, _inputs
 
-SCATTERED = torch.tensor(
-    [9, 2, 6, 4, 7]
-)  # any other layout (index_select / index_add path)
+# any other layout (index_select / index_add path)
+SCATTERED = torch.tensor([9, 2, 6, 4, 7])
 
 
 def _as_topk(dial, rec, k_dial, k_rec):
@@ -217,19 +216,19 @@ def test_dense_target_is_the_same_built_row_by_row_and_in_the_scores_memory(
         ), field
     untouched = dial.clone()
     fast_target.make_target(gate, untouched, rec, CONTIGUOUS, mask, temperature=tau)
-    assert torch.equal(
-        untouched, dial
-    )  # without overwrite_scores the caller's tensor is left alone
+    # without overwrite_scores the caller's tensor is left alone
+    assert torch.equal(untouched, dial)
 
 
 def test_real_spans_cover_left_and_right_padding_and_give_up_on_holes():
     mask = torch.tensor(
         [[True, True, False], [False, True, True], [False, False, False]]
     )
+    # (b, first, end, packed offset)
     assert fast_target.real_spans(mask) == [
         (0, 0, 2, 0),
         (1, 1, 3, 2),
-    ]  # (b, first, end, packed offset)
+    ]
     assert fast_target.real_spans(torch.tensor([[True, False, True]])) is None
 
 

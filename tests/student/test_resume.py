@@ -89,9 +89,8 @@ def test_sigint_resume_final_report_and_finished_rerun(teachers, tmp_path):
     ]
 
     # 1. interrupted run: SIGINT once the checkpoint holds INTERRUPT_AFTER updates
-    log_path = (
-        tmp_path.parent / f'{tmp_path.name}-interrupted.log'
-    )  # not among the run's files
+    # not among the run's files
+    log_path = tmp_path.parent / f'{tmp_path.name}-interrupted.log'
     with open(log_path, 'w') as log:
         proc = subprocess.Popen(
             [PARLAI, *map(str, args)],
@@ -106,9 +105,8 @@ def test_sigint_resume_final_report_and_finished_rerun(teachers, tmp_path):
         ):
             time.sleep(0.2)
         assert proc.poll() is None, 'the run ended before it could be interrupted'
-        while (
-            proc.poll() is None
-        ):  # ParlAI swallows a Ctrl-C that lands while it saves: repeat it
+        # ParlAI swallows a Ctrl-C that lands while it saves: repeat it
+        while proc.poll() is None:
             proc.send_signal(signal.SIGINT)
             try:
                 proc.wait(timeout=1)
@@ -132,15 +130,15 @@ def test_sigint_resume_final_report_and_finished_rerun(teachers, tmp_path):
     assert f'teacher cache {cache} ({cached_before} examples)' in log
     checkpoint_steps = _steps(f'{mf}.checkpoint.trainstats')
     assert checkpoint_steps < STEPS  # the checkpoint is older than the final model...
+    # ...which the final report scores
     assert _final_reports(log) == {
         'valid': STEPS,
         'test': STEPS,
-    }  # ...which the final report scores
+    }
     saved_opt = json.loads((tmp_path / 'student.opt').read_text())
     assert saved_opt['init_model'] is None
-    assert (
-        saved_opt['dict_file'] == f'{root / "dial"}.dict'
-    )  # the teacher's dictionary, as given
+    # the teacher's dictionary, as given
+    assert saved_opt['dict_file'] == f'{root / "dial"}.dict'
     stats = json.loads((tmp_path / 'student.trainstats').read_text())
     assert (
         stats['train_steps'] == STEPS
@@ -158,10 +156,11 @@ def test_sigint_resume_final_report_and_finished_rerun(teachers, tmp_path):
     )
     assert 'Loading existing model params' not in log
     assert {p.name: _sha(p) for p in tmp_path.iterdir() if p.is_file()} == files
+    # the recorded final report
     assert _final_reports(log) == {
         'valid': STEPS,
         'test': STEPS,
-    }  # the recorded final report
+    }
 
     # 4. a raised limit continues from the final model, not from the older checkpoint
     raised = list(args)

@@ -24,9 +24,8 @@ def _batch(seed=0):
     dial = torch.log_softmax(torch.randn(2, 5, V, generator=g), -1)
     gate = distill.item_mass(dial, ITEMS)
     rec = torch.log_softmax(torch.randn(2, N, generator=g), -1)
-    mask = torch.tensor(
-        [[True] * 5, [False, False, True, True, True]]
-    )  # a left-padded row
+    # a left-padded row
+    mask = torch.tensor([[True] * 5, [False, False, True, True, True]])
     return dial, gate, rec, mask
 
 

@@ -206,9 +206,8 @@ def test_half_written_build_directory_without_marker_is_replaced(tmp_path, tiny_
     opt = task_opt(tmp_path / 'dp', redial_path=str(tiny_redial))
     stale = redial_build.built_dir(opt)
     os.makedirs(stale)
-    open(os.path.join(stale, 'test.json'), 'w').write(
-        '['
-    )  # what a crash mid-write would leave
+    # what a crash mid-write would leave
+    open(os.path.join(stale, 'test.json'), 'w').write('[')
     assert len(redial_build.load_episodes(opt, 'test')) == 2
 
 
@@ -320,9 +319,8 @@ def test_http_404_names_status_url_and_offline_route_and_keeps_nothing(
     server, base = _serve(tmp_path / 'www')
     try:
         url = f'{base}/redial_dataset.zip'
-        page = (
-            __import__('requests').get(url).content
-        )  # what the server answers: an HTML 404 page
+        # what the server answers: an HTML 404 page
+        page = __import__('requests').get(url).content
         for sha256 in (redial_build.OFFICIAL_SHA256, hashlib.sha256(page).hexdigest()):
             opt = task_opt(tmp_path / 'dp', redial_url=url, redial_sha256=sha256)
             with pytest.raises(RedialDataError) as info:
@@ -424,9 +422,8 @@ def test_concurrent_build_that_finishes_first_is_kept(
         calls.append(out_dir)
         real_build_into(out_dir, *args)
         if len(calls) == 1:
-            theirs.append(
-                os.stat(redial_build.build(opt)).st_ino
-            )  # the "other process"
+            # the "other process"
+            theirs.append(os.stat(redial_build.build(opt)).st_ino)
 
     monkeypatch.setattr(redial_build, '_build_into', racing_build_into)
     built = redial_build.build(opt)

@@ -85,9 +85,8 @@ def test_display_of_an_empty_fold_shows_no_fake_example(tmp_path, task, extra):
     """ParlAI's loop parleys before it checks for the end: an empty fold showed the teacher's
     batch padding as an example ([no text field], or [batch_padding] with --verbose)."""
 
-    redial = write_redial(
-        tmp_path / 'redial', test=[]
-    )  # an official layout with an empty test file
+    # an official layout with an empty test file
+    redial = write_redial(tmp_path / 'redial', test=[])
     proc = display(
         task, tmp_path / 'dp', '--redial-path', redial, '-dt', 'test', *extra
     )

@@ -5,11 +5,6 @@ import json
 import pytest
 
 from parlai_conkd.items import UNKNOWN_ITEM_TOKEN, ItemCatalog
-from parlai_conkd.tasks.redial_crs.examples import (
-    SILENCE,
-    dialogue_examples,
-    rec_examples,
-)
 from parlai_conkd.redial.preprocess import (
     RECOMMENDER,
     SEEKER,
@@ -20,6 +15,11 @@ from parlai_conkd.redial.preprocess import (
     process_file,
     split_train_valid,
     stats_warnings,
+)
+from parlai_conkd.tasks.redial_crs.examples import (
+    SILENCE,
+    dialogue_examples,
+    rec_examples,
 )
 from tests.support import (
     ALIEN,
@@ -85,9 +85,8 @@ def test_unknown_movie_id_becomes_the_unknown_token_and_is_counted(catalog):
         episode['turns'][0]['text']
         == f'like {UNKNOWN_ITEM_TOKEN} and {UNKNOWN_ITEM_TOKEN}'
     )
-    assert (
-        episode['turns'][0]['items'] == []
-    )  # unknown items never enter the index lists
+    # unknown items never enter the index lists
+    assert episode['turns'][0]['items'] == []
     assert stats.unknown_mentions == 2 and stats.unknown_movie_ids == {'999': 2}
     [warning] = stats_warnings(stats, 'train_data.jsonl')
     assert (
@@ -126,11 +125,12 @@ def test_malformed_json_line_names_file_and_line(catalog):
     [
         # cut at the end: the column is one past the line's last character, not "column 1" of the next
         ('{"conversationId": "2", "messages": [', 38, 'Expecting value'),
+        # hand-counted
         (
             '{"conversationId": "2" "messages": []}',
             24,
             "Expecting ',' delimiter",
-        ),  # hand-counted
+        ),
         (
             '   {"conversationId": 2,}',
             25,

@@ -120,9 +120,8 @@ def test_interactive_session_with_piped_input(tiny_zoo):
     assert 'top items (recommendation teacher, for the conversation so far):' in out
     assert 'understood: Frozen (2013)' in out
     assert 'gate per token' in out or 'no generated tokens to show a gate for' in out
-    assert (
-        '__item_' not in out.split('Enter Your Message:', 1)[1]
-    )  # items shown as titles
+    # items shown as titles
+    assert '__item_' not in out.split('Enter Your Message:', 1)[1]
 
 
 @pytest.mark.cli
@@ -198,9 +197,8 @@ def test_killed_build_is_not_taken_as_done_and_a_rerun_completes(tmp_path):
     )
     deadline = time.time() + 240
     log = None
-    while (
-        time.time() < deadline and log is None
-    ):  # wait until training has really started
+    # wait until training has really started
+    while time.time() < deadline and log is None:
         time.sleep(1)
         for name in tmp_dirs(datapath):
             candidate = os.path.join(

@@ -62,9 +62,8 @@ def make_agent(tmp_path, *extra):
         ]
     )
     opt['model'] = 'conkd_dialogue_teacher'
-    torch.manual_seed(
-        0
-    )  # an untrained model: fix its weights so that it replies with words
+    # an untrained model: fix its weights so that it replies with words
+    torch.manual_seed(0)
     agent = ExplainedAgent(opt)
     agent.set_interactive_mode(True)
     return agent
@@ -115,9 +114,8 @@ def test_typed_items_reach_history_context_and_the_person(
     assert '__item_' not in reply['text']  # items are shown as titles everywhere
     assert 'Matrix (1999)' not in agent.history.get_history_str()
     assert isinstance(reply['recommendations'], list)
-    assert (
-        reply['item_rankings']['rec_teacher'] == []
-    )  # no rec teacher file: noted in the text
+    # no rec teacher file: noted in the text
+    assert reply['item_rankings']['rec_teacher'] == []
     assert (
         '(no --rec-teacher-file recorded in this model: no teacher ranking)'
         in reply['text']
@@ -244,9 +242,8 @@ def test_blank_and_long_messages_and_a_new_conversation(tmp_path):
     )
     agent.observe({'text': 'so ' * 3000, 'episode_done': False})
     assert note in agent.act()['text']
-    agent.observe(
-        {'text': 'so ' * 3000 + ' The Matrix (1999)', 'episode_done': True}
-    )  # a program ending it
+    # a program ending it
+    agent.observe({'text': 'so ' * 3000 + ' The Matrix (1999)', 'episode_done': True})
     last = agent.act()
     assert 'understood: The Matrix (1999)' in last['text'] and 'recommendations' in last
     agent.observe({'text': 'so ' * 3000, 'episode_done': False})
@@ -292,9 +289,8 @@ def test_the_explanation_fits_the_interactive_display():
     )
     fitted = explanation.render(catalog, 'soft', 0.5, max_chars=DISPLAY_CHARS)
     assert len(fitted) <= DISPLAY_CHARS
-    assert (
-        'Movie number 3 (2000) - genre: drama, ...' in fitted
-    )  # the named item keeps its metadata
+    # the named item keeps its metadata
+    assert 'Movie number 3 (2000) - genre: drama, ...' in fitted
     assert (
         'agreement: 0 of the top 10 in both lists' in fitted
         and 'gate per token' in fitted

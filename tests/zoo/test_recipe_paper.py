@@ -34,12 +34,10 @@ def test_every_paper_command_parses_as_train_model_arguments(model):
         model, f'data/models/conkd/{model}', 'data', TEACHERS, recipe='paper'
     )
     opt = setup_args().parse_args(args)
-    assert (
-        '--max-train-time' not in args and '--redial-max-dialogues' not in args
-    )  # all the data, all epochs
-    if (
-        model == 'rec_teacher'
-    ):  # as in the zoo: the default recipe's rec teacher, without a time cap
+    # all the data, all epochs
+    assert '--max-train-time' not in args and '--redial-max-dialogues' not in args
+    # as in the zoo: the default recipe's rec teacher, without a time cap
+    if model == 'rec_teacher':
         assert opt['model'] == 'conkd_rec_teacher'
         own = recipe.RECIPES['paper'].rec_teacher
         assert own == recipe._uncapped(recipe.RECIPES['default'].rec_teacher)

@@ -9,7 +9,6 @@ import os
 import pytest
 
 from parlai_conkd.zoo.conkd import builder, recipe
-
 from tests.support import FakeTrainer, tmp_dirs, visible_model_files
 
 ZOO_MODULES = {
@@ -362,9 +361,8 @@ def test_each_zoo_name_makes_present_only_what_that_model_needs(
 
     modelzoo_path(str(tmp_path), 'zoo:conkd/dialogue_teacher')
     assert built(fake_trainer) == ['rec_teacher', 'dialogue_teacher']
-    modelzoo_path(
-        str(tmp_path), 'zoo:conkd/rec_teacher.opt'
-    )  # a file beside a present model
+    # a file beside a present model
+    modelzoo_path(str(tmp_path), 'zoo:conkd/rec_teacher.opt')
     assert built(fake_trainer) == ['rec_teacher', 'dialogue_teacher']
     modelzoo_path(str(tmp_path), 'zoo:conkd/hard')
     assert built(fake_trainer) == ['rec_teacher', 'dialogue_teacher', 'hard']

@@ -126,9 +126,8 @@ class ConkdDialogueTeacherAgent(
         return ConkdDictionaryAgent
 
     def __init__(self, opt, shared=None):
-        seed_from_opt(
-            opt, shared
-        )  # before the model is built: its initialisation is seeded too
+        # before the model is built: its initialisation is seeded too
+        seed_from_opt(opt, shared)
         greedy_beam_size(opt)  # before ParlAI's generator reads --beam-size
         if opt.get('backbone') == 'hf':
             # what ParlAI's GPT-2 classes read: fixed here, not user options (a hub name becomes
@@ -214,9 +213,8 @@ class ConkdDialogueTeacherAgent(
         model = super().build_model(states)
         init_model, _ = self._get_init_model(self.opt, None)
         if self.opt.get('item_embeddings_from') and init_model is None:
-            self._init_item_embeddings(
-                model
-            )  # from scratch only: saved weights win otherwise
+            # from scratch only: saved weights win otherwise
+            self._init_item_embeddings(model)
         if self.opt.get('freeze_item_embeddings'):
             freeze_rows(model.embeddings.weight, self._catalog_token_ids())
         return model
@@ -230,9 +228,8 @@ class ConkdDialogueTeacherAgent(
         return super()._pad_tensor(items, is_label=is_label)
 
     def load(self, path):
-        check_model_file(
-            path
-        )  # a one-line error for a missing, empty or truncated file
+        # a one-line error for a missing, empty or truncated file
+        check_model_file(path)
         return super().load(path)
 
     def load_state_dict(self, state_dict):

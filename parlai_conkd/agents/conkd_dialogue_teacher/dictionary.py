@@ -11,6 +11,7 @@ from typing import Dict
 
 from parlai.core.dict import DictionaryAgent
 
+from parlai_conkd.errors import ModelFileError, remedy
 from parlai_conkd.items import (
     GEN_TOKEN,
     MODEL_CATALOG_SUFFIX,
@@ -18,7 +19,6 @@ from parlai_conkd.items import (
     CatalogError,
     ItemCatalog,
 )
-from parlai_conkd.errors import ModelFileError, remedy
 
 from .hf_model import resolve_hf_model_path
 

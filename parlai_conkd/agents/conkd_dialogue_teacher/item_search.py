@@ -308,8 +308,8 @@ class ItemAwareDecodingMixin:
         """The ``--fill-items-from`` recommender (frozen), or None."""
         if not self.opt.get('fill_items_from'):
             return None
-        from parlai_conkd.agents.item_ranking import ItemRankingAgent
         from parlai_conkd.agents.frozen import load_frozen_teacher
+        from parlai_conkd.agents.item_ranking import ItemRankingAgent
 
         agent, _ = load_frozen_teacher(
             self.opt, '--fill-items-from', ItemRankingAgent, ITEM_RANKERS, self.catalog

@@ -225,9 +225,8 @@ class ResponseMetricsMixin:
         """
         targets = self._reply_targets(preds)
         filler = self._filler_scores(batch)
-        if (
-            filler is not None
-        ):  # the pipeline: the recommender's ranking filled the slots
+        # the pipeline: the recommender's ranking filled the slots
+        if filler is not None:
             return ReplyItemScores(
                 [
                     filler[b].float().expand(max(len(t), 1), -1)

@@ -127,7 +127,7 @@ def reply_logs(
     for b, target in enumerate(targets):
         context = set(context_items[b] if b < len(context_items) else ())
 
-        def records(indices, probs, **extra):
+        def records(indices, probs, context=context, **extra):
             return [
                 item_record(catalog[i], p, new=i not in context, **extra)
                 for i, p in zip(indices, probs)

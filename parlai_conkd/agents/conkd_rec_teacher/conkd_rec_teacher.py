@@ -194,9 +194,8 @@ class ConkdRecTeacherAgent(ItemRankingAgent):
         return parser
 
     def __init__(self, opt, shared=None):
-        self._calibration = (
-            []
-        )  # (scores, gold) of validation examples since the last fit
+        # (scores, gold) of validation examples since the last fit
+        self._calibration = []
         super().__init__(opt, shared)
         if shared:
             self.model_config = shared['model_config']

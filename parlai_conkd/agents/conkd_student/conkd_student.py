@@ -18,11 +18,19 @@ from parlai.utils import logging
 from parlai.utils.distributed import get_rank, is_distributed
 
 from parlai_conkd import distill
-from parlai_conkd.fast_target import DistillTarget, make_target
-from parlai_conkd.fileio import sha256_file
 from parlai_conkd.agents.conkd_dialogue_teacher.conkd_dialogue_teacher import (
     ConkdDialogueTeacherAgent,
 )
+from parlai_conkd.agents.conkd_rec_teacher.conkd_rec_teacher import (
+    add_rec_temperature_arg,
+)
+from parlai_conkd.agents.frozen import (
+    TeacherError,
+    load_frozen_teacher,
+    resolve_model_file,
+)
+from parlai_conkd.fast_target import DistillTarget, make_target
+from parlai_conkd.fileio import sha256_file
 from parlai_conkd.teacher_cache import (
     TeacherCache,
     cache_key,
@@ -33,14 +41,6 @@ from parlai_conkd.teacher_cache import (
 
 from .criterion import DistillingCrossEntropy
 from .interactive import InteractiveExplainMixin
-from parlai_conkd.agents.conkd_rec_teacher.conkd_rec_teacher import (
-    add_rec_temperature_arg,
-)
-from parlai_conkd.agents.frozen import (
-    TeacherError,
-    load_frozen_teacher,
-    resolve_model_file,
-)
 
 DIALOGUE_TEACHER_MODELS = {'conkd_dialogue_teacher', 'conkd_student'}
 REC_TEACHER_MODELS = {'conkd_rec_teacher'}
@@ -258,9 +258,8 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
                 history=(self.opt.get('history_size'), self.opt.get('delimiter')),
             )
             path = self.opt['teacher_cache']
-            if (
-                is_distributed()
-            ):  # each worker sees its own shard of the data: one file per rank
+            # each worker sees its own shard of the data: one file per rank
+            if is_distributed():
                 path = f'{path}.rank{get_rank()}'
             self.teacher_cache = TeacherCache.open(path, key)
             logging.info(
@@ -272,9 +271,8 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
             from parlai_conkd.redial.build import fold_path
 
             return sha256_file(fold_path(self.opt, 'train'))
-        except (
-            Exception
-        ):  # another task: the per-example keys still pin the exact token ids
+        # another task: the per-example keys still pin the exact token ids
+        except Exception:
             return str(self.opt.get('task'))
 
     def share(self):
@@ -322,9 +320,8 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
         cache: the dialogue teacher's logits and no gate (the target normalises them once and
         reads the gate off the same probabilities)."""
         cache = self.teacher_cache if self.model.training else None
-        if (
-            cache is None
-        ):  # logits of the real steps only, packed (padding needs no target)
+        # logits of the real steps only, packed (padding needs no target)
+        if cache is None:
             scores = self.dialogue_teacher.teacher_forced_scores(batch, only=mask)
             rec = self._rec_log_probs(batch, scores.device)
             if not self.model.training:  # evaluation: the per-example log reuses them
@@ -362,9 +359,8 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
             static_gate=self.opt['static_gate'],
             temperature=self.opt['kd_temperature'],
             dial_item_mass=gate,
-            overwrite_scores=not isinstance(
-                dial, distill.TopK
-            ),  # live logits: nobody else reads them
+            # live logits: nobody else reads them
+            overwrite_scores=not isinstance(dial, distill.TopK),
         )
 
     # ------------------------------------------------------------------ loss

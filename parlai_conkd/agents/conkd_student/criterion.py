@@ -14,8 +14,8 @@ import torch.nn.functional as F
 
 from parlai_conkd.distill import at_least_float
 from parlai_conkd.fast_target import DistillTarget
-from parlai_conkd.item_vocab import ItemVocab
 from parlai_conkd.fused_loss import nll_and_kd
+from parlai_conkd.item_vocab import ItemVocab
 
 
 class DistillingCrossEntropy(torch.nn.Module):

@@ -59,9 +59,8 @@ class ReplyExplainer:
         if role in self._teachers:
             return self._teachers[role]
         attribute, option, name, missing = self._ROLES[role]
-        teacher = getattr(
-            self.agent, attribute, None
-        )  # a student that loaded its teachers
+        # a student that loaded its teachers
+        teacher = getattr(self.agent, attribute, None)
         if teacher is None:
             opt = self.agent.opt
             if not opt.get(option[2:].replace('-', '_')):
@@ -136,19 +135,20 @@ class ReplyExplainer:
             ).tolist()
         ]
         if agent.END_IDX in ids:
-            ids = ids[
-                : ids.index(agent.END_IDX) + 1
-            ]  # the end step is a place an item could be named
+            # the end step is a place an item could be named
+            ids = ids[: ids.index(agent.END_IDX) + 1]
         ids = ids or [agent.END_IDX]
         forced = _forced_batch(batch, ids)
         with torch.no_grad():
             scores = agent.teacher_forced_scores(forced)[0].float()  # [T, V]
+        # [T, N]
         item_probs = torch.softmax(
             scores.index_select(-1, agent.item_token_ids), dim=-1
-        )  # [T, N]
+        )
+        # [T]
         item_mass = (
             torch.softmax(scores, dim=-1).index_select(-1, agent.item_token_ids).sum(-1)
-        )  # [T]
+        )
         slots = [
             (t, agent.item_index_of_token[i])
             for t, i in enumerate(ids)

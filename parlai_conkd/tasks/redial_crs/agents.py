@@ -19,19 +19,19 @@ from typing import Dict, Iterator, List, Optional
 
 from parlai.core.message import Message
 from parlai.core.metrics import SumMetric
-from parlai.core.params import ParlaiParser
 from parlai.core.opt import Opt
+from parlai.core.params import ParlaiParser
 from parlai.core.teachers import DialogTeacher
 from parlai.utils.data import DatatypeHelper
 
 from parlai_conkd.items import UNKNOWN_ITEM_TOKEN, ItemCatalog
-
 from parlai_conkd.redial.build import (
     add_redial_args,
     fold_path,
     load_catalog,
     read_episodes,
 )
+
 from .examples import (
     dialogue_examples,
     rec_all_examples,

@@ -7,7 +7,6 @@ contract is unit-testable without ParlAI.
 from typing import Dict, List
 
 from parlai_conkd.items import dedupe
-
 from parlai_conkd.redial.preprocess import RECOMMENDER
 
 #: ``text`` of the first example when the recommender opens the dialogue (ParlAI's convention for

@@ -266,10 +266,11 @@ def _portable_opt(opt_path: str, replacements: Dict[str, str]) -> None:
         return value
 
     opt = rewrite(opt)
+    # used for training only; the stamp keeps the args
     for key in (
         'dict_file',
         'init_model',
-    ):  # used for training only; the stamp keeps the args
+    ):
         opt.pop(key, None)
         if isinstance(opt.get('override'), dict):
             opt['override'].pop(key, None)
@@ -365,9 +366,8 @@ def pack(datapath: str, out: str, models: Sequence[str] = zoo_recipe.MODELS) -> 
 def _die_with_parent():
     """preexec_fn: the training process is killed when the builder dies (even by SIGKILL)."""
     try:
-        ctypes.CDLL('libc.so.6', use_errno=True).prctl(
-            1, signal.SIGKILL
-        )  # PR_SET_PDEATHSIG
+        # PR_SET_PDEATHSIG
+        ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGKILL)
     except OSError:
         pass
 
@@ -473,9 +473,8 @@ def _data_version(datapath: str, model: str) -> Dict[str, str]:
 
     opt = ParlaiParser(True, False).parse_args(['-dp', datapath])
     opt.update({k: v for k, v in _data_sources().items() if v})
-    path = os.path.join(
-        built_dir(opt), 'train.json'
-    )  # built by the training run; never build here
+    # built by the training run; never build here
+    path = os.path.join(built_dir(opt), 'train.json')
     if not os.path.isfile(path):
         return {'built': None, 'train_fold_sha256': None}
     return {
