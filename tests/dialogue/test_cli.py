@@ -5,7 +5,11 @@ import re
 
 import pytest
 
-from tests.support import run_parlai, shared_redial_or_skip
+from tests.support import (
+    TINY_DIALOGUE_TRANSFORMER,
+    run_parlai,
+    shared_redial_or_skip,
+)
 
 pytestmark = pytest.mark.cli
 
@@ -60,24 +64,7 @@ def _backbone_args(backbone, request):
             '--truncate',
             '96',
         ]
-    return [
-        '--backbone',
-        'transformer',
-        '--n-layers',
-        '1',
-        '--embedding-size',
-        '16',
-        '--ffn-size',
-        '32',
-        '--n-heads',
-        '2',
-        '--text-truncate',
-        '48',
-        '--label-truncate',
-        '12',
-        '--truncate',
-        '48',
-    ]
+    return ['--backbone', 'transformer', *TINY_DIALOGUE_TRANSFORMER]
 
 
 # the HF run is slower (transformers import, byte-level sequences): excluded from the default run

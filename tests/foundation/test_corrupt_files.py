@@ -119,19 +119,34 @@ def eval_model(model_file, datapath, env, *extra):
 GENERATOR, RANKER = 'dialogue_teacher', 'rec_teacher'
 
 
+#: the cases the default suite runs (one per file and agent family); the rest of the matrix runs
+#: with ``-m slow`` (CI's time: each case is an eval_model process)
+DEFAULT_CASES = {
+    f'{GENERATOR}-model-truncated',
+    f'{RANKER}-model-empty',
+    f'{GENERATOR}-opt-wrong_json',
+    f'{RANKER}-opt-truncated',
+    f'{GENERATOR}-dict-truncated',
+    f'{GENERATOR}-catalog-truncated',
+}
+
+
+def _case(model, suffix, how, kind):
+    case_id = f'{model}-{kind}-{how}'
+    marks = [] if case_id in DEFAULT_CASES else [pytest.mark.slow]
+    return pytest.param(model, suffix, how, id=case_id, marks=marks)
+
+
 def _cases():
     for model in (GENERATOR, RANKER):
         for how in ('empty', 'truncated'):
-            yield pytest.param(model, '', how, id=f'{model}-model-{how}')
+            yield _case(model, '', how, 'model')
         for how in ('empty', 'truncated', 'wrong_json'):
-            marks = []
-            yield pytest.param(model, '.opt', how, id=f'{model}-opt-{how}', marks=marks)
+            yield _case(model, '.opt', how, 'opt')
     for how in ('empty', 'truncated'):
-        yield pytest.param(GENERATOR, '.dict', how, id=f'{GENERATOR}-dict-{how}')
+        yield _case(GENERATOR, '.dict', how, 'dict')
     for how in ('empty', 'truncated', 'wrong_json'):
-        yield pytest.param(
-            GENERATOR, '.catalog.json', how, id=f'{GENERATOR}-catalog-{how}'
-        )
+        yield _case(GENERATOR, '.catalog.json', how, 'catalog')
 
 
 @pytest.mark.parametrize('model, suffix, how', list(_cases()))
@@ -202,7 +217,9 @@ def test_a_model_that_does_not_exist_is_named_in_one_line(zoo, tmp_path, args, n
 
 
 # ---------------------------------------------------------------------------- teacher cache
-@pytest.mark.parametrize('how', ['empty', 'truncated'])
+@pytest.mark.parametrize(
+    'how', [pytest.param('empty', marks=pytest.mark.slow), 'truncated']
+)
 def test_a_damaged_teacher_cache_ends_student_training_in_one_line(zoo, tmp_path, how):
     import torch
 
@@ -236,7 +253,11 @@ def _zoo_copy(datapath: Path, tmp_path: Path) -> Path:
 
 @pytest.mark.parametrize(
     'how',
-    ['empty', 'truncated', 'wrong_json'],
+    [
+        pytest.param('empty', marks=pytest.mark.slow),
+        pytest.param('truncated', marks=pytest.mark.slow),
+        'wrong_json',
+    ],
 )
 def test_a_damaged_zoo_stamp_makes_the_model_absent(zoo, tmp_path, how):
     """What ``zoo:conkd/X`` checks first, seen through the builder's ``status`` (no rebuild)."""
@@ -286,10 +307,19 @@ def test_a_damaged_zoo_model_file_is_rebuilt(zoo, tmp_path):
 @pytest.mark.parametrize(
     'name, how, says',
     [
-        ('train_data.jsonl', 'empty', 'holds no dialogue'),
+        pytest.param(
+            'train_data.jsonl', 'empty', 'holds no dialogue', marks=pytest.mark.slow
+        ),
         ('train_data.jsonl', 'truncated', 'malformed JSON'),
-        ('train_data.jsonl', 'malformed', ':1: malformed JSON'),
-        ('movies_with_mentions.csv', 'empty', 'is empty'),
+        pytest.param(
+            'train_data.jsonl',
+            'malformed',
+            ':1: malformed JSON',
+            marks=pytest.mark.slow,
+        ),
+        pytest.param(
+            'movies_with_mentions.csv', 'empty', 'is empty', marks=pytest.mark.slow
+        ),
         ('movies_with_mentions.csv', 'truncated', 'columns'),
     ],
     ids=lambda v: v if isinstance(v, str) and '.' not in v and ' ' not in v else None,
