@@ -1,6 +1,7 @@
 """Fixtures for the dialogue-teacher tests: a tiny catalog, a tiny random GPT-2 on disk, agents."""
 
 import pytest
+import torch
 
 from parlai_conkd.items import Item, ItemCatalog
 from tests.support import TINY_DIALOGUE_TRANSFORMER, TINY_ITEMS, make_tiny_gpt2
@@ -58,3 +59,16 @@ def _make_agent(catalog_file, tmp_path, backbone='transformer', hf_dir=None, ext
 @pytest.fixture
 def make_dialogue_agent():
     return _make_agent
+
+
+@pytest.fixture(params=['transformer', 'hf'])
+def agent(request, tiny_catalog_file, tmp_path, make_dialogue_agent):
+    """An untrained tiny dialogue teacher in-process, on each backbone."""
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    if request.param == 'hf':
+        hf_dir = request.getfixturevalue('tiny_gpt2_dir')
+        # byte-level pieces: long enough targets to reach the items
+        longer = ['--label-truncate', '64', '--text-truncate', '64', '--truncate', '64']
+        return make_dialogue_agent(tiny_catalog_file, tmp_path, 'hf', hf_dir, longer)
+    return make_dialogue_agent(tiny_catalog_file, tmp_path)

@@ -8,18 +8,6 @@ from parlai_conkd.items import GEN_TOKEN, REC_TOKEN
 pytest.importorskip('parlai')
 
 
-@pytest.fixture(params=['transformer', 'hf'])
-def agent(request, tiny_catalog_file, tmp_path, make_dialogue_agent):
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
-    if request.param == 'hf':
-        hf_dir = request.getfixturevalue('tiny_gpt2_dir')
-        # byte-level pieces: long enough targets to reach the items
-        longer = ['--label-truncate', '64', '--text-truncate', '64', '--truncate', '64']
-        return make_dialogue_agent(tiny_catalog_file, tmp_path, 'hf', hf_dir, longer)
-    return make_dialogue_agent(tiny_catalog_file, tmp_path)
-
-
 def _undefined(metric):
     """Recorded as 0/0: present in reports, no weight in the average."""
     return (metric + metric).value() == 0.0 and (metric + _one()).value() == 1.0

@@ -79,17 +79,6 @@ def check_act(act, catalog, example, k=10):
 
 
 # ---------------------------------------------------------------------------- in-process
-@pytest.fixture(params=['transformer', 'hf'])
-def agent(request, tiny_catalog_file, tmp_path, make_dialogue_agent):
-    torch.manual_seed(0)
-    torch.set_num_threads(1)
-    if request.param == 'hf':
-        hf_dir = request.getfixturevalue('tiny_gpt2_dir')
-        longer = ['--label-truncate', '64', '--text-truncate', '64', '--truncate', '64']
-        return make_dialogue_agent(tiny_catalog_file, tmp_path, 'hf', hf_dir, longer)
-    return make_dialogue_agent(tiny_catalog_file, tmp_path)
-
-
 EXAMPLES = [
     {
         'text': 'hi i liked __item_111__',
