@@ -761,10 +761,11 @@ def damaged_opt_file_error(module):
 
 
 def missing_model_file_error(module):
-    """``eval_model`` / ``interactive`` with ``-m conkd_* -mf PATH`` and no file at PATH ended in
-    ParlAI's traceback ("WARNING: Model file does not exist"); for this project's agents it is now
-    ``ModelFileError`` naming the file and the remedy (issue #22). Without ``-m`` nothing tells
-    whose model was meant, and ParlAI's error stands, as it does for every other agent.
+    """``eval_model`` / ``interactive`` with ``-mf PATH`` and no file at PATH ended in ParlAI's
+    traceback ("WARNING: Model file does not exist"); when the command names one of this project's
+    agents (``-m conkd_*``) or tasks (``-t redial_crs...``) it is now ``ModelFileError`` naming the
+    file and the remedy (issue #22). Otherwise nothing tells whose model was meant, and ParlAI's
+    error stands, as it does for every other agent and task.
     """
     original = module.create_agent
     if getattr(original, '_parlai_conkd', False):
@@ -777,7 +778,7 @@ def missing_model_file_error(module):
         except RuntimeError as exc:
             if not str(exc).startswith('WARNING: Model file does not exist'):
                 raise
-            if not (opt.get('model') and conkd_agent(opt)):
+            if not ((opt.get('model') and conkd_agent(opt)) or conkd_task(opt)):
                 raise
             from parlai_conkd.errors import ModelFileError, remedy
 

@@ -277,7 +277,7 @@ def read_json(path: str, what: str = 'file', fix: str = 'restore an intact copy 
     except json.JSONDecodeError as exc:
         empty = ', the file is empty' if not raw.strip() else ''
         raise CatalogError(
-            f'{path}:{exc.lineno}: invalid JSON ({exc.msg}{empty}); {fix}'
+            f'{path}:{exc.lineno}: invalid JSON ({exc.msg}, column {exc.colno}{empty}); {fix}'
         ) from None
 
 

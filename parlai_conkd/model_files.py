@@ -40,6 +40,17 @@ def check_model_file(path: str) -> None:
         )
 
 
+def check_model_file_given(opt) -> None:
+    """Evaluating or chatting with ``-m conkd_* -mf PATH`` where PATH does not exist built a fresh,
+    untrained model (ParlAI's ``display_model`` does so silently); refuse it naming the file.
+    Training (a ``train`` datatype) creates the file, and is left alone."""
+    path = opt.get('model_file')
+    datatype = opt.get('datatype') or ''
+    training = datatype.startswith('train') and 'evalmode' not in datatype
+    if path and not training and not os.path.exists(path):
+        raise ModelFileError(f'{path}: no such model file; {remedy(path)}')
+
+
 def read_opt_file(path: str) -> Dict:
     """The JSON object of a ``.opt`` file; ModelFileError naming it when it is empty, truncated,
     not JSON or not an object."""

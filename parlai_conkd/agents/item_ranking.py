@@ -31,7 +31,7 @@ from parlai.utils.torch import total_parameters, trainable_parameters
 from parlai_conkd import ranking
 from parlai_conkd.formatting import item_record
 from parlai_conkd.items import DISPLAY_METADATA, CatalogError, Item, ItemCatalog
-from parlai_conkd.model_files import check_model_file
+from parlai_conkd.model_files import check_model_file, check_model_file_given
 from parlai_conkd.seeding import add_seed_args, seed_from_opt
 
 #: checkpoint key of the item catalog, next to ParlAI's 'model' / 'optimizer'
@@ -166,6 +166,8 @@ class ItemRankingAgent(TorchAgent):
 
     # ------------------------------------------------------------------ set-up
     def __init__(self, opt, shared=None):
+        if shared is None:
+            check_model_file_given(opt)  # not an untrained model under a mistyped -mf
         seed_from_opt(opt, shared)
         init_model, self.is_finetune = self._get_init_model(opt, shared)
         super().__init__(opt, shared)

@@ -55,6 +55,9 @@ def corrupt(path: Path, how: str) -> None:
         damaged = b'<html><body>404 Not Found</body></html>\n'
     elif how == 'wrong_json':  # valid JSON of the wrong shape
         damaged = b'[1, 2]\n'
+    elif how == 'lines_dropped':  # cut at a line boundary: every line still well formed
+        lines = data.splitlines(keepends=True)
+        damaged = b''.join(lines[: len(lines) // 2])
     elif how == 'flipped_byte':  # same size, one byte changed (what a checksum sees)
         middle = len(data) // 2
         damaged = data[:middle] + bytes([data[middle] ^ 0xFF]) + data[middle + 1 :]
@@ -127,6 +130,7 @@ DEFAULT_CASES = {
     f'{GENERATOR}-opt-wrong_json',
     f'{RANKER}-opt-truncated',
     f'{GENERATOR}-dict-truncated',
+    f'{GENERATOR}-dict-lines_dropped',
     f'{GENERATOR}-catalog-truncated',
 }
 
@@ -143,7 +147,7 @@ def _cases():
             yield _case(model, '', how, 'model')
         for how in ('empty', 'truncated', 'wrong_json'):
             yield _case(model, '.opt', how, 'opt')
-    for how in ('empty', 'truncated'):
+    for how in ('empty', 'truncated', 'lines_dropped'):
         yield _case(GENERATOR, '.dict', how, 'dict')
     for how in ('empty', 'truncated', 'wrong_json'):
         yield _case(GENERATOR, '.catalog.json', how, 'catalog')
@@ -192,12 +196,8 @@ def test_a_rankers_damaged_dictionary_is_not_used(zoo, tmp_path):
         pytest.param(
             ['-mf', '{tmp}/no/such/model'],
             '{tmp}/no/such/model',
-            id='missing-model-file-of-any-agent',
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason='nothing marks a nonexistent -mf without -m as this project\'s (no .opt, '
-                'no catalog): ParlAI\'s own RuntimeError and traceback are left as they are',
-            ),
+            # no -m, but -t redial_crs is this project's task
+            id='missing-model-file-on-our-task',
         ),
     ],
 )
@@ -214,6 +214,21 @@ def test_a_model_that_does_not_exist_is_named_in_one_line(zoo, tmp_path, args, n
     line = error_line(proc)
     assert str(named).replace('{tmp}', str(tmp_path)) in line, line
     assert snapshot(datapath / 'models') == before  # no build of anything
+
+
+def test_display_model_refuses_a_missing_model_file_of_ours(zoo, tmp_path):
+    """ParlAI's display_model creates a fresh, untrained model when -mf names nothing; for this
+    project's agents that is refused, naming the file."""
+    datapath, _, env = zoo
+    missing = tmp_path / 'no' / 'such' / 'model'
+    proc = run_parlai(
+        ['display_model', '-m', 'conkd_student', '-mf', missing, '-t', 'redial_crs']
+        + ['-dt', 'valid', '-n', 2, '-dp', datapath],
+        env=env,
+        check=False,
+    )
+    assert_names(error_line(proc), missing, RETRAIN)
+    assert not missing.parent.exists()
 
 
 # ---------------------------------------------------------------------------- teacher cache

@@ -32,10 +32,11 @@ from parlai.agents.transformer.transformer import TransformerGeneratorAgent
 from parlai.utils.torch import padded_tensor
 
 from parlai_conkd.distill import item_mass
+from parlai_conkd.errors import ModelFileError, remedy
 from parlai_conkd.item_embeddings import freeze_rows
 from parlai_conkd.item_vocab import ItemVocab
 from parlai_conkd.items import GEN_TOKEN, ITEM_TOKEN_RE, REC_TOKEN, CatalogError
-from parlai_conkd.model_files import check_model_file
+from parlai_conkd.model_files import check_model_file, check_model_file_given
 from parlai_conkd.seeding import add_seed_args, seed_from_opt
 
 from .dictionary import (
@@ -126,6 +127,8 @@ class ConkdDialogueTeacherAgent(
         return ConkdDictionaryAgent
 
     def __init__(self, opt, shared=None):
+        if shared is None:
+            check_model_file_given(opt)  # not an untrained model under a mistyped -mf
         # before the model is built: its initialisation is seeded too
         seed_from_opt(opt, shared)
         greedy_beam_size(opt)  # before ParlAI's generator reads --beam-size
@@ -239,7 +242,20 @@ class ConkdDialogueTeacherAgent(
             for key in set(current) - set(state_dict):
                 if 'masked_bias' in key:
                     state_dict[key] = current[key]
-        return super().load_state_dict(state_dict)
+        try:
+            return super().load_state_dict(state_dict)
+        except RuntimeError as exc:
+            if 'size mismatch' not in str(exc):
+                raise
+            # the embeddings are sized by the dictionary: a .dict cut at a line boundary, or another
+            # model's, loads as a smaller or larger vocabulary than the weights were trained with
+            dict_file = self.opt.get('dict_file') or ''
+            model_file = self.opt.get('model_file') or ''
+            raise ModelFileError(
+                f'{dict_file}: the dictionary holds {len(self.dict)} tokens but the weights of '
+                f'{model_file or "the model"} were trained with another number (the .dict is '
+                f'damaged or belongs to another model); {remedy(model_file or dict_file)}'
+            ) from None
 
     def save(self, path=None):
         super().save(path)
