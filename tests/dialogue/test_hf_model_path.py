@@ -125,7 +125,7 @@ def test_a_cached_hub_name_builds_the_hf_agent_offline(
     agent = make_dialogue_agent(
         tiny_catalog_file, tmp_path, backbone='hf', hf_dir='someorg/tiny-gpt2'
     )
-    assert agent.opt['model_name'] == str(snapshot)
+    assert agent.model.lm.name_or_path == str(snapshot)
     assert agent.dict.hf_tokenizer.name_or_path == str(snapshot)
 
 
@@ -297,7 +297,7 @@ def test_online_a_hub_name_is_fetched_into_the_cache_then_builds_the_agent_offli
     agent = make_dialogue_agent(
         tiny_catalog_file, tmp_path, backbone='hf', hf_dir='someorg/tiny-gpt2'
     )
-    assert agent.opt['model_name'] == directory and hub.seen == []
+    assert agent.model.lm.name_or_path == directory and hub.seen == []
 
 
 @pytest.mark.cli

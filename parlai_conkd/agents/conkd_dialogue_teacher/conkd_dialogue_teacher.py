@@ -19,8 +19,9 @@ Trained with NLL alone it is also the paper's "no distillation" baseline. The st
   (here the ``--fill-items-from`` one; the student: its loaded rec teacher), or None.
 
 Backbones (``--backbone``): ``transformer`` = ParlAI's TransformerGeneratorModel from scratch over
-a word dictionary; ``hf`` = ParlAI's HF GPT-2 model class (``parlai.agents.hugging_face.gpt2``) on
-a local GPT-2/DialoGPT directory (``--hf-model-path``), embeddings resized for the added tokens.
+a word dictionary; ``hf`` = any Hugging Face causal LM (``AutoModelForCausalLM`` + ``AutoTokenizer``
+of ``--hf-model-path``: GPT-2/DialoGPT, Llama, Qwen2, Mistral, GPT-NeoX, ...), embeddings resized
+for the added tokens, optionally with LoRA (``causal_lm.py``, issue #25).
 """
 
 from dataclasses import dataclass
@@ -39,6 +40,13 @@ from parlai_conkd.items import GEN_TOKEN, ITEM_TOKEN_RE, REC_TOKEN, CatalogError
 from parlai_conkd.model_files import check_model_file, check_model_file_given
 from parlai_conkd.seeding import add_seed_args, seed_from_opt
 
+from .causal_lm import (
+    add_causal_lm_args,
+    build_causal_lm,
+    is_lora,
+    load_saved_state,
+    saved_state,
+)
 from .dictionary import (
     ConkdDictionaryAgent,
     build_hf_dictionary,
@@ -87,14 +95,15 @@ class ConkdDialogueTeacherAgent(
             default='transformer',
             choices=BACKBONES,
             help='transformer: ParlAI transformer generator trained from scratch (word vocab); '
-            'hf: a local Hugging Face GPT-2/DialoGPT causal LM (--hf-model-path).',
+            'hf: any Hugging Face causal LM and its tokenizer (--hf-model-path; GPT-2/DialoGPT, '
+            'Llama, Qwen2, Mistral, GPT-NeoX, ...), optionally with LoRA (--lora-r).',
         )
         group.add_argument(
             '--hf-model-path',
             type=str,
             default=None,
-            help='A HF GPT-2-family model and its tokenizer (--backbone hf): a local directory, or a '
-            'hub name such as microsoft/DialoGPT-small (fetched once into the HF cache when online; '
+            help='A HF causal LM and its tokenizer (--backbone hf): a local directory, or a '
+            'hub name such as microsoft/DialoGPT-small or Qwen/Qwen2.5-0.5B-Instruct (fetched once into the HF cache when online; '
             'offline it must already be cached).',
         )
         group.add_argument(
@@ -119,6 +128,7 @@ class ConkdDialogueTeacherAgent(
             help='Show item tokens as "Title (Year)" in the reply text (always on in interactive '
             'mode). Leave off for eval_model: text metrics compare against item-token labels.',
         )
+        add_causal_lm_args(parser)
         add_seed_args(parser)
         return parser
 
@@ -133,12 +143,8 @@ class ConkdDialogueTeacherAgent(
         seed_from_opt(opt, shared)
         greedy_beam_size(opt)  # before ParlAI's generator reads --beam-size
         if opt.get('backbone') == 'hf':
-            # what ParlAI's GPT-2 classes read: fixed here, not user options (a hub name becomes
-            # the directory of its cached snapshot; a bad value fails here, naming the option)
-            opt['model_name'] = resolve_hf_model_path(opt.get('hf_model_path'))
-            opt['add_special_tokens'] = True
-            opt['add_start_token'] = False
-            opt.setdefault('gpt2_size', 'small')
+            # a bad value fails here, naming the option (a hub name: fetched or found in the cache)
+            resolve_hf_model_path(opt.get('hf_model_path'))
         super().__init__(opt, shared)
         if shared:
             self.catalog = shared['catalog']
@@ -149,14 +155,6 @@ class ConkdDialogueTeacherAgent(
             self.item_filler = shared.get('item_filler')
         else:
             self.item_filler = self._load_item_filler()
-        if self.is_hf:
-            # ParlAI's GPT-2 model keeps its own copies of the special ids
-            model = self._unwrapped_model()
-            self.START_IDX, self.END_IDX, self.NULL_IDX = (
-                model.START_IDX,
-                model.END_IDX,
-                model.NULL_IDX,
-            )
 
     # ------------------------------------------------------------------ vocabulary
     @property
@@ -206,13 +204,21 @@ class ConkdDialogueTeacherAgent(
     # ------------------------------------------------------------------ model
     def build_model(self, states=None):
         if self.is_hf:
-            if self.opt.get('item_embeddings_from'):
-                raise CatalogError(
-                    '--item-embeddings-from needs --backbone transformer'
+            init_model, _ = self._get_init_model(self.opt, None)
+            item_rows = None
+            if self.opt.get('item_embeddings_from') and init_model is None:
+                item_rows = self._hf_item_rows()
+            model = build_causal_lm(self.opt, self.dict, item_rows)
+            if self.opt.get('freeze_item_embeddings'):
+                if is_lora(model):
+                    raise CatalogError(
+                        '--freeze-item-embeddings: with --lora-r the item rows are trained; '
+                        'drop one of the two options'
+                    )
+                freeze_rows(
+                    model.lm.get_input_embeddings().weight, self._catalog_token_ids()
                 )
-            from parlai.agents.hugging_face.gpt2 import HFGPT2Model
-
-            return HFGPT2Model(self.opt, self.dict)
+            return model
         model = super().build_model(states)
         init_model, _ = self._get_init_model(self.opt, None)
         if self.opt.get('item_embeddings_from') and init_model is None:
@@ -235,14 +241,18 @@ class ConkdDialogueTeacherAgent(
         check_model_file(path)
         return super().load(path)
 
+    def state_dict(self):
+        states = super().state_dict()
+        if self.is_hf and 'model' in states and is_lora(self._unwrapped_model()):
+            # LoRA: the adapters, the token rows' deltas and starting values; the frozen base
+            # weights are re-read from --hf-model-path
+            states['model'] = saved_state(self._unwrapped_model())
+        return states
+
     def load_state_dict(self, state_dict):
-        if self.is_hf:
-            # checkpoints from older transformers lack attn.masked_bias (as in Gpt2Agent)
-            current = self.model.state_dict()
-            for key in set(current) - set(state_dict):
-                if 'masked_bias' in key:
-                    state_dict[key] = current[key]
         try:
+            if self.is_hf and is_lora(self._unwrapped_model()):
+                return load_saved_state(self._unwrapped_model(), state_dict)
             return super().load_state_dict(state_dict)
         except RuntimeError as exc:
             if 'size mismatch' not in str(exc):

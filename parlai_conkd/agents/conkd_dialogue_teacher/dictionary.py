@@ -129,6 +129,11 @@ class ConkdDictionaryAgent(DictionaryAgent):
         return super().sort(trim=trim)
 
 
+#: the padding token added when the tokenizer has none, or pads with its end token (ParlAI masks
+#: padding out of the loss, so a pad equal to the end token would never teach the model to stop)
+PAD_TOKEN = '<|conkd_pad|>'
+
+
 def load_hf_tokenizer(path: str):
     """The tokenizer of ``--hf-model-path`` (a local directory, or a hub name: see hf_model.py)."""
     from transformers import AutoTokenizer
@@ -136,24 +141,69 @@ def load_hf_tokenizer(path: str):
     return AutoTokenizer.from_pretrained(resolve_hf_model_path(path))
 
 
+def conkd_hf_tokenizer(opt):
+    """``AutoTokenizer`` of ``--hf-model-path`` + a pad token when needed + [REC]/[GEN] + one token
+    per catalog item, in that order (so the same directory and catalog give the same ids).
+
+    Raises HFModelPathError when the tokenizer has no end-of-sequence token (a reply must end).
+    """
+    from .hf_model import OPTION, HFModelPathError
+
+    path = opt.get('hf_model_path')
+    tokenizer = load_hf_tokenizer(path)
+    if tokenizer.eos_token is None:
+        raise HFModelPathError(
+            f'{OPTION} {path}: its tokenizer has neither an end-of-sequence (eos) token nor a '
+            'pad token to end replies with; set eos_token in its tokenizer_config.json'
+        )
+    if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
+        tokenizer.add_special_tokens({'pad_token': PAD_TOKEN})
+    tokenizer.add_tokens([REC_TOKEN, GEN_TOKEN], special_tokens=True)
+    tokenizer.add_tokens(resolve_catalog(opt).tokens())
+    # ParlAI truncates the vectors itself (keeping the end of the context)
+    tokenizer.model_max_length = int(1e9)
+    return tokenizer
+
+
 def _hf_dictionary_class():
-    from parlai.agents.hugging_face.dict import SPECIAL_TOKENS, Gpt2DictionaryAgent
+    from parlai.agents.hugging_face.dict import HuggingFaceDictionaryAgent
 
-    class ConkdHFDictionaryAgent(Gpt2DictionaryAgent):
-        """The local HF tokenizer + ParlAI's GPT-2 pad/bos/eos/unk + [REC]/[GEN] + item tokens.
+    class ConkdHFDictionaryAgent(HuggingFaceDictionaryAgent):
+        """Any Hugging Face tokenizer (:func:`conkd_hf_tokenizer`) as a ParlAI dictionary.
 
-        Everything is added before ParlAI reads the vocabulary, so tok2ind and the HF ids agree
-        and reloading (same tokenizer dir, same catalog) gives the same ids.
+        Special tokens: end = the tokenizer's eos; null (padding) = its pad (added when missing
+        or equal to eos); start = null (the causal LM never reads the start token, and ParlAI
+        strips it from replies). No special tokens are added when encoding (no BOS per turn).
         """
 
+        @property
+        def add_special_tokens(self) -> bool:
+            return False
+
+        @property
+        def skip_decode_special_tokens(self) -> bool:
+            return False
+
         def get_tokenizer(self, opt):
-            tokenizer = load_hf_tokenizer(opt.get('hf_model_path'))
-            tokenizer.add_special_tokens(dict(SPECIAL_TOKENS))
-            tokenizer.add_special_tokens(
-                {'additional_special_tokens': [REC_TOKEN, GEN_TOKEN]}
+            return conkd_hf_tokenizer(opt)
+
+        def override_special_tokens(self, opt):
+            tokenizer = self.hf_tokenizer
+            self.end_token = tokenizer.eos_token
+            self.null_token = tokenizer.pad_token
+            self.start_token = tokenizer.pad_token
+            self.unk_token = tokenizer.unk_token or tokenizer.pad_token
+            self.end_idx = tokenizer.eos_token_id
+            self.null_idx = tokenizer.pad_token_id
+            self.start_idx = tokenizer.pad_token_id
+            self._unk_token_idx = (
+                tokenizer.unk_token_id
+                if tokenizer.unk_token_id is not None
+                else self.null_idx
             )
-            tokenizer.add_tokens(resolve_catalog(opt).tokens())
-            return tokenizer
+
+        def txt2vec(self, text, vec_type=list):
+            return self.hf_tokenizer.encode(text, add_special_tokens=False)
 
     return ConkdHFDictionaryAgent
 

@@ -13,7 +13,7 @@ import os
 import re
 
 OPTION = '--hf-model-path'
-#: the files a GPT-2-family model and its tokenizer need (no TF/Flax/ONNX weights)
+#: the files a causal LM and its tokenizer need (no TF/Flax/ONNX weights, no remote code)
 SNAPSHOT_FILES = (
     'config.json',
     'generation_config.json',
@@ -23,7 +23,10 @@ SNAPSHOT_FILES = (
     'tokenizer_config.json',
     'special_tokens_map.json',
     'added_tokens.json',
+    'tokenizer.model',
+    'chat_template.jinja',
     '*.safetensors',
+    'model.safetensors.index.json',
     'pytorch_model.bin',
 )
 #: ``name`` or ``org/name`` as the hub spells repository ids

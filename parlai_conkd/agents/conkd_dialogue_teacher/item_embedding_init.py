@@ -27,7 +27,7 @@ class ItemEmbeddingsMixin:
             type=str,
             default=None,
             help='A conkd_rec_teacher model file or zoo: path whose item vectors initialise the '
-            'item token embeddings when training from scratch (transformer backbone; see '
+            'item token embeddings when training from scratch (either backbone; see '
             'parlai_conkd/item_embeddings.py).',
         )
         group.add_argument(
@@ -45,10 +45,8 @@ class ItemEmbeddingsMixin:
             [self.dict.tok2ind[token] for token in resolve_catalog(self.opt).tokens()]
         )
 
-    @torch.no_grad()
-    def _init_item_embeddings(self, model) -> None:
-        """Item rows of the token embeddings from the ``--item-embeddings-from`` recommender's
-        item vectors (see parlai_conkd/item_embeddings.py)."""
+    def _rec_item_vectors(self):
+        """``[N, d_rec]`` item vectors of the ``--item-embeddings-from`` recommender, its path."""
         from parlai_conkd.agents.conkd_rec_teacher.conkd_rec_teacher import (
             ConkdRecTeacherAgent,
         )
@@ -62,7 +60,34 @@ class ItemEmbeddingsMixin:
             {'conkd_rec_teacher'},
             catalog,
         )
-        vectors = recommender.model.context_representations()[: len(catalog)].cpu()
+        with torch.no_grad():
+            vectors = recommender.model.context_representations()[: len(catalog)]
+        return vectors.detach().cpu(), path
+
+    def _hf_item_rows(self):
+        """HF backbone: ``dim -> {vocab id: row}``, the recommender's item vectors mapped to
+        ``dim`` by the fitted projection with unit entry std (``causal_lm.init_new_rows`` centres
+        and scales them to the LM's own rows)."""
+
+        def rows(dim):
+            vectors, path = self._rec_item_vectors()
+            fitted = fit_to_embeddings(
+                vectors, dim, std=1.0, seed=self.opt.get('seed') or 0
+            )
+            logging.info(
+                f'item token embeddings initialised from {path} ({vectors.size(1)}-d item vectors)'
+            )
+            ids = self._catalog_token_ids().tolist()
+            return {vocab_id: fitted[i] for i, vocab_id in enumerate(ids)}
+
+        return rows
+
+    @torch.no_grad()
+    def _init_item_embeddings(self, model) -> None:
+        """Item rows of the token embeddings from the ``--item-embeddings-from`` recommender's
+        item vectors (see parlai_conkd/item_embeddings.py)."""
+        catalog = resolve_catalog(self.opt)
+        vectors, path = self._rec_item_vectors()
         table = model.embeddings.weight
         ids = torch.tensor(
             [self.dict.tok2ind[token] for token in catalog.tokens()],
