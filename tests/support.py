@@ -242,6 +242,112 @@ def make_tiny_gpt2(directory: str) -> str:
     return directory
 
 
+# --------- Tiny causal LMs of several architectures with locally trained tokenizers (issue #25)
+
+#: ``config.model_type`` -> (config of a tiny random model, the tokenizer's special tokens). The
+#: special tokens differ on purpose: GPT-2 and GPT-NeoX have only an end token (the backbone adds
+#: a pad), Llama has bos/eos and an untied head, Qwen2 pads with its own token (tied head).
+TINY_CAUSAL_LMS = {
+    'gpt2': (
+        dict(n_embd=16, n_layer=1, n_head=2, n_positions=512),
+        dict(eos_token='<|endoftext|>', bos_token='<|endoftext|>'),
+    ),
+    'llama': (
+        dict(
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            max_position_embeddings=512,
+            tie_word_embeddings=False,
+        ),
+        dict(bos_token='<s>', eos_token='</s>', unk_token='<unk>'),
+    ),
+    'qwen2': (
+        dict(
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            num_key_value_heads=1,
+            max_position_embeddings=512,
+            tie_word_embeddings=True,
+        ),
+        dict(eos_token='<|im_end|>', pad_token='<|endoftext|>'),
+    ),
+    'gpt_neox': (
+        dict(
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=512,
+            rotary_pct=0.5,
+        ),
+        dict(eos_token='<|endoftext|>'),
+    ),
+}
+#: the tokenizer's training text when the shared ReDial data is absent (unit tests only)
+FALLBACK_TEXT = [
+    'Hi! I am looking for a good movie to watch tonight.',
+    'Have you seen The Matrix? It is a great science fiction film.',
+    'I like comedies and horror movies, but not romance.',
+    'You should watch Alien, or maybe Jaws if you like sharks.',
+    'Thanks, I will check those out. Have a nice day!',
+    'What kind of movies do you like? I love action films like Heat.',
+]
+
+
+def redial_texts(limit=300):
+    """Message texts of the first ``limit`` shared ReDial training dialogues, or None if absent."""
+    path = SHARED_REDIAL / 'train_data.jsonl'
+    if not path.is_file():
+        return None
+    texts = []
+    with open(path, encoding='utf-8') as f:
+        for number, line in enumerate(f):
+            if number >= limit:
+                break
+            texts += [m['text'] for m in json.loads(line)['messages']]
+    return texts
+
+
+def make_tiny_causal_lm(
+    directory, model_type='llama', texts=None, vocab_size=320, seed=0
+):
+    """A random tiny ``model_type`` causal LM (:data:`TINY_CAUSAL_LMS`) and a byte-level BPE
+    tokenizer trained here with the ``tokenizers`` library on ``texts`` (default: a ReDial slice,
+    else :data:`FALLBACK_TEXT`), both saved in ``directory`` for ``AutoModelForCausalLM`` /
+    ``AutoTokenizer``. No download. Returns ``directory`` (as str)."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
+
+    config_kwargs, special = TINY_CAUSAL_LMS[model_type]
+    directory = str(directory)
+    os.makedirs(directory, exist_ok=True)
+    texts = texts or redial_texts() or FALLBACK_TEXT
+    specials = list(dict.fromkeys(special.values()))
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(
+        texts, vocab_size=vocab_size, min_frequency=1, special_tokens=specials
+    )
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, **special)
+    tokenizer.save_pretrained(directory)
+    ids = {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in special.items()}
+    config = AutoConfig.for_model(
+        model_type,
+        vocab_size=len(tokenizer),
+        bos_token_id=ids.get('bos_token', ids['eos_token']),
+        eos_token_id=ids['eos_token'],
+        pad_token_id=ids.get('pad_token'),
+        **config_kwargs,
+    )
+    torch.manual_seed(seed)
+    AutoModelForCausalLM.from_config(config).save_pretrained(directory)
+    return directory
+
+
 TINY_DIALOGUE_TRANSFORMER = [
     '--n-layers',
     '1',

@@ -1,0 +1,182 @@
+"""Any HF causal LM as the generator (issue #25), in-process on tiny random models of four
+architectures with byte-level BPE tokenizers trained here (tests/support.py): padding does not
+change the scores, greedy replies do not depend on the batch, beam search's cache reordering is
+right, a few steps lower the loss, class decoding names an item after them, and a saved model
+reloads to the same weights and replies. The errors name the option."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from tests.support import TINY_CAUSAL_LMS, make_tiny_causal_lm
+
+pytest.importorskip('parlai')
+
+ARCHITECTURES = sorted(TINY_CAUSAL_LMS)
+
+
+@pytest.fixture(scope='session')
+def tiny_lm_dir(tmp_path_factory):
+    made = {}
+
+    def get(model_type):
+        if model_type not in made:
+            made[model_type] = make_tiny_causal_lm(
+                tmp_path_factory.mktemp(model_type), model_type
+            )
+        return made[model_type]
+
+    return get
+
+
+EXAMPLES = [
+    {
+        'text': 'hi i liked __item_111__',
+        'labels': ['you should see __item_222__'],
+        'is_rec': True,
+    },
+    {
+        'text': 'hello there, what do you recommend for tonight?',
+        'labels': ['what kind of movies do you like?'],
+        'is_rec': False,
+    },
+    {'text': 'i love horror', 'labels': ['try __item_333__'], 'is_rec': True},
+]
+TRAIN = [
+    *('--optimizer', 'adam', '--learningrate', '0.02', '--dropout', '0'),
+    *('--text-truncate', '64', '--label-truncate', '24', '--truncate', '64'),
+]
+
+
+def _batch(agent, examples):
+    observations = []
+    for example in examples:
+        agent.reset()
+        observations.append(agent.observe({'episode_done': True, **example}))
+    return agent.batchify(observations)
+
+
+def _greedy(agent, batch):
+    agent.model.eval()
+    with torch.no_grad():
+        preds, _ = agent._generate(batch, 1, 30)
+    return [[int(t) for t in tokens] for tokens, _score, *_ in preds]
+
+
+def _nll(agent, batch):
+    agent.model.eval()
+    with torch.no_grad():
+        scores, *_ = agent.model(*agent._model_input(batch), ys=batch.label_vec)
+        loss = torch.nn.functional.cross_entropy(
+            scores.flatten(0, 1), batch.label_vec.flatten(), ignore_index=agent.NULL_IDX
+        )
+    return float(loss)
+
+
+@pytest.mark.parametrize('model_type', ARCHITECTURES)
+def test_causal_lm_scores_generates_trains_and_reloads(
+    model_type, tiny_lm_dir, tiny_catalog_file, tmp_path, make_dialogue_agent
+):
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    hf_dir = tiny_lm_dir(model_type)
+    model_file = str(tmp_path / 'model')
+    agent = make_dialogue_agent(
+        tiny_catalog_file, tmp_path, 'hf', hf_dir, [*TRAIN, '-mf', model_file]
+    )
+    assert agent.NULL_IDX != agent.END_IDX
+    assert type(agent.model.lm).__name__.lower().startswith(model_type.split('_')[0])
+    batch = _batch(agent, EXAMPLES)
+
+    # padding between context and reply changes nothing: each row scored alone is the same
+    agent.model.eval()
+    with torch.no_grad():
+        together, *_ = agent.model(*agent._model_input(batch), ys=batch.label_vec)
+        for row, example in enumerate(EXAMPLES):
+            alone = _batch(agent, [example])
+            scores, *_ = agent.model(*agent._model_input(alone), ys=alone.label_vec)
+            length = alone.label_vec.size(1)
+            torch.testing.assert_close(
+                together[row, -length:], scores[0], atol=1e-5, rtol=1e-4
+            )
+
+    # greedy replies do not depend on the batch (cache, masks, positions)
+    batched = _greedy(agent, batch)
+    assert batched == [_greedy(agent, _batch(agent, [ex]))[0] for ex in EXAMPLES]
+
+    # a few steps lower the loss; then class decoding names an item where the label does
+    before = _nll(agent, batch)
+    for _ in range(40):
+        agent.train_step(batch)
+        agent._local_metrics.clear()
+    assert _nll(agent, batch) < before
+    agent.opt['item_decoding'] = 'class'
+    reply = _greedy(agent, _batch(agent, EXAMPLES[:1]))[0]
+    assert set(reply) & set(agent.item_token_ids.tolist())
+    agent.opt['item_decoding'] = 'token'
+
+    # beam search (trained: replies end): the best hypothesis's score is its teacher-forced
+    # log-probability (the cache was reordered with the beams)
+    agent.opt['beam_length_penalty'] = 0.0
+    agent.beam_length_penalty = 0.0
+    agent.opt['item_no_repeat'] = 'none'  # plain ParlAI beam search
+    agent.opt['inference'], agent.opt['beam_size'] = 'beam', 3
+    one = _batch(agent, EXAMPLES[:1])
+    with torch.no_grad():
+        preds, _ = agent._generate(one, 3, 30)
+        tokens, score = preds[0][0], preds[0][1]
+        reply = tokens[1:] if int(tokens[0]) == agent.START_IDX else tokens
+        logits, _ = agent.model.decode_forced(one.text_vec, reply.unsqueeze(0))
+        forced = logits.log_softmax(-1)[0].gather(-1, reply.unsqueeze(-1)).sum()
+    assert float(score) == pytest.approx(float(forced), abs=1e-4)
+    agent.opt['inference'], agent.opt['beam_size'] = 'greedy', 1
+
+    # saved and reloaded exactly (-mf alone), the same replies
+    replies = _greedy(agent, batch)
+    agent.save(model_file)
+    from parlai.core.agents import create_agent_from_model_file
+
+    reloaded = create_agent_from_model_file(model_file, {'inference': 'greedy'})
+    for (name, mine), (_, theirs) in zip(
+        agent.model.state_dict().items(), reloaded.model.state_dict().items()
+    ):
+        assert torch.equal(mine, theirs), name
+    assert _greedy(reloaded, _batch(reloaded, EXAMPLES)) == replies
+
+
+def test_not_a_causal_lm_is_refused_naming_the_option(tmp_path):
+    from transformers import AutoConfig
+
+    from parlai_conkd.agents.conkd_dialogue_teacher.causal_lm import (
+        CausalLMError,
+        load_causal_lm,
+    )
+
+    AutoConfig.for_model('t5', d_model=8, num_layers=1).save_pretrained(tmp_path)
+    with pytest.raises(CausalLMError, match='--hf-model-path .*not a causal'):
+        load_causal_lm(str(tmp_path))
+
+
+def test_a_tokenizer_without_eos_is_refused_naming_the_option(
+    tiny_lm_dir, tmp_path, tiny_catalog_file
+):
+    from parlai_conkd.agents.conkd_dialogue_teacher.dictionary import (
+        conkd_hf_tokenizer,
+    )
+    from parlai_conkd.agents.conkd_dialogue_teacher.hf_model import HFModelPathError
+
+    source = tiny_lm_dir('gpt_neox')
+    for name in ('tokenizer.json', 'tokenizer_config.json'):
+        with open(os.path.join(source, name), encoding='utf-8') as f:
+            text = f.read()
+        if name == 'tokenizer_config.json':
+            config = json.loads(text)
+            config.pop('eos_token', None)
+            text = json.dumps(config)
+        (tmp_path / name).write_text(text, encoding='utf-8')
+    with pytest.raises(HFModelPathError, match='--hf-model-path .*end-of-sequence'):
+        conkd_hf_tokenizer(
+            {'hf_model_path': str(tmp_path), 'item_catalog': tiny_catalog_file}
+        )
