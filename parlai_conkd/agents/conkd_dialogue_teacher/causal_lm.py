@@ -401,3 +401,18 @@ def load_saved_state(model, state: dict) -> None:
     emb[old:] = getattr(model, NEW_ROWS_IN).to(emb)
     if head is not None and getattr(model, NEW_ROWS_OUT) is not None:
         head[old:] = getattr(model, NEW_ROWS_OUT).to(head)
+
+
+def export_hf_directory(model, tokenizer, directory: str) -> str:
+    """Write the generator as a plain Hugging Face directory (``AutoModelForCausalLM`` +
+    ``AutoTokenizer``, item tokens and [REC]/[GEN] included): LoRA adapters and the token rows'
+    deltas merged into the weights (on a copy; ``model`` is unchanged). Returns ``directory``.
+    """
+    import copy
+
+    lm = copy.deepcopy(model.lm).float()
+    if is_lora(model):
+        lm = lm.merge_and_unload()
+    lm.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
