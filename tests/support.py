@@ -246,7 +246,8 @@ def make_tiny_gpt2(directory: str) -> str:
 
 #: ``config.model_type`` -> (config of a tiny random model, the tokenizer's special tokens). The
 #: special tokens differ on purpose: GPT-2 and GPT-NeoX have only an end token (the backbone adds
-#: a pad), Llama has bos/eos and an untied head, Qwen2 pads with its own token (tied head).
+#: a pad), Llama has bos/eos and an untied head, Qwen2 pads with its own token (tied head, spare
+#: rows past the tokenizer).
 TINY_CAUSAL_LMS = {
     'gpt2': (
         dict(n_embd=16, n_layer=1, n_head=2, n_positions=512),
@@ -337,7 +338,8 @@ def make_tiny_causal_lm(
     ids = {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in special.items()}
     config = AutoConfig.for_model(
         model_type,
-        vocab_size=len(tokenizer),
+        # Qwen2.5's table has spare rows past its tokenizer (151,936 for 151,665): so has ours
+        vocab_size=len(tokenizer) + (16 if model_type == 'qwen2' else 0),
         bos_token_id=ids.get('bos_token', ids['eos_token']),
         eos_token_id=ids['eos_token'],
         pad_token_id=ids.get('pad_token'),
@@ -381,6 +383,49 @@ TINY_TRANSFORMER = [
     2,
 ]
 GEN = ['--inference', 'greedy', '--skip-generation', 'false']
+
+
+def train_student_args(
+    teachers,
+    model_file,
+    *extra,
+    gate='soft',
+    batch_size=8,
+    steps=3,
+    validation_max_exs=8,
+    dialogue_teacher=None,
+    backbone=(*TINY_TRANSFORMER, *TRUNC),
+    command='train_model',
+):
+    """``parlai <command>`` arguments that train a ConKD student over the session's tiny teachers.
+
+    :param teachers: the ``teachers`` fixture's ``(root, env, common)``.
+    :param extra: more flags, last: ParlAI's parser keeps the last value of a repeated flag, so
+        they also override the defaults here.
+    :param steps: ``--max-train-steps``; None leaves it out (then pass ``--num-epochs``).
+    :param dialogue_teacher: a dialogue-teacher model file other than the session's.
+    :param backbone: the generator's shape flags (default: the tiny transformer, truncated).
+    """
+    root, _, common = teachers
+    steps_args = [] if steps is None else ['--max-train-steps', steps]
+    return [
+        command,
+        *('-t', 'redial_crs', '-m', 'conkd_student', '--gate', gate),
+        *('--dialogue-teacher-file', dialogue_teacher or root / 'dial'),
+        *('--rec-teacher-file', root / 'rec', '-mf', model_file),
+        *('-bs', batch_size, *steps_args, '--skip-generation', 'true'),
+        *('--validation-max-exs', validation_max_exs),
+        *backbone,
+        *common,
+        *extra,
+    ]
+
+
+#: ``parlai interactive`` decoding flags for the tiny zoo: a short beam, short replies
+TINY_CHAT = [
+    *('--inference', 'beam', '--beam-size', '2', '--beam-min-length', '3'),
+    *('--label-truncate', '12', '--text-truncate', '64', '--truncate', '64'),
+]
 
 
 def report(proc):

@@ -12,28 +12,13 @@ import urllib.request
 import pytest
 
 from parlai_conkd.items import ItemCatalog
-from tests.support import PARLAI, run_parlai
+from tests.support import PARLAI, TINY_CHAT, run_parlai
 
 pytestmark = pytest.mark.cli
 
-CHAT = [
-    '--inference',
-    'beam',
-    '--beam-size',
-    '2',
-    '--beam-min-length',
-    '3',
-    '--label-truncate',
-    '12',
-    '--text-truncate',
-    '64',
-    '--truncate',
-    '64',
-]
-
 
 def chat(datapath, env, messages, *extra, outfile=None):
-    args = ['interactive', '-mf', 'zoo:conkd/soft', '-dp', datapath, *CHAT, *extra]
+    args = ['interactive', '-mf', 'zoo:conkd/soft', '-dp', datapath, *TINY_CHAT, *extra]
     if outfile is not None:
         args += ['--outfile', outfile]
     return run_parlai(
@@ -222,7 +207,7 @@ def test_interactive_web_follows_the_conversation_the_same_way(
             '127.0.0.1',
             '--show-recs',
             '3',
-            *CHAT,
+            *TINY_CHAT,
         ],
         env=env,
         stdout=subprocess.PIPE,

@@ -11,6 +11,7 @@ from tests.support import (
     make_tiny_gpt2,
     report,
     run_parlai,
+    train_student_args,
 )
 
 pytestmark = pytest.mark.cli
@@ -21,32 +22,15 @@ def test_student_trains_saves_and_evaluates_with_each_gate(teachers, gate):
     root, env, common = teachers
     mf = root / f'student-{gate}'
     trained = run_parlai(
-        [
-            'train_model',
-            '-t',
-            'redial_crs',
-            '-m',
-            'conkd_student',
-            '--gate',
-            gate,
-            '--dialogue-teacher-file',
-            root / 'dial',
-            '--rec-teacher-file',
-            root / 'rec',
-            '-mf',
+        train_student_args(
+            teachers,
             mf,
-            '-bs',
-            8,
             '--num-epochs',
             1,
-            '--skip-generation',
-            'true',
-            '--validation-max-exs',
-            16,
-            *TINY_TRANSFORMER,
-            *TRUNC,
-            *common,
-        ],
+            gate=gate,
+            steps=None,
+            validation_max_exs=16,
+        ),
         env=env,
     )
     assert mf.is_file() and os.path.isfile(f'{mf}.catalog.json')
@@ -94,35 +78,7 @@ def test_student_trains_saves_and_evaluates_with_each_gate(teachers, gate):
 def test_interactive_student_answers_piped_input(teachers):
     root, env, common = teachers
     mf = root / 'student-chat'
-    run_parlai(
-        [
-            'train_model',
-            '-t',
-            'redial_crs',
-            '-m',
-            'conkd_student',
-            '--gate',
-            'soft',
-            '--dialogue-teacher-file',
-            root / 'dial',
-            '--rec-teacher-file',
-            root / 'rec',
-            '-mf',
-            mf,
-            '-bs',
-            8,
-            '--max-train-steps',
-            2,
-            '--skip-generation',
-            'true',
-            '--validation-max-exs',
-            4,
-            *TINY_TRANSFORMER,
-            *TRUNC,
-            *common,
-        ],
-        env=env,
-    )
+    run_parlai(train_student_args(teachers, mf, steps=2, validation_max_exs=4), env=env)
     chat = run_parlai(
         ['interactive', '-mf', mf, *TRUNC, '-dp', root / 'data'],
         input='hi, I like scary movies like The Shining\n\n'
@@ -226,31 +182,15 @@ def test_student_on_the_hugging_face_backbone(teachers, tmp_path):
         env=env,
     )
     trained = run_parlai(
-        [
-            'train_model',
-            '-t',
-            'redial_crs',
-            '-m',
-            'conkd_student',
-            '--gate',
-            'hard',
-            '--dialogue-teacher-file',
-            tmp_path / 'dial',
-            '--rec-teacher-file',
-            root / 'rec',
-            '-mf',
+        train_student_args(
+            teachers,
             tmp_path / 'student',
-            '-bs',
-            4,
-            '--max-train-steps',
-            4,
-            '--skip-generation',
-            'true',
-            '--validation-max-exs',
-            8,
-            *hf,
-            *common,
-        ],
+            gate='hard',
+            batch_size=4,
+            steps=4,
+            dialogue_teacher=tmp_path / 'dial',
+            backbone=hf,
+        ),
         env=env,
     )
     assert 'kd_rec_share' in report(trained)
@@ -290,40 +230,15 @@ def test_student_multiprocessing_train_with_two_cpu_workers(teachers, tmp_path):
 
     root, env, common = teachers
     out = run_parlai(
-        [
-            'multiprocessing_train',
-            '-t',
-            'redial_crs',
-            '-m',
-            'conkd_student',
-            '--gate',
-            'soft',
-            '--dialogue-teacher-file',
-            root / 'dial',
-            '--rec-teacher-file',
-            root / 'rec',
-            '--dict-file',
-            f'{root / "dial"}.dict',
-            '--distributed-world-size',
-            2,
-            '--port',
-            30000 + os.getpid() % 1000,
-            '-mf',
+        train_student_args(
+            teachers,
             tmp_path / 'student',
-            '-bs',
-            4,
-            '--max-train-steps',
-            4,
-            '--skip-generation',
-            'true',
-            '--validation-max-exs',
-            8,
-            '--eval-dynamic-batching',
-            'off',
-            *TINY_TRANSFORMER,
-            *TRUNC,
-            *common,
-        ],
+            *('--dict-file', f'{root / "dial"}.dict', '--eval-dynamic-batching', 'off'),
+            *('--distributed-world-size', 2, '--port', 30000 + os.getpid() % 1000),
+            batch_size=4,
+            steps=4,
+            command='multiprocessing_train',
+        ),
         env=env,
         timeout=400,
     )

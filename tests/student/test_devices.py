@@ -23,6 +23,7 @@ from tests.support import (
     on_device,
     run_parlai,
     train_stats,
+    train_student_args,
 )
 
 requires_cuda = pytest.mark.skipif(
@@ -46,35 +47,9 @@ def _devices(agent):
 
 
 def _train_student(teachers, model_file, *extra, env_extra=None):
-    root, env, common = teachers
+    _, env, _ = teachers
     run_parlai(
-        [
-            'train_model',
-            '-t',
-            'redial_crs',
-            '-m',
-            'conkd_student',
-            '--gate',
-            'soft',
-            '--dialogue-teacher-file',
-            root / 'dial',
-            '--rec-teacher-file',
-            root / 'rec',
-            '-mf',
-            model_file,
-            '-bs',
-            8,
-            '--max-train-steps',
-            3,
-            '--skip-generation',
-            'true',
-            '--validation-max-exs',
-            8,
-            *TINY_TRANSFORMER,
-            *TRUNC,
-            *common,
-            *extra,
-        ],
+        train_student_args(teachers, model_file, *extra),
         env={**env, **(env_extra or {})},
     )
     return train_stats(model_file)['final_valid_report']

@@ -20,6 +20,7 @@ from tests.support import (
     on_device,
     run_parlai,
     train_stats,
+    train_student_args,
 )
 
 #: |loss_half - loss_fp32| / loss_fp32 on the fixed batch, and the cosine between the two gradients
@@ -153,36 +154,14 @@ def test_gpu_student_trains_under_fp16_with_finite_kd_gate_and_weights(
     root, env, common = teachers
     mf = tmp_path / 'student'
     run_parlai(
-        [
-            'train_model',
-            '-t',
-            'redial_crs',
-            '-m',
-            'conkd_student',
-            '--gate',
-            'soft',
-            '--fp16',
-            'true',
-            '--dialogue-teacher-file',
-            fp16_dialogue_teacher,
-            '--rec-teacher-file',
-            root / 'rec',
-            '-mf',
+        train_student_args(
+            teachers,
             mf,
-            '-bs',
-            8,
-            '--max-train-steps',
-            12,
-            '--log-every-n-steps',
-            4,
-            '--skip-generation',
-            'true',
-            '--validation-max-exs',
-            16,
-            *TINY_TRANSFORMER,
-            *TRUNC,
-            *common,
-        ],
+            *('--fp16', 'true', '--log-every-n-steps', 4),
+            steps=12,
+            validation_max_exs=16,
+            dialogue_teacher=fp16_dialogue_teacher,
+        ),
         env=env,
     )
     stats = train_stats(mf)
@@ -250,35 +229,13 @@ def test_fp16_student_with_an_fp32_teacher_names_the_padding_or_trains(
     with open(f'{root / "dial"}.dict', encoding='utf-8') as f:
         teacher_vocab = sum(1 for _ in f)
     proc = run_parlai(
-        [
-            'train_model',
-            '-t',
-            'redial_crs',
-            '-m',
-            'conkd_student',
-            '--gate',
-            'soft',
-            '--fp16',
-            'true',
-            '--dialogue-teacher-file',
-            root / 'dial',
-            '--rec-teacher-file',
-            root / 'rec',
-            '--no-cuda',
-            '-mf',
+        train_student_args(
+            teachers,
             tmp_path / 'student',
-            '-bs',
-            8,
-            '--max-train-steps',
-            1,
-            '--skip-generation',
-            'true',
-            '--validation-max-exs',
-            4,
-            *TINY_TRANSFORMER,
-            *TRUNC,
-            *common,
-        ],
+            *('--fp16', 'true', '--no-cuda'),
+            steps=1,
+            validation_max_exs=4,
+        ),
         env=env,
         check=False,
     )

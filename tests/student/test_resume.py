@@ -17,7 +17,7 @@ import time
 import pytest
 import torch
 
-from tests.support import PARLAI, TINY_TRANSFORMER, TRUNC, run_parlai
+from tests.support import PARLAI, run_parlai, train_student_args
 
 pytestmark = pytest.mark.cli
 
@@ -57,36 +57,13 @@ def test_sigint_resume_final_report_and_finished_rerun(teachers, tmp_path):
     root, env, common = teachers
     mf = tmp_path / 'student'
     cache = tmp_path / 'teacher.cache'
-    args = [
-        'train_model',
-        '-t',
-        'redial_crs',
-        '-m',
-        'conkd_student',
-        '--gate',
-        'soft',
-        '--dialogue-teacher-file',
-        root / 'dial',
-        '--rec-teacher-file',
-        root / 'rec',
-        '-mf',
+    args = train_student_args(
+        teachers,
         mf,
-        '-bs',
-        8,
-        '--max-train-steps',
-        STEPS,
-        '--save-every-n-secs',
-        0.5,
-        '--teacher-cache',
-        cache,
-        '--skip-generation',
-        'true',
-        '--validation-max-exs',
-        16,
-        *TINY_TRANSFORMER,
-        *TRUNC,
-        *common,
-    ]
+        *('--save-every-n-secs', 0.5, '--teacher-cache', cache),
+        steps=STEPS,
+        validation_max_exs=16,
+    )
 
     # 1. interrupted run: SIGINT once the checkpoint holds INTERRUPT_AFTER updates
     # not among the run's files
