@@ -5,6 +5,8 @@ Static: the imports are read from the source (AST), so lazy imports inside funct
 """
 
 import ast
+import fnmatch
+import re
 from pathlib import Path
 from typing import Iterator, List, Tuple
 
@@ -108,3 +110,56 @@ def test_the_check_finds_every_form_of_the_import(tmp_path):
         'tests/a/test_x.py:8: tests.conftest',
     ]
     assert conftest_helpers(tests) == ['tests/conftest.py:17: helper']
+
+
+def layout_table(contributing: Path) -> dict:
+    """CONTRIBUTING.md's "Where a test goes" table: ``{tests folder: [module patterns]}``."""
+    text = contributing.read_text(encoding='utf-8')
+    section = text.split('### Where a test goes', 1)[1].split('\n## ', 1)[0]
+    table = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip('|').split('|')]
+        if len(cells) == 2 and cells[0].startswith('`'):
+            table[cells[0].strip('`')] = re.findall(r'`([^`]+)`', cells[1])
+    return table
+
+
+def covered(module: str, patterns: List[str]) -> bool:
+    """``module`` (``agents/conkd_student/interactive``) matches a pattern (``agents/x/*``)."""
+    return any(fnmatch.fnmatchcase(module, pattern) for pattern in patterns)
+
+
+def test_every_module_has_a_test_folder_in_contributing():
+    table = layout_table(TESTS.parent / 'CONTRIBUTING.md')
+    assert {'dialogue', 'student', 'rec', 'foundation'} <= set(table), table
+    missing_folders = [name for name in table if not (TESTS / name).is_dir()]
+    assert (
+        not missing_folders
+    ), f'CONTRIBUTING.md names no such tests/ folder: {missing_folders}'
+    package = TESTS.parent / 'parlai_conkd'
+    modules = sorted(
+        str(path.relative_to(package).with_suffix(''))
+        for path in package.rglob('*.py')
+        if path.name != '__init__.py'
+    )
+    patterns = [pattern for patterns in table.values() for pattern in patterns]
+    homeless = [m for m in modules if not covered(m, patterns)]
+    assert not homeless, (
+        'modules with no tests/ folder in CONTRIBUTING.md ("Where a test goes"): add each to '
+        'the row of the area whose tests cover it:\n' + '\n'.join(homeless)
+    )
+    twice = [m for m in modules if sum(covered(m, p) for p in table.values()) > 1]
+    assert not twice, f'modules filed under two tests/ folders: {twice}'
+
+
+def test_layout_table_reader_on_a_hand_written_table(tmp_path):
+    page = tmp_path / 'CONTRIBUTING.md'
+    page.write_text(
+        '# x\n### Where a test goes\n\n| tests/ folder | code |\n| --- | --- |\n'
+        '| `rec` | `rgcn`, `agents/conkd_rec_teacher/*` |\n\n## Next\n| `zoo` | `zoo/*` |\n',
+        encoding='utf-8',
+    )
+    table = layout_table(page)
+    assert table == {'rec': ['rgcn', 'agents/conkd_rec_teacher/*']}
+    assert covered('agents/conkd_rec_teacher/conkd_rec_teacher', table['rec'])
+    assert not covered('zoo/conkd/build', table['rec'])
