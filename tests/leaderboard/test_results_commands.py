@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from parlai_conkd.redial.build import ENV_META_PATH, ENV_PATH
 from parlai_conkd.zoo.conkd import recipe
@@ -306,3 +307,35 @@ def test_runner_logs_and_fails_with_the_log_tail(load, tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as exited:
         common.run_main(main)
     assert 'exit 5' in str(exited.value.code) and 'ran 5' in str(exited.value.code)
+
+
+def test_same_zoo_weights_compares_every_tensor_exactly(load, tmp_path, capsys):
+    """projects/conkd/same_zoo_weights.py: identical builds exit 0; one changed weight, 1."""
+    same = load('same_zoo_weights')
+    weights = {'a': torch.arange(6.0).reshape(2, 3), 'b': torch.zeros(0)}
+
+    def build(datapath, change=0.0):
+        folder = datapath / 'models' / 'conkd'
+        folder.mkdir(parents=True)
+        for model in same.MODELS:
+            state = {k: v.clone() for k, v in weights.items()}
+            if model == 'soft':
+                state['a'][1, 2] += change
+            torch.save({'model': state}, folder / model)
+        return str(datapath)
+
+    before, after = build(tmp_path / 'x'), build(tmp_path / 'y')
+    changed = build(tmp_path / 'z', change=0.25)
+    assert same.main([before, after, '--json', str(tmp_path / 'same.json')]) == 0
+    table = json.loads((tmp_path / 'same.json').read_text())['models']
+    assert table['soft'] == {
+        'tensors': 2,
+        'weights': 6,
+        'identical': True,
+        'max_abs_diff': 0.0,
+    }
+    assert same.main([before, changed]) == 1
+    assert 'soft' in capsys.readouterr().out
+    assert same.compare(weights, {'a': weights['a']})['max_abs_diff'] is None
+    with pytest.raises(SystemExit, match='no such model file'):
+        same.main([before, str(tmp_path / 'missing')])
