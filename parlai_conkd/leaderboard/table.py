@@ -35,6 +35,13 @@ GENERATOR_REC_COLUMNS: List[Tuple[str, str, str]] = [
     ('item F1', 'item_f1', 'rate'),
     ('item ratio', 'item_ratio', 'rate'),
     ('rec_flag_acc', 'rec_flag_acc', 'rate'),
+    # "when" and "what" apart (issue #24): naming a film at all, and which film where both name one
+    ('when P', 'when_precision', 'rate'),
+    ('when R', 'when_recall', 'rate'),
+    ('when F1', 'when_f1', 'rate'),
+    ('what ReR@10', 'what_rer@10', 'rate'),
+    ('what rec R@10', 'what_rec@10', 'rate'),
+    ('what responses', 'what_responses', 'count'),
 ]
 GENERATOR_TEXT_COLUMNS: List[Tuple[str, str, str]] = (
     [(f'Dist-{n}', f'dist-{n}', 'rate') for n in range(1, 5)]

@@ -131,32 +131,49 @@ SUMMARY = [
     ('R@1 / item P', 'new_recall@1', 'item_precision', 3),
     ('item F1', None, 'item_f1', 3),
     ('item ratio', None, 'item_ratio', 3),
+    ('when F1', None, 'when_f1', 3),
+    ('what ReR@10 / rec R@10', None, ('what_rer@10', 'what_rec@10'), 3),
     ('Dist_crs-2', None, 'dist_crs-2', 3),
     ('BLEU-4', None, 'bleu-4', 3),
     ('PPL', None, 'ppl', 1),
 ]
 
 
+def _mean_sd(value, digits) -> str:
+    """``mean ± sd`` of a leaderboard metric (``''`` when absent; no ``±`` for one run)."""
+    if not value:
+        return ''
+    text = f"{value['mean']:.{digits}f}"
+    if value.get('std') is not None:
+        text += f" ± {value['std']:.{digits}f}"
+    return text
+
+
 def summary_table(board):
-    """The README's compact Markdown table of a leaderboard JSON (mean ± sample sd over seeds)."""
-    lines = [
-        '| model | n | ' + ' | '.join(c for c, *_ in SUMMARY) + ' |',
-        '|---|---|' + '---:|' * len(SUMMARY),
-    ]
+    """The README's compact Markdown table of a leaderboard JSON (mean ± sample sd over seeds).
+
+    A column no row has a number for is left out (a leaderboard run before its metric existed,
+    such as "when" and "what" of issue #24).
+    """
+    rows = []
     for row in board['rows']:
         cells = []
         for _, ranker_metric, generator_metric, digits in SUMMARY:
             metric = ranker_metric if row['kind'] == 'ranker' else generator_metric
-            value = row['metrics'].get(metric) if metric else None
-            if not value:
-                cells.append('')
-                continue
-            text = f"{value['mean']:.{digits}f}"
-            if value.get('std') is not None:
-                text += f" ± {value['std']:.{digits}f}"
-            cells.append(text)
+            metrics = metric if isinstance(metric, tuple) else (metric,)
+            parts = [_mean_sd(row['metrics'].get(m), digits) for m in metrics if m]
+            cells.append(' / '.join(parts) if parts and all(parts) else '')
+        rows.append((row, cells))
+    shown = [i for i in range(len(SUMMARY)) if any(cells[i] for _, cells in rows)]
+    lines = [
+        '| model | n | ' + ' | '.join(SUMMARY[i][0] for i in shown) + ' |',
+        '|---|---|' + '---:|' * len(shown),
+    ]
+    for row, cells in rows:
         lines.append(
-            f"| {row['name']} | {len(row['runs'])} | " + ' | '.join(cells) + ' |'
+            f"| {row['name']} | {len(row['runs'])} | "
+            + ' | '.join(cells[i] for i in shown)
+            + ' |'
         )
     return '\n'.join(lines)
 

@@ -60,3 +60,53 @@ def test_summary_refuses_bad_input_by_name(tmp_path):
         'projects/conkd/rec_teacher_results.py', '--json', missing, '--table-only'
     )
     assert out.returncode != 0 and 'missing.json' in out.stderr
+
+
+def test_summary_shows_when_and_what_where_a_row_has_them(tmp_path):
+    """Issue #24's columns: "when F1" and "what ReR@10 / rec R@10" (both halves, or empty);
+    left out of the table when no row has them (leaderboards run before they existed).
+    """
+
+    def metric(mean, std=None):
+        return {'mean': mean, 'std': std}
+
+    rec = {'name': 'rec', 'kind': 'ranker', 'runs': [{}], 'metrics': {}}
+    rec['metrics']['new_recall@10'] = metric(0.2)
+    soft = {
+        'name': 'soft',
+        'kind': 'generator',
+        'runs': [{}, {}],
+        'metrics': {
+            'rer@10': metric(0.1, 0.01),
+            'when_f1': metric(0.5, 0.02),
+            'what_rer@10': metric(0.15, 0.01),
+            'what_rec@10': metric(0.18, 0.0),
+        },
+    }
+    pipeline = {
+        'name': 'pipeline',
+        'kind': 'generator',
+        'runs': [{}],
+        'metrics': {'rer@10': metric(0.09), 'what_rer@10': metric(0.12)},
+    }
+    board = tmp_path / 'board.json'
+    board.write_text(json.dumps({'rows': [rec, soft, pipeline]}))
+    out = _run('projects/conkd/student_results.py', '--summary', board)
+    assert out.returncode == 0, out.stderr
+    header, _, rec_line, soft_line, pipeline_line = out.stdout.strip().splitlines()
+    assert header == (
+        '| model | n | R@10 / ReR@10 new | when F1 | what ReR@10 / rec R@10 |'
+    )
+    assert rec_line == '| rec | 1 | 0.200 |  |  |'
+    assert (
+        soft_line
+        == '| soft | 2 | 0.100 ± 0.010 | 0.500 ± 0.020 | 0.150 ± 0.010 / 0.180 ± 0.000 |'
+    )
+    # one half missing: no half-filled cell
+    assert pipeline_line == '| pipeline | 1 | 0.090 |  |  |'
+    for row in (soft, pipeline):
+        for name in ('when_f1', 'what_rer@10', 'what_rec@10'):
+            row['metrics'].pop(name, None)
+    board.write_text(json.dumps({'rows': [rec, soft, pipeline]}))
+    out = _run('projects/conkd/student_results.py', '--summary', board)
+    assert out.stdout.splitlines()[0] == '| model | n | R@10 / ReR@10 new |'
