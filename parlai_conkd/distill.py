@@ -197,6 +197,33 @@ def conkd_terms(
     return DistillationTerms(kd=kd, gate=lam, rec_steps=rec_steps & mask, mask=mask)
 
 
+def item_conditional_kd(
+    student_item_logits: torch.Tensor,
+    rec_log_probs: torch.Tensor,
+    mask: torch.Tensor,
+    temperature: float = 1.0,
+) -> torch.Tensor:
+    """The rec teacher distilled into the student's *item-conditional* distribution at every step
+    (issue #24, "what"; beyond the paper, whose rec term reaches a step only through the gate).
+
+    ``p_student(i | item, y_<t, x) = softmax_i(z[b,t,I[i]])``, the student's distribution over the
+    N items given that it names one; ``KD_item[b,t] = tau^2 * KL(p_rec^tau[b] || p_student^tau(.|
+    item)[b,t])``. The rec teacher's distribution is a function of the context alone, so it is an
+    equally valid target for the item choice at every step of the reply, whatever the gate.
+
+    :param student_item_logits: ``[B,T,N]`` the student's logits of the item tokens.
+    :param rec_log_probs: ``[B,N]`` the rec teacher's log-probabilities (-inf: probability 0).
+    :param mask: ``[B,T]`` bool, the real (non-padding) target steps.
+    :returns: ``[B,T]``, zero on padding.
+    """
+    student = torch.log_softmax(
+        at_least_float(student_item_logits) / temperature, dim=-1
+    )
+    target = tempered(at_least_float(rec_log_probs), temperature).unsqueeze(1)
+    kd = kl_divergence(target.expand_as(student), student) * temperature**2
+    return torch.where(mask, kd, torch.zeros_like(kd))
+
+
 def mix_losses(
     nll_sum: torch.Tensor, kd_sum: torch.Tensor, num_tokens, kd_weight: float
 ) -> torch.Tensor:

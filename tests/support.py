@@ -315,16 +315,19 @@ def redial_texts(limit=300):
 
 
 def make_tiny_causal_lm(
-    directory, model_type='llama', texts=None, vocab_size=320, seed=0
+    directory, model_type='llama', texts=None, vocab_size=320, seed=0, **config
 ):
     """A random tiny ``model_type`` causal LM (:data:`TINY_CAUSAL_LMS`) and a byte-level BPE
     tokenizer trained here with the ``tokenizers`` library on ``texts`` (default: a ReDial slice,
     else :data:`FALLBACK_TEXT`), both saved in ``directory`` for ``AutoModelForCausalLM`` /
-    ``AutoTokenizer``. No download. Returns ``directory`` (as str)."""
+    ``AutoTokenizer``. No download. ``config``: overrides of the model's config (e.g. a real
+    model's shape, ``vocab_size`` included: projects/conkd/gpu_check.py). Returns ``directory``.
+    """
     from tokenizers import ByteLevelBPETokenizer
     from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedTokenizerFast
 
     config_kwargs, special = TINY_CAUSAL_LMS[model_type]
+    config_kwargs = {**config_kwargs, **config}
     directory = str(directory)
     os.makedirs(directory, exist_ok=True)
     texts = texts or redial_texts() or FALLBACK_TEXT
@@ -336,10 +339,12 @@ def make_tiny_causal_lm(
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, **special)
     tokenizer.save_pretrained(directory)
     ids = {name: tokenizer.convert_tokens_to_ids(tok) for name, tok in special.items()}
+    # Qwen2.5's table has spare rows past its tokenizer (151,936 for 151,665): so has ours
+    config_kwargs.setdefault(
+        'vocab_size', len(tokenizer) + (16 if model_type == 'qwen2' else 0)
+    )
     config = AutoConfig.for_model(
         model_type,
-        # Qwen2.5's table has spare rows past its tokenizer (151,936 for 151,665): so has ours
-        vocab_size=len(tokenizer) + (16 if model_type == 'qwen2' else 0),
         bos_token_id=ids.get('bos_token', ids['eos_token']),
         eos_token_id=ids['eos_token'],
         pad_token_id=ids.get('pad_token'),

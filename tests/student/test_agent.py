@@ -60,3 +60,27 @@ def test_kd_changes_the_loss_and_none_gate_is_plain_nll(teachers, tmp_path):
         len(agent.catalog),
     )
     assert torch.allclose(rec.exp().sum(-1), torch.ones(4), atol=1e-4)
+
+
+def test_rec_item_kd_adds_beta_times_the_item_conditional_kl(teachers, tmp_path):
+    """--rec-item-kd-weight beta (issue #24): loss = ConKD loss + beta * mean item KD over real
+    steps, where the item KD is KL(rec teacher || the student's softmax over the item logits).
+    """
+    agent, teacher = _student(
+        teachers, tmp_path, '--gate', 'soft', '--rec-item-kd-weight', 0.5
+    )
+    batch = _fixed_batch(agent, teacher)
+    agent.model.train()
+    with_item = _loss(agent, batch)
+    agent.opt['rec_item_kd_weight'] = 0.0
+    without = _loss(agent, batch)
+    mask = batch.label_vec.ne(agent.NULL_IDX)
+    with torch.no_grad():
+        scores = agent.model(*agent._model_input(batch), ys=batch.label_vec)[0]
+        rec = agent.live_teacher_targets(batch)[2]
+        items = scores[..., agent.item_token_ids]
+        student = torch.log_softmax(items.float(), dim=-1)
+        by_hand = (rec.exp().unsqueeze(1) * (rec.unsqueeze(1) - student)).nan_to_num()
+        by_hand = (by_hand.sum(-1) * mask).sum() / mask.sum()
+    assert by_hand > 0
+    assert with_item == pytest.approx(without + 0.5 * by_hand.item(), rel=1e-4)

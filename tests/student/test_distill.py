@@ -265,3 +265,30 @@ def test_reference_does_not_use_the_fast_path(monkeypatch):
 
     monkeypatch.setattr(fast_target, 'make_target', refuse)
     assert terms('soft').kd.sum() > 0
+
+
+def test_item_conditional_kd_against_hand_computed_values():
+    """Issue #24: KL(p_rec || softmax over the item logits) at every real step, tau^2-scaled."""
+    from parlai_conkd.distill import item_conditional_kd
+
+    # student over 2 items: p = (1/4, 3/4) at both steps; step 2 of row 0 is padding
+    logits = torch.tensor([[[0.0, math.log(3.0)]] * 2] * 2)
+    rec = torch.log(torch.tensor([[0.5, 0.5], [1.0, 0.0]]))
+    mask = torch.tensor([[True, False], [True, True]])
+    kd = item_conditional_kd(logits, rec, mask)
+    half_half = 0.5 * math.log(0.5 / 0.25) + 0.5 * math.log(0.5 / 0.75)
+    assert kd.flatten().tolist() == pytest.approx(
+        [half_half, 0.0, math.log(4.0), math.log(4.0)]
+    )
+    # tau 2: the student's logits halved, the uniform teacher unchanged, times tau^2
+    p = torch.softmax(torch.tensor([0.0, math.log(3.0) / 2]), dim=0).tolist()
+    tau2 = 4 * (0.5 * math.log(0.5 / p[0]) + 0.5 * math.log(0.5 / p[1]))
+    assert item_conditional_kd(logits, rec, mask, temperature=2.0)[0, 0].item() == (
+        pytest.approx(tau2, rel=1e-5)
+    )
+    # a student that matches the teacher: zero, and the gradient flows to the logits
+    matched = torch.log(torch.tensor([[[0.5, 0.5]]]).expand(1, 1, 2)).clone()
+    matched.requires_grad_(True)
+    zero = item_conditional_kd(matched, rec[:1], torch.ones(1, 1, dtype=torch.bool))
+    assert zero.item() == pytest.approx(0.0, abs=1e-7)
+    item_conditional_kd(logits.clone().requires_grad_(True), rec, mask).sum().backward()

@@ -124,6 +124,14 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
             'the dialogue probability 0 (a recommendation names new films; the NLL '
             'term still teaches repeats where the gold reply has them)',
         )
+        group.add_argument(
+            '--rec-item-kd-weight',
+            type=float,
+            default=0.0,
+            help='beta: adds beta * KL(rec teacher || the student\'s distribution over the items '
+            'given that it names one) at every target step, apart from the gate (issue #24, '
+            '"what"; beyond the paper, which has 0)',
+        )
         add_rec_temperature_arg(group)
         group.add_argument(
             '--distill-in-eval',
@@ -224,6 +232,13 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
                     or 'train the student with the teacher\'s dictionary (the default when --dict-file is not given)'
                 )
             )
+        if (
+            self.use_cuda
+            and self.opt.get('hf_bf16')
+            and getattr(self.dialogue_teacher, 'is_hf', False)
+        ):
+            # frozen: no optimizer state, so the weights themselves can be half precision
+            self.dialogue_teacher.model.to(torch.bfloat16)
         temperature = self.opt.get('rec_temperature')
         self.rec_teacher, rec_file = load_frozen_teacher(
             self.opt,
@@ -347,8 +362,9 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
             distill.TopK(rec.values.to(device), rec.indices.to(device)),
         )
 
-    def distillation_target(self, batch, mask) -> DistillTarget:
-        dial, gate, rec = self.teacher_targets(batch, mask)
+    def distillation_target(self, batch, mask, teachers=None) -> DistillTarget:
+        """The ConKD target; ``teachers``: :meth:`teacher_targets`' output when already made."""
+        dial, gate, rec = teachers or self.teacher_targets(batch, mask)
         return make_target(
             self.opt['gate'],
             dial,
@@ -377,7 +393,8 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
         ):
             return super().compute_loss(batch, return_output=return_output)
         mask = batch.label_vec.ne(self.NULL_IDX)
-        target = self.distillation_target(batch, mask)
+        teachers = self.teacher_targets(batch, mask)
+        target = self.distillation_target(batch, mask, teachers)
         with self.criterion.distilling(target, self.item_vocab):
             nll, model_output = super().compute_loss(batch, return_output=True)
             kd = self.criterion.last_kd.view(mask.shape)
@@ -396,7 +413,25 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
         loss = distill.mix_losses(
             nll * num_tokens, kd.sum(), num_tokens, self.opt['kd_weight']
         )
+        if self.opt.get('rec_item_kd_weight', 0.0) > 0:
+            item_kd = self.item_conditional_kd(model_output[0], teachers[2], mask)
+            self.record_local_metric(
+                'kd_item_loss', AverageMetric.many(item_kd.detach().sum(dim=1), tokens)
+            )
+            loss = loss + self.opt['rec_item_kd_weight'] * item_kd.sum() / max(
+                float(num_tokens), 1.0
+            )
         return (loss, model_output) if return_output else loss
+
+    def item_conditional_kd(self, scores, rec, mask) -> torch.Tensor:
+        """``[B,T]`` :func:`distill.item_conditional_kd` of the student's ``scores`` [B,T,V]
+        against the rec teacher's ``rec`` (``[B,N]`` log-probabilities, or the cache's top k).
+        """
+        if isinstance(rec, distill.TopK):
+            rec = distill.from_topk(rec.values, rec.indices, len(self.item_vocab))
+        return distill.item_conditional_kd(
+            self.item_vocab.take(scores), rec, mask, self.opt['kd_temperature']
+        )
 
     # ------------------------------------------------------------------ persistence
     def save(self, path=None):
