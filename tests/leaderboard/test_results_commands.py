@@ -339,3 +339,25 @@ def test_same_zoo_weights_compares_every_tensor_exactly(load, tmp_path, capsys):
     assert same.compare(weights, {'a': weights['a']})['max_abs_diff'] is None
     with pytest.raises(SystemExit, match='no such model file'):
         same.main([before, str(tmp_path / 'missing')])
+
+
+def test_what_gap_variants_and_table(load, monkeypatch):
+    """projects/conkd/what_gap.py (issue #24): variant flags parsed by name; bad ones refused by
+    entry; the table's means, sample sd and the tf-ReR@10 / rec R@10 ratio."""
+    monkeypatch.setitem(sys.modules, '_common', load('_common'))
+    what_gap = load('what_gap')
+    assert what_gap.parse_variants('base=,kd=--rec-item-kd-weight:1.0 --seed:3') == {
+        'base': [],
+        'kd': ['--rec-item-kd-weight', '1.0', '--seed', '3'],
+    }
+    for bad in ('base', 'kd=--rec-item-kd-weight', 'kd=rec:1'):
+        with pytest.raises(ValueError, match='--variants'):
+            what_gap.parse_variants(bad)
+    rows = {
+        'soft': [{'tf_rer@10': 0.1, 'ppl': 20.0}, {'tf_rer@10': 0.2, 'ppl': 22.0}],
+        'pipeline': [{'rer@10': 0.09}],
+    }
+    lines = what_gap.table(rows, rec_r10=0.2).splitlines()
+    assert lines[2].startswith('| soft | 2 | 0.150 ± 0.071 |')
+    assert lines[2].endswith('| 21.000 ± 1.414 | 0.75 x |')
+    assert lines[3] == '| pipeline | 1 |  | 0.090 |  |  |  |  |  |  |'
