@@ -10,7 +10,9 @@ there). Steps, each under its own time limit inside ``--budget-s`` so the table 
    item-aware / plain greedy decoding (when ``--item-decoding`` exists);
 3. fp16 training: ``parlai train_model -m conkd_student --fp16 true`` for a few dozen steps on that
    model, with the benchmark's teachers: loss, KD, gate, weights finite;
-4. GPU tests: ``pytest -m gpu`` over the test files that hold them.
+4. modern recipe (issue #25, GPU only): its generator options (LoRA, bf16) on a random
+   Qwen2.5-0.5B-shaped model for a few dialogue-teacher steps: loss finite, peak GPU memory;
+5. GPU tests: ``pytest -m gpu`` over the test files that hold them.
 
 ``--device cpu --quick`` is the CPU dry run (tiny model, a few steps): the same code path, which
 tests/foundation/test_gpu_check_script.py runs. Without a GPU the GPU tests are reported as skipped.
@@ -38,6 +40,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 GPU_TEST_FILES = (
     'tests/student/test_devices.py',
     'tests/student/test_mixed_precision.py',
+    'tests/dialogue/test_causal_lm.py',
 )
 #: issue #17's targets on a GPU
 TARGETS = student_benchmark.GPU_TARGETS
@@ -301,6 +304,90 @@ def fp16_training(mode, args, workdir, budget, logs):
     }
 
 
+#: Qwen2.5-0.5B-Instruct's shape (the modern recipe's backbone, 494M parameters), random weights
+MODERN_SHAPE = dict(
+    hidden_size=896,
+    intermediate_size=4864,
+    num_hidden_layers=24,
+    num_attention_heads=14,
+    num_key_value_heads=2,
+    max_position_embeddings=32768,
+    tie_word_embeddings=True,
+    vocab_size=151936,
+)
+#: in-process: train the modern recipe's dialogue teacher (LoRA, bf16) and print peak GPU memory
+_MODERN_TRAIN = """
+import json, sys, torch
+from parlai.scripts.train_model import TrainModel
+torch.cuda.reset_peak_memory_stats()
+TrainModel.main(*sys.argv[1:])
+print('MODERN_PEAK ' + json.dumps({'peak_gib': torch.cuda.max_memory_allocated() / 2**30}))
+"""
+
+
+def modern_lora(mode, args, workdir, budget, logs):
+    """The modern recipe's generator options (LoRA r=16, bf16 autocast, batch 16, 256/64 tokens)
+    on a random Qwen2.5-0.5B-shaped model with a tokenizer trained on the ReDial slice: a few
+    dialogue-teacher steps, finite loss, the peak GPU memory (docs/gpu.md gives the estimate).
+    GPU only: on CPU it is reported as skipped."""
+    if args.device != 'cuda':
+        return {
+            'status': 'skipped',
+            'reason': 'needs a GPU (bf16 autocast, the 0.5B shape)',
+        }
+    from parlai_conkd.zoo.conkd import recipe
+
+    sys.path.insert(0, ROOT)
+    from tests.support import make_tiny_causal_lm
+
+    spec = MODES[mode]
+    model_dir = make_tiny_causal_lm(
+        os.path.join(workdir, 'qwen2.5-0.5b-random'),
+        'qwen2',
+        vocab_size=2000,
+        **MODERN_SHAPE,
+    )
+    generator = recipe.with_values(
+        recipe.RECIPES['modern'].generator, {'--hf-model-path': model_dir}
+    )
+    model_file = os.path.join(workdir, 'modern-dialogue-teacher')
+    started = time.monotonic()
+    cmd = [
+        sys.executable,
+        '-c',
+        _MODERN_TRAIN,
+        *('-t', 'redial_crs', '-m', 'conkd_dialogue_teacher', '-mf', model_file),
+        *('-dp', os.path.join(workdir, 'bench', 'data')),
+        *('--redial-path', args.redial_path),
+        *('--redial-max-dialogues', spec['dialogues']),
+        *generator,
+        *('--max-train-steps', spec['train_steps'], '--validation-max-exs', 32),
+        *('--short-final-eval', 'true', '--log-every-n-steps', 10),
+    ]
+    code, output = _run(
+        cmd, os.path.join(logs, 'modern.log'), budget.left(spec['limits']['training'])
+    )
+    peak = re.search(r'MODERN_PEAK (\{.*\})', output)
+    stats_file = model_file + '.trainstats'
+    if code != 0 or not peak or not os.path.isfile(stats_file):
+        return {
+            'status': 'timeout' if code is None else 'failed',
+            'log_tail': output[-3000:],
+        }
+    with open(stats_file, encoding='utf-8') as f:
+        final = json.load(f).get('final_valid_report', {})
+    loss = final.get('loss')
+    ok = loss is not None and math.isfinite(float(loss))
+    return {
+        'status': 'ok' if ok else 'failed',
+        'steps': spec['train_steps'],
+        'seconds': round(time.monotonic() - started, 1),
+        'valid_loss': loss,
+        'peak_gib': round(json.loads(peak.group(1))['peak_gib'], 2),
+        'model_file_mib': round(os.path.getsize(model_file) / 2**20, 1),
+    }
+
+
 def _weights_finite(model_file):
     import parlai.utils.pickle
     import torch
@@ -491,6 +578,22 @@ def table(result):
                 train.get('status', 'not run'),
             )
         )
+    modern = result['steps'].get('modern_lora', {})
+    rows.append(
+        (
+            'modern recipe shape (Qwen2.5-0.5B, LoRA, bf16): dialogue teacher',
+            (
+                (
+                    f"peak {modern['peak_gib']} GiB, valid loss {modern['valid_loss']:.3f}, "
+                    f"model file {modern['model_file_mib']} MiB"
+                )
+                if modern.get('status') == 'ok'
+                else modern.get('reason', modern.get('status', 'not run'))
+            ),
+            'finite; docs/gpu.md estimate',
+            modern.get('status', 'not run'),
+        )
+    )
     tests = result['steps'].get('gpu_tests', {})
     counts = (
         ', '.join(f'{n} {k}' for k, n in sorted(tests.get('counts', {}).items()))
@@ -540,7 +643,7 @@ def main(argv=None):
     parser.add_argument(
         '--skip',
         default='',
-        help='comma-separated steps to leave out: benchmark,training,tests',
+        help='comma-separated steps to leave out: benchmark,training,lora,tests',
     )
     args = parser.parse_args(argv)
     if not args.redial_path:
@@ -572,6 +675,7 @@ def main(argv=None):
     steps = (
         ('benchmark', benchmark),
         ('fp16_training', fp16_training),
+        ('modern_lora', modern_lora),
         ('gpu_tests', gpu_tests),
     )
     for name, step in steps:

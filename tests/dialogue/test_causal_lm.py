@@ -10,6 +10,7 @@ import os
 import pytest
 import torch
 
+from parlai_conkd.agents.conkd_dialogue_teacher.causal_lm import first_added_id
 from tests.support import TINY_CAUSAL_LMS, make_tiny_causal_lm
 
 pytest.importorskip('parlai')
@@ -87,6 +88,11 @@ def test_causal_lm_scores_generates_trains_and_reloads(
         tiny_catalog_file, tmp_path, 'hf', hf_dir, [*TRAIN, '-mf', model_file]
     )
     assert agent.NULL_IDX != agent.END_IDX
+    # the table fits the dictionary; Qwen's spare rows past its tokenizer are kept
+    spare = 16 if model_type == 'qwen2' else 0
+    table = agent.model.lm.get_input_embeddings().weight.size(0)
+    native = first_added_id(agent.dict) + spare
+    assert table == max(len(agent.dict), native)
     assert type(agent.model.lm).__name__.lower().startswith(model_type.split('_')[0])
     batch = _batch(agent, EXAMPLES)
 
@@ -274,3 +280,80 @@ def test_lora_targets_that_match_no_module_are_refused_naming_the_option(
             tiny_lm_dir('qwen2'),
             ['--lora-r', '2', '--lora-target-modules', 'q_proj,nope'],
         )
+
+
+def test_gradient_checkpointing_gives_the_same_gradients(
+    tiny_lm_dir, tiny_catalog_file, tmp_path, make_dialogue_agent
+):
+    grads = []
+    for checkpointing in ('false', 'true'):
+        torch.manual_seed(0)
+        agent = make_dialogue_agent(
+            tiny_catalog_file,
+            tmp_path,
+            'hf',
+            tiny_lm_dir('llama'),
+            [*TRAIN, '--gradient-checkpointing', checkpointing],
+        )
+        assert agent.model.lm.is_gradient_checkpointing == (checkpointing == 'true')
+        agent.model.train()
+        batch = _batch(agent, EXAMPLES)
+        scores, *_ = agent.model(*agent._model_input(batch), ys=batch.label_vec)
+        torch.nn.functional.cross_entropy(
+            scores.flatten(0, 1), batch.label_vec.flatten(), ignore_index=agent.NULL_IDX
+        ).backward()
+        grads.append({n: p.grad for n, p in agent.model.named_parameters()})
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, msg=name)
+
+
+def test_fp16_on_cpu_pads_the_vocabulary_and_runs_in_float32(
+    tiny_lm_dir, tiny_catalog_file, tmp_path, make_dialogue_agent
+):
+    """ParlAI pads the dictionary to a multiple of 8 under --fp16 true on any device; the
+    embeddings follow it; on CPU the model stays float32. --hf-bf16 with --fp16 is refused.
+    """
+    agent = make_dialogue_agent(
+        tiny_catalog_file, tmp_path, 'hf', tiny_lm_dir('llama'), ['--fp16', 'true']
+    )
+    assert len(agent.dict) % 8 == 0
+    assert agent.model.lm.get_input_embeddings().weight.size(0) == len(agent.dict)
+    assert agent.model.lm.dtype == torch.float32
+    assert len(_greedy(agent, _batch(agent, EXAMPLES))) == len(EXAMPLES)
+    from parlai_conkd.agents.conkd_dialogue_teacher.causal_lm import CausalLMError
+
+    with pytest.raises(CausalLMError, match='--hf-bf16 true and --fp16 true'):
+        make_dialogue_agent(
+            tiny_catalog_file,
+            tmp_path,
+            'hf',
+            tiny_lm_dir('qwen2'),
+            ['--fp16', 'true', '--hf-bf16', 'true'],
+        )
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
+@pytest.mark.parametrize('precision', [['--fp16', 'true'], ['--hf-bf16', 'true']])
+def test_half_precision_lora_steps_on_gpu(
+    precision, tiny_lm_dir, tiny_catalog_file, tmp_path, make_dialogue_agent
+):
+    pytest.importorskip('peft')
+    torch.manual_seed(0)
+    agent = make_dialogue_agent(
+        tiny_catalog_file,
+        tmp_path,
+        'hf',
+        tiny_lm_dir('llama'),
+        [*TRAIN, *precision, '--lora-r', '4', '--gpu', '0'],
+    )
+    assert next(agent.model.parameters()).is_cuda
+    batch = _batch(agent, EXAMPLES).to('cuda')
+    with torch.autocast('cuda', dtype=torch.bfloat16, enabled=False):
+        before = _nll(agent, batch)
+    for _ in range(10):
+        agent.train_step(batch)
+        agent._local_metrics.clear()
+    after = _nll(agent, batch)
+    assert after == after and after < before  # finite, lower
+    assert len(_greedy(agent, batch)) == len(EXAMPLES)

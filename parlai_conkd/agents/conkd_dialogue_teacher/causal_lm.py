@@ -92,7 +92,8 @@ def add_causal_lm_args(parser) -> None:
         type='bool',
         default=False,
         help='On a GPU, run the HF backbone\'s forward and backward under bfloat16 autocast '
-        '(weights and optimizer state stay float32). Ignored on CPU (float32).',
+        '(weights and optimizer state stay float32; a student\'s frozen HF dialogue teacher is '
+        'held in bfloat16). Ignored on CPU (float32). Not with --fp16 true.',
     )
     group.add_argument(
         '--gradient-checkpointing',
@@ -308,18 +309,38 @@ def add_lora(lm, opt, new_ids: List[int]):
     return get_peft_model(lm, config)
 
 
+def first_added_id(dictionary) -> int:
+    """The smallest id among the tokens :func:`dictionary.conkd_hf_tokenizer` added (pad,
+    [REC]/[GEN]; the items and ParlAI's --fp16 padding come after them)."""
+    from parlai_conkd.items import GEN_TOKEN, REC_TOKEN
+
+    from .dictionary import PAD_TOKEN
+
+    tokens = [REC_TOKEN, GEN_TOKEN, PAD_TOKEN]
+    return min(dictionary.tok2ind[t] for t in tokens if t in dictionary.tok2ind)
+
+
 def build_causal_lm(opt, dictionary, item_rows=None):
     """The generator for ``--backbone hf``: the LM of ``--hf-model-path``, its embeddings resized
     to the dictionary (every token the tokenizer gained, plus ParlAI's --fp16 padding), the new
     rows initialised (:func:`init_new_rows`), optionally LoRA (:func:`add_lora`) and gradient
     checkpointing. ``item_rows``: ``dim -> {vocab id: vector}`` (item rows from the rec teacher).
     """
+    if opt.get('hf_bf16') and opt.get('fp16'):
+        raise CausalLMError(
+            '--hf-bf16 true and --fp16 true: choose one half precision (bf16 autocast keeps '
+            'float32 weights; ParlAI\'s --fp16 halves them)'
+        )
     lm = load_causal_lm(opt.get('hf_model_path'))
-    old = lm.get_input_embeddings().weight.size(0)
     if item_rows is not None:
         item_rows = item_rows(lm.get_input_embeddings().weight.size(1))
-    size = len(dictionary)
-    if size > old:
+    # the first token this project added: rows from there on are new. A model's table may be
+    # larger than its tokenizer (Qwen2.5: 151,936 rows for 151,665 tokens): the added tokens then
+    # take spare rows first, and the table keeps its size (the output layer's cost stays the
+    # model's own); the spare rows left start like the new ones and are never trained
+    old = first_added_id(dictionary)
+    size = max(len(dictionary), lm.get_input_embeddings().weight.size(0))
+    if lm.get_input_embeddings().weight.size(0) != size:
         lm.resize_token_embeddings(size, mean_resizing=False)
     _, _, tied = _input_output_names(lm)
     seed = int(opt.get('seed') or 0)
@@ -333,7 +354,7 @@ def build_causal_lm(opt, dictionary, item_rows=None):
         lm.gradient_checkpointing_enable(
             gradient_checkpointing_kwargs={'use_reentrant': False}
         )
-    new_ids = list(range(old, size))
+    new_ids = list(range(old, len(dictionary)))
     emb_in = lm.get_input_embeddings().weight[old:].detach().clone()
     emb_out = None
     if head is not None and not tied:

@@ -14,7 +14,8 @@ keeps its best validation checkpoint; ``--seed`` and the thread count are fixed,
 the same weights; see docs/zoo.md, "Recipe"), ``tiny`` (40 dialogues, one epoch: tests),
 ``smoke`` (the default recipe's options at the tiny size: the README commands' test) and
 ``paper`` (one GPU: DialoGPT-small generators under ``--fp16 true``, meant for the whole official
-ReDial; issue #17). Choose with ``$CONKD_ZOO_RECIPE``.
+ReDial; issue #17) and ``modern`` (one GPU: Qwen2.5-0.5B-Instruct with LoRA under bf16; issue #25).
+Choose with ``$CONKD_ZOO_RECIPE``.
 """
 
 import argparse
@@ -68,7 +69,7 @@ class Recipe:
     #: decoding saved with the generators (chosen on the validation fold, see the project README's "Item-aware decoding")
     decoding: Tuple[str, ...] = ()
     #: the dialogue teacher's item token embeddings start from the rec teacher's item vectors
-    #: (``--item-embeddings-from``; transformer backbone only)
+    #: (``--item-embeddings-from``; either backbone)
     item_embeddings_from_rec_teacher: bool = True
 
 
@@ -278,6 +279,47 @@ RECIPES['paper'] = Recipe(
     decoding=args('--item-decoding class'),
     # DialoGPT brings its own embeddings; --item-embeddings-from is for the transformer backbone
     item_embeddings_from_rec_teacher=False,
+)
+
+
+# --------------------------------------------------------------------------- modern (issue #25)
+#: a <= 1B-parameter instruction-tuned causal LM (494M parameters; Apache-2.0), LoRA on one GPU
+MODERN_HF_MODEL = 'Qwen/Qwen2.5-0.5B-Instruct'
+
+#: One GPU, Qwen2.5-0.5B-Instruct with LoRA (rank 16 on q/k/v/o, the item/flag/pad rows trainable)
+#: under bf16 autocast, for the dialogue teacher and both students; the item rows start from the
+#: rec teacher's item vectors. Our choices, not measured on the whole ReDial yet: batch 16, AdamW
+#: lr 2e-4 (LoRA's usual order of magnitude) with 200 warm-up updates, context 256 / response 64
+#: tokens, early stopping on validation perplexity. Memory: docs/gpu.md.
+_MODERN_GENERATOR = args(f'''
+    --backbone hf --hf-model-path {MODERN_HF_MODEL}          # backbone
+    --lora-r 16 --lora-alpha 32 --lora-dropout 0.05          # LoRA (peft)
+    --hf-bf16 true                                           # precision
+    --text-truncate 256 --label-truncate 64 --truncate 256   # truncation
+    -bs 16 --optimizer adamw -lr 2e-4 --weight-decay 0.0     # optimisation
+    --warmup-updates 200 --gradient-clip 1.0
+    --validation-every-n-epochs 0.5 --validation-metric ppl  # validation
+    --validation-metric-mode min --validation-patience 4
+    --skip-generation true
+    ''')
+
+RECIPES['modern'] = Recipe(
+    name='modern',
+    common=args(f'--seed {SEED} --log-every-n-secs 60'),
+    rec_teacher=_uncapped(RECIPES['default'].rec_teacher),
+    generator=_MODERN_GENERATOR,
+    dialogue_teacher=(),
+    student=args('--kd-weight 0.5 --kd-temperature 1.0'),
+    epochs={
+        'rec_teacher': RECIPES['default'].epochs['rec_teacher'],
+        'dialogue_teacher': 3,
+        'soft': 2,
+        'hard': 2,
+    },
+    # not measured: no GPU run of this recipe yet
+    expected_minutes={},
+    decoding=args('--item-decoding class'),
+    item_embeddings_from_rec_teacher=True,
 )
 
 
