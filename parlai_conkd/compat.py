@@ -19,6 +19,7 @@ upstream code works it changes nothing. Nothing here edits site-packages.
 | ``cpu_join_device`` | utils/fsdp.py:234, :286 | join device ``-1`` on CPU |
 | ``cpu_world_size_default`` | scripts/multiprocessing_train.py:92 | default world size 0 on CPU |
 | ``gpu_world_size_guard`` | scripts/multiprocessing_train.py:60 | more workers than GPUs: NCCL fails late |
+| ``delayed_nucleus_beam_mask`` | core/torch_generator_agent.py:1958-1969 | ``--inference delayednucleusbeam`` crashes (no ``get_mask``) |
 | ``resumable_train_loop`` | scripts/train_model.py:360-366, 1014 | resumed runs report/record the checkpoint; finished runs retrain (#2939) |
 | ``validation_metric_may_be_absent`` | scripts/train_model.py:583 | KeyError when the validation metric is absent |
 | ``display_data_on_empty_data`` | scripts/display_data.py:75-79 | a fake padding example on an empty fold |
@@ -26,17 +27,23 @@ upstream code works it changes nothing. Nothing here edits site-packages.
 The CPU patches act only where ``cpu_distributed`` says a worker runs on CPU (no CUDA, ``--no-cuda``
 or ``gpu == -1``); on a CUDA machine ParlAI's NCCL code runs unchanged.
 
-Scope. The rows above the last three make ParlAI 1.7.2 run on today's stack and apply to
-everything. The last three rows are bugs of ParlAI's scripts themselves, on any stack, and fixing
-them changes what ParlAI does (what a rerun trains, what the final report scores, what ``M.opt``
-and ``M.trainstats`` hold, whether training stops, what is displayed). Installed into someone's
-ParlAI, the plugin must not change their runs, so these three act only for this project's own
-classes: an agent (``conkd_agent``) or a teacher (``conkd_task``) for which
-:func:`from_this_project` holds. Every other agent and task, ParlAI's own included, gets ParlAI
-1.7.2's behaviour and API unchanged (``TrainLoop(opt).agent`` exists, ``--init-model
-M.checkpoint --load-from-checkpoint true`` resumes from it, a rerun of a finished run resumes from
-``M.checkpoint``). The decision of what a rerun of our agents resumes from lives in
-:mod:`parlai_conkd.resume`.
+Scope. The rows above the last three make ParlAI 1.7.2 run on today's stack (and one search that
+crashed on any stack, ``delayed_nucleus_beam_mask``, below) and apply to everything. The last three
+rows are bugs of ParlAI's scripts themselves, on any stack, and fixing them changes what ParlAI
+does (what a rerun trains, what the final report scores, what ``M.opt`` and ``M.trainstats`` hold,
+whether training stops, what is displayed). Installed into someone's ParlAI, the plugin must not
+change their runs, so these three act only for this project's own classes: an agent
+(``conkd_agent``) or a teacher (``conkd_task``) for which :func:`from_this_project` holds. Every
+other agent and task, ParlAI's own included, gets ParlAI 1.7.2's behaviour and API unchanged
+(``TrainLoop(opt).agent`` exists, ``--init-model M.checkpoint --load-from-checkpoint true`` resumes
+from it, a rerun of a finished run resumes from ``M.checkpoint``). The decision of what a rerun of
+our agents resumes from lives in :mod:`parlai_conkd.resume`.
+
+``delayed_nucleus_beam_mask`` is a bug of ParlAI's search on any stack: its nucleus steps call
+``NucleusSampling.select_paths`` on an object without the two helpers it uses, so every run with
+``--inference delayednucleusbeam`` ended in an AttributeError at its first step. The patch gives the
+class NucleusSampling's helpers (the fixed ``p``); it only turns that crash into the documented
+search, so it applies to everything.
 
 ``core/opt.py:18`` imports ``pkg_resources``, which setuptools 81 removed: that one is fixed by
 the pin ``setuptools<81`` in requirements/parlai-runtime.txt; ``quiet_pkg_resources_warning`` (run
@@ -141,6 +148,19 @@ def gpt2_reorder_cache(module):
 
     model_cls.reorder_decoder_incremental_state = reorder_decoder_incremental_state
     return True
+
+
+# --------------------------------------------------------------------------- ParlAI's searches
+def delayed_nucleus_beam_mask(module):
+    """``DelayedNucleusBeamSearch.select_paths`` runs ``NucleusSampling.select_paths(self, ...)``
+    for its first ``delay`` steps, which calls ``self.get_mask`` and ``self.update_p``: methods of
+    NucleusSampling that DelayedNucleusBeamSearch lacks (it sets ``self.p``, the fixed nucleus
+    mass they read)."""
+    search = module.DelayedNucleusBeamSearch
+    missing = [n for n in ('get_mask', 'update_p') if not hasattr(search, n)]
+    for name in missing:
+        setattr(search, name, getattr(module.NucleusSampling, name))
+    return bool(missing)
 
 
 # --------------------------------------------------------------------------- CPU multiprocessing
@@ -810,7 +830,10 @@ PATCHES = {
         validation_metric_may_be_absent,
     ),
     'parlai.scripts.eval_model': (_rebind_all_gather_list,),
-    'parlai.core.torch_generator_agent': (cpu_ddp_device_ids,),
+    'parlai.core.torch_generator_agent': (
+        cpu_ddp_device_ids,
+        delayed_nucleus_beam_mask,
+    ),
     'parlai.core.torch_ranker_agent': (cpu_ddp_device_ids,),
     'parlai.utils.fsdp': (cpu_join_device,),
     'parlai.scripts.multiprocessing_train': (

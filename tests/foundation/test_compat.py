@@ -377,3 +377,21 @@ def test_more_workers_than_gpus_is_refused_before_any_worker_starts(
     else:
         script.launch_and_train(opt)
         assert launched == [opt]
+
+
+def test_delayed_nucleus_beam_search_runs():
+    # ParlAI 1.7.2: its nucleus steps called helpers the class lacks (AttributeError: get_mask)
+    from parlai.core.torch_generator_agent import DelayedNucleusBeamSearch
+
+    assert 'parlai.core.torch_generator_agent:delayed_nucleus_beam_mask' in (
+        compat.applied_patches()
+    )
+    torch.manual_seed(0)
+    search = DelayedNucleusBeamSearch(
+        0.5, 2, 2, min_length=0, padding_token=0, bos_token=1, eos_token=2
+    )
+    logprobs = torch.tensor([[-9.0, -9.0, -3.0, -0.1, -2.5]]).log_softmax(-1)
+    for step in range(4):
+        search.advance(logprobs.expand(2, -1).clone(), step)
+    # the nucleus (p 0.5) holds token 3 alone at the sampled steps; beam search after them
+    assert search.partial_hyps[:, 1:3].tolist() == [[3, 3], [3, 3]]
