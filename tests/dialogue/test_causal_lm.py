@@ -253,7 +253,18 @@ def test_lora_trains_only_adapters_and_new_rows_and_reloads_from_the_model_file(
 
     from parlai_conkd.agents.conkd_dialogue_teacher.causal_lm import (
         export_hf_directory,
+        merge_frozen,
     )
+
+    # a student's frozen LoRA teacher is merged in place: the same scores
+    merge_frozen(reloaded.model)
+    assert not any(p.requires_grad for p in reloaded.model.parameters())
+    with torch.no_grad():
+        reloaded.model.eval(), agent.model.eval()
+        torch.testing.assert_close(
+            reloaded.model(*reloaded._model_input(batch), ys=batch.label_vec)[0],
+            agent.model(*agent._model_input(batch), ys=batch.label_vec)[0],
+        )
 
     out = export_hf_directory(agent.model, agent.dict.hf_tokenizer, tmp_path / 'hf')
     merged = AutoModelForCausalLM.from_pretrained(out).eval()

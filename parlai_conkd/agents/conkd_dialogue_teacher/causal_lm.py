@@ -395,6 +395,16 @@ def base_embeddings(model):
     return emb, (None if head is None or head is emb else head)
 
 
+def merge_frozen(model) -> None:
+    """A frozen LoRA generator (a student's dialogue teacher) with its adapters and token deltas
+    merged into the weights, in place: the same function, one matrix product per layer instead of
+    three (it is never saved or trained again)."""
+    if is_lora(model):
+        model.lm = model.lm.merge_and_unload()
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+
+
 def saved_state(model) -> dict:
     """What a LoRA model's file holds: every trainable tensor, the added rows' starting values."""
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}

@@ -232,6 +232,12 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
                     or 'train the student with the teacher\'s dictionary (the default when --dict-file is not given)'
                 )
             )
+        if getattr(self.dialogue_teacher, 'is_hf', False):
+            from parlai_conkd.agents.conkd_dialogue_teacher.causal_lm import (
+                merge_frozen,
+            )
+
+            merge_frozen(self.dialogue_teacher._unwrapped_model())
         if (
             self.use_cuda
             and self.opt.get('hf_bf16')
