@@ -33,6 +33,8 @@ from student_results import TABLE_DECODING, train_model, zoo_args
 
 from parlai_conkd.fileio import atomic_write
 
+#: the generators' evaluation: generated replies (the models are saved with --skip-generation true)
+GENERATE = ['--skip-generation', 'false', *TABLE_DECODING]
 #: what the table shows, per row: (column, metric)
 COLUMNS = (
     ('tf-ReR@10', 'tf_rer@10'),
@@ -171,7 +173,7 @@ def main(argv=None):
                 out_dir,
                 'pipeline',
                 ['-t', 'redial_crs', '--fill-items-from', teachers['rec_teacher']]
-                + TABLE_DECODING,
+                + GENERATE,
             )
         ]
     }
@@ -192,7 +194,7 @@ def main(argv=None):
                     datapath,
                     out_dir,
                     f'soft-{name}-s{seed}',
-                    ['-t', 'redial_crs', *TABLE_DECODING],
+                    ['-t', 'redial_crs', *GENERATE],
                 )
             )
     text = table(rows, rec_r10)
