@@ -306,7 +306,7 @@ def test_gradient_checkpointing_gives_the_same_gradients(
             tiny_lm_dir('llama'),
             [*TRAIN, '--gradient-checkpointing', checkpointing],
         )
-        assert agent.model.lm.is_gradient_checkpointing == (checkpointing == 'true')
+        assert agent.model.lm.is_activation_checkpointing == (checkpointing == 'true')
         agent.model.train()
         batch = _batch(agent, EXAMPLES)
         scores, *_ = agent.model(*agent._model_input(batch), ys=batch.label_vec)
