@@ -14,13 +14,19 @@ from parlai.core.torch_generator_agent import (
 )
 
 from parlai_conkd.agents.conkd_dialogue_teacher.item_search import (
+    BatchedItemDecision,
     ItemDecodingSpec,
     item_aware,
 )
 from parlai_conkd.decoding import (
+    context_item_index,
+    exclude_,
+    excluded_index,
     excluded_items,
+    excluded_mask,
     flag_choice,
     item_class_log_probs,
+    row_max,
     sample_within,
 )
 from parlai_conkd.item_vocab import ItemVocab
@@ -117,6 +123,79 @@ def test_an_external_ranking_chooses_which_item():
     # i2 ranked best but excluded -> i1, carrying the class mass
     assert out.argmax().item() == 8
     assert out[0, 8].exp().item() == pytest.approx(0.7)
+
+
+@pytest.mark.parametrize('layout', ['block', 'scattered'])
+@pytest.mark.parametrize('ranked', [False, True])
+def test_in_place_collapse_equals_the_copy(layout, ranked):
+    # the batched search collapses its scores in place (issue #26): the same values, bit for bit
+    items = ITEMS if layout == 'block' else ItemVocab.of(torch.tensor([9, 5, 7]), 10)
+    torch.manual_seed(0)
+    lp = torch.randn(6, 10).log_softmax(-1)
+    lp[0, 7:] = NEG  # a row whose every item is impossible
+    excluded = torch.rand(6, 3) < 0.4
+    excluded[1] = True  # a row with nothing allowed
+    allow = torch.tensor([True, True, False, True, True, True])
+    ranking = torch.randn(6, 3) if ranked else None
+    copy = item_class_log_probs(lp, items, excluded, allow, ranking)
+    inplace = lp.clone()
+    out = item_class_log_probs(inplace, items, excluded, allow, ranking, inplace=True)
+    assert out is inplace
+    assert torch.equal(out, copy)
+    if layout == 'block' and not ranked:
+        # the excluded items as a list per row (the batched search's form)
+        index = torch.where(excluded, torch.arange(3), torch.tensor(-1))
+        sparse = item_class_log_probs(
+            lp.clone(), items, None, allow, inplace=True, excluded_index=index
+        )
+        assert torch.equal(sparse, copy)
+
+
+def test_the_sparse_exclusions_are_the_dense_ones():
+    # the batched search lists excluded items per row instead of an [H, N] mask (issue #26)
+    contexts = [[2], [], [0, 1]]
+    context = context_item_index(contexts, rows=4, repeat=2)
+    assert context.tolist() == [[2, -1], [2, -1], [-1, -1], [-1, -1]] + [
+        [0, 1],
+        [0, 1],
+        [-1, -1],  # a fourth dialogue without a list: nothing
+        [-1, -1],
+    ]
+    hyps = torch.tensor([[BOS, 8], [BOS, HI]] * 4)
+    for policy, ctx in (('reply', None), ('dialogue', context)):
+        index = excluded_index(ITEMS, hyps, ctx)
+        dense = torch.cat(
+            [
+                excluded_items(
+                    ITEMS, hyps[r : r + 1], (contexts + [[]])[r // 2], policy
+                )
+                for r in range(8)
+            ]
+        )
+        assert torch.equal(excluded_mask(index, 3), dense)
+        lp = torch.randn(8, 10).log_softmax(-1)
+        assert torch.equal(
+            exclude_(ITEMS.take(lp.clone()), index),
+            ITEMS.take(lp).masked_fill(dense, NEG),
+        )
+
+
+@pytest.mark.parametrize('width', [7, 2048 + 5, 6924])
+def test_row_max_is_max_with_its_first_index_rule(width):
+    torch.manual_seed(0)
+    values = torch.randn(9, width).log_softmax(-1)
+    values[1] = NEG  # nothing allowed
+    values[2, width // 3] = values[2, width - 1] = 5.0  # a tie: the first wins
+    values[3, :] = 0.0  # all tied
+    values[4, -1] = 7.0  # the last entry (the padded chunk when width is not divided)
+    view = torch.cat([torch.zeros(9, 3), values], dim=1)[
+        :, 3:
+    ]  # a strided view, as in a search
+    for x in (values, view):
+        expected = x.max(dim=-1)
+        got = row_max(x)
+        assert torch.equal(got[0], expected.values)
+        assert torch.equal(got[1], expected.indices)
 
 
 def test_excluded_items_policies():
@@ -279,3 +358,87 @@ def test_inactive_spec_leaves_parlai_search_untouched():
         items=ITEMS, mode='token', no_repeat='none', rec_id=REC, gen_id=GEN
     )
     assert type(item_aware(search, spec)) is GreedySearch
+
+
+# ------------------------------------------------------------------ the batch's decision
+def _decode_batch(search_class, args, beam_size, items, batched, **spec_args):
+    """ParlAI's ``_generate`` loop over hand-made scores: 3 examples, a 12-token vocabulary with 5
+    items; ``batched``: the item decision once per step (BatchedItemDecision), else per search.
+    """
+    torch.manual_seed(1)
+    vocab, steps, rows = 12, 6, 3
+    scores = [
+        (torch.randn(rows, beam_size, vocab) * 2).log_softmax(-1) for _ in range(steps)
+    ]
+    spec = ItemDecodingSpec(
+        items=items,
+        rec_id=REC,
+        gen_id=GEN,
+        context_items=[[1], [], [0, 4]],
+        **spec_args,
+    )
+    batch = BatchedItemDecision(spec, beam_size) if batched else None
+    searches = []
+    for row_index in range(rows):
+        search = search_class(
+            *args,
+            beam_size,
+            padding_token=PAD,
+            bos_token=BOS,
+            eos_token=EOS,
+            min_length=0,
+        )
+        search = item_aware(search, spec, batch)
+        searches.append(
+            search.set_batch_context(
+                torch.zeros(rows, 0, dtype=torch.long), row_index, False
+            )
+        )
+    torch.manual_seed(2)
+    for step, score in enumerate(scores):
+        if all(s.is_done() for s in searches):
+            break
+        score = score.clone()
+        if batch is not None:
+            batch.apply(score)
+        for row_index, search in enumerate(searches):
+            if not search.is_done():
+                search.advance(score[row_index], step)
+    return [
+        [(t.tolist(), float(s)) for t, s, _ in search.get_rescored_finished()]
+        for search in searches
+    ]
+
+
+@pytest.mark.parametrize('layout', ['block', 'scattered'])
+@pytest.mark.parametrize(
+    'search_class, args, beam_size',
+    [(GreedySearch, (), 1), (BeamSearch, (), 3), (TopKSampling, (3,), 2)],
+)
+@pytest.mark.parametrize(
+    'spec_args',
+    [
+        {'mode': 'class', 'no_repeat': 'dialogue'},
+        {
+            'mode': 'class',
+            'no_repeat': 'reply',
+            'rec_threshold': 0.4,
+            'flag_gate': True,
+        },
+        {'mode': 'token', 'no_repeat': 'dialogue'},
+    ],
+    ids=['class', 'class-flag', 'token'],
+)
+def test_the_batch_decides_as_each_search_alone(
+    layout, search_class, args, beam_size, spec_args
+):
+    # a fast twin of tests/dialogue/test_batched_item_decoding.py (a trained model, every search),
+    # covering the item layout without a contiguous block too
+    ids = [7, 8, 9, 10, 11] if layout == 'block' else [11, 7, 10, 5, 8]
+    items = ItemVocab.of(torch.tensor(ids), 12)
+    old = _decode_batch(search_class, args, beam_size, items, False, **spec_args)
+    new = _decode_batch(search_class, args, beam_size, items, True, **spec_args)
+    assert new == old
+    named = {t for nbest in new for tokens, _ in nbest for t in tokens}
+    if 'flag_gate' not in spec_args:  # (random flags: [GEN] replies may name none)
+        assert named & set(ids)  # items were named: the decision was exercised

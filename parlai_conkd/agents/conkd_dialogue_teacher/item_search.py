@@ -12,12 +12,24 @@ its options:
   item may be named again is the job of ``--item-no-repeat`` (n-gram blocking would also block a
   new film after a repeated word pair such as "you like", and an item repeated from the context
   is a deliberate policy, not an n-gram accident).
+
+ParlAI runs one search per example and advances them one by one, so the item/word decision
+(exclusions, class mass, best allowed item, the masked distribution: about 15 small tensor
+operations) made inside ``select_paths`` was paid per example and per step. Inside the agent's
+``_generate`` it is taken once per step for every hypothesis of every example instead
+(:class:`BatchedItemDecision`, issue #26): ParlAI's score hook ``_generation_activation`` (the
+log-softmax, called once per step before the searches advance) rewrites the item columns of the
+whole ``[B, beam, V]`` score tensor, and ``select_paths`` then only does what depends on its own
+draw (the flag at the first step, the item within a sampled class, the pipeline's filler in token
+mode). The per-example path stays for searches used alone and for steps the batch cannot decide
+(forced prefix tokens, a ``--beam-block-list``); both give the same tokens.
 """
 
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence, Tuple, Type
 
 import torch
+import torch.nn.functional as F
 from parlai.core.torch_generator_agent import (
     DelayedBeamSearch,
     DelayedNucleusBeamSearch,
@@ -30,9 +42,14 @@ from parlai_conkd.decoding import (
     ITEM_DECODING,
     ITEM_NO_REPEAT,
     best_allowed,
+    context_item_index,
+    exclude_,
+    excluded_index,
     excluded_items,
+    excluded_mask,
     flag_choice,
     item_class_log_probs,
+    sample_item,
     sample_within,
 )
 from parlai_conkd.item_vocab import ItemVocab
@@ -105,6 +122,50 @@ class ItemAwareSearch:
         return None
 
     def select_paths(self, logprobs, prior_scores, current_length):
+        batch = getattr(self, 'batch_decision', None)
+        if batch is None or not batch.decided(current_length):
+            return self._select_paths_per_example(
+                logprobs, prior_scores, current_length
+            )
+        # the item columns were decided for the whole batch (BatchedItemDecision.apply)
+        spec = self.spec
+        if current_length == 0 and spec.rec_threshold is not None:
+            # keeps only [REC]/[GEN]: applied after the item columns changes nothing there
+            logprobs = flag_choice(
+                logprobs, spec.rec_id, spec.gen_id, spec.rec_threshold
+            )
+        selection = super().select_paths(logprobs, prior_scores, current_length)
+        rows = batch.rows(self.row)
+        excluded = None if batch.excluded is None else batch.excluded[rows]
+        if spec.mode == 'token':
+            if batch.ranking is not None:
+                self._fill_from_ranking(selection, batch.ranking[rows], excluded)
+            return selection
+        if batch.item_log_probs is not None:
+            self._sample_item_within(
+                selection, batch.item_log_probs[rows], excluded, current_length
+            )
+        return selection
+
+    def _sample_item_within(self, selection, item_log_probs, excluded, current_length):
+        """A sampler that drew the item class draws the item within it (batched path)."""
+        sampling = self._sampling(current_length)
+        if sampling is None:
+            return
+        chose_item = self.spec.items.index_of(selection.token_ids) >= 0
+        if bool(chose_item.any()):
+            rows = selection.hypothesis_ids[chose_item]
+            token_ids = selection.token_ids.clone()
+            token_ids[chose_item] = sample_item(
+                item_log_probs[rows],
+                self.spec.items,
+                None if excluded is None else excluded[rows],
+                *sampling,
+            )
+            selection.token_ids = token_ids
+
+    def _select_paths_per_example(self, logprobs, prior_scores, current_length):
+        """The whole item/word decision for this example alone (a search used outside a batch)."""
         spec = self.spec
         if current_length == 0 and spec.rec_threshold is not None:
             logprobs = flag_choice(
@@ -173,15 +234,139 @@ class ItemAwareSearch:
         selection.token_ids = token_ids
 
 
+class BatchedItemDecision:
+    """The item/word decision of one ``_generate`` call, taken once per step for all ``B x beam``
+    hypotheses (issue #26, item 2): the same operations as the per-example path of
+    :class:`ItemAwareSearch`, on every row at once, so they cost a handful of tensor operations
+    per step instead of a handful per example per step.
+
+    ParlAI's ``_generate`` calls ``apply`` (through the agent's ``_generation_activation``) with the
+    step's ``[B, beam, V]`` log-probabilities before it advances the searches; ``apply`` writes the
+    decided item columns into them in place, and keeps what the searches' ``select_paths`` still
+    need per example: ``excluded`` ``[B * beam, N]`` items, the filler's ``ranking``, the
+    original item log-probabilities for a draw within the class. Searches read their rows with
+    :meth:`rows`. Steps it does not decide (``skip_steps``: forced prefix tokens, which ParlAI
+    applies after the hook) leave every decision to the per-example path.
+    """
+
+    def __init__(self, spec: ItemDecodingSpec, beam_size: int, skip_steps: int = 0):
+        self.spec = spec
+        self.beam_size = beam_size
+        self.skip_steps = skip_steps
+        #: the searches of the batch, in batch order (ParlAI makes one per row)
+        self.searches: List[TreeSearch] = []
+        #: the step ``apply`` last ran for, and whether it decided that step
+        self.step = -1
+        self._decided = False
+        self.excluded: Optional[torch.Tensor] = None
+        self.ranking: Optional[torch.Tensor] = None
+        self.item_log_probs: Optional[torch.Tensor] = None
+        self._context: Optional[torch.Tensor] = None
+
+    def decided(self, step: int) -> bool:
+        return self._decided and step == self.step
+
+    def rows(self, row: int) -> slice:
+        """The hypotheses of batch row ``row`` in the ``[B * beam, ...]`` tensors."""
+        return slice(row * self.beam_size, (row + 1) * self.beam_size)
+
+    def _hypotheses(self, device) -> torch.Tensor:
+        """``[B * beam, t]`` every search's ``partial_hyps``. A finished search is not advanced
+        any more and may be shorter: its rows are padded (nothing reads them)."""
+        hyps = [search.partial_hyps for search in self.searches]
+        length = max(h.size(1) for h in hyps)
+        hyps = [
+            h if h.size(1) == length else F.pad(h, (0, length - h.size(1)))
+            for h in hyps
+        ]
+        return torch.cat(hyps).to(device)
+
+    def apply(self, scores: torch.Tensor) -> torch.Tensor:
+        """Decide the step's item columns of ``scores`` (``[B, beam, V]`` log-probabilities, changed
+        in place and returned)."""
+        self.step += 1
+        spec = self.spec
+        bsz = scores.size(0)
+        self._decided = False
+        self.item_log_probs = None
+        if self.step < self.skip_steps or len(self.searches) != bsz:
+            return scores
+        flat = scores.view(bsz * self.beam_size, -1)
+        items = spec.items
+        hyps = index = None
+        if spec.no_repeat != 'none' or (spec.mode == 'class' and spec.flag_gate):
+            hyps = self._hypotheses(flat.device)
+        if spec.no_repeat != 'none':
+            if spec.no_repeat == 'dialogue' and self._context is None:
+                self._context = context_item_index(
+                    spec.context_items, bsz, self.beam_size, flat.device
+                )
+            # the sparse form: a few listed items per row instead of an [R, N] mask
+            index = excluded_index(
+                items, hyps, self._context if spec.no_repeat == 'dialogue' else None
+            )
+        if spec.item_scores is not None and self.ranking is None:
+            self.ranking = (
+                spec.item_scores.to(flat)
+                .repeat_interleave(self.beam_size, dim=0)
+                .contiguous()
+            )
+        sampling = (
+            spec.mode == 'class'
+            and self.ranking is None
+            and bool(self.searches)
+            and self.searches[0]._sampling(self.step) is not None
+        )
+        # the dense mask where it is read: per example (the filler, a draw within the class)
+        # and for an item layout without a contiguous block
+        dense = index is not None and (
+            self.ranking is not None or sampling or items.block is None
+        )
+        self.excluded = excluded_mask(index, len(items)) if dense else None
+        if spec.mode == 'token':
+            if index is not None:
+                if items.block is not None:  # a view: excluded in place
+                    exclude_(items.take(flat), index)
+                else:
+                    items.put(
+                        flat,
+                        items.take(flat).masked_fill(self.excluded, float('-inf')),
+                    )
+        else:
+            if sampling:
+                # a sampler that draws the class then draws within it from these
+                self.item_log_probs = items.take(flat).clone()
+            allow = None
+            if spec.flag_gate and hyps.size(1) > 1:
+                allow = hyps[:, 1] != spec.gen_id  # hyps[:, 0] is the start token
+            sparse = items.block is not None and self.ranking is None
+            item_class_log_probs(
+                flat,
+                items,
+                None if sparse else self.excluded,
+                allow,
+                self.ranking,
+                inplace=True,
+                excluded_index=index if sparse else None,
+            )
+        self._decided = True
+        return scores
+
+
 _CLASSES: Dict[Type[TreeSearch], Type[TreeSearch]] = {}
 
 
-def item_aware(search: TreeSearch, spec: ItemDecodingSpec) -> TreeSearch:
+def item_aware(
+    search: TreeSearch,
+    spec: ItemDecodingSpec,
+    batch: Optional[BatchedItemDecision] = None,
+) -> TreeSearch:
     """Give a search made by ParlAI's ``_treesearch_factory`` the item-aware behaviour.
 
     The instance's class is swapped for a subclass ``ItemAware<Search>`` (made once per search
     class) instead of constructing a new object, so every argument the factory passed (beam size,
     blocking, length penalty, min length, ...) is kept without repeating the factory here.
+    ``batch``: the batch's decision the search joins (the next row), or None (per example).
     """
     if not spec.active:
         return search
@@ -190,6 +375,10 @@ def item_aware(search: TreeSearch, spec: ItemDecodingSpec) -> TreeSearch:
         _CLASSES[base] = type(f'ItemAware{base.__name__}', (ItemAwareSearch, base), {})
     search.__class__ = _CLASSES[base]
     search.spec = spec
+    search.batch_decision = batch
+    if batch is not None:
+        search.row = len(batch.searches)
+        batch.searches.append(search)
     return search
 
 
@@ -346,16 +535,43 @@ class ItemAwareDecodingMixin:
         batch's contexts (the ``--fill-items-from`` one), or None; never loads one."""
         return self._filler_scores(batch)
 
+    #: private switch: False makes every search decide its items alone, per example (the path
+    #: before issue #26; kept for the equivalence tests and the benchmark's side-by-side run)
+    _batched_item_decoding = True
+
     def _generate(self, batch, beam_size, max_ts, prefix_tokens=None):
-        self._item_spec = self.item_decoding_spec(batch)
+        spec = self.item_decoding_spec(batch)
+        self._item_spec = spec
+        self._item_batch = None
+        if (
+            spec.active
+            and self._batched_item_decoding
+            # a block list is applied after the hook, before select_paths: per example
+            and not getattr(self, 'beam_block_list', None)
+        ):
+            self._item_batch = BatchedItemDecision(
+                spec,
+                beam_size,
+                skip_steps=0 if prefix_tokens is None else prefix_tokens.size(1),
+            )
         try:
             return super()._generate(
                 batch, beam_size, max_ts, prefix_tokens=prefix_tokens
             )
         finally:
             self._item_spec = None
+            self._item_batch = None
 
     def _treesearch_factory(self, device, verbose=False):
         search = super()._treesearch_factory(device, verbose=verbose)
         spec = getattr(self, '_item_spec', None)
-        return item_aware(search, spec) if spec is not None else search
+        if spec is None:
+            return search
+        return item_aware(search, spec, getattr(self, '_item_batch', None))
+
+    def _generation_activation(self, score):
+        """ParlAI's per-step score hook in ``_generate`` (after the output layer, before the
+        searches advance): the batch's item/word decision, once for all hypotheses."""
+        score = super()._generation_activation(score)
+        batch = getattr(self, '_item_batch', None)
+        return score if batch is None else batch.apply(score)
