@@ -13,8 +13,15 @@ ratios, ``medium`` shows the trend. Two more run the HF backbone on a random GPT
 (``random_gpt2.py``, no download): ``dialogpt-small`` (DialoGPT-small's shape and vocabulary, what
 the GPU check measures) and ``tiny-gpt2`` (its CPU dry run). ``--device cuda --fp16`` measures on a
 GPU in half precision (CUDA is synchronised around every timed call); with ``--item-decoding-ratio``
-it also times the student's item-aware decoding (``--item-decoding class``) against plain greedy
-(``--item-decoding token``) when the agent has that option.
+it also times the student's item-aware decoding (``--item-decoding class``) against token decoding
+(``--item-decoding token``) when the agent has that option, greedy and beam (5), each with the item
+decision taken per example (ParlAI's one search per example, the path before issue #26) and once
+per step for the whole batch (the default), side by side. ``--decoding-only`` times that
+comparison alone (no training steps, no RSS; target class / token <= 1.05, issue #26):
+
+    python projects/conkd/student_benchmark.py --redial-path ../shared/data/redial \
+        --redial-meta-path ../shared/data/redial-meta --shapes zoo --decoding-only --rounds 6 \
+        --out projects/conkd/results/item_decoding_benchmark.json
 
 Timings interleave the configurations round-robin in a shuffled order (so machine noise and
 order effects hit all of them alike) and report medians; run it on a quiet machine, a loaded
@@ -355,6 +362,148 @@ def measure_peak_rss(*args):
     return value
 
 
+#: searches of the item-decoding comparison: name -> (--inference, beam size)
+DECODING_SEARCHES = {'greedy': ('greedy', 1), 'beam': ('beam', 5)}
+#: the two implementations of item-aware decoding timed side by side (issue #26, item 2): each
+#: search deciding its items alone (per example, the path before) and one decision per step for
+#: the whole batch; the agent's private switch ``_batched_item_decoding`` picks one
+DECODING_PATHS = {'per_example': False, 'batched': True}
+
+
+def decoding_paths(agent):
+    """The implementations this agent has: both, or only its one (code before issue #26)."""
+    if hasattr(type(agent), '_batched_item_decoding'):
+        return DECODING_PATHS
+    return {'batched': None}
+
+
+def time_item_decoding(agent, batch, search='greedy', batched=None, length=20):
+    """:func:`time_generation` with the search of ``DECODING_SEARCHES[search]`` and, when the agent
+    has both, the per-example (``batched`` False) or batched item decision."""
+    inference, beam_size = DECODING_SEARCHES[search]
+    agent.opt['inference'] = inference
+    agent.opt['beam_size'] = beam_size
+    agent.beam_size = beam_size
+    if batched is not None:
+        agent._batched_item_decoding = batched
+    return time_generation(agent, batch, length)
+
+
+def item_decoding_timers(agents, modes):
+    """name -> timer(batch) of every (mode, search, path) of the item-decoding comparison, on the
+    ``decode_<mode>`` agents."""
+    timers = {}
+    for mode in modes:
+        agent = agents[f'decode_{mode}']
+        for search in DECODING_SEARCHES:
+            for path, batched in decoding_paths(agent).items():
+                timers[f'decode_{mode}_{search}_{path}'] = functools.partial(
+                    time_item_decoding, agent, search=search, batched=batched
+                )
+    return timers
+
+
+def item_decoding_record(ms_per_token, modes):
+    """The comparison's ratios: class / token decoding per search and path, and each path's
+    speed-up (per-example ms / batched ms) per search and mode."""
+    if not modes:
+        return {}
+    paths = [p for p in DECODING_PATHS if f'decode_class_greedy_{p}' in ms_per_token]
+    ratios = {
+        search: {
+            path: ms_per_token[f'decode_class_{search}_{path}']
+            / ms_per_token[f'decode_token_{search}_{path}']
+            for path in paths
+        }
+        for search in DECODING_SEARCHES
+    }
+    record = {
+        'item_decoding_ms_per_token': {
+            k: v for k, v in ms_per_token.items() if k.startswith('decode_')
+        },
+        'ratio_item_decoding_class_over_token': ratios,
+        'ratio_item_decoding_over_greedy': ratios['greedy'][paths[-1]],
+    }
+    if len(paths) == 2:
+        record['item_decoding_speedup_batched'] = {
+            search: {
+                mode: ms_per_token[f'decode_{mode}_{search}_per_example']
+                / ms_per_token[f'decode_{mode}_{search}_batched']
+                for mode in modes
+            }
+            for search in DECODING_SEARCHES
+        }
+    return record
+
+
+def benchmark_decoding_shape(name, shape, workdir, data_args, args, env, extra=()):
+    """``--decoding-only``: the item-decoding comparison alone (class vs token, greedy and beam,
+    per-example vs batched), side by side in shuffled round-robin; returns its JSON record.
+    """
+    import torch
+    from tqdm import tqdm
+
+    os.makedirs(workdir, exist_ok=True)
+    print(f'[bench] {name}: building throwaway teachers in {workdir}', flush=True)
+    rec, dial = build_teachers(workdir, data_args, [*shape, *extra], env)
+    modes = ('class', 'token')
+    agents = {
+        f'decode_{mode}': make_agent(
+            workdir,
+            data_args,
+            shape,
+            'none',
+            rec,
+            dial,
+            args.batchsize,
+            extra=[*extra, '--item-decoding', mode],
+        )
+        for mode in modes
+    }
+    if item_decoding_modes(agents['decode_class']) is None:
+        sys.exit('--decoding-only: this version has no --item-decoding option')
+    batches = make_batches(
+        agents['decode_class'], data_args, args.batchsize, args.batches
+    )
+    timers = item_decoding_timers(agents, modes)
+    gen = {timer: [] for timer in timers}
+    for timer in timers.values():  # untimed warm-up
+        timer(batches[0])
+    order = random.Random(0)
+    for _ in tqdm(range(args.rounds * 2), desc=f'{name}: decoding (round-robin)'):
+        for batch in batches[:2]:
+            names = list(timers)
+            order.shuffle(names)
+            for timer in names:
+                elapsed, tokens = timers[timer](batch)
+                gen[timer].append(elapsed / max(tokens, 1))
+    ms_per_token = {k: 1000 * statistics.median(v) for k, v in gen.items()}
+    # the fastest decode of each: what other jobs on a shared machine inflate least
+    fastest = item_decoding_record({k: 1000 * min(v) for k, v in gen.items()}, modes)
+    shown = [f'<random {name} GPT-2>' if os.path.isabs(a) else a for a in shape]
+    backbone = (
+        ' '.join(shown) if '--backbone' in shape else 'transformer ' + ' '.join(shown)
+    )
+    return {
+        'backbone': backbone,
+        'device': str(next(agents['decode_class'].model.parameters()).device),
+        'fp16': '--fp16' in extra,
+        'parameters': sum(p.numel() for p in agents['decode_class'].model.parameters()),
+        'item_decoding': 'class / token, --item-no-repeat '
+        + str(agents['decode_class'].opt.get('item_no_repeat')),
+        'decoding_searches': {k: list(v) for k, v in DECODING_SEARCHES.items()},
+        'generated_tokens': 20,
+        **item_decoding_record(ms_per_token, modes),
+        'fastest_decode': {
+            'item_decoding_ms_per_token': fastest['item_decoding_ms_per_token'],
+            'ratio_item_decoding_class_over_token': fastest[
+                'ratio_item_decoding_class_over_token'
+            ],
+        },
+        'torch_threads': torch.get_num_threads(),
+    }
+
+
 def item_decoding_modes(agent):
     """``('class', 'token')`` when the agent has ``--item-decoding`` (item-aware vs plain greedy
     decoding), else None: the option is newer than this benchmark, which runs with and without it.
@@ -413,16 +562,23 @@ def benchmark_shape(name, shape, workdir, data_args, args, env, extra=()):
     batches = make_batches(agents['nll'], data_args, args.batchsize, args.batches)
     order = random.Random(0)
     # inference first, on the freshly built agents (same architecture: the cost should match)
-    gen = {'nll': [], 'live': [], **{f'decode_{mode}': [] for mode in modes or ()}}
-    for agent_name in gen:  # untimed warm-up: first calls pay one-off allocations
-        time_generation(agents[agent_name], batches[0])
+    gen_timers = {
+        'nll': functools.partial(time_generation, agents['nll']),
+        'live': functools.partial(time_generation, agents['live']),
+        **item_decoding_timers(agents, modes or ()),
+    }
+    gen = {timer: [] for timer in gen_timers}
+    for (
+        timer
+    ) in gen_timers.values():  # untimed warm-up: first calls pay one-off allocations
+        timer(batches[0])
     for _ in tqdm(range(args.rounds * 2), desc=f'{name}: generation (round-robin)'):
         for batch in batches[:2]:
             names = list(gen)
             order.shuffle(names)
-            for agent_name in names:
-                elapsed, tokens = time_generation(agents[agent_name], batch)
-                gen[agent_name].append(elapsed / max(tokens, 1))
+            for timer in names:
+                elapsed, tokens = gen_timers[timer](batch)
+                gen[timer].append(elapsed / max(tokens, 1))
     for mode in modes or ():
         # training below times the four training configurations only
         del agents[f'decode_{mode}']
@@ -491,13 +647,12 @@ def benchmark_shape(name, shape, workdir, data_args, args, env, extra=()):
             step_ms['live_hard'] - step_ms['nll'] - step_ms['teacher_forward']
         )
         / step_ms['nll'],
-        'generation_ms_per_token': ms_per_token,
+        'generation_ms_per_token': {
+            k: v for k, v in ms_per_token.items() if not k.startswith('decode_')
+        },
         'ratio_inference_student_over_nll': ms_per_token['live'] / ms_per_token['nll'],
-        'ratio_item_decoding_over_greedy': (
-            ms_per_token['decode_class'] / ms_per_token['decode_token']
-            if modes
-            else None
-        ),
+        'ratio_item_decoding_over_greedy': None,
+        **item_decoding_record(ms_per_token, modes),
         'item_decoding': (
             'class / token'
             if modes
@@ -562,15 +717,7 @@ def print_table(name, result):
             f"hard: {result['share_distillation_work_hard']:.2f}",
         ),
     ]
-    if result.get('ratio_item_decoding_over_greedy') is not None:
-        rows.append(
-            (
-                'generation ms/token, item-aware / plain greedy decoding',
-                result['ratio_item_decoding_over_greedy'],
-                '-',
-                f"{ms_per_token['decode_class']:.3f} / {ms_per_token['decode_token']:.3f} ms",
-            )
-        )
+    rows += item_decoding_rows(result)
     precision = ', fp16' if result.get('fp16') else ''
     print(
         f"\n{name}: {result['backbone']} ({result['parameters'] / 1e6:.1f}M parameters, "
@@ -585,6 +732,62 @@ def print_table(name, result):
             f"{rss[k]['after_training_steps']:.0f}" for k in ('nll', 'live', 'cached')
         )
         print(f'| peak RSS (MB): NLL-only / live / cached | | | {peaks} |')
+
+
+#: class / token decoding per generated token (issue #26), greedy and beam
+ITEM_DECODING_TARGET = 1.05
+
+
+def item_decoding_rows(result):
+    """Table rows of the item-decoding comparison (none when it was not measured)."""
+    ratios = result.get('ratio_item_decoding_class_over_token')
+    if not ratios:
+        return []
+    ms = result['item_decoding_ms_per_token']
+    rows = []
+    for search, by_path in ratios.items():
+        for path, ratio in by_path.items():
+            rows.append(
+                (
+                    f'{search} ms/token, class / token decoding ({path.replace("_", "-")})',
+                    ratio,
+                    ITEM_DECODING_TARGET if path == 'batched' else '-',
+                    f"{ms[f'decode_class_{search}_{path}']:.3f} / "
+                    f"{ms[f'decode_token_{search}_{path}']:.3f} ms",
+                )
+            )
+    for search, by_mode in (result.get('item_decoding_speedup_batched') or {}).items():
+        for mode, speedup in by_mode.items():
+            rows.append(
+                (
+                    f'{search} {mode} decoding, per-example / batched ms/token',
+                    speedup,
+                    '-',
+                    f"{ms[f'decode_{mode}_{search}_per_example']:.3f} / "
+                    f"{ms[f'decode_{mode}_{search}_batched']:.3f} ms",
+                )
+            )
+    return rows
+
+
+def print_decoding_table(name, result):
+    print(
+        f"\n{name}: {result['backbone']} ({result['parameters'] / 1e6:.1f}M parameters, "
+        f"{result.get('device', 'cpu')}; {result['item_decoding']})"
+    )
+    print('| measurement | ratio | target | raw |\n|---|---|---|---|')
+    for label, ratio, target, raw in item_decoding_rows(result):
+        bound = f'<= {target}' if target != '-' else ''
+        print(f'| {label} | {ratio:.2f} | {bound} | {raw} |')
+    fastest = result['fastest_decode']['ratio_item_decoding_class_over_token']
+    print(
+        'class / token, fastest decode of each: '
+        + ', '.join(
+            f'{search} {path.replace("_", "-")} {ratio:.2f}'
+            for search, by_path in fastest.items()
+            for path, ratio in by_path.items()
+        )
+    )
 
 
 #: targets of the CPU benchmark (issue #16) and of the GPU check (issue #17)
@@ -635,6 +838,12 @@ def parse_args(argv=None):
         help='also time item-aware against plain greedy decoding (when --item-decoding exists)',
     )
     parser.add_argument(
+        '--decoding-only',
+        action='store_true',
+        help='only the item-decoding comparison: class vs token decoding, greedy and beam, '
+        'per-example vs batched item decision (issue #26); no training steps, no RSS',
+    )
+    parser.add_argument(
         '--out',
         default=os.path.join(
             os.path.dirname(__file__), 'results', 'student_benchmark.json'
@@ -676,10 +885,12 @@ def main(argv=None):
     if args.redial_meta_path:
         data_args += ['--redial-meta-path', args.redial_meta_path]
     env = dict(os.environ)
+    load_before = os.getloadavg()
     results = {}
     for name in shapes:
         shape_dir = os.path.join(workdir, name)
-        results[name] = benchmark_shape(
+        bench = benchmark_decoding_shape if args.decoding_only else benchmark_shape
+        results[name] = bench(
             name, shape_args(name, shape_dir), shape_dir, data_args, args, env, extra
         )
     gpu = f', {torch.cuda.get_device_name()}' if device == 'cuda' else ''
@@ -701,12 +912,20 @@ def main(argv=None):
             'dialogues': args.max_dialogues,
             'device': device,
             'fp16': args.fp16,
+            # other jobs on the machine (1-minute load average at the start and the end)
+            'load_average': [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         },
         'shapes': results,
         'targets': GPU_TARGETS if device == 'cuda' else TARGETS,
     }
+    if args.decoding_only:
+        result['setup']['what'] = 'item decoding only (--decoding-only)'
+        result['setup']['gates'] = 'none (one student network decoding every way)'
+        result['targets'] = {'item_decoding_class_over_token': ITEM_DECODING_TARGET}
     for name, shape_result in results.items():
-        print_table(name, shape_result)
+        (print_decoding_table if args.decoding_only else print_table)(
+            name, shape_result
+        )
     from parlai_conkd.fileio import atomic_write
 
     with atomic_write(args.out) as f:
