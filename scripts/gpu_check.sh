@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check of issue #17, at most ~8 minutes on one H200: set-up, a side-by-side benchmark on a
-# DialoGPT-small-shaped random GPT-2, a short fp16 student training and the GPU tests. Prints a table
-# and writes projects/conkd/results/gpu_check.json (and copies it and the logs to $OUT when set).
+# DialoGPT-small-shaped random GPT-2, a short fp16 student training, the modern recipe's LoRA + bf16
+# options on a random Qwen2.5-0.5B-shaped model (issue #25; peak GPU memory) and the GPU tests. Prints
+# a table and writes projects/conkd/results/gpu_check.json (and copies it and the logs to $OUT when set).
 #
 #   bash scripts/gpu_check.sh --prepare            # where pip reaches a registry: wheels + ReDial -> .gpu-carry/
 #   bash scripts/gpu_check.sh                      # on the GPU machine (copy the checkout with .gpu-carry/ there)
@@ -31,6 +32,9 @@ prepare() {
     "$PY" -m pip wheel --no-deps -q -w "$CARRY/wheels" "parlai==1.7.2" "iopath==$(version iopath)" \
         "nltk==$(version nltk)" "pytest-regressions==$(version pytest-regressions)" \
         "pytest-datadir==$(version pytest-datadir)" "setuptools==$(version setuptools)"
+    # LoRA (issue #25, the modern step and the LoRA GPU tests): peft and what it needs beyond torch
+    "$PY" -m pip wheel --no-deps -q -w "$CARRY/wheels" "peft==$(version peft)" \
+        "accelerate==$(version accelerate)" "psutil==$(version psutil)"
     [ -f "$data/redial/train_data.jsonl" ] || { log "no ReDial at $data (set CONKD_SHARED_DATA)"; exit 1; }
     log "ReDial and the movie KG -> $CARRY/data"
     rm -rf "$CARRY/data/redial" "$CARRY/data/redial-meta"
@@ -54,6 +58,12 @@ setup() {
     fi
     "${pip[@]}" "$wheels"/parlai-*.whl "$wheels"/iopath-*.whl "$wheels"/nltk-*.whl \
         "$wheels"/pytest_regressions-*.whl "$wheels"/pytest_datadir-*.whl
+    # optional (LoRA): installed when carried and missing
+    for pkg in psutil accelerate peft; do
+        if ! "$PY" -c "import $pkg" 2>/dev/null && ls "$wheels"/$pkg-*.whl >/dev/null 2>&1; then
+            "${pip[@]}" "$wheels"/$pkg-*.whl
+        fi
+    done
     "${pip[@]}" --no-build-isolation -e "$ROOT"
     "$PY" -c 'import parlai_conkd._startup, parlai.core.params' || { log "set-up failed"; exit 1; }
     log "set-up done ($("$PY" -c 'import torch; print("torch", torch.__version__)'))"

@@ -335,6 +335,13 @@ def modern_lora(mode, args, workdir, budget, logs):
             'status': 'skipped',
             'reason': 'needs a GPU (bf16 autocast, the 0.5B shape)',
         }
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        return {
+            'status': 'skipped',
+            'reason': 'peft is not installed (requirements/lora.txt)',
+        }
     from parlai_conkd.zoo.conkd import recipe
 
     sys.path.insert(0, ROOT)

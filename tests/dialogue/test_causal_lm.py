@@ -368,3 +368,27 @@ def test_half_precision_lora_steps_on_gpu(
     after = _nll(agent, batch)
     assert after == after and after < before  # finite, lower
     assert len(_greedy(agent, batch)) == len(EXAMPLES)
+
+
+def test_new_rows_start_at_the_mean_or_at_the_fitted_item_vectors():
+    from parlai_conkd.agents.conkd_dialogue_teacher.causal_lm import (
+        NEW_ROW_JITTER,
+        init_new_rows,
+    )
+
+    torch.manual_seed(0)
+    weight = torch.randn(10, 4) * 3 + 1
+    base = weight[:6].clone()
+    vectors = {7: torch.tensor([1.0, -1.0, 0.0, 2.0]), 9: torch.zeros(4)}
+    init_new_rows(weight, 6, seed=0, item_rows=vectors)
+    assert torch.equal(weight[:6], base)  # the model's own rows untouched
+    mean, std = base.mean(0), base.std(0)
+    for row in (6, 8):  # mean + seeded jitter, within a few jitter std of the mean
+        assert ((weight[row] - mean).abs() <= 5 * NEW_ROW_JITTER * std).all()
+    scale = (base - mean).std()
+    torch.testing.assert_close(weight[7], mean + scale * vectors[7])
+    torch.testing.assert_close(weight[9], mean)
+    again = torch.randn(10, 4) * 3 + 1
+    again[:6] = base
+    init_new_rows(again, 6, seed=0, item_rows=vectors)
+    assert torch.equal(again, weight)  # deterministic

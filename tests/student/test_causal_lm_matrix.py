@@ -194,8 +194,9 @@ def test_cli_student_batch_invariant_reloadable_and_chats_with_a_titled_film(
 def test_lora_student_and_two_worker_multiprocessing_train(
     teachers, hf_teachers, tmp_path
 ):
-    """Llama (untied head): a LoRA dialogue teacher and its student through the CLI, the
-    student with two gloo workers on CPU; the student's file holds no base weights."""
+    """Llama (untied head): a LoRA dialogue teacher (item rows from the rec teacher) and its
+    student through the CLI, the student with two gloo workers on CPU; the student's file holds
+    no base weights."""
     pytest.importorskip('peft')
     backbone, _ = hf_teachers('llama')
     root, env, common = teachers
@@ -209,6 +210,7 @@ def test_lora_student_and_two_worker_multiprocessing_train(
             *('--validation-max-exs', 8),
             *backbone,
             *lora,
+            *('--item-embeddings-from', root / 'rec'),
             *SHORT,
             *common,
         ],
