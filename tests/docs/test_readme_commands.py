@@ -81,6 +81,13 @@ PLAN = [
         ),
     ),
     (
+        r'^python projects/conkd/what_gap\.py -dp',
+        Skip(
+            'builds the default zoo teachers and trains a student per variant and seed (an hour '
+            'and more); tests/leaderboard/test_results_commands.py checks its variants and table'
+        ),
+    ),
+    (
         r'^python projects/conkd/student_results\.py -dp',
         Skip('trains students for 3 seeds (hours); its --summary form is run below'),
     ),
