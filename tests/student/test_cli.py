@@ -75,6 +75,8 @@ def test_student_trains_saves_and_evaluates_with_each_gate(teachers, gate):
     assert ('kd_loss' in evaluated) == (gate != 'none')
 
 
+# in the slow run for CI's 20 minutes: tests/interactive and the docs' commands chat with students too
+@pytest.mark.slow
 def test_interactive_student_answers_piped_input(teachers):
     root, env, common = teachers
     mf = root / 'student-chat'
@@ -143,6 +145,8 @@ def test_student_refuses_wrong_teacher_files(teachers, tmp_path):
     )
 
 
+# in the slow run for CI's 20 minutes: tests/dialogue/test_causal_lm.py trains, decodes and reloads the HF backbones in-process
+@pytest.mark.slow
 def test_student_on_the_hugging_face_backbone(teachers, tmp_path):
     """A tiny random GPT-2 from a local directory: teacher and student share its tokenizer."""
 
@@ -224,6 +228,8 @@ def test_student_on_the_hugging_face_backbone(teachers, tmp_path):
     assert '[ConkdStudent]:' in chat.stdout
 
 
+# in the slow run for CI's 20 minutes: torch.distributed startup dominates it
+@pytest.mark.slow
 def test_student_multiprocessing_train_with_two_cpu_workers(teachers, tmp_path):
     """torch.distributed with gloo on CPU; every worker loads both teachers and distils."""
     import os
