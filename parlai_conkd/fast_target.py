@@ -5,8 +5,8 @@ without vocabulary-sized temporaries (plain torch, no ParlAI import).
 the target (:func:`make_target`); the second is linear in q, ``(1 - w) E_dial[log p] + w E_rec[log p]``,
 two batched dot products, so the [B,T,V] target is never built (the fused loss,
 :mod:`parlai_conkd.fused_loss`, takes it from there). Padding steps need no target: the dense
-dialogue-teacher distribution is kept for the real steps only, packed [n,V], and the fused loss
-works on each example's run of real steps.
+dialogue-teacher distribution is kept for the real steps only, packed [n,V] in row-major order,
+the order in which the student's scores come (issue #26).
 
 Precision: the target is computed in float32 whatever the models run in. Half-precision (fp16/bf16)
 scores from a ``--fp16`` teacher are promoted first and autocast is switched off inside (issue #17).
@@ -69,6 +69,10 @@ class DistillTarget:
     steps in row-major order (``real``: their flat indices in [B*T]), or a :class:`TopK` [B,T,k]
     over vocabulary ids; ``rec`` [B,N] or :class:`TopK` over catalog indices. ``plogp`` is
     ``sum q log q`` [B,T]; ``weight``, ``gate``, ``plogp`` are zero on padding.
+
+    The student's side (:meth:`expected_log_prob`, :meth:`subtract_scaled_`) works on the same n
+    real steps, packed [n,V] in row-major order (issue #26: the student's output layer and softmax
+    run at those steps only); :meth:`at_real_steps` packs a [B,T] field the same way.
     """
 
     dial: Distribution
@@ -80,85 +84,80 @@ class DistillTarget:
     mask: torch.Tensor
     temperature: float
     real: Optional[torch.Tensor] = None
-    #: per example ``(b, first, end, offset)``: its real steps are one run (right- or left-padded
-    #: rows, as ParlAI makes them), rows ``offset:offset + end - first`` of a dense ``dial``. The
-    #: fused loss then works on views; without spans it gathers the real rows.
-    spans: Optional[List[Tuple[int, int, int, int]]] = None
+
+    def at_real_steps(self, field: torch.Tensor) -> torch.Tensor:
+        """A [B,T,...] tensor's rows at the real steps, packed [n,...] in row-major order."""
+        return field[self.mask]
+
+    def _example_runs(self) -> List[Tuple[int, int, int]]:
+        """``(b, start, end)`` per example with real steps: its rows of the packed [n,...] steps
+        (row-major packing keeps each example's steps together, whatever the padding side).
+        """
+        counts = self.mask.sum(dim=1).tolist()
+        runs, start = [], 0
+        for b, count in enumerate(counts):
+            if count:
+                runs.append((b, start, start + count))
+                start += count
+        return runs
+
+    def _dial_rows(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """A top-k dialogue teacher at the real steps: values and vocabulary ids, [n,k]."""
+        return self.at_real_steps(self.dial.values), self.at_real_steps(
+            self.dial.indices
+        )
+
+    def _rec_rows(self) -> TopK:
+        """A top-k rec teacher at each real step: its values and vocabulary ids, [n,k]."""
+        example = self.mask.nonzero()[:, 0]
+        return TopK(self.rec.values[example], self.rec.indices[example])
 
     def expected_log_prob(
-        self, log_probs: torch.Tensor, slots: ItemVocab, by_span: bool = False
+        self, log_probs: torch.Tensor, slots: ItemVocab
     ) -> torch.Tensor:
-        """``sum_v q[b,t,v] * log_probs[b,t,v]`` [B,T]; differentiable in ``log_probs`` unless
-        ``by_span`` (for the fused loss: views of each example's real steps)."""
-        spans = self.spans if by_span else None
+        """``sum_v q[s,v] * log_probs[s,v]`` [n] for the n real steps (``log_probs`` [n,V], packed
+        in row-major order); not differentiable in place of autograd (the fused loss writes the
+        gradient itself)."""
         if isinstance(self.dial, TopK):
-            on_dial = (self.dial.values * log_probs.gather(-1, self.dial.indices)).sum(
-                -1
-            )
-        elif spans is not None:
-            on_dial = log_probs.new_zeros(self.weight.shape)
-            for b, first, end, offset in spans:
-                on_dial[b, first:end] = _dot(
-                    self.dial[offset : offset + end - first], log_probs[b, first:end]
-                )
+            values, indices = self._dial_rows()
+            on_dial = (values * log_probs.gather(-1, indices)).sum(-1)
         else:
-            rows = log_probs.reshape(-1, log_probs.size(-1)).index_select(0, self.real)
-            on_dial = log_probs.new_zeros(self.weight.numel()).index_copy(
-                0, self.real, _dot(self.dial, rows)
-            )
-            on_dial = on_dial.view(self.weight.shape)
+            on_dial = _dot(self.dial, log_probs)
         if isinstance(self.rec, TopK):
-            ids = self._rec_vocab_ids(slots, log_probs.size(1))
-            on_rec = (self.rec.values.unsqueeze(1) * log_probs.gather(-1, ids)).sum(-1)
-        elif spans is not None:
-            on_rec = log_probs.new_zeros(self.weight.shape)
-            for b, first, end, _ in spans:
-                on_rec[b, first:end] = slots.take(log_probs[b, first:end]) @ self.rec[b]
+            rec = self._rec_rows()
+            ids = slots.ids[rec.indices]
+            on_rec = (rec.values * log_probs.gather(-1, ids)).sum(-1)
         else:
-            on_rec = torch.bmm(slots.take(log_probs), self.rec.unsqueeze(-1)).squeeze(
-                -1
-            )
-        return (1.0 - self.weight) * on_dial + self.weight * on_rec
+            on_rec = log_probs.new_empty(log_probs.size(0))
+            for b, start, end in self._example_runs():
+                on_rec[start:end] = slots.take(log_probs[start:end]) @ self.rec[b]
+        weight = self.at_real_steps(self.weight)
+        return (1.0 - weight) * on_dial + weight * on_rec
 
     def subtract_scaled_(
         self, grad: torch.Tensor, coef: torch.Tensor, slots: ItemVocab
     ) -> None:
-        """``grad[b,t,:] -= coef[b,t] * q[b,t,:]`` in place (``coef`` is zero on padding)."""
-        on_dial, on_rec = coef * (1.0 - self.weight), coef * self.weight
+        """``grad[s,:] -= coef[s] * q[s,:]`` in place for the n real steps (``grad`` [n,V] and
+        ``coef`` [n], packed in row-major order)."""
+        weight = self.at_real_steps(self.weight)
+        on_dial, on_rec = coef * (1.0 - weight), coef * weight
         if isinstance(self.dial, TopK):
-            grad.scatter_add_(
-                -1, self.dial.indices, self.dial.values * -on_dial.unsqueeze(-1)
-            )
-        elif self.spans is not None:
-            for b, first, end, offset in self.spans:
-                grad[b, first:end].addcmul_(
-                    self.dial[offset : offset + end - first],
-                    on_dial[b, first:end].unsqueeze(-1),
-                    value=-1.0,
-                )
+            values, indices = self._dial_rows()
+            grad.scatter_add_(-1, indices, values * -on_dial.unsqueeze(-1))
         else:
-            scale = on_dial.reshape(-1).index_select(0, self.real).unsqueeze(-1)
-            grad.view(-1, grad.size(-1)).index_add_(
-                0, self.real, self.dial * scale, alpha=-1
-            )
+            grad.addcmul_(self.dial, on_dial.unsqueeze(-1), value=-1.0)
         if isinstance(self.rec, TopK):
-            ids = self._rec_vocab_ids(slots, grad.size(1))
+            rec = self._rec_rows()
             grad.scatter_add_(
-                -1, ids, self.rec.values.unsqueeze(1) * -on_rec.unsqueeze(-1)
+                -1, slots.ids[rec.indices], rec.values * -on_rec.unsqueeze(-1)
             )
-        elif self.spans is not None:
-            for b, first, end, _ in self.spans:
+        else:
+            for b, start, end in self._example_runs():
                 slots.subtract_outer_(
-                    grad[b : b + 1, first:end],
-                    on_rec[b : b + 1, first:end],
+                    grad[start:end].unsqueeze(0),
+                    on_rec[start:end].unsqueeze(0),
                     self.rec[b : b + 1],
                 )
-        else:
-            slots.subtract_outer_(grad, on_rec, self.rec)
-
-    def _rec_vocab_ids(self, slots: ItemVocab, steps: int) -> torch.Tensor:
-        ids = slots.ids[self.rec.indices]  # [B,k] vocabulary ids of the kept items
-        return ids.unsqueeze(1).expand(-1, steps, -1)
 
 
 def _tempered_topk(dist: TopK, temperature: float) -> Tuple[TopK, torch.Tensor]:
@@ -375,22 +374,6 @@ def _dense_target(
     )
 
 
-def real_spans(mask: torch.Tensor) -> Optional[List[Tuple[int, int, int, int]]]:
-    """``(b, first, end, offset)`` per example with real steps (``offset``: its first row among
-    the packed real steps), or None when some row's real steps are not one run."""
-    spans, offset = [], 0
-    for b, row in enumerate(mask.bool().cpu()):
-        steps = row.nonzero().squeeze(1)
-        if steps.numel() == 0:
-            continue
-        first, end = int(steps[0]), int(steps[-1]) + 1
-        if end - first != steps.numel():
-            return None
-        spans.append((b, first, end, offset))
-        offset += end - first
-    return spans
-
-
 @without_autocast
 @torch.no_grad()
 def make_target(
@@ -474,7 +457,6 @@ def make_target(
             mask=mask,
             temperature=float(temperature),
             real=real,
-            spans=real_spans(mask),
         )
     return DistillTarget(
         dial=dial,

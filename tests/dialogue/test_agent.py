@@ -13,6 +13,12 @@ def _undefined(metric):
     return (metric + metric).value() == 0.0 and (metric + _one()).value() == 1.0
 
 
+def _zero():
+    from parlai.core.metrics import AverageMetric
+
+    return AverageMetric(0, 0)
+
+
 def _one():
     from parlai.core.metrics import AverageMetric
 
@@ -243,3 +249,49 @@ def test_response_recall_under_both_protocols_and_item_recall(agent, monkeypatch
     # without task fields, all items = the items named in the label
     plain = _batch(agent, [{'text': 'hello', 'labels': ['see __item_222__']}])
     assert plain.gold_label_items == [[1]]
+
+
+def _loss_metrics_and_grads(agent, batch, padded):
+    """compute_loss of the agent (ParlAI's own on padded scores when ``padded``), in training
+    mode without dropout: (loss, {metric: value}, {parameter: grad})."""
+    from parlai.agents.transformer.transformer import TransformerGeneratorAgent
+
+    agent.model.train()
+    for module in agent.model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    agent.model.zero_grad()
+    agent.reset_metrics()
+    if padded:  # ParlAI's compute_loss, what RealStepLossMixin replaces
+        loss = TransformerGeneratorAgent.compute_loss(agent, batch)
+    else:
+        loss = agent.compute_loss(batch)
+    loss.backward()
+    metrics = {
+        k: sum((m for m in v if m is not None), _zero()).value()
+        for k, v in agent._local_metrics.items()
+    }
+    grads = {
+        n: p.grad.clone() for n, p in agent.model.named_parameters() if p.grad is not None
+    }
+    return loss.detach(), metrics, grads
+
+
+def test_loss_at_the_real_steps_equals_parlais_padded_loss(agent):
+    """Issue #26: the generators score the real label steps only; loss, ParlAI's metrics and
+    every gradient are those of ParlAI's compute_loss over the padded batch."""
+    batch = _batch(agent, EXAMPLES)
+    real = batch.label_vec.ne(agent.NULL_IDX)
+    assert real.sum() < real.numel()  # there is padding to skip
+    agent._local_metrics = {}
+    loss_padded, metrics_padded, grads_padded = _loss_metrics_and_grads(
+        agent, batch, padded=True
+    )
+    agent._local_metrics = {}
+    loss, metrics, grads = _loss_metrics_and_grads(agent, batch, padded=False)
+    assert torch.allclose(loss, loss_padded, atol=1e-6)
+    for name in ('loss', 'ppl', 'token_acc', 'token_em'):
+        assert metrics[name] == pytest.approx(metrics_padded[name], abs=1e-6), name
+    assert grads.keys() == grads_padded.keys() and grads
+    for name, grad in grads.items():
+        assert torch.allclose(grad, grads_padded[name], atol=1e-6), name

@@ -220,20 +220,63 @@ def test_dense_target_is_the_same_built_row_by_row_and_in_the_scores_memory(
     assert torch.equal(untouched, dial)
 
 
-def test_real_spans_cover_left_and_right_padding_and_give_up_on_holes():
+def test_each_examples_real_steps_are_one_run_of_the_packed_rows():
+    """Row-major packing keeps an example's steps together: right, left padding and holes alike."""
     mask = torch.tensor(
-        [[True, True, False], [False, True, True], [False, False, False]]
+        [
+            [True, True, False],
+            [False, True, True],
+            [False, False, False],
+            [True, False, True],
+        ]
     )
-    # (b, first, end, packed offset)
-    assert fast_target.real_spans(mask) == [
-        (0, 0, 2, 0),
-        (1, 1, 3, 2),
-    ]
-    assert fast_target.real_spans(torch.tensor([[True, False, True]])) is None
+    dial, rec, _labels, _logits = _inputs(CONTIGUOUS)
+    target = fast_target.make_target(
+        'soft', dial[:1, :3].expand(4, 3, -1), rec[:1].expand(4, -1), CONTIGUOUS, mask
+    )
+    # (b, start, end) among the packed rows
+    assert target._example_runs() == [(0, 0, 2), (1, 2, 4), (3, 4, 6)]
 
 
-def test_fused_loss_without_spans_matches_the_reference():
-    """A mask with a hole (not something ParlAI makes) takes the every-row path, with equal results."""
+@pytest.mark.parametrize('form', ['dense', 'topk'])
+@pytest.mark.parametrize('tau', [1.0, 2.0])
+def test_packed_student_scores_give_the_padded_batchs_values_and_gradients(form, tau):
+    """Issue #26: the generators' loss hands the fused loss the real steps only, [n,V] in
+    row-major order; values and gradients are those of the padded batch at those steps.
+    """
+    dial, rec, labels, logits = _inputs(CONTIGUOUS)
+    mask = labels.ne(PAD)
+    if form == 'topk':
+        dial, rec = _as_topk(dial, rec, k_dial=6, k_rec=3)
+        mass = torch.rand(labels.shape, generator=torch.Generator().manual_seed(2))
+    else:
+        mass = None
+    target = fast_target.make_target(
+        'soft', dial, rec, CONTIGUOUS, mask, temperature=tau, dial_item_mass=mass
+    )
+    padded = logits.clone().requires_grad_(True)
+    packed = logits[mask].clone().requires_grad_(True)
+    nll_p, kd_p = nll_and_kd(padded, labels, target, CONTIGUOUS, ignore_index=PAD)
+    nll, kd = nll_and_kd(packed, labels[mask], target, CONTIGUOUS, ignore_index=PAD)
+    assert nll.shape == kd.shape == (int(mask.sum()),)
+    assert torch.allclose(nll, nll_p[mask]) and torch.allclose(kd, kd_p[mask])
+    assert not kd_p[~mask].any() and not nll_p[~mask].any()
+    weights = torch.rand(labels.shape, generator=torch.Generator().manual_seed(3))
+    ((nll_p + 2 * kd_p) * weights).sum().backward()
+    ((nll + 2 * kd) * weights[mask]).sum().backward()
+    assert torch.allclose(packed.grad, padded.grad[mask], atol=1e-6)
+    assert not padded.grad[~mask].any()
+
+
+def test_student_scores_of_the_wrong_size_are_refused():
+    dial, rec, labels, logits = _inputs(CONTIGUOUS)
+    target = fast_target.make_target('soft', dial, rec, CONTIGUOUS, labels.ne(PAD))
+    with pytest.raises(ValueError, match='neither the .* real steps nor'):
+        nll_and_kd(logits[:2], labels[:2], target, CONTIGUOUS, ignore_index=PAD)
+
+
+def test_fused_loss_with_a_hole_in_the_mask_matches_the_reference():
+    """A mask with a hole (not something ParlAI makes) gives the reference's results too."""
     dial, rec, labels, logits = _inputs(CONTIGUOUS)
     labels[1, 1] = PAD  # a hole in row 1
     ref_logits, fused_logits = logits.clone().requires_grad_(
@@ -244,7 +287,6 @@ def test_fused_loss_without_spans_matches_the_reference():
     )
     (ref_nll.sum() + ref_kd.sum()).backward()
     target = fast_target.make_target('soft', dial, rec, CONTIGUOUS, labels.ne(PAD))
-    assert target.spans is None
     nll, kd = nll_and_kd(fused_logits, labels, target, CONTIGUOUS, ignore_index=PAD)
     (nll.sum() + kd.sum()).backward()
     assert torch.allclose(kd, ref_kd, atol=1e-5) and torch.allclose(

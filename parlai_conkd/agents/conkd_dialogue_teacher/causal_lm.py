@@ -111,7 +111,12 @@ class CausalLMGenerator(TorchGeneratorModel):
     """A causal LM (``lm``: a transformers ``PreTrainedModel`` or a peft model around one) as
     ParlAI's encoder/decoder pair. Shapes: context ``[B, S]`` and labels ``[B, T]``, both
     left-padded with ``null_idx``; ``decode_forced`` returns logits ``[B, T, V]`` aligned with the
-    labels (row b, step t predicts ``ys[b, t]``)."""
+    labels (row b, step t predicts ``ys[b, t]``); while ``real_steps`` is set
+    (:func:`.real_steps.scoring_real_steps`) the rows of those steps only, packed ``[n, V]``.
+    """
+
+    #: bool ``[B, T]`` while the agent scores the real label steps alone, else None
+    real_steps: Optional[torch.Tensor] = None
 
     def __init__(
         self, lm, null_idx: int, start_idx: int, end_idx: int, bf16: bool = False
@@ -158,6 +163,10 @@ class CausalLMGenerator(TorchGeneratorModel):
         first = (steps - lengths).clamp(0, steps - 1)
         rows = torch.arange(ys.size(0), device=ys.device)
         logits = logits.index_put((rows, first), logits[:, 0])
+        if self.real_steps is not None:
+            # the LM's head already ran at every label position (logits_to_keep keeps the last
+            # T positions of every row alike): only the rows are packed
+            logits = logits[self.real_steps]
         return logits, logits.argmax(dim=-1)
 
     def output(self, tensor):

@@ -29,7 +29,10 @@ from typing import Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
-from parlai.agents.transformer.transformer import TransformerGeneratorAgent
+from parlai.agents.transformer.transformer import (
+    TransformerGeneratorAgent,
+    _check_positional_embeddings,
+)
 from parlai.utils.torch import padded_tensor
 
 from parlai_conkd.distill import item_mass
@@ -56,6 +59,11 @@ from .dictionary import (
 from .hf_model import resolve_hf_model_path
 from .item_embedding_init import ItemEmbeddingsMixin
 from .item_search import ItemAwareDecodingMixin, context_items_of, greedy_beam_size
+from .real_steps import (
+    RealStepLossMixin,
+    RealStepsTransformerGeneratorModel,
+    scoring_real_steps,
+)
 from .response_metrics import ResponseMetricsMixin
 
 BACKBONES = ('transformer', 'hf')
@@ -77,13 +85,15 @@ class ConkdDialogueTeacherAgent(
     ResponseMetricsMixin,
     ItemAwareDecodingMixin,
     ItemEmbeddingsMixin,
+    RealStepLossMixin,
     TransformerGeneratorAgent,
 ):
     """The generator itself: backbone, vocabulary with item tokens and the [REC]/[GEN] flag,
     targets, teacher-forced scores (what the student distils). By job, in sibling modules:
     response metrics and the per-example log (:class:`ResponseMetricsMixin`), item-aware decoding
     and the pipeline (:class:`ItemAwareDecodingMixin`), item embeddings from the rec teacher
-    (:class:`ItemEmbeddingsMixin`)."""
+    (:class:`ItemEmbeddingsMixin`), the teacher-forced loss at the real label steps
+    (:class:`RealStepLossMixin`)."""
 
     @classmethod
     def add_cmdline_args(cls, parser, partial_opt=None):
@@ -219,7 +229,14 @@ class ConkdDialogueTeacherAgent(
                     model.lm.get_input_embeddings().weight, self._catalog_token_ids()
                 )
             return model
-        model = super().build_model(states)
+        # ParlAI's TransformerGeneratorAgent.build_model, with the class that can score the real
+        # label steps alone (same parameters and state dict)
+        _check_positional_embeddings(self.opt)
+        model = RealStepsTransformerGeneratorModel(self.opt, self.dict)
+        if self.opt['embedding_type'] != 'random':
+            self._copy_embeddings(
+                model.encoder.embeddings.weight, self.opt['embedding_type']
+            )
         init_model, _ = self._get_init_model(self.opt, None)
         if self.opt.get('item_embeddings_from') and init_model is None:
             # from scratch only: saved weights win otherwise
@@ -369,7 +386,8 @@ class ConkdDialogueTeacherAgent(
 
         With ``only`` (bool ``[B, T]``, e.g. the non-padding steps) the logits of those steps alone,
         packed ``[n, V]`` in row-major order; on the transformer backbone the output layer, the
-        largest single cost of a small model's forward, then runs on those steps only.
+        largest single cost of a small model's forward, then runs on those steps only
+        (:mod:`.real_steps`).
         """
         if batch.label_vec is None:
             raise ValueError('teacher_forced_scores needs a batch with labels')
@@ -377,23 +395,14 @@ class ConkdDialogueTeacherAgent(
         was_training = model.training
         model.eval()
         try:
-            if only is not None and not self.is_hf:
-                return self._transformer_scores_at(model, batch, only)
-            scores, *_ = model(*self._model_input(batch), ys=batch.label_vec)
+            if only is None:
+                scores, *_ = model(*self._model_input(batch), ys=batch.label_vec)
+            else:
+                with scoring_real_steps(model, only):
+                    scores, *_ = model(*self._model_input(batch), ys=batch.label_vec)
         finally:
             model.train(was_training)
-        return scores if only is None else scores[only]
-
-    def _transformer_scores_at(self, model, batch, only):
-        """ParlAI's ``decode_forced``, built from the same model hooks, with the output layer
-        applied at the ``only`` steps."""
-        labels = batch.label_vec
-        encoder_states = model.encoder(*self._model_input(batch))
-        inputs = model._get_initial_forced_decoder_input(
-            labels.size(0), labels.narrow(1, 0, labels.size(1) - 1)
-        )
-        latent, _ = model.decoder(inputs, encoder_states)
-        return model.output(latent[only].unsqueeze(0)).squeeze(0)
+        return scores
 
     @torch.no_grad()
     def teacher_forced_log_probs(self, batch) -> TeacherForcedOutput:

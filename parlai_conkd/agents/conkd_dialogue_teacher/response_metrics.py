@@ -25,6 +25,7 @@ from parlai_conkd.metrics import (
     when_counts,
 )
 
+from .real_steps import real_step_rows
 from .world_log import ReplyItemScores, reply_logs
 
 
@@ -149,6 +150,7 @@ class ResponseMetricsMixin:
     @torch.no_grad()
     def record_teacher_forced_item_recall(self, batch, scores):
         """``tf_rer@k``: ReR@k at the gold reply's first item slot, teacher-forced on the gold prefix.
+        ``scores``: ``[B, T, V]``, or the real steps' ``[n, V]`` (:mod:`.real_steps`).
 
         It isolates *which* items the model ranks when it is about to name one from *whether*
         it generates an item at all (free-running ReR@k is 0 for a model that never does);
@@ -159,7 +161,12 @@ class ResponseMetricsMixin:
         has_slot = is_item.any(dim=1)
         first = is_item.float().argmax(dim=1)
         rows = torch.arange(labels.size(0), device=labels.device)
-        slot_scores = scores[rows, first].float().index_select(-1, self.item_token_ids)
+        if scores.dim() == 2:  # the real steps only, packed (real_steps.py)
+            slot_rows = real_step_rows(labels.ne(self.NULL_IDX))[rows, first]
+            slot_scores = scores[slot_rows.clamp(min=0)]
+        else:
+            slot_scores = scores[rows, first]
+        slot_scores = slot_scores.float().index_select(-1, self.item_token_ids)
         gold = [g or [] for g in batch.gold_new_items]
         recall = response_recall_at_k(slot_scores, has_slot.tolist(), gold, ks=RER_KS)
         for k in RER_KS:

@@ -403,7 +403,12 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
         target = self.distillation_target(batch, mask, teachers)
         with self.criterion.distilling(target, self.item_vocab):
             nll, model_output = super().compute_loss(batch, return_output=True)
-            kd = self.criterion.last_kd.view(mask.shape)
+            kd = self.criterion.last_kd
+        if (
+            kd.numel() != mask.numel()
+        ):  # the real steps only (real_steps.py): padded again
+            kd = kd.new_zeros(mask.shape).masked_scatter(mask, kd)
+        kd = kd.view(mask.shape)
         tokens = mask.sum(dim=1)
         self.record_local_metric(
             'kd_loss', AverageMetric.many(kd.detach().sum(dim=1), tokens)
@@ -422,7 +427,13 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
         if self.opt.get('rec_item_kd_weight', 0.0) > 0:
             item_kd = self.item_conditional_kd(model_output[0], teachers[2], mask)
             self.record_local_metric(
-                'kd_item_loss', AverageMetric.many(item_kd.detach().sum(dim=1), tokens)
+                'kd_item_loss',
+                AverageMetric.many(
+                    item_kd.new_zeros(mask.shape)
+                    .masked_scatter_(mask, item_kd.detach())
+                    .sum(dim=1),
+                    tokens,
+                ),
             )
             loss = loss + self.opt['rec_item_kd_weight'] * item_kd.sum() / max(
                 float(num_tokens), 1.0
@@ -430,14 +441,22 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
         return (loss, model_output) if return_output else loss
 
     def item_conditional_kd(self, scores, rec, mask) -> torch.Tensor:
-        """``[B,T]`` :func:`distill.item_conditional_kd` of the student's ``scores`` [B,T,V]
-        against the rec teacher's ``rec`` (``[B,N]`` log-probabilities, or the cache's top k).
+        """``[n]`` :func:`distill.item_conditional_kd` at the n real steps of ``mask`` [B,T], of the
+        student's ``scores`` there (``[n,V]``, packed in row-major order: real_steps.py) against
+        the rec teacher's ``rec`` (``[B,N]`` log-probabilities, or the cache's top k).
         """
         if isinstance(rec, distill.TopK):
             rec = distill.from_topk(rec.values, rec.indices, len(self.item_vocab))
+        if scores.dim() == 3:  # ParlAI's padded scores (its --verbose token details)
+            scores = scores[mask]
+        example = mask.nonzero()[:, 0]
+        # each step as a batch of one step: its example's rec distribution is its target
         return distill.item_conditional_kd(
-            self.item_vocab.take(scores), rec, mask, self.opt['kd_temperature']
-        )
+            self.item_vocab.take(scores).unsqueeze(1),
+            rec[example],
+            torch.ones_like(example, dtype=torch.bool).unsqueeze(1),
+            self.opt['kd_temperature'],
+        ).squeeze(1)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path=None):
