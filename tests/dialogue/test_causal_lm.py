@@ -293,6 +293,42 @@ def test_lora_targets_that_match_no_module_are_refused_naming_the_option(
         )
 
 
+LORA = ['--lora-r', '4', '--lora-alpha', '8', '--lora-dropout', '0']
+
+
+def test_init_model_of_the_other_lora_kind_is_refused_naming_the_option(
+    tiny_lm_dir, tiny_catalog_file, tmp_path, make_dialogue_agent
+):
+    """A LoRA model file holds adapters over --hf-model-path's weights, a full one the whole
+    model: --init-model of the other kind is refused, naming --lora-r (it used to end in a list
+    of missing and unexpected state keys)."""
+    pytest.importorskip('peft')
+    from parlai_conkd.agents.conkd_dialogue_teacher.causal_lm import CausalLMError
+
+    hf_dir = tiny_lm_dir('qwen2')
+    for kind in ('full', 'lora'):
+        make_dialogue_agent(
+            tiny_catalog_file,
+            tmp_path,
+            'hf',
+            hf_dir,
+            [*(LORA if kind == 'lora' else ()), '-mf', str(tmp_path / kind)],
+        ).save()
+    full, lora = str(tmp_path / 'full'), str(tmp_path / 'lora')
+    with pytest.raises(CausalLMError, match=f'{full} holds a fully .* --lora-r 4'):
+        make_dialogue_agent(
+            tiny_catalog_file, tmp_path, 'hf', hf_dir, [*LORA, '--init-model', full]
+        )
+    with pytest.raises(CausalLMError, match=f'{lora} holds LoRA .* --lora-r 0'):
+        make_dialogue_agent(
+            tiny_catalog_file, tmp_path, 'hf', hf_dir, ['--init-model', lora]
+        )
+    # the same kind loads
+    make_dialogue_agent(
+        tiny_catalog_file, tmp_path, 'hf', hf_dir, [*LORA, '--init-model', lora]
+    )
+
+
 def test_gradient_checkpointing_gives_the_same_gradients(
     tiny_lm_dir, tiny_catalog_file, tmp_path, make_dialogue_agent
 ):

@@ -44,6 +44,7 @@ from parlai_conkd.model_files import check_model_file, check_model_file_given
 from parlai_conkd.seeding import add_seed_args, seed_from_opt
 
 from .causal_lm import (
+    CausalLMError,
     add_causal_lm_args,
     build_causal_lm,
     is_lora,
@@ -256,7 +257,11 @@ class ConkdDialogueTeacherAgent(
     def load(self, path):
         # a one-line error for a missing, empty or truncated file
         check_model_file(path)
-        return super().load(path)
+        self._loading = path
+        try:
+            return super().load(path)
+        finally:
+            self._loading = None
 
     def state_dict(self):
         states = super().state_dict()
@@ -266,7 +271,31 @@ class ConkdDialogueTeacherAgent(
             states['model'] = saved_state(self._unwrapped_model())
         return states
 
+    def _check_lora_state(self, state_dict):
+        """A LoRA model file holds adapters over --hf-model-path's weights, a full one the whole
+        model: one cannot start the other (``--init-model`` of the other kind); say so, naming the
+        option, instead of a list of missing and unexpected keys."""
+        saved_lora = any('lora_' in key for key in state_dict)
+        lora = is_lora(self._unwrapped_model())
+        if saved_lora == lora:
+            return
+        path = getattr(self, '_loading', None) or 'the model file'
+        if lora:
+            raise CausalLMError(
+                f'{path} holds a fully fine-tuned model, but --lora-r {self.opt["lora_r"]} trains '
+                'LoRA adapters over the weights of --hf-model-path (the model file then holds '
+                'only the adapters and the added token rows): start from a model trained with '
+                '--lora-r, or train without --lora-r'
+            )
+        raise CausalLMError(
+            f'{path} holds LoRA adapters (a model trained with --lora-r), but this model has '
+            '--lora-r 0: give the --lora-r, --lora-alpha and --lora-target-modules it was '
+            'trained with'
+        )
+
     def load_state_dict(self, state_dict):
+        if self.is_hf:
+            self._check_lora_state(state_dict)
         try:
             if self.is_hf and is_lora(self._unwrapped_model()):
                 return load_saved_state(self._unwrapped_model(), state_dict)
