@@ -9,9 +9,11 @@ Trained with NLL alone it is also the paper's "no distillation" baseline. The st
 * ``teacher_forced_scores(batch)`` / ``teacher_forced_log_probs(batch)``: no-grad, eval-mode
   per-step logits / log-probabilities over the full vocabulary (the latter with the per-step item
   mass, the ConKD gate), aligned with ``batch.label_vec``.
-* ``compute_loss(batch, return_output=True)`` is ParlAI's: ``model_output[0]`` are the logits
-  ``[B, T, V]`` aligned with ``batch.label_vec`` (flag token first). A subclass adds a loss term by
-  calling ``super().compute_loss(batch, return_output=True)`` and adding to the returned loss.
+* ``compute_loss(batch, return_output=True)`` is ParlAI's at the real label steps only
+  (:mod:`.real_steps`, issue #26): ``model_output[0]`` are the logits of the non-padding steps of
+  ``batch.label_vec`` (flag token first), packed ``[n, V]`` in row-major order. A subclass adds a
+  loss term by calling ``super().compute_loss(batch, return_output=True)`` and adding to the
+  returned loss.
 * ``record_response_metrics(batch, preds)``: ReR@k (new and all items), item precision/recall/F1,
   item ratio, Dist-n; called from ``_add_generation_metrics`` for every generator of this project.
   Outside interactive mode it also puts the per-example log (``world_log.py``) in the replies.
