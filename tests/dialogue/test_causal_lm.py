@@ -16,6 +16,8 @@ from tests.support import TINY_CAUSAL_LMS, make_tiny_causal_lm
 pytest.importorskip('parlai')
 
 ARCHITECTURES = sorted(TINY_CAUSAL_LMS)
+#: the architectures of TINY_CAUSAL_LMS with an output head of their own (not tied to the input)
+UNTIED = {'llama', 'gpt_neox'}
 
 
 @pytest.fixture(scope='session')
@@ -152,6 +154,122 @@ def test_causal_lm_scores_generates_trains_and_reloads(
     assert _greedy(reloaded, _batch(reloaded, EXAMPLES)) == replies
 
 
+def _train(agent, batch, steps):
+    for step in steps:
+        torch.manual_seed(step)  # GPT-2's own dropout: the same draws in every run
+        agent.train_step(batch)
+        agent._local_metrics.clear()
+
+
+LORA = ['--lora-r', '4', '--lora-alpha', '8', '--lora-dropout', '0']
+
+
+@pytest.mark.parametrize('lora', [False, True], ids=['full', 'lora'])
+@pytest.mark.parametrize('model_type', ARCHITECTURES)
+def test_resumed_from_a_checkpoint_ends_where_the_uninterrupted_run_ends(
+    model_type, lora, tiny_lm_dir, tiny_catalog_file, tmp_path, make_dialogue_agent
+):
+    """ParlAI's resume of an interrupted ``train_model`` (``--init-model M.checkpoint``,
+    ``--load-from-checkpoint true``, as its TrainLoop sets them when M.checkpoint exists):
+    weights, optimizer state and update count come back, so the resumed steps end bit for bit
+    where the uninterrupted run ends. LoRA: the checkpoint holds the adapters and token deltas
+    only, the base is re-read from --hf-model-path. Starting from the same file without its
+    optimizer state (a fine-tune) ends elsewhere: what the check would catch."""
+    if lora:
+        pytest.importorskip('peft')
+    from parlai.core.agents import create_agent
+
+    torch.set_num_threads(1)
+    model_file = str(tmp_path / 'model')
+    agent = make_dialogue_agent(
+        tiny_catalog_file,
+        tmp_path,
+        'hf',
+        tiny_lm_dir(model_type),
+        [*TRAIN, *(LORA if lora else ()), '-mf', model_file],
+    )
+    batch = _batch(agent, EXAMPLES)
+    _train(agent, batch, range(3))
+    agent.save(model_file + '.checkpoint')  # what TrainLoop's checkpoint save writes
+    _train(agent, batch, range(3, 6))
+    uninterrupted = agent.model.state_dict()
+
+    def resumed(load_from_checkpoint):
+        opt = agent.opt.copy()
+        opt['init_model'] = model_file + '.checkpoint'
+        opt['load_from_checkpoint'] = load_from_checkpoint
+        again = create_agent(opt)
+        assert again._number_training_updates == (3 if load_from_checkpoint else 0)
+        _train(again, _batch(again, EXAMPLES), range(3, 6))
+        return again.model.state_dict()
+
+    state = resumed(True)
+    assert state.keys() == uninterrupted.keys()
+    for name, value in uninterrupted.items():
+        assert torch.equal(state[name], value), name
+    trained = [n for n, p in agent.model.named_parameters() if p.requires_grad]
+    assert not lora or all('lora_' in n or 'trainable_tokens' in n for n in trained)
+    fine_tuned = resumed(False)
+    assert any(not torch.equal(fine_tuned[n], uninterrupted[n]) for n in trained)
+
+
+#: name -> (options, beam size) of each ParlAI search
+SEARCHES = {
+    'greedy': ({'inference': 'greedy'}, 1),
+    'beam': ({'inference': 'beam'}, 3),
+    'delayedbeam': ({'inference': 'delayedbeam', 'topk': 5, 'beam_delay': 2}, 3),
+    'topk': ({'inference': 'topk', 'topk': 5}, 1),
+    'nucleus': ({'inference': 'nucleus', 'topp': 0.9}, 1),
+    'delayednucleusbeam': (
+        {'inference': 'delayednucleusbeam', 'topp': 0.9, 'beam_delay': 2},
+        3,
+    ),
+}
+DETERMINISTIC = ('greedy', 'beam')
+
+
+def _decode(agent, batch, search):
+    """The best reply of each row under ``search`` (seeded)."""
+    options, beam_size = SEARCHES[search]
+    agent.opt.update(options, beam_size=beam_size)
+    agent.model.eval()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        preds, _ = agent._generate(batch, beam_size, 30)
+    return [[int(t) for t in tokens] for tokens, _score, *_ in preds]
+
+
+@pytest.mark.parametrize('model_type', ARCHITECTURES)
+def test_class_item_decoding_names_an_item_under_every_search(
+    model_type, tiny_lm_dir, tiny_catalog_file, tmp_path, make_dialogue_agent
+):
+    """--item-decoding class under greedy, beam, delayed beam, top-k and nucleus sampling and
+    delayed nucleus beam, after a few steps on the examples: every search names an item in each
+    recommendation (a film not in its context: --item-no-repeat dialogue), and the deterministic
+    ones give each row the reply it gets alone."""
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    agent = make_dialogue_agent(
+        tiny_catalog_file, tmp_path, 'hf', tiny_lm_dir(model_type), TRAIN
+    )
+    batch = _batch(agent, EXAMPLES)
+    _train(agent, batch, range(40))
+    agent.opt['item_decoding'] = 'class'
+    assert agent.opt['item_no_repeat'] == 'dialogue'
+    items = set(agent.item_token_ids.tolist())
+    alone = [_batch(agent, [example]) for example in EXAMPLES]
+    for search in SEARCHES:
+        replies = _decode(agent, batch, search)
+        for row, example in enumerate(EXAMPLES):
+            named = set(replies[row]) & items
+            if example['is_rec']:
+                assert named, (search, row, agent._v2t(replies[row]))
+                context = agent.catalog.items_in_text(example['text'])
+                assert not {int(agent.item_token_ids[i]) for i in context} & named
+        if search in DETERMINISTIC:
+            assert replies == [_decode(agent, one, search)[0] for one in alone]
+
+
 def test_not_a_causal_lm_is_refused_naming_the_option(tmp_path):
     from transformers import AutoConfig
 
@@ -188,11 +306,13 @@ def test_a_tokenizer_without_eos_is_refused_naming_the_option(
         )
 
 
-@pytest.mark.parametrize('model_type', ['gpt2', 'llama'])
+@pytest.mark.parametrize('model_type', ARCHITECTURES)
 def test_lora_trains_only_adapters_and_new_rows_and_reloads_from_the_model_file(
     model_type, tiny_lm_dir, tiny_catalog_file, tmp_path, make_dialogue_agent
 ):
-    """GPT-2: tied head, Conv1D layers; Llama: untied head, Linear layers."""
+    """GPT-2: tied head, Conv1D layers; Llama: untied head, Linear layers; Qwen2: tied head with
+    spare rows past the tokenizer; GPT-NeoX: untied head (``embed_out``), fused
+    ``query_key_value``."""
     pytest.importorskip('peft')
     from parlai_conkd.agents.conkd_dialogue_teacher.causal_lm import (
         NEW_ROWS_IN,
@@ -217,7 +337,7 @@ def test_lora_trains_only_adapters_and_new_rows_and_reloads_from_the_model_file(
     assert any('lora_A' in n for n in trainable)
     # the untied output head's new rows are trainable too
     deltas = [n for n in trainable if 'trainable_tokens_delta' in n]
-    assert len(deltas) == (2 if model_type == 'llama' else 1)
+    assert len(deltas) == (2 if model_type in UNTIED else 1)
     before = {n: p.detach().clone() for n, p in agent.model.named_parameters()}
     batch = _batch(agent, EXAMPLES)
     loss = _nll(agent, batch)
@@ -291,9 +411,6 @@ def test_lora_targets_that_match_no_module_are_refused_naming_the_option(
             tiny_lm_dir('qwen2'),
             ['--lora-r', '2', '--lora-target-modules', 'q_proj,nope'],
         )
-
-
-LORA = ['--lora-r', '4', '--lora-alpha', '8', '--lora-dropout', '0']
 
 
 def test_init_model_of_the_other_lora_kind_is_refused_naming_the_option(

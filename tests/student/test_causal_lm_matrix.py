@@ -4,15 +4,23 @@ the CLI on shared ReDial, then a ConKD student (soft gate) distilled from it and
 teacher: a few student steps lower the loss (in-process, fixed batch); through the CLI, greedy
 replies are the same at -bs 1 and -bs 8 and after the student is reloaded from its file, and the
 checkpoint loads in `parlai interactive` and answers with a titled film. One architecture also
-trains with LoRA and with a 2-worker `multiprocessing_train` (gloo on CPU).
+trains with LoRA and with a 2-worker `multiprocessing_train` (gloo on CPU). A LoRA dialogue
+teacher and a student with a teacher cache are interrupted (SIGINT) and resumed as
+tests/student/test_resume.py does on the transformer backbone.
 """
 
 import json
+import os
+import re
+import signal
+import subprocess
+import time
 
 import pytest
 import torch
 
 from tests.support import (
+    PARLAI,
     TINY_CAUSAL_LMS,
     make_tiny_causal_lm,
     redial_texts,
@@ -238,3 +246,117 @@ def test_lora_student_and_two_worker_multiprocessing_train(
     )
     stats = json.loads((tmp_path / 'student.trainstats').read_text())
     assert stats['train_steps'] >= 3
+
+
+def _steps(path):
+    try:
+        with open(path) as f:
+            return json.load(f)['train_steps']
+    except (OSError, ValueError, KeyError):
+        return None  # not written yet, or being written
+
+
+def _final_reports(log):
+    """total_train_updates of the JSON report after 'valid:' and after 'test:' (the final eval)."""
+    found = {}
+    for fold in ('valid', 'test'):
+        matches = re.findall(r'\| ' + fold + r'\b[^\n]*:\n(\{.*\})', log)
+        assert matches, log[-3000:]
+        found[fold] = json.loads(matches[-1])['total_train_updates']
+    return found
+
+
+def _interrupt(args, env, mf, after, log_path):
+    """Run ``parlai <args>`` and SIGINT it once its checkpoint holds ``after`` updates; returns
+    the checkpoint's update count."""
+    with open(log_path, 'w') as log:
+        proc = subprocess.Popen(
+            [PARLAI, *map(str, args)],
+            env={**os.environ, **env, 'PYTHONUNBUFFERED': '1'},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        while (
+            proc.poll() is None and (_steps(f'{mf}.checkpoint.trainstats') or 0) < after
+        ):
+            time.sleep(0.2)
+        assert proc.poll() is None, 'the run ended before it could be interrupted'
+        # ParlAI swallows a Ctrl-C that lands while it saves: repeat it
+        while proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=1)
+            except subprocess.TimeoutExpired:
+                pass
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode != 0 and 'KeyboardInterrupt' in log_path.read_text()
+    return _steps(f'{mf}.checkpoint.trainstats')
+
+
+RESUME_STEPS = 60
+RESUME_AFTER = 10
+
+
+@pytest.mark.timeout(1800)
+@pytest.mark.parametrize('who', ['lora_dialogue_teacher', 'student_with_cache'])
+def test_cli_interrupted_and_resumed_run_ends_at_its_limit(
+    who, teachers, hf_teachers, tmp_path
+):
+    """SIGINT once the checkpoint holds RESUME_AFTER updates, then the identical command: it
+    resumes from M.checkpoint (LoRA: adapters and token deltas over --hf-model-path), ends at
+    --max-train-steps and its final report scores the final weights; the student reopens the
+    teacher cache the interrupted run wrote. Then an identical rerun is told the run finished.
+    """
+    _, env, common = teachers
+    mf = tmp_path / 'model'
+    limits = [*('--max-train-steps', RESUME_STEPS, '--save-every-n-secs', 0.5)]
+    if who == 'lora_dialogue_teacher':
+        pytest.importorskip('peft')
+        backbone, _ = hf_teachers('llama')
+        args = [
+            *('train_model', '-t', 'redial_crs', '-m', 'conkd_dialogue_teacher'),
+            *('-mf', mf, '-bs', 4, '-lr', '0.003', '--optimizer', 'adam'),
+            *('--skip-generation', 'true', '--validation-max-exs', 8),
+            *('--lora-r', 4, '--lora-alpha', 8),
+            *backbone,
+            *SHORT,
+            *common,
+            *limits,
+        ]
+    else:
+        backbone, dial = hf_teachers('qwen2')
+        cache = tmp_path / 'teacher.cache'
+        args = [
+            'train_model',
+            *_student_args(teachers, backbone, dial, mf, '--teacher-cache', cache),
+            *('-bs', 4, '--skip-generation', 'true', '--validation-max-exs', 8),
+            *limits,
+        ]
+    log_path = tmp_path.parent / f'{tmp_path.name}-interrupted.log'
+    interrupted_at = _interrupt(args, env, mf, RESUME_AFTER, log_path)
+    assert RESUME_AFTER <= interrupted_at < RESUME_STEPS
+    if who == 'student_with_cache':
+        cached = len(torch.load(cache, weights_only=False)['entries'])
+        assert cached > 0
+
+    resumed = run_parlai(args, env=env, timeout=900)
+    log = resumed.stdout + resumed.stderr
+    assert f'Loading existing model params from {mf}.checkpoint' in log
+    if who == 'student_with_cache':
+        assert f'teacher cache {cache} ({cached} examples)' in log
+    assert _final_reports(log) == {'valid': RESUME_STEPS, 'test': RESUME_STEPS}
+    stats = json.loads((tmp_path / 'model.trainstats').read_text())
+    assert stats['train_steps'] == RESUME_STEPS
+    states = torch.load(mf, map_location='cpu', weights_only=False)['model']
+    if who == 'lora_dialogue_teacher':
+        assert states and all(
+            'lora_' in k or 'trainable_tokens' in k or k.startswith('new_rows')
+            for k in states
+        )
+
+    again = run_parlai(args, env=env, timeout=900)
+    assert f'{mf}: training already finished' in again.stdout + again.stderr
