@@ -545,3 +545,87 @@ def test_new_rows_start_at_the_mean_or_at_the_fitted_item_vectors():
     again[:6] = base
     init_new_rows(again, 6, seed=0, item_rows=vectors)
     assert torch.equal(again, weight)  # deterministic
+
+
+EXPORT_HF = os.path.join(
+    os.path.dirname(__file__), '..', '..', 'projects', 'conkd', 'export_hf.py'
+)
+
+
+@pytest.mark.parametrize(
+    'model_type,lora', [('llama', False), ('qwen2', True)], ids=['llama', 'qwen2-lora']
+)
+def test_an_exported_directory_loads_back_as_the_base_with_its_trained_rows(
+    model_type, lora, tiny_lm_dir, tiny_catalog_file, tmp_path, make_dialogue_agent
+):
+    """``export_hf.py``'s directory given back as ``--hf-model-path`` (to fine-tune further, or
+    as a new dialogue teacher's base): its tokenizer already holds the pad, [REC]/[GEN] and item
+    tokens, so their trained rows are the model's own and are kept (they were re-initialised
+    as new rows). Llama: untied head, the project's pad; Qwen2 with LoRA: tied head, spare rows
+    past the tokenizer, adapters merged by the export; it reloads as a full model, and as the
+    base of a new LoRA run."""
+    import importlib.util
+
+    if lora:
+        pytest.importorskip('peft')
+    from transformers import AutoModelForCausalLM
+
+    from parlai_conkd.agents.conkd_dialogue_teacher.causal_lm import base_embeddings
+
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    model_file = str(tmp_path / 'model')
+    agent = make_dialogue_agent(
+        tiny_catalog_file,
+        tmp_path,
+        'hf',
+        tiny_lm_dir(model_type),
+        [*TRAIN, *(LORA if lora else ()), '-mf', model_file],
+    )
+    batch = _batch(agent, EXAMPLES)
+    _train(agent, batch, range(5))
+    replies = _greedy(agent, batch)
+    agent.save(model_file)
+
+    spec = importlib.util.spec_from_file_location('export_hf', EXPORT_HF)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = script.export(model_file, str(tmp_path / 'hf'))
+    exported = AutoModelForCausalLM.from_pretrained(out)
+    old = first_added_id(agent.dict)
+    tables = (exported.get_input_embeddings(), exported.get_output_embeddings())
+    tables = [table.weight for table in tables]
+    if model_type == 'qwen2':  # tied; its spare rows past the dictionary are kept too
+        assert tables[0].size(0) > len(agent.dict)
+        tables = tables[:1]
+
+    for kind, extra in (('full', ()), ('lora', LORA if lora else None)):
+        if extra is None:
+            continue
+        (tmp_path / kind).mkdir()
+        again = make_dialogue_agent(
+            tiny_catalog_file, tmp_path / kind, 'hf', out, [*TRAIN, *extra]
+        )
+        assert len(again.dict) == len(agent.dict)
+        assert first_added_id(again.dict) == old
+        # pad (Llama), [REC]/[GEN], the items: the exported rows, not new ones (with LoRA:
+        # under peft's trainable-token deltas, which start at zero)
+        mine = [t for t in base_embeddings(again.model) if t is not None]
+        assert len(mine) == len(tables)
+        for name, weight, theirs in zip(('input', 'output'), mine, tables):
+            assert torch.equal(weight[old:], theirs[old:]), (kind, name)
+            assert torch.equal(weight, theirs), (kind, name)
+        assert _greedy(again, _batch(again, EXAMPLES)) == replies, kind
+
+
+def test_new_rows_limited_to_a_slice_get_their_values_and_keep_the_rest():
+    from parlai_conkd.agents.conkd_dialogue_teacher.causal_lm import init_new_rows
+
+    torch.manual_seed(0)
+    before = torch.randn(12, 4)
+    full, part = before.clone(), before.clone()
+    vectors = {7: torch.ones(4), 10: -torch.ones(4)}
+    init_new_rows(full, 6, seed=3, item_rows=vectors)
+    init_new_rows(part, 6, seed=3, item_rows=vectors, rows=slice(8, 11))
+    assert torch.equal(part[8:11], full[8:11])  # item row 10 and jittered rows 8, 9
+    assert torch.equal(part[:8], before[:8]) and torch.equal(part[11:], before[11:])

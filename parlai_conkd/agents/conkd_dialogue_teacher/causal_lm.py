@@ -236,23 +236,32 @@ def load_causal_lm(path_option: str):
 
 @torch.no_grad()
 def init_new_rows(
-    weight: torch.Tensor, old: int, seed: int, item_rows: Optional[dict] = None
+    weight: torch.Tensor,
+    old: int,
+    seed: int,
+    item_rows: Optional[dict] = None,
+    rows: Optional[slice] = None,
 ) -> None:
     """Rows ``old:`` of ``weight`` = mean of rows ``:old`` + jitter (``NEW_ROW_JITTER`` x their
     per-dimension std, seeded). ``item_rows`` (``{row: vector}``, vectors with unit entry std, see
     :func:`parlai_conkd.item_embeddings.fit_to_embeddings`) then set theirs to the mean plus the
-    vector scaled to the existing rows' entry std."""
+    vector scaled to the existing rows' entry std. ``rows`` (a slice within ``old:``): only these
+    are written, with the values they get when all are (the rest of the table is kept).
+    """
     if weight.size(0) <= old:
         return
+    start, stop, _ = (rows or slice(old, None)).indices(weight.size(0))
     base = weight[:old].float()
     mean, std = base.mean(0), base.std(0)
     generator = torch.Generator().manual_seed(seed)
     noise = torch.randn(weight.size(0) - old, weight.size(1), generator=generator)
-    weight[old:] = (mean + NEW_ROW_JITTER * std * noise.to(mean)).to(weight)
+    noise = noise[max(start - old, 0) : max(stop - old, 0)]
+    weight[start:stop] = (mean + NEW_ROW_JITTER * std * noise.to(mean)).to(weight)
+    item_rows = {r: v for r, v in (item_rows or {}).items() if start <= r < stop}
     if item_rows:
-        rows = torch.tensor(sorted(item_rows), device=weight.device)
+        index = torch.tensor(sorted(item_rows), device=weight.device)
         vectors = torch.stack([item_rows[r] for r in sorted(item_rows)]).to(mean)
-        weight[rows] = (mean + (base - mean).std() * vectors).to(weight)
+        weight[index] = (mean + (base - mean).std() * vectors).to(weight)
 
 
 def lora_targets(lm, value: Optional[str]) -> Sequence[str]:
@@ -329,6 +338,20 @@ def first_added_id(dictionary) -> int:
     return min(dictionary.tok2ind[t] for t in tokens if t in dictionary.tok2ind)
 
 
+def rows_to_init(dictionary, old: int) -> slice:
+    """The rows :func:`build_causal_lm` initialises: from ``old`` on, for a base model's
+    tokenizer (the project's tokens are added now). A directory written by
+    ``projects/conkd/export_hf.py`` already holds them (pad, [REC]/[GEN], the items) with trained
+    rows, and those rows are kept: only the tokens added now (items new to the catalog, ParlAI's
+    --fp16 padding) start as new rows, and the table's rows past the dictionary stay as exported.
+    """
+    tokenizer = getattr(dictionary, 'hf_tokenizer', None)
+    loaded = getattr(tokenizer, 'conkd_loaded_size', old)
+    if loaded <= old:
+        return slice(old, None)
+    return slice(loaded, max(loaded, len(dictionary)))
+
+
 def build_causal_lm(opt, dictionary, item_rows=None):
     """The generator for ``--backbone hf``: the LM of ``--hf-model-path``, its embeddings resized
     to the dictionary (every token the tokenizer gained, plus ParlAI's --fp16 padding), the new
@@ -346,17 +369,19 @@ def build_causal_lm(opt, dictionary, item_rows=None):
     # the first token this project added: rows from there on are new. A model's table may be
     # larger than its tokenizer (Qwen2.5: 151,936 rows for 151,665 tokens): the added tokens then
     # take spare rows first, and the table keeps its size (the output layer's cost stays the
-    # model's own); the spare rows left start like the new ones and are never trained
+    # model's own); the spare rows left start like the new ones and are never trained. An
+    # exported directory (export_hf.py) already holds these tokens: its rows are kept
     old = first_added_id(dictionary)
     size = max(len(dictionary), lm.get_input_embeddings().weight.size(0))
     if lm.get_input_embeddings().weight.size(0) != size:
         lm.resize_token_embeddings(size, mean_resizing=False)
     _, _, tied = _input_output_names(lm)
     seed = int(opt.get('seed') or 0)
-    init_new_rows(lm.get_input_embeddings().weight, old, seed, item_rows)
+    rows = rows_to_init(dictionary, old)
+    init_new_rows(lm.get_input_embeddings().weight, old, seed, item_rows, rows)
     head = lm.get_output_embeddings()
     if head is not None and not tied:
-        init_new_rows(head.weight, old, seed + 1, item_rows)
+        init_new_rows(head.weight, old, seed + 1, item_rows, rows)
     if lm.config.pad_token_id is None:
         lm.config.pad_token_id = dictionary.null_idx
     if opt.get('gradient_checkpointing'):

@@ -156,6 +156,9 @@ def conkd_hf_tokenizer(opt):
             f'{OPTION} {path}: its tokenizer has neither an end-of-sequence (eos) token nor a '
             'pad token to end replies with; set eos_token in its tokenizer_config.json'
         )
+    # the ids below this are the loaded tokenizer's own: a directory written by
+    # projects/conkd/export_hf.py already holds the tokens added below, with trained rows
+    tokenizer.conkd_loaded_size = len(tokenizer)
     if tokenizer.pad_token is None or tokenizer.pad_token_id == tokenizer.eos_token_id:
         tokenizer.add_special_tokens({'pad_token': PAD_TOKEN})
     tokenizer.add_tokens([REC_TOKEN, GEN_TOKEN], special_tokens=True)
