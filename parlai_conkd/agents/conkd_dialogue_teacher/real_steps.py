@@ -65,10 +65,13 @@ class RealStepLossMixin:
     """ParlAI's ``compute_loss`` on the real label steps (see the module docstring). Needs
     ``_unwrapped_model()``; the model must honour :func:`scoring_real_steps`."""
 
+    #: False: ParlAI's padded pass (the reference the tests and the benchmark compare with)
+    real_step_loss = True
+
     def compute_loss(self, batch, return_output=False):
         if batch.label_vec is None:
             raise ValueError('Cannot compute loss without a label.')
-        if getattr(self, 'show_token_details', False):
+        if getattr(self, 'show_token_details', False) or not self.real_step_loss:
             return super().compute_loss(batch, return_output=return_output)
         labels = batch.label_vec
         notnull = labels.ne(self.NULL_IDX)
