@@ -112,8 +112,8 @@ class CausalLMGenerator(TorchGeneratorModel):
     ParlAI's encoder/decoder pair. Shapes: context ``[B, S]`` and labels ``[B, T]``, both
     left-padded with ``null_idx``; ``decode_forced`` returns logits ``[B, T, V]`` aligned with the
     labels (row b, step t predicts ``ys[b, t]``); while ``real_steps`` is set
-    (:func:`.real_steps.scoring_real_steps`) the rows of those steps only, packed ``[n, V]``.
-    """
+    (:func:`.real_steps.scoring_real_steps`) the rows of those steps only, packed ``[n, V]``, and
+    no predictions."""
 
     #: bool ``[B, T]`` while the agent scores the real label steps alone, else None
     real_steps: Optional[torch.Tensor] = None
@@ -166,7 +166,7 @@ class CausalLMGenerator(TorchGeneratorModel):
         if self.real_steps is not None:
             # the LM's head already ran at every label position (logits_to_keep keeps the last
             # T positions of every row alike): only the rows are packed
-            logits = logits[self.real_steps]
+            return logits[self.real_steps], None
         return logits, logits.argmax(dim=-1)
 
     def output(self, tensor):

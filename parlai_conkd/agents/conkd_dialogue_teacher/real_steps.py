@@ -32,8 +32,10 @@ from parlai.core.torch_generator_agent import PPLMetric
 @contextmanager
 def scoring_real_steps(model, mask: torch.Tensor):
     """Within the block, ``model``'s teacher-forced pass scores the ``mask`` steps only (bool
-    ``[B, T]``, aligned with the labels): ``(scores [n, V], preds [n])`` instead of
-    ``([B, T, V], [B, T])``. ``model``: the unwrapped generator (not a DDP wrapper)."""
+    ``[B, T]``, aligned with the labels): ``(scores [n, V], None)`` instead of ParlAI's
+    ``(scores [B, T, V], preds [B, T])`` (a frozen teacher needs no predictions: the argmax over
+    the vocabulary is left to whoever wants them). ``model``: the unwrapped generator (not a DDP
+    wrapper)."""
     model.real_steps = mask
     try:
         yield
@@ -58,7 +60,7 @@ class RealStepsTransformerGeneratorModel(TransformerGeneratorModel):
         latent, _ = self.decoder(inputs, encoder_states)
         # ParlAI's output layer takes [B, T, D]: the packed steps as one row
         scores = self.output(latent[self.real_steps].unsqueeze(0)).squeeze(0)
-        return scores, scores.argmax(dim=-1)
+        return scores, None
 
 
 class RealStepLossMixin:
@@ -76,7 +78,8 @@ class RealStepLossMixin:
         labels = batch.label_vec
         notnull = labels.ne(self.NULL_IDX)
         with scoring_real_steps(self._unwrapped_model(), notnull):
-            scores, real_preds, *rest = self.model(*self._model_input(batch), ys=labels)
+            scores, _, *rest = self.model(*self._model_input(batch), ys=labels)
+        real_preds = scores.detach().argmax(dim=-1)
         real_loss = self.criterion(scores, labels[notnull])
         # ParlAI's metrics, from [B, T] tensors that are zero (loss) / NULL (preds) at padding
         loss_per_token = torch.zeros(
