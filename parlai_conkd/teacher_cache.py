@@ -184,12 +184,26 @@ def make_entry(
 ) -> CachedTargets:
     """Compress one example's live teacher outputs ([T,V], [T], [N], [T] mask) for the cache."""
     real = mask.bool()
-    dial_values, dial_indices = topk_log_probs(dial_log_probs[real], k)
+    return entry_from_real_steps(
+        dial_log_probs[real], gate[real], rec_log_probs, k, k_rec
+    )
+
+
+def entry_from_real_steps(
+    dial_log_probs: torch.Tensor,
+    gate: torch.Tensor,
+    rec_log_probs: torch.Tensor,
+    k: int,
+    k_rec: int,
+) -> CachedTargets:
+    """:func:`make_entry` from the example's real (non-padding) steps only: ``[t,V]``, ``[t]``
+    and ``[N]``."""
+    dial_values, dial_indices = topk_log_probs(dial_log_probs, k)
     rec_values, rec_indices = topk_log_probs(rec_log_probs, k_rec)
     return CachedTargets(
         dial_values=dial_values.detach().cpu().float(),
         dial_indices=dial_indices.detach().cpu().int(),
-        gate=gate[real].detach().cpu().float(),
+        gate=gate.detach().cpu().float(),
         rec_values=rec_values.detach().cpu().float(),
         rec_indices=rec_indices.detach().cpu().int(),
     )

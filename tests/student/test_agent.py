@@ -47,6 +47,40 @@ def test_cached_and_live_teacher_targets_give_the_same_loss(teachers, tmp_path, 
     assert cache_file.is_file()
 
 
+def test_a_partly_cached_batch_runs_the_teachers_on_its_new_examples_alone(
+    teachers, tmp_path
+):
+    """Issue #26: ParlAI samples training episodes with replacement, so most batches of the first
+    epochs mix cached and new examples; only the new ones go through the teachers, and the loss is
+    the one of a batch filled all at once."""
+    cache_file = tmp_path / 'teacher.cache'
+    agent, teacher = _student(
+        teachers, tmp_path, '--teacher-cache', cache_file, '--teacher-cache-topk', 64
+    )
+    batch = _fixed_batch(agent, teacher)
+    agent.model.train()
+    whole = _loss(agent, batch)  # fills the cache for all 4 examples at once
+    cache = agent.teacher_cache
+    keys = list(cache.entries)
+    assert len(keys) == 4
+    for key in keys[1:3]:  # forget two of them
+        del cache.entries[key]
+    seen = []
+    forward = agent.dialogue_teacher.teacher_forced_scores
+
+    def counting(sub, only=None):
+        seen.append(sub.text_vec.size(0))
+        return forward(sub, only=only)
+
+    agent.dialogue_teacher.teacher_forced_scores = counting
+    try:
+        partly = _loss(agent, batch)
+    finally:
+        agent.dialogue_teacher.teacher_forced_scores = forward
+    assert seen == [2] and len(cache) == 4
+    assert partly == pytest.approx(whole, rel=1e-5)
+
+
 def test_kd_changes_the_loss_and_none_gate_is_plain_nll(teachers, tmp_path):
     agent, teacher = _student(teachers, tmp_path, '--gate', 'soft', '--kd-weight', 0.5)
     batch = _fixed_batch(agent, teacher)

@@ -11,9 +11,13 @@ student's device, on the student's own batch. ``--teacher-cache FILE`` stores th
 training example (top-k, see :mod:`parlai_conkd.teacher_cache`) so they run once per example.
 """
 
+from typing import List
+
 import torch
+import torch.nn.functional as F
 from parlai.core.build_data import modelzoo_path
 from parlai.core.metrics import AverageMetric
+from parlai.core.torch_agent import Batch
 from parlai.utils import logging
 from parlai.utils.distributed import get_rank, is_distributed
 
@@ -32,10 +36,11 @@ from parlai_conkd.agents.frozen import (
 from parlai_conkd.fast_target import DistillTarget, make_target
 from parlai_conkd.fileio import sha256_file
 from parlai_conkd.teacher_cache import (
+    CachedTargets,
     TeacherCache,
     cache_key,
+    entry_from_real_steps,
     example_key,
-    make_entry,
     stack_targets,
 )
 
@@ -66,6 +71,24 @@ def fp16_padding_hint(teacher_tok2ind, student_tok2ind) -> str:
         f'they differ only by the padding tokens ParlAI adds under --fp16 true (here to the {padded}\'s): '
         'train the dialogue teacher and the student both with --fp16 true, or both without'
     )
+
+
+def rows_of_batch(batch: Batch, rows: List[int]) -> Batch:
+    """The batch's ``rows`` (indices into its B examples) as a batch of their own: every tensor
+    with B rows and every list of B entries is cut down to them, everything else is kept.
+    """
+    size = batch.batchsize if batch.get('batchsize') else batch.text_vec.size(0)
+    index = torch.tensor(rows, dtype=torch.long)
+    picked = {}
+    for name, value in batch.items():
+        if torch.is_tensor(value) and value.dim() and value.size(0) == size:
+            picked[name] = value.index_select(0, index.to(value.device))
+        elif isinstance(value, (list, tuple)) and len(value) == size:
+            picked[name] = [value[r] for r in rows]
+        else:
+            picked[name] = value
+    picked['batchsize'] = len(rows)
+    return Batch(**picked)
 
 
 class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
@@ -314,6 +337,29 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
             self._rec_log_probs(batch, dial.log_probs.device),
         )
 
+    @torch.no_grad()
+    def _live_entries(self, batch, mask, rows: List[int]) -> List[CachedTargets]:
+        """Cache entries of the batch's ``rows`` from the teachers run on those rows alone, at
+        their real steps only."""
+        if len(rows) < mask.size(0):
+            batch = rows_of_batch(batch, rows)
+            mask = mask[rows]
+        scores = self.dialogue_teacher.teacher_forced_scores(batch, only=mask)
+        log_probs = F.log_softmax(scores.float(), dim=-1)  # [n,V], packed
+        gate = distill.item_mass(log_probs, self.item_token_ids)
+        rec = self._rec_log_probs(batch, log_probs.device)
+        k = self.opt['teacher_cache_topk']
+        entries, start = [], 0
+        for b, steps in enumerate(mask.sum(dim=1).tolist()):
+            end = start + steps
+            entries.append(
+                entry_from_real_steps(
+                    log_probs[start:end], gate[start:end], rec[b], k, k
+                )
+            )
+            start = end
+        return entries
+
     def _rec_log_probs(self, batch, device):
         return self.rec_teacher.item_log_probs(
             batch.context_items,
@@ -353,13 +399,13 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
             for t, y in zip(batch.text_vec, batch.label_vec)
         ]
         entries = [cache.get(k) for k in keys]
-        if any(e is None for e in entries):
-            dial, gate, rec = self.live_teacher_targets(batch)
-            k = self.opt['teacher_cache_topk']
-            for b, key in enumerate(keys):
-                if entries[b] is None:
-                    entries[b] = make_entry(dial[b], gate[b], rec[b], mask[b], k, k)
-                    cache.put(key, entries[b])
+        # ParlAI samples training episodes with replacement, so for several epochs nearly every
+        # batch holds a few examples not seen before: the teachers run on those rows alone
+        missing = [b for b, entry in enumerate(entries) if entry is None]
+        if missing:
+            for b, entry in zip(missing, self._live_entries(batch, mask, missing)):
+                entries[b] = entry
+                cache.put(keys[b], entry)
         dial, gate, rec = stack_targets(entries, mask.cpu())
         device = self.item_token_ids.device
         return (
