@@ -309,7 +309,7 @@ def fetch_release(
         _say(f'downloading the ConKD zoo release {url}')
         offline = (
             f'Unset ${ENV_URL} (and ${ENV_SHA256}) to build the models locally instead '
-            '(about 30 minutes on 2 CPU cores).'
+            '(about 15 minutes on 2 CPU cores).'
         )
         try:
             fetch_archive(url, os.path.join(tmp, ARCHIVE_NAME), sha256, TAR, offline)

@@ -127,11 +127,12 @@ RECIPES: Dict[str, Recipe] = {
         # a guard: 25 min bound on a 2-core machine at load 10 (1.5 of 3 epochs)
         + _cap(90),
         epochs={'rec_teacher': 5, 'dialogue_teacher': 6, 'soft': 3, 'hard': 3},
+        # measured on a quiet 2-core machine after issue #26 (docs/zoo.md, "Build time")
         expected_minutes={
-            'rec_teacher': 1.5,
-            'dialogue_teacher': 14,
-            'soft': 7,
-            'hard': 7,
+            'rec_teacher': 1,
+            'dialogue_teacher': 8,
+            'soft': 5,
+            'hard': 5,
         },
         # chosen on the validation fold (project README, "Item-aware decoding"): class decoding, top-10 sampling for
         # the first 3 tokens then beam 5, no repeated 3-grams in the reply or from the context
