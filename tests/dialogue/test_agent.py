@@ -272,7 +272,9 @@ def _loss_metrics_and_grads(agent, batch, padded):
         for k, v in agent._local_metrics.items()
     }
     grads = {
-        n: p.grad.clone() for n, p in agent.model.named_parameters() if p.grad is not None
+        n: p.grad.clone()
+        for n, p in agent.model.named_parameters()
+        if p.grad is not None
     }
     return loss.detach(), metrics, grads
 
