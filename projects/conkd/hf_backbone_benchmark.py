@@ -129,13 +129,20 @@ def main(argv=None):
     for batch in batches:  # warm-up of every training configuration
         for one in agents.values():
             sb.train_step(one, batch)
-    times = {name: [] for name in agents}
+    timers = {
+        name: functools.partial(sb.time_train_step, agents[name]) for name in agents
+    }
+    # what any live distillation adds before its loss math: both teachers' forward pass
+    timers['teacher_forward'] = functools.partial(
+        sb.time_teacher_forward, agents['live']
+    )
+    times = {name: [] for name in timers}
     for _ in range(args.rounds):
         for batch in batches:
-            names = list(agents)
+            names = list(timers)
             order.shuffle(names)
             for name in names:
-                times[name].append(sb.time_train_step(agents[name], batch))
+                times[name].append(timers[name](batch))
     step_ms = {k: round(1000 * statistics.median(v), 2) for k, v in times.items()}
     ms_token = {k: round(1000 * statistics.median(v), 4) for k, v in gen.items()}
     parameters = {
@@ -167,6 +174,15 @@ def main(argv=None):
             }
     ratios = {
         'live_over_nll': round(step_ms['live'] / step_ms['nll'], 3),
+        # the floor of a live step with a same-size teacher: 1 + this share
+        'teacher_forward_over_nll': round(
+            step_ms['teacher_forward'] / step_ms['nll'], 3
+        ),
+        'distillation_work_over_nll': round(
+            (step_ms['live'] - step_ms['nll'] - step_ms['teacher_forward'])
+            / step_ms['nll'],
+            3,
+        ),
         'live_lora_over_nll_lora': round(step_ms['live_lora'] / step_ms['nll_lora'], 3),
         'lora_over_full_step_nll': round(step_ms['nll_lora'] / step_ms['nll'], 3),
         'lora_over_full_step_live': round(step_ms['live_lora'] / step_ms['live'], 3),
