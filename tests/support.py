@@ -8,6 +8,7 @@ imports helpers from here only, never from a ``conftest.py`` or another test mod
 import http.server
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -624,3 +625,22 @@ def conversations_log(path: Path, model_id: str, reply) -> Path:
                 + '\n'
             )
     return path
+
+
+def checkpoint_train_steps(path):
+    """``train_steps`` of a ``.trainstats`` file, None while it is not written (or being written)."""
+    try:
+        with open(path) as f:
+            return json.load(f)['train_steps']
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def final_report_updates(log):
+    """total_train_updates of the JSON report after 'valid:' and after 'test:' (the final eval)."""
+    found = {}
+    for fold in ('valid', 'test'):
+        matches = re.findall(r'\| ' + fold + r'\b[^\n]*:\n(\{.*\})', log)
+        assert matches, log[-3000:]
+        found[fold] = json.loads(matches[-1])['total_train_updates']
+    return found

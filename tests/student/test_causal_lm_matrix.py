@@ -11,7 +11,6 @@ tests/student/test_resume.py does on the transformer backbone.
 
 import json
 import os
-import re
 import signal
 import subprocess
 import time
@@ -22,6 +21,8 @@ import torch
 from tests.support import (
     PARLAI,
     TINY_CAUSAL_LMS,
+    checkpoint_train_steps,
+    final_report_updates,
     make_tiny_causal_lm,
     redial_texts,
     run_parlai,
@@ -248,24 +249,6 @@ def test_lora_student_and_two_worker_multiprocessing_train(
     assert stats['train_steps'] >= 3
 
 
-def _steps(path):
-    try:
-        with open(path) as f:
-            return json.load(f)['train_steps']
-    except (OSError, ValueError, KeyError):
-        return None  # not written yet, or being written
-
-
-def _final_reports(log):
-    """total_train_updates of the JSON report after 'valid:' and after 'test:' (the final eval)."""
-    found = {}
-    for fold in ('valid', 'test'):
-        matches = re.findall(r'\| ' + fold + r'\b[^\n]*:\n(\{.*\})', log)
-        assert matches, log[-3000:]
-        found[fold] = json.loads(matches[-1])['total_train_updates']
-    return found
-
-
 def _interrupt(args, env, mf, after, log_path):
     """Run ``parlai <args>`` and SIGINT it once its checkpoint holds ``after`` updates; returns
     the checkpoint's update count."""
@@ -278,7 +261,8 @@ def _interrupt(args, env, mf, after, log_path):
         )
     try:
         while (
-            proc.poll() is None and (_steps(f'{mf}.checkpoint.trainstats') or 0) < after
+            proc.poll() is None
+            and (checkpoint_train_steps(f'{mf}.checkpoint.trainstats') or 0) < after
         ):
             time.sleep(0.2)
         assert proc.poll() is None, 'the run ended before it could be interrupted'
@@ -294,7 +278,7 @@ def _interrupt(args, env, mf, after, log_path):
             proc.kill()
             proc.wait()
     assert proc.returncode != 0 and 'KeyboardInterrupt' in log_path.read_text()
-    return _steps(f'{mf}.checkpoint.trainstats')
+    return checkpoint_train_steps(f'{mf}.checkpoint.trainstats')
 
 
 RESUME_STEPS = 60
@@ -348,7 +332,7 @@ def test_cli_interrupted_and_resumed_run_ends_at_its_limit(
     assert f'Loading existing model params from {mf}.checkpoint' in log
     if who == 'student_with_cache':
         assert f'teacher cache {cache} ({cached} examples)' in log
-    assert _final_reports(log) == {'valid': RESUME_STEPS, 'test': RESUME_STEPS}
+    assert final_report_updates(log) == {'valid': RESUME_STEPS, 'test': RESUME_STEPS}
     stats = json.loads((tmp_path / 'model.trainstats').read_text())
     assert stats['train_steps'] == RESUME_STEPS
     states = torch.load(mf, map_location='cpu', weights_only=False)['model']

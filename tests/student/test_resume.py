@@ -9,7 +9,6 @@ the *final* weights in its final valid/test report and record the user's paths i
 import hashlib
 import json
 import os
-import re
 import signal
 import subprocess
 import time
@@ -17,7 +16,13 @@ import time
 import pytest
 import torch
 
-from tests.support import PARLAI, run_parlai, train_student_args
+from tests.support import (
+    PARLAI,
+    checkpoint_train_steps,
+    final_report_updates,
+    run_parlai,
+    train_student_args,
+)
 
 pytestmark = pytest.mark.cli
 
@@ -32,24 +37,6 @@ RUN_TIMEOUT = (
 
 def _sha(path):
     return hashlib.sha256(open(path, 'rb').read()).hexdigest()
-
-
-def _steps(path):
-    try:
-        with open(path) as f:
-            return json.load(f)['train_steps']
-    except (OSError, ValueError, KeyError):
-        return None  # not written yet, or being written
-
-
-def _final_reports(log):
-    """total_train_updates of the JSON report after 'valid:' and after 'test:' (the final eval)."""
-    found = {}
-    for fold in ('valid', 'test'):
-        matches = re.findall(r'\| ' + fold + r'\b[^\n]*:\n(\{.*\})', log)
-        assert matches, log[-3000:]
-        found[fold] = json.loads(matches[-1])['total_train_updates']
-    return found
 
 
 @pytest.mark.timeout(2400)
@@ -78,7 +65,8 @@ def test_sigint_resume_final_report_and_finished_rerun(teachers, tmp_path):
     try:
         while (
             proc.poll() is None
-            and (_steps(f'{mf}.checkpoint.trainstats') or 0) < INTERRUPT_AFTER
+            and (checkpoint_train_steps(f'{mf}.checkpoint.trainstats') or 0)
+            < INTERRUPT_AFTER
         ):
             time.sleep(0.2)
         assert proc.poll() is None, 'the run ended before it could be interrupted'
@@ -94,7 +82,7 @@ def test_sigint_resume_final_report_and_finished_rerun(teachers, tmp_path):
             proc.kill()
             proc.wait()
     assert proc.returncode != 0 and 'KeyboardInterrupt' in log_path.read_text()
-    interrupted_at = _steps(f'{mf}.checkpoint.trainstats')
+    interrupted_at = checkpoint_train_steps(f'{mf}.checkpoint.trainstats')
     assert INTERRUPT_AFTER <= interrupted_at < STEPS
     cached_before = len(torch.load(cache, weights_only=False)['entries'])
     assert cached_before > 0
@@ -105,10 +93,10 @@ def test_sigint_resume_final_report_and_finished_rerun(teachers, tmp_path):
     assert f'Loading existing model params from {mf}.checkpoint' in log
     # the resumed run opens the cache the interrupted one wrote, with every entry in it
     assert f'teacher cache {cache} ({cached_before} examples)' in log
-    checkpoint_steps = _steps(f'{mf}.checkpoint.trainstats')
+    checkpoint_steps = checkpoint_train_steps(f'{mf}.checkpoint.trainstats')
     assert checkpoint_steps < STEPS  # the checkpoint is older than the final model...
     # ...which the final report scores
-    assert _final_reports(log) == {
+    assert final_report_updates(log) == {
         'valid': STEPS,
         'test': STEPS,
     }
@@ -134,7 +122,7 @@ def test_sigint_resume_final_report_and_finished_rerun(teachers, tmp_path):
     assert 'Loading existing model params' not in log
     assert {p.name: _sha(p) for p in tmp_path.iterdir() if p.is_file()} == files
     # the recorded final report
-    assert _final_reports(log) == {
+    assert final_report_updates(log) == {
         'valid': STEPS,
         'test': STEPS,
     }
@@ -146,4 +134,4 @@ def test_sigint_resume_final_report_and_finished_rerun(teachers, tmp_path):
     log = more.stdout + more.stderr
     assert f'continuing the finished run from {mf} (train_steps {STEPS})' in log
     assert f'Loading existing model params from {mf}.checkpoint' not in log
-    assert _final_reports(log) == {'valid': STEPS + 10, 'test': STEPS + 10}
+    assert final_report_updates(log) == {'valid': STEPS + 10, 'test': STEPS + 10}
