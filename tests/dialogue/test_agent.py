@@ -297,3 +297,53 @@ def test_loss_at_the_real_steps_equals_parlais_padded_loss(agent):
     assert grads.keys() == grads_padded.keys() and grads
     for name, grad in grads.items():
         assert torch.allclose(grad, grads_padded[name], atol=1e-6), name
+
+
+def test_a_model_class_that_ignores_the_real_step_switch_still_gives_the_right_loss(
+    agent, monkeypatch
+):
+    """A subclass whose build_model returns a model without the switch (ParlAI's own
+    decode_forced, padded [B,T,V] scores) gets the same loss, metrics and packed teacher scores,
+    only without the saving (review of issue #26)."""
+    from parlai.core.torch_generator_agent import TorchGeneratorModel
+
+    from parlai_conkd.agents.conkd_dialogue_teacher.real_steps import at_real_steps
+
+    batch = _batch(agent, EXAMPLES)
+    real = batch.label_vec.ne(agent.NULL_IDX)
+    loss, metrics, _ = _loss_metrics_and_grads(agent, batch, padded=True)
+    packed = agent.teacher_forced_scores(batch, only=real)
+    model = type(agent._unwrapped_model())
+    if not agent.is_hf:
+        # the transformer backbone: ParlAI's decode_forced, which knows no switch
+        monkeypatch.setattr(model, 'decode_forced', TorchGeneratorModel.decode_forced)
+    else:  # the HF backbone: its own decode_forced, the switch ignored
+        original = model.decode_forced
+        monkeypatch.setattr(
+            model,
+            'decode_forced',
+            lambda self, enc, ys: (
+                original(self, enc, ys)
+                if self.real_steps is None
+                else _without_switch(self, original, enc, ys)
+            ),
+        )
+    agent._local_metrics = {}
+    loss_ignored, metrics_ignored, _ = _loss_metrics_and_grads(
+        agent, batch, padded=False
+    )
+    assert torch.allclose(loss_ignored, loss, atol=1e-6)
+    assert metrics_ignored['token_acc'] == pytest.approx(metrics['token_acc'])
+    assert torch.allclose(
+        agent.teacher_forced_scores(batch, only=real), packed, atol=1e-5
+    )
+    with pytest.raises(ValueError, match='neither the .* real label steps'):
+        at_real_steps(packed[:-1], real)
+
+
+def _without_switch(model, decode_forced, encoder_states, ys):
+    mask, model.real_steps = model.real_steps, None
+    try:
+        return decode_forced(model, encoder_states, ys)
+    finally:
+        model.real_steps = mask

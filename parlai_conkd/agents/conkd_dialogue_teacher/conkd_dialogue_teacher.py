@@ -65,6 +65,7 @@ from .item_search import ItemAwareDecodingMixin, context_items_of, greedy_beam_s
 from .real_steps import (
     RealStepLossMixin,
     RealStepsTransformerGeneratorModel,
+    at_real_steps,
     scoring_real_steps,
 )
 from .response_metrics import ResponseMetricsMixin
@@ -431,6 +432,7 @@ class ConkdDialogueTeacherAgent(
             else:
                 with scoring_real_steps(model, only):
                     scores, *_ = model(*self._model_input(batch), ys=batch.label_vec)
+                scores = at_real_steps(scores, only)
         finally:
             model.train(was_training)
         return scores

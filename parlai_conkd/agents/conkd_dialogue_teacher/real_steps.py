@@ -54,6 +54,11 @@ class RealStepsTransformerGeneratorModel(TransformerGeneratorModel):
         if self.real_steps is None:
             return super().decode_forced(encoder_states, ys)
         # ParlAI's decode_forced (torch_generator_agent.py), the output layer at the real steps
+        if (ys[:, 0] == self.START_IDX).any():
+            raise AssertionError(
+                'decode_forced adds the start token to the labels itself: a label that already '
+                'starts with it would get it twice'
+            )
         inputs = self._get_initial_forced_decoder_input(
             ys.size(0), ys.narrow(1, 0, ys.size(1) - 1)
         )
@@ -79,6 +84,7 @@ class RealStepLossMixin:
         notnull = labels.ne(self.NULL_IDX)
         with scoring_real_steps(self._unwrapped_model(), notnull):
             scores, _, *rest = self.model(*self._model_input(batch), ys=labels)
+        scores = at_real_steps(scores, notnull)
         real_preds = scores.detach().argmax(dim=-1)
         real_loss = self.criterion(scores, labels[notnull])
         # ParlAI's metrics, from [B, T] tensors that are zero (loss) / NULL (preds) at padding
@@ -104,6 +110,23 @@ class RealStepLossMixin:
         loss = real_loss.sum() / num_target_tokens.sum()  # average loss per token
         model_output = (scores, preds, *rest)
         return (loss, model_output) if return_output else loss
+
+
+def at_real_steps(scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``scores`` of the ``mask`` steps, ``[n, V]``: as they are when the model honoured
+    :func:`scoring_real_steps`, else (a model class of a subclass that ignores the switch, padded
+    ``[B, T, V]``) the rows of those steps: the same values, without the saving.
+
+    :raises ValueError: for any other shape."""
+    if scores.dim() == 3 and scores.shape[:2] == mask.shape:
+        return scores[mask]
+    if scores.dim() != 2 or scores.size(0) != int(mask.sum()):
+        raise ValueError(
+            f'teacher-forced scores of shape {tuple(scores.shape)} are neither the '
+            f'{int(mask.sum())} real label steps (scoring_real_steps) nor the padded '
+            f'{tuple(mask.shape)} batch'
+        )
+    return scores
 
 
 def real_step_rows(mask: torch.Tensor) -> torch.Tensor:
