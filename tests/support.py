@@ -644,3 +644,32 @@ def final_report_updates(log):
         assert matches, log[-3000:]
         found[fold] = json.loads(matches[-1])['total_train_updates']
     return found
+
+
+def loss_metrics_and_grads(agent, batch, padded):
+    """compute_loss of the agent (ParlAI's own on padded scores when ``padded``), in training
+    mode without dropout: (loss, {metric: value}, {parameter: grad})."""
+    from parlai.agents.transformer.transformer import TransformerGeneratorAgent
+    from parlai.core.metrics import AverageMetric
+
+    agent.model.train()
+    for module in agent.model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    agent.model.zero_grad()
+    agent.reset_metrics()
+    if padded:  # ParlAI's compute_loss, what RealStepLossMixin replaces
+        loss = TransformerGeneratorAgent.compute_loss(agent, batch)
+    else:
+        loss = agent.compute_loss(batch)
+    loss.backward()
+    metrics = {
+        k: sum((m for m in v if m is not None), AverageMetric(0, 0)).value()
+        for k, v in agent._local_metrics.items()
+    }
+    grads = {
+        n: p.grad.clone()
+        for n, p in agent.model.named_parameters()
+        if p.grad is not None
+    }
+    return loss.detach(), metrics, grads

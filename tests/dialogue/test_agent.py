@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from parlai_conkd.items import GEN_TOKEN, REC_TOKEN
+from tests.support import loss_metrics_and_grads
 
 pytest.importorskip('parlai')
 
@@ -11,12 +12,6 @@ pytest.importorskip('parlai')
 def _undefined(metric):
     """Recorded as 0/0: present in reports, no weight in the average."""
     return (metric + metric).value() == 0.0 and (metric + _one()).value() == 1.0
-
-
-def _zero():
-    from parlai.core.metrics import AverageMetric
-
-    return AverageMetric(0, 0)
 
 
 def _one():
@@ -251,34 +246,6 @@ def test_response_recall_under_both_protocols_and_item_recall(agent, monkeypatch
     assert plain.gold_label_items == [[1]]
 
 
-def _loss_metrics_and_grads(agent, batch, padded):
-    """compute_loss of the agent (ParlAI's own on padded scores when ``padded``), in training
-    mode without dropout: (loss, {metric: value}, {parameter: grad})."""
-    from parlai.agents.transformer.transformer import TransformerGeneratorAgent
-
-    agent.model.train()
-    for module in agent.model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-    agent.model.zero_grad()
-    agent.reset_metrics()
-    if padded:  # ParlAI's compute_loss, what RealStepLossMixin replaces
-        loss = TransformerGeneratorAgent.compute_loss(agent, batch)
-    else:
-        loss = agent.compute_loss(batch)
-    loss.backward()
-    metrics = {
-        k: sum((m for m in v if m is not None), _zero()).value()
-        for k, v in agent._local_metrics.items()
-    }
-    grads = {
-        n: p.grad.clone()
-        for n, p in agent.model.named_parameters()
-        if p.grad is not None
-    }
-    return loss.detach(), metrics, grads
-
-
 def test_loss_at_the_real_steps_equals_parlais_padded_loss(agent):
     """Issue #26: the generators score the real label steps only; loss, ParlAI's metrics and
     every gradient are those of ParlAI's compute_loss over the padded batch."""
@@ -286,11 +253,11 @@ def test_loss_at_the_real_steps_equals_parlais_padded_loss(agent):
     real = batch.label_vec.ne(agent.NULL_IDX)
     assert real.sum() < real.numel()  # there is padding to skip
     agent._local_metrics = {}
-    loss_padded, metrics_padded, grads_padded = _loss_metrics_and_grads(
+    loss_padded, metrics_padded, grads_padded = loss_metrics_and_grads(
         agent, batch, padded=True
     )
     agent._local_metrics = {}
-    loss, metrics, grads = _loss_metrics_and_grads(agent, batch, padded=False)
+    loss, metrics, grads = loss_metrics_and_grads(agent, batch, padded=False)
     assert torch.allclose(loss, loss_padded, atol=1e-6)
     for name in ('loss', 'ppl', 'token_acc', 'token_em'):
         assert metrics[name] == pytest.approx(metrics_padded[name], abs=1e-6), name
@@ -311,7 +278,7 @@ def test_a_model_class_that_ignores_the_real_step_switch_still_gives_the_right_l
 
     batch = _batch(agent, EXAMPLES)
     real = batch.label_vec.ne(agent.NULL_IDX)
-    loss, metrics, _ = _loss_metrics_and_grads(agent, batch, padded=True)
+    loss, metrics, _ = loss_metrics_and_grads(agent, batch, padded=True)
     packed = agent.teacher_forced_scores(batch, only=real)
     model = type(agent._unwrapped_model())
     if not agent.is_hf:
@@ -329,7 +296,7 @@ def test_a_model_class_that_ignores_the_real_step_switch_still_gives_the_right_l
             ),
         )
     agent._local_metrics = {}
-    loss_ignored, metrics_ignored, _ = _loss_metrics_and_grads(
+    loss_ignored, metrics_ignored, _ = loss_metrics_and_grads(
         agent, batch, padded=False
     )
     assert torch.allclose(loss_ignored, loss, atol=1e-6)
