@@ -658,6 +658,7 @@ def loss_metrics_and_grads(agent, batch, padded):
             module.p = 0.0
     agent.model.zero_grad()
     agent.reset_metrics()
+    agent._local_metrics = {}
     if padded:  # ParlAI's compute_loss, what RealStepLossMixin replaces
         loss = TransformerGeneratorAgent.compute_loss(agent, batch)
     else:

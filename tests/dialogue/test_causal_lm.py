@@ -10,8 +10,11 @@ import os
 import pytest
 import torch
 
-from parlai_conkd.agents.conkd_dialogue_teacher.causal_lm import first_added_id
-from tests.support import TINY_CAUSAL_LMS, make_tiny_causal_lm
+from parlai_conkd.agents.conkd_dialogue_teacher.causal_lm import (
+    first_added_id,
+    label_positions,
+)
+from tests.support import TINY_CAUSAL_LMS, loss_metrics_and_grads, make_tiny_causal_lm
 
 pytest.importorskip('parlai')
 
@@ -162,6 +165,84 @@ def _train(agent, batch, steps):
 
 
 LORA = ['--lora-r', '4', '--lora-alpha', '8', '--lora-dropout', '0']
+
+
+def test_label_positions_are_the_hidden_states_that_predict_the_real_steps():
+    """Hand-computed (issue #26): context width 3, labels left-padded to 4 steps. Row 0's three
+    real steps start at step 1: the last context position (2) predicts it, positions 2 + 2 and
+    2 + 3 the next two. Row 1's four real steps: positions 2, 3, 4, 5. Row 2 has none.
+    """
+    real = torch.tensor(
+        [[False, True, True, True], [True, True, True, True], [False] * 4]
+    )
+    first = torch.tensor([1, 0, 3])
+    keep = label_positions(real, first, context=3)
+    assert keep.tolist() == [
+        [False, False, True, False, True, True],
+        [False, False, True, True, True, True],
+        [False] * 6,
+    ]
+
+
+def test_without_mask_slicing_the_padded_head_gives_the_same_loss(
+    tiny_lm_dir, tiny_catalog_file, tmp_path, make_dialogue_agent, monkeypatch
+):
+    """A transformers without bool ``logits_to_keep`` (older 5.x): the head runs at every label
+    position and the real steps' rows are taken from it, the same loss."""
+    from parlai_conkd.agents.conkd_dialogue_teacher import causal_lm
+
+    torch.set_num_threads(1)
+    agent = make_dialogue_agent(
+        tiny_catalog_file, tmp_path, 'hf', tiny_lm_dir('llama'), TRAIN
+    )
+    batch = _batch(agent, EXAMPLES)
+    packed = loss_metrics_and_grads(agent, batch, padded=False)
+    monkeypatch.setattr(causal_lm, 'BOOL_KEEP', False)
+    agent.model._packed_head = None
+    loss, metrics, grads = loss_metrics_and_grads(agent, batch, padded=False)
+    assert agent.model._packed_head is None  # never tried
+    torch.testing.assert_close(loss, packed[0], atol=1e-6, rtol=1e-5)
+    assert metrics['token_acc'] == pytest.approx(packed[1]['token_acc'])
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, packed[2][name], atol=1e-6, rtol=1e-4)
+
+
+@pytest.mark.parametrize('lora', [False, True], ids=['full', 'lora'])
+@pytest.mark.parametrize('model_type', ARCHITECTURES)
+def test_the_head_at_the_real_steps_gives_parlais_padded_loss_and_gradients(
+    model_type, lora, tiny_lm_dir, tiny_catalog_file, tmp_path, make_dialogue_agent
+):
+    """Issue #26 on every architecture: the LM's head runs at the real label steps' positions
+    only (``logits_to_keep`` as a bool mask), and the loss, ParlAI's metrics and every gradient
+    are those of ParlAI's compute_loss over the padded [B, T, V] logits."""
+    if lora:
+        pytest.importorskip('peft')
+    torch.set_num_threads(1)
+    agent = make_dialogue_agent(
+        tiny_catalog_file,
+        tmp_path,
+        'hf',
+        tiny_lm_dir(model_type),
+        [*TRAIN, *(LORA if lora else ())],
+    )
+    batch = _batch(agent, EXAMPLES)
+    real = batch.label_vec.ne(agent.NULL_IDX)
+    assert real.sum() < real.numel()  # there is padding to skip
+    padded = loss_metrics_and_grads(agent, batch, padded=True)
+    loss, metrics, grads = loss_metrics_and_grads(agent, batch, padded=False)
+    assert agent.model._packed_head is True  # the head really ran packed
+    torch.testing.assert_close(loss, padded[0], atol=1e-6, rtol=1e-5)
+    for name in ('loss', 'ppl', 'token_acc', 'token_em'):
+        assert metrics[name] == pytest.approx(padded[1][name], abs=1e-6), name
+    assert grads.keys() == padded[2].keys() and grads
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, padded[2][name], atol=1e-6, rtol=1e-4)
+    # a frozen teacher's scores at the real steps: the padded logits' rows
+    with torch.no_grad():
+        packed = agent.teacher_forced_scores(batch, only=real)
+        agent.model.eval()
+        full, *_ = agent.model(*agent._model_input(batch), ys=batch.label_vec)
+    torch.testing.assert_close(packed, full[real], atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize('lora', [False, True], ids=['full', 'lora'])

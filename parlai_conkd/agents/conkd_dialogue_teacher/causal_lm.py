@@ -54,6 +54,26 @@ CACHE_ARG = (
     if 'cache' in getattr(CausalLMOutputWithPast, '__dataclass_fields__', {})
     else 'past_key_values'
 )
+
+
+def _slices_bool_masks() -> bool:
+    """Whether this transformers' models take ``logits_to_keep`` as a bool ``[B, L]`` mask
+    (their shared ``slice_logits_to_keep``: flattened ``[n, H]`` rows; recent 5.x releases).
+    """
+    try:
+        from transformers.modeling_utils import slice_logits_to_keep
+    except ImportError:
+        return False
+    probe = torch.arange(6.0).view(1, 3, 2)
+    try:
+        kept = slice_logits_to_keep(probe, torch.tensor([[True, False, True]]))
+    except Exception:  # an older signature: no mask support
+        return False
+    return tuple(kept.shape) == (2, 2)
+
+
+#: the head at the real label steps alone needs it; without it the padded pass runs
+BOOL_KEEP = _slices_bool_masks()
 #: standard deviation of the jitter on the mean row, as a fraction of the existing rows' std
 NEW_ROW_JITTER = 0.1
 #: buffers holding the added rows' starting values (LoRA: restored from the model file on load)
@@ -117,6 +137,9 @@ class CausalLMGenerator(TorchGeneratorModel):
 
     #: bool ``[B, T]`` while the agent scores the real label steps alone, else None
     real_steps: Optional[torch.Tensor] = None
+    #: whether the LM's forward slices ``logits_to_keep`` given as a bool mask (None: not known
+    #: yet; checked on the first real-step pass)
+    _packed_head: Optional[bool] = None
 
     def __init__(
         self, lm, null_idx: int, start_idx: int, end_idx: int, bf16: bool = False
@@ -155,17 +178,29 @@ class CausalLMGenerator(TorchGeneratorModel):
         ids = torch.cat([context, ys[:, :-1]], dim=1)
         mask = ids.ne(self.NULL_IDX)
         positions = (mask.long().cumsum(-1) - 1).clamp_(min=0)
-        logits, _ = self._run(ids, mask, positions, keep=steps)
-        # kept positions: [last context, ys[:, 0], ..., ys[:, -2]]; with left-padded labels the
-        # first real label of row b sits at steps - length_b and is predicted from the last
-        # context position (what ParlAI's GPT-2 model does, without the Python loop)
+        # with left-padded labels the first real label of row b sits at steps - length_b and is
+        # predicted from the last context position (what ParlAI's GPT-2 model does, without the
+        # Python loop); every later step t from position context + t - 1
         lengths = ys.ne(self.NULL_IDX).sum(-1)
         first = (steps - lengths).clamp(0, steps - 1)
         rows = torch.arange(ys.size(0), device=ys.device)
+        if self.real_steps is not None and BOOL_KEEP and self._packed_head is not False:
+            # the LM's head at the real steps' positions only (issue #26): logits_to_keep as a
+            # bool [B, S + T - 1] mask gives the kept rows flattened in row-major order, which is
+            # the order of the real steps
+            keep = label_positions(self.real_steps, first, context.size(1))
+            logits, _ = self._run(ids, mask, positions, keep=keep)
+            if self._packed_head is None:
+                # a model whose forward does not slice with a bool mask (remote code) gets the
+                # padded pass below from now on
+                wanted = (int(keep.sum()), logits.size(-1))
+                self._packed_head = tuple(logits.shape) == wanted
+            if self._packed_head:
+                return logits, None
+        logits, _ = self._run(ids, mask, positions, keep=steps)
+        # kept positions: [last context, ys[:, 0], ..., ys[:, -2]]
         logits = logits.index_put((rows, first), logits[:, 0])
         if self.real_steps is not None:
-            # the LM's head already ran at every label position (logits_to_keep keeps the last
-            # T positions of every row alike): only the rows are packed
             return logits[self.real_steps], None
         return logits, logits.argmax(dim=-1)
 
@@ -179,6 +214,26 @@ class CausalLMGenerator(TorchGeneratorModel):
         # transformers' Cache, reordered in place (every layer type implements reorder_cache)
         incremental_state.reorder_cache(inds)
         return incremental_state
+
+
+def label_positions(real: torch.Tensor, first: torch.Tensor, context: int):
+    """The positions of ``context + labels[:, :-1]`` whose hidden states predict the ``real``
+    label steps: bool ``[B, context + T - 1]``.
+
+    ``real``: bool ``[B, T]``, a suffix of each row (left-padded labels); ``first``: ``[B]``, each
+    row's first real step. Step t is predicted from position ``context - 1 + t``, except a row's
+    first real step, which the last context position predicts (the label padding before it is
+    skipped).
+    """
+    rows = torch.arange(real.size(0), device=real.device)
+    later = real.clone()
+    later[rows, first] = False
+    keep = torch.zeros(
+        real.size(0), context + real.size(1) - 1, dtype=torch.bool, device=real.device
+    )
+    keep[:, context - 1 :] = later
+    keep[:, context - 1] |= real[rows, first]
+    return keep
 
 
 class _Step:
