@@ -6,7 +6,10 @@ same data and batches, round-robin, medians (the pattern of ``student_benchmark.
 it reuses):
 
 - train step: live ConKD (soft gate, both teachers running) / NLL-only, with full fine-tuning and
-  with LoRA (``--lora-r``); LoRA step / full step;
+  with LoRA (``--lora-r``); LoRA step / full step; both teachers' forward alone / NLL step (the
+  floor of a live step);
+- issue #26's real-step head: the NLL step / the same with ParlAI's loss over every padded label
+  step, and the teachers' forward / the same with the LM head at every label position;
 - peak RSS growth over a few training steps in a fresh process, LoRA / full (gradients and AdamW
   state of the trainable weights only);
 - generation ms per token: the distilled student / the NLL-only model (same network: ~1).
@@ -61,6 +64,17 @@ def build_model(workdir, model_type, hidden, layers):
     )
 
 
+def time_with_padded_head(student, batch):
+    """Both teachers' forward with the dialogue teacher's LM head at every label position, the
+    real steps' rows taken afterwards (what the real-step head replaced, issue #26)."""
+    model = student.dialogue_teacher.model
+    model._packed_head = False
+    try:
+        return sb.time_teacher_forward(student, batch)
+    finally:
+        model._packed_head = None
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--redial-path', default=os.environ.get(ENV_PATH))
@@ -71,7 +85,7 @@ def main(argv=None):
     parser.add_argument('--lora-r', type=int, default=8)
     parser.add_argument('--batchsize', type=int, default=8)
     parser.add_argument('--batches', type=int, default=3)
-    parser.add_argument('--rounds', type=int, default=3)
+    parser.add_argument('--rounds', type=int, default=6)
     parser.add_argument('--max-dialogues', type=int, default=60)
     parser.add_argument('--skip-rss', action='store_true')
     parser.add_argument('--workdir', default=None)
@@ -106,10 +120,13 @@ def main(argv=None):
     agent = functools.partial(sb.make_agent, batchsize=args.batchsize)
     agents = {
         'nll': agent(workdir, data, shape, 'none', rec, dial),
+        # issue #26: the same model with ParlAI's loss over every padded label step
+        'nll_padded': agent(workdir, data, shape, 'none', rec, dial),
         'live': agent(workdir, data, shape, 'soft', rec, dial),
         'nll_lora': agent(workdir, data, [*shape, *lora], 'none', rec_l, dial_l),
         'live_lora': agent(workdir, data, [*shape, *lora], 'soft', rec_l, dial_l),
     }
+    agents['nll_padded'].real_step_loss = False
     batches = sb.make_batches(agents['nll'], data, args.batchsize, args.batches)
     order = random.Random(0)
     gen_timers = {
@@ -135,6 +152,10 @@ def main(argv=None):
     # what any live distillation adds before its loss math: both teachers' forward pass
     timers['teacher_forward'] = functools.partial(
         sb.time_teacher_forward, agents['live']
+    )
+    # the same with the teacher's head at every label position (before issue #26)
+    timers['teacher_forward_padded_head'] = functools.partial(
+        time_with_padded_head, agents['live']
     )
     times = {name: [] for name in timers}
     for _ in range(args.rounds):
@@ -182,6 +203,10 @@ def main(argv=None):
             (step_ms['live'] - step_ms['nll'] - step_ms['teacher_forward'])
             / step_ms['nll'],
             3,
+        ),
+        'nll_real_steps_over_padded': round(step_ms['nll'] / step_ms['nll_padded'], 3),
+        'teacher_forward_real_steps_over_padded_head': round(
+            step_ms['teacher_forward'] / step_ms['teacher_forward_padded_head'], 3
         ),
         'live_lora_over_nll_lora': round(step_ms['live_lora'] / step_ms['nll_lora'], 3),
         'lora_over_full_step_nll': round(step_ms['nll_lora'] / step_ms['nll'], 3),
