@@ -50,6 +50,45 @@ def test_cached_targets_give_the_live_loss_when_k_covers_vocab(kind):
     assert cached.item() == pytest.approx(live.item(), rel=1e-5)
 
 
+@pytest.mark.parametrize('kind', ['hard', 'soft', 'static'])
+def test_a_whole_catalog_rec_entry_gives_the_live_loss_up_to_float16(kind):
+    """``k_rec = 0`` (the default, issue #26): the rec teacher's whole distribution, stored as
+    float16 log-probabilities without indices, comes back dense [B, N] and renormalised; a
+    context item's -inf (probability 0) survives."""
+    dial, gate, rec, mask = _batch()
+    rec[1, 2] = float('-inf')
+    rec = rec.log_softmax(-1)
+    student = torch.randn(2, 5, V)
+    entries = [
+        make_entry(dial[b], gate[b], rec[b], mask[b], k=V, k_rec=0) for b in range(2)
+    ]
+    assert entries[0].rec_values.dtype == torch.float16
+    assert entries[0].rec_values.shape == (N,) and entries[0].rec_indices.numel() == 0
+    c_dial, c_gate, c_rec = stack_targets(entries, mask)
+    assert not isinstance(c_rec, distill.TopK) and c_rec.shape == (2, N)
+    assert c_rec[1, 2] == float('-inf')
+    torch.testing.assert_close(c_rec.exp().sum(-1), torch.ones(2))
+    torch.testing.assert_close(c_rec.exp(), rec.exp(), atol=2e-3, rtol=1e-2)
+    live, cached = _loss(student, dial, gate, rec, mask, kind), _loss(
+        student, c_dial, c_gate, c_rec, mask, kind
+    )
+    assert cached.item() == pytest.approx(live.item(), rel=1e-3)
+
+
+def test_a_top_k_rec_entry_sharpens_a_flat_teacher():
+    """Why the whole catalog is the default: a flat teacher cut to its top k is renormalised onto
+    those k items (here N/2 of them get twice their probability)."""
+    dial, gate, _, mask = _batch()
+    flat = torch.full((2, N), -torch.log(torch.tensor(float(N))))
+    entries = [
+        make_entry(dial[b], gate[b], flat[b], mask[b], k=V, k_rec=N // 2)
+        for b in range(2)
+    ]
+    _, _, c_rec = stack_targets(entries, mask)
+    kept = distill.from_topk(c_rec.values, c_rec.indices, N).exp()
+    assert sorted(kept[0].tolist()) == pytest.approx([0.0, 0.0, 0.5, 0.5])
+
+
 def test_topk_cache_is_an_approximation_within_stated_tolerance():
     """k = V/2 keeps most mass of a peaked teacher: the loss moves by well under 5%."""
     dial, gate, rec, mask = _batch()

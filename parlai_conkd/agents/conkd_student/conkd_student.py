@@ -173,7 +173,15 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
             '--teacher-cache-topk',
             type=int,
             default=64,
-            help='entries of each teacher distribution kept in the cache (the tail is dropped)',
+            help='entries of the dialogue teacher\'s distribution kept in the cache at each step '
+            '(the tail is dropped and the rest renormalised)',
+        )
+        group.add_argument(
+            '--teacher-cache-rec-topk',
+            type=int,
+            default=0,
+            help='entries of the rec teacher\'s distribution kept in the cache; 0: all of it '
+            '(exact up to float16 rounding; a flat teacher loses most of its mass to a top-k cut)',
         )
         # The student's vocabulary must be the dialogue teacher's. train_model builds a dictionary
         # before it creates the agent, so the default has to be in place at parse time.
@@ -295,6 +303,7 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
                     self.opt.get('truncate'),
                 ),
                 topk=self.opt['teacher_cache_topk'],
+                rec_topk=self.opt.get('teacher_cache_rec_topk', 0),
                 rec=(
                     self.opt.get('rec_exclude_context', True),
                     self.opt.get('rec_temperature'),
@@ -349,12 +358,13 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
         gate = distill.item_mass(log_probs, self.item_token_ids)
         rec = self._rec_log_probs(batch, log_probs.device)
         k = self.opt['teacher_cache_topk']
+        k_rec = self.opt.get('teacher_cache_rec_topk', 0)
         entries, start = [], 0
         for b, steps in enumerate(mask.sum(dim=1).tolist()):
             end = start + steps
             entries.append(
                 entry_from_real_steps(
-                    log_probs[start:end], gate[start:end], rec[b], k, k
+                    log_probs[start:end], gate[start:end], rec[b], k, k_rec
                 )
             )
             start = end
@@ -411,7 +421,11 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
         return (
             distill.TopK(dial.values.to(device), dial.indices.to(device)),
             gate.to(device),
-            distill.TopK(rec.values.to(device), rec.indices.to(device)),
+            (
+                distill.TopK(rec.values.to(device), rec.indices.to(device))
+                if isinstance(rec, distill.TopK)
+                else rec.to(device)
+            ),
         )
 
     def distillation_target(self, batch, mask, teachers=None) -> DistillTarget:

@@ -121,7 +121,8 @@ RECIPES: Dict[str, Recipe] = {
         # students keep the checkpoint that ranks items best at the gold reply's item slot
         # (teacher-forced ReR@10 on the whole valid fold): the in-reply recommendation metric
         student=args('''
-            --kd-weight 0.5 --kd-temperature 1.0 --teacher-cache-topk 64     # distillation
+            --kd-weight 0.5 --kd-temperature 1.0                             # distillation
+            --teacher-cache-topk 64 --teacher-cache-rec-topk 0               # cache (rec: whole)
             --validation-max-exs -1 -veps 0.5 -vmt tf_rer@10 -vmm max -vp 4  # validation
             ''')
         # a guard: 25 min bound on a 2-core machine at load 10 (1.5 of 3 epochs)
