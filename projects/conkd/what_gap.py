@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Issue #24's "what" and "when" gaps on the validation fold: ConKD students against the pipeline.
+"""Issue #24's "what" and "when" gaps (validation fold; ``--fold test`` to report): ConKD students against the pipeline.
 
 The zoo recipe's teachers (``builder ensure dialogue_teacher``: rec teacher and dialogue teacher,
 reused when present), then for each ``--variants`` entry and seed a soft-gate student with the zoo
@@ -16,7 +16,8 @@ Prints a table (mean ± sample sd over seeds) and writes it as JSON::
     python projects/conkd/what_gap.py -dp data --seeds 0 \\
         --variants base=,item_kd=--rec-item-kd-weight:1.0 --json projects/conkd/results/what_gap.json
 
-Model files and logs go to ``<datapath>/../what_gap/``; a model file already there is reused.
+Model files and logs go to ``--out-dir`` (default ``<datapath>/../what_gap/``); a model file or
+report already there is reused.
 """
 
 import argparse
@@ -69,11 +70,16 @@ def parse_variants(text: str) -> Dict[str, List[str]]:
 
 
 def evaluate(
-    model_file: str, datapath: str, out_dir: str, name: str, extra: Sequence[str]
+    model_file: str,
+    datapath: str,
+    out_dir: str,
+    name: str,
+    extra: Sequence[str],
+    fold: str = 'valid',
 ) -> Dict:
-    """``parlai eval_model`` on the validation fold; the report's metrics (reused when its
-    report is already in ``out_dir``)."""
-    report = os.path.join(out_dir, f'{name}.valid.json')
+    """``parlai eval_model`` on ``fold``; the report's metrics (reused when its report is already
+    in ``out_dir``)."""
+    report = os.path.join(out_dir, f'{name}.{fold}.json')
     if not os.path.isfile(report):
         args = [
             'eval_model',
@@ -82,14 +88,14 @@ def evaluate(
             '-dp',
             datapath,
             '-dt',
-            'valid',
+            fold,
             '-bs',
             '32',
             '--report-filename',
             report,
             *extra,
         ]
-        common.parlai(args, os.path.join(out_dir, f'{name}.valid.log'), echo=True)
+        common.parlai(args, os.path.join(out_dir, f'{name}.{fold}.log'), echo=True)
     with open(report, encoding='utf-8') as f:
         return json.load(f)['report']
 
@@ -138,6 +144,18 @@ def main(argv=None):
         default='base=,item_kd=--rec-item-kd-weight:1.0',
         help='name=--flag:value ...,name=... (the soft student\'s extra flags per row)',
     )
+    parser.add_argument(
+        '--fold',
+        default='valid',
+        choices=('valid', 'test'),
+        help='valid: choosing settings; test: reporting a chosen one (the shared test fold)',
+    )
+    parser.add_argument(
+        '--out-dir',
+        default=None,
+        help='model files and reports (default <datapath>/../what_gap; reports there are reused '
+        'by name, so give each set of teachers its own)',
+    )
     parser.add_argument('--json', default='projects/conkd/results/what_gap.json')
     args = parser.parse_args(argv)
     try:
@@ -146,7 +164,7 @@ def main(argv=None):
         parser.error(str(err))
     seeds = [int(s) for s in args.seeds.split(',') if s.strip()]
     datapath = os.path.abspath(args.datapath)
-    out_dir = os.path.join(os.path.dirname(datapath), 'what_gap')
+    out_dir = args.out_dir or os.path.join(os.path.dirname(datapath), 'what_gap')
     os.makedirs(out_dir, exist_ok=True)
 
     subprocess.run(
@@ -163,6 +181,7 @@ def main(argv=None):
         out_dir,
         'rec_teacher',
         ['-t', 'redial_crs:rec'],
+        args.fold,
     )
     rec_r10 = rec['new_recall@10']
     rows = {
@@ -174,6 +193,7 @@ def main(argv=None):
                 'pipeline',
                 ['-t', 'redial_crs', '--fill-items-from', teachers['rec_teacher']]
                 + GENERATE,
+                args.fold,
             )
         ]
     }
@@ -195,14 +215,15 @@ def main(argv=None):
                     out_dir,
                     f'soft-{name}-s{seed}',
                     ['-t', 'redial_crs', *GENERATE],
+                    args.fold,
                 )
             )
     text = table(rows, rec_r10)
-    print(f'rec teacher R@10 new (valid): {rec_r10:.3f}\n{text}')
+    print(f'rec teacher R@10 new ({args.fold}): {rec_r10:.3f}\n{text}')
     with atomic_write(args.json) as f:
         json.dump(
             {
-                'fold': 'valid',
+                'fold': args.fold,
                 'rec_teacher': rec,
                 'rows': rows,
                 'variants': variants,
