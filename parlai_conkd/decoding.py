@@ -121,7 +121,7 @@ def exclude_(item_scores: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 def _chunk_width(width: int) -> Optional[int]:
     """The chunk width :func:`row_max` uses for rows of ``width`` (None: rows too short to gain):
-    the smallest divisor of ``width`` from 256 to 2048, else 512 (the rows are then padded).
+    the smallest divisor of ``width`` from 256 to 2048, else 512 (the last chunk is then short).
     """
     if width < 2048:
         return None
@@ -135,26 +135,29 @@ def row_max(values: torch.Tensor):
     """``values.max(dim=-1)`` for ``[H, N]`` (values, indices), the same numbers and the same rule
     (the first maximal entry of a row), faster on CPU for wide rows.
 
-    Why: on CPU ``max`` with indices walks every entry with its index (about as slow as ``exp``
-    over the row), while ``amax`` alone is vectorised and ten times faster. So: the maximum of
-    each chunk of a row (``amax``), the first chunk that holds the row's maximum, and ``max`` with
-    indices inside that chunk only. Elsewhere (GPU, short rows) it is ``values.max(dim=-1)``.
+    Why: on CPU ``max`` with indices (and ``argmax``) walks every entry with its index (about as
+    slow as ``exp`` over the row; measured: 4.8 ms for [525, 10531], one thread), while ``amax``
+    alone is vectorised and ten times faster. So: the maximum of each chunk of a row (``amax``),
+    the first chunk that holds the row's maximum, and ``max`` with indices inside that chunk only.
+    Elsewhere (GPU, short rows) it is ``values.max(dim=-1)``.
     """
     rows, width = values.shape
     chunk = _chunk_width(width)
     if chunk is None or values.device.type != 'cpu':
         return values.max(dim=-1)
-    if width % chunk:
-        padded = values.new_full((rows, -(-width // chunk) * chunk), float('-inf'))
-        padded[:, :width] = values
-    else:
-        padded = values
-    chunks = padded.unflatten(-1, (-1, chunk))
-    chunk_max = chunks.amax(dim=-1)
+    whole = width // chunk * chunk
+    chunk_max = values[:, :whole].unflatten(-1, (-1, chunk)).amax(dim=-1)
+    if whole < width:  # a short last chunk
+        chunk_max = torch.cat([chunk_max, values[:, whole:].amax(-1, keepdim=True)], 1)
     best = chunk_max.amax(dim=-1, keepdim=True)
     first = (chunk_max == best).to(torch.uint8).argmax(dim=-1)
-    within = chunks[torch.arange(rows, device=values.device), first].max(dim=-1)
-    return within.values, first * chunk + within.indices
+    # the chosen chunk of each row; a short last chunk repeats its last entry, after the original,
+    # so the first maximal entry is still the original one
+    columns = (
+        first.unsqueeze(1) * chunk + torch.arange(chunk, device=values.device)
+    ).clamp_(max=width - 1)
+    within = values.gather(1, columns).max(dim=-1)
+    return within.values, columns.gather(1, within.indices.unsqueeze(1)).squeeze(1)
 
 
 def best_allowed(scores: torch.Tensor, excluded: Optional[torch.Tensor] = None):
