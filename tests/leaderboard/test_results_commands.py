@@ -361,3 +361,29 @@ def test_what_gap_variants_and_table(load, monkeypatch):
     assert lines[2].startswith('| soft | 2 | 0.150 ± 0.071 |')
     assert lines[2].endswith('| 21.000 ± 1.414 | 0.75 x |')
     assert lines[3] == '| pipeline | 1 |  | 0.090 |  |  |  |  |  |  |'
+
+
+def test_what_gap_evaluates_the_fold_it_is_given_and_reuses_its_report(
+    load, monkeypatch, tmp_path
+):
+    """``--fold test`` reports on the shared test fold (its own report file, so a valid-fold report
+    of the same model is never read as a test one)."""
+    monkeypatch.setitem(sys.modules, '_common', load('_common'))
+    what_gap = load('what_gap')
+    calls = []
+
+    def fake_parlai(args, log_path, echo=False):
+        calls.append(args)
+        report = args[args.index('--report-filename') + 1]
+        with open(report, 'w') as f:
+            json.dump({'report': {'rer@10': 0.1 if '-dt' in args else 0.0}}, f)
+
+    monkeypatch.setattr(what_gap.common, 'parlai', fake_parlai)
+    (tmp_path / 'm.valid.json').write_text(json.dumps({'report': {'rer@10': 0.5}}))
+    got = what_gap.evaluate('model', 'data', str(tmp_path), 'm', ['-t', 'x'], 'test')
+    assert got == {'rer@10': 0.1} and len(calls) == 1
+    assert calls[0][calls[0].index('-dt') + 1] == 'test'
+    assert (tmp_path / 'm.test.json').is_file()
+    assert what_gap.evaluate('model', 'data', str(tmp_path), 'm', [], 'test') == got
+    assert len(calls) == 1  # reused
+    assert what_gap.evaluate('model', 'data', str(tmp_path), 'm', []) == {'rer@10': 0.5}
