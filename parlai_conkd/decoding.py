@@ -23,6 +23,7 @@ Everything here is plain torch over ``[H, V]`` log-probabilities (H = hypotheses
 tree-search glue is ``parlai_conkd/agents/conkd_dialogue_teacher/item_search.py``.
 """
 
+import functools
 from typing import Optional, Sequence
 
 import torch
@@ -119,6 +120,7 @@ def exclude_(item_scores: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return item_scores
 
 
+@functools.lru_cache(maxsize=None)
 def _chunk_width(width: int) -> Optional[int]:
     """The chunk width :func:`row_max` uses for rows of ``width`` (None: rows too short to gain):
     the smallest divisor of ``width`` from 256 to 2048, else 512 (the last chunk is then short).
