@@ -2,7 +2,8 @@
 
 Compares, on the same backbone, data and batches, for each backbone shape in ``--shapes``:
 
-- training step time: ConKD with live teachers / NLL-only, and ConKD from the teacher cache / NLL-only;
+- training step time: ConKD with live teachers / NLL-only, and ConKD from the teacher cache / NLL-only
+  (the rec teacher whole, as the recipe caches it, and cut to its top 64, side by side);
 - inference: student ms per generated token / NLL-only model ms per token (same architecture:
   distillation changes the weights, not the network, so this should be ~1);
 - peak RSS of a fresh process that builds each configuration and runs two training steps.
@@ -521,8 +522,9 @@ def benchmark_shape(name, shape, workdir, data_args, args, env, extra=()):
     print(f'[bench] {name}: building throwaway teachers in {workdir}', flush=True)
     rec, dial = build_teachers(workdir, data_args, [*shape, *extra], env)
     cache = os.path.join(workdir, 'teacher.cache')
-    if os.path.exists(cache):
-        os.unlink(cache)
+    for stale in (cache, cache + '.rec64'):
+        if os.path.exists(stale):
+            os.unlink(stale)
     agents = {
         'nll': make_agent(
             workdir, data_args, shape, 'none', rec, dial, args.batchsize, extra=extra
@@ -543,6 +545,19 @@ def benchmark_shape(name, shape, workdir, data_args, args, env, extra=()):
             args.batchsize,
             cache,
             extra=extra,
+        ),
+        # the cache with the rec teacher cut to its top 64 (the recipe before issue #26's fix):
+        # what keeping it whole costs
+        'cached_rec_top64': make_agent(
+            workdir,
+            data_args,
+            shape,
+            'soft',
+            rec,
+            dial,
+            args.batchsize,
+            cache + '.rec64',
+            extra=[*extra, '--teacher-cache-rec-topk', '64'],
         ),
     }
     # the NLL step as ParlAI computes it, over every padded label step (before issue #26)
@@ -641,6 +656,7 @@ def benchmark_shape(name, shape, workdir, data_args, args, env, extra=()):
         'ratio_live_over_nll': step_ms['live'] / step_ms['nll'],
         'ratio_live_hard_over_nll': step_ms['live_hard'] / step_ms['nll'],
         'ratio_cached_over_nll': step_ms['cached'] / step_ms['nll'],
+        'ratio_cached_rec_top64_over_nll': step_ms['cached_rec_top64'] / step_ms['nll'],
         # issue #26: the loss at the real label steps against ParlAI's padded one, same model
         'ratio_nll_real_steps_over_padded': step_ms['nll'] / step_ms['nll_padded'],
         # live = NLL step + the teachers' forward + the distillation work; the middle term alone
@@ -704,6 +720,12 @@ def print_table(name, result):
             result['ratio_cached_over_nll'],
             targets['cached'],
             f"{step_ms['cached']:.1f} / {step_ms['nll']:.1f} ms",
+        ),
+        (
+            '  the same, rec teacher cut to its top 64 (before issue #26\'s fix)',
+            result['ratio_cached_rec_top64_over_nll'],
+            '-',
+            f"{step_ms['cached_rec_top64']:.1f} / {step_ms['nll']:.1f} ms",
         ),
         (
             'generation ms/token, student / NLL-only model',
