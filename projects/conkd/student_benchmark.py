@@ -525,60 +525,39 @@ def benchmark_shape(name, shape, workdir, data_args, args, env, extra=()):
     for stale in (cache, cache + '.rec64'):
         if os.path.exists(stale):
             os.unlink(stale)
-    agents = {
-        'nll': make_agent(
-            workdir, data_args, shape, 'none', rec, dial, args.batchsize, extra=extra
-        ),
-        'live': make_agent(
-            workdir, data_args, shape, 'soft', rec, dial, args.batchsize, extra=extra
-        ),
-        'live_hard': make_agent(
-            workdir, data_args, shape, 'hard', rec, dial, args.batchsize, extra=extra
-        ),
-        'cached': make_agent(
+
+    def student(gate, cache_file=None, more=()):
+        return make_agent(
             workdir,
             data_args,
             shape,
-            'soft',
+            gate,
             rec,
             dial,
             args.batchsize,
-            cache,
-            extra=extra,
-        ),
+            cache_file,
+            extra=[*extra, *more],
+        )
+
+    agents = {
+        'nll': student('none'),
+        'live': student('soft'),
+        'live_hard': student('hard'),
+        'cached': student('soft', cache),
         # the cache with the rec teacher cut to its top 64 (the recipe before issue #26's fix):
         # what keeping it whole costs
-        'cached_rec_top64': make_agent(
-            workdir,
-            data_args,
-            shape,
-            'soft',
-            rec,
-            dial,
-            args.batchsize,
-            cache + '.rec64',
-            extra=[*extra, '--teacher-cache-rec-topk', '64'],
+        'cached_rec_top64': student(
+            'soft', cache + '.rec64', ['--teacher-cache-rec-topk', '64']
         ),
     }
     # the NLL step as ParlAI computes it, over every padded label step (before issue #26)
-    agents['nll_padded'] = make_agent(
-        workdir, data_args, shape, 'none', rec, dial, args.batchsize, extra=extra
-    )
+    agents['nll_padded'] = student('none')
     agents['nll_padded'].real_step_loss = False
     modes = item_decoding_modes(agents['live']) if args.item_decoding_ratio else None
     # the same student network decoding both ways (no teachers needed: gate none)
     if modes:
         for mode in modes:
-            agents[f'decode_{mode}'] = make_agent(
-                workdir,
-                data_args,
-                shape,
-                'none',
-                rec,
-                dial,
-                args.batchsize,
-                extra=[*extra, '--item-decoding', mode],
-            )
+            agents[f'decode_{mode}'] = student('none', more=['--item-decoding', mode])
     batches = make_batches(agents['nll'], data_args, args.batchsize, args.batches)
     order = random.Random(0)
     # inference first, on the freshly built agents (same architecture: the cost should match)
