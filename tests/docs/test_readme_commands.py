@@ -52,6 +52,8 @@ class Run:
     stdin: Optional[str] = None
     replace: Sequence[tuple] = ()
     expect: Sequence[str] = ()
+    #: run with ``-m slow`` only (the default run's 20-minute budget)
+    slow: bool = False
 
 
 @dataclass(frozen=True)
@@ -152,7 +154,10 @@ PLAN = [
                 '--skip-rss',
                 '--out',
                 'runs/benchmark.json',
-            ]
+            ],
+            # a benchmark (about 45 s even this small); its shapes and options are unit-tested by
+            # default (tests/leaderboard/test_results_commands.py)
+            slow=True,
         ),
     ),
 ]
@@ -238,7 +243,11 @@ def sandbox(tmp_path_factory, smoke_zoo):
 
 @pytest.mark.parametrize(
     'where,command',
-    [pytest.param(w, c, id=w) for w, c in COMMANDS if isinstance(plan_for(c), Run)],
+    [
+        pytest.param(w, c, id=w, marks=[pytest.mark.slow] if plan_for(c).slow else [])
+        for w, c in COMMANDS
+        if isinstance(plan_for(c), Run)
+    ],
 )
 def test_doc_command_runs_as_written(sandbox, where, command):
     main, env = sandbox

@@ -182,6 +182,7 @@ def _two_thread_rec_teacher(tmp_path, name, extra=()):
 
 
 @pytest.mark.cli
+@pytest.mark.slow  # the one-thread determinism tests run by default
 def test_two_thread_rec_teacher_runs_are_identical(tmp_path):
     """With 2 threads some CPU kernels accumulate in thread order; the default deterministic
     kernels make two runs bit-identical (the zoo builds with 2 threads)."""

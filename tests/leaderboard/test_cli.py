@@ -229,6 +229,7 @@ def test_unchanged_inputs_are_not_recomputed(trained, board):
     )
 
 
+@pytest.mark.slow  # the cache's reuse of unchanged rows is tested by default (test above)
 def test_a_changed_row_runs_alone(trained, board):
     root, redial, meta, env, _ = trained
     before = stamps(root)
