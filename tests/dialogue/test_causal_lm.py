@@ -197,7 +197,7 @@ def test_without_mask_slicing_the_padded_head_gives_the_same_loss(
     )
     batch = _batch(agent, EXAMPLES)
     packed = loss_metrics_and_grads(agent, batch, padded=False)
-    monkeypatch.setattr(causal_lm, 'BOOL_KEEP', False)
+    monkeypatch.setattr(causal_lm, 'slices_bool_masks', lambda: False)
     agent.model._packed_head = None
     loss, metrics, grads = loss_metrics_and_grads(agent, batch, padded=False)
     assert agent.model._packed_head is None  # never tried
@@ -710,3 +710,22 @@ def test_new_rows_limited_to_a_slice_get_their_values_and_keep_the_rest():
     init_new_rows(part, 6, seed=3, item_rows=vectors, rows=slice(8, 11))
     assert torch.equal(part[8:11], full[8:11])  # item row 10 and jittered rows 8, 9
     assert torch.equal(part[:8], before[:8]) and torch.equal(part[11:], before[11:])
+
+
+def test_the_transformer_backbone_does_not_import_transformers():
+    """Importing the agents leaves transformers (about 1.5-2 s of a process's start) for the HF
+    backbone: every `parlai` command on the transformer backbone starts that much sooner.
+    """
+    import subprocess
+    import sys
+
+    code = (
+        'import sys\n'
+        'import parlai_conkd.agents.conkd_dialogue_teacher.conkd_dialogue_teacher\n'
+        'import parlai_conkd.agents.conkd_student.conkd_student\n'
+        'print(sorted(m for m in ("transformers", "peft") if m in sys.modules))\n'
+    )
+    out = subprocess.run(
+        [sys.executable, '-c', code], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip().splitlines()[-1] == '[]', out.stdout + out.stderr

@@ -22,12 +22,12 @@ the logits (only at the positions that are scored: ``logits_to_keep``).
   not the base weights (they are re-read from ``--hf-model-path``).
 """
 
+import functools
 from typing import Dict, List, Optional, Sequence
 
 import torch
 from parlai.core.torch_generator_agent import TorchGeneratorModel
 from parlai.utils.torch import IdentityLayer
-from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from parlai_conkd.errors import OptionError
 
@@ -47,19 +47,24 @@ LORA_TARGETS: Dict[str, List[str]] = {
     'phi3': ['qkv_proj', 'o_proj'],
     'gpt_neox': ['query_key_value', 'dense'],
 }
-#: the forward's cache argument and output field: ``cache`` from transformers 5.2x (the older
-#: ``past_key_values`` warns that it goes in 5.40)
-CACHE_ARG = (
-    'cache'
-    if 'cache' in getattr(CausalLMOutputWithPast, '__dataclass_fields__', {})
-    else 'past_key_values'
-)
 
 
-def _slices_bool_masks() -> bool:
+@functools.lru_cache(maxsize=None)
+def cache_arg() -> str:
+    """The forward's cache argument and output field: ``cache`` from transformers 5.2x (the older
+    ``past_key_values`` warns that it goes in 5.40). Looked up on first use: importing
+    transformers takes about 1.5 s, which a transformer-backbone run never needs."""
+    from transformers.modeling_outputs import CausalLMOutputWithPast
+
+    fields = getattr(CausalLMOutputWithPast, '__dataclass_fields__', {})
+    return 'cache' if 'cache' in fields else 'past_key_values'
+
+
+@functools.lru_cache(maxsize=None)
+def slices_bool_masks() -> bool:
     """Whether this transformers' models take ``logits_to_keep`` as a bool ``[B, L]`` mask
-    (their shared ``slice_logits_to_keep``: flattened ``[n, H]`` rows; recent 5.x releases).
-    """
+    (their shared ``slice_logits_to_keep``: flattened ``[n, H]`` rows; recent 5.x releases). The
+    head at the real label steps alone needs it; without it the padded pass runs."""
     try:
         from transformers.modeling_utils import slice_logits_to_keep
     except ImportError:
@@ -72,8 +77,6 @@ def _slices_bool_masks() -> bool:
     return tuple(kept.shape) == (2, 2)
 
 
-#: the head at the real label steps alone needs it; without it the padded pass runs
-BOOL_KEEP = _slices_bool_masks()
 #: standard deviation of the jitter on the mean row, as a fraction of the existing rows' std
 NEW_ROW_JITTER = 0.1
 #: buffers holding the added rows' starting values (LoRA: restored from the model file on load)
@@ -166,9 +169,9 @@ class CausalLMGenerator(TorchGeneratorModel):
                 position_ids=positions,
                 use_cache=use_cache,
                 logits_to_keep=keep,
-                **{CACHE_ARG: cache},
+                **{cache_arg(): cache},
             )
-        return out.logits, getattr(out, CACHE_ARG)
+        return out.logits, getattr(out, cache_arg())
 
     def decode_forced(self, encoder_states, ys):
         """Teacher-forced logits for ``ys`` (no start token: the last context position predicts
@@ -184,7 +187,11 @@ class CausalLMGenerator(TorchGeneratorModel):
         lengths = ys.ne(self.NULL_IDX).sum(-1)
         first = (steps - lengths).clamp(0, steps - 1)
         rows = torch.arange(ys.size(0), device=ys.device)
-        if self.real_steps is not None and BOOL_KEEP and self._packed_head is not False:
+        if (
+            self.real_steps is not None
+            and slices_bool_masks()
+            and self._packed_head is not False
+        ):
             # the LM's head at the real steps' positions only (issue #26): logits_to_keep as a
             # bool [B, S + T - 1] mask gives the kept rows flattened in row-major order, which is
             # the order of the real steps
