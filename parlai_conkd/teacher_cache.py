@@ -60,12 +60,10 @@ class CachedTargets:
     dial_values: torch.Tensor  # [T, k] float32 log-probs
     dial_indices: torch.Tensor  # [T, k] int32 vocab ids
     gate: torch.Tensor  # [T] float32
-    rec_values: (
-        torch.Tensor
-    )  # [k_rec] float32 log-probs, or [N] float16: the whole catalog
-    rec_indices: (
-        torch.Tensor
-    )  # [k_rec] int32 item indices; empty: the whole catalog, in order
+    #: [k_rec] float32 log-probs, or [N] float16: the whole catalog
+    rec_values: torch.Tensor
+    #: [k_rec] int32 item indices; empty: the whole catalog, in catalog order
+    rec_indices: torch.Tensor
 
 
 class TeacherCache:
