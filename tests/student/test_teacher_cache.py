@@ -142,3 +142,20 @@ def test_stale_cache_is_refused_with_the_differing_parts(tmp_path):
 def test_example_key_depends_on_context_and_target():
     assert example_key([1, 2], [3]) != example_key([1], [2, 3])
     assert example_key([1, 2], [3]) == example_key([1, 2], [3])
+
+
+@pytest.mark.parametrize(
+    'topk, rec_topk, named',
+    [(0, 0, '--teacher-cache-topk 0'), (64, -1, '--teacher-cache-rec-topk -1')],
+)
+def test_cache_sizes_that_keep_nothing_are_refused_naming_the_option(
+    topk, rec_topk, named
+):
+    from parlai_conkd.agents.conkd_student.conkd_student import check_cache_sizes
+    from parlai_conkd.errors import OptionError
+
+    with pytest.raises(OptionError, match=named):
+        check_cache_sizes(
+            {'teacher_cache_topk': topk, 'teacher_cache_rec_topk': rec_topk}
+        )
+    check_cache_sizes({'teacher_cache_topk': 64, 'teacher_cache_rec_topk': 0})

@@ -33,6 +33,7 @@ from parlai_conkd.agents.frozen import (
     load_frozen_teacher,
     resolve_model_file,
 )
+from parlai_conkd.errors import OptionError
 from parlai_conkd.fast_target import DistillTarget, make_target
 from parlai_conkd.fileio import sha256_file
 from parlai_conkd.teacher_cache import (
@@ -291,6 +292,7 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
         if self.opt.get('teacher_cache') and self.opt.get('datatype', '').startswith(
             'train'
         ):
+            check_cache_sizes(self.opt)
             key = cache_key(
                 dialogue_teacher=sha256_file(dial_file),
                 rec_teacher=sha256_file(rec_file),
@@ -528,3 +530,19 @@ class ConkdStudentAgent(InteractiveExplainMixin, ConkdDialogueTeacherAgent):
         if self.teacher_cache is not None:
             self.teacher_cache.save()
         super().shutdown()
+
+
+def check_cache_sizes(opt) -> None:
+    """OptionError naming the option for a teacher-cache size that keeps nothing (the dialogue
+    teacher's ``--teacher-cache-topk`` < 1) or means nothing (``--teacher-cache-rec-topk`` < 0;
+    0 keeps the rec teacher whole)."""
+    if opt['teacher_cache_topk'] < 1:
+        raise OptionError(
+            f'--teacher-cache-topk {opt["teacher_cache_topk"]}: keep at least 1 entry of the '
+            'dialogue teacher\'s distribution per step'
+        )
+    if opt.get('teacher_cache_rec_topk', 0) < 0:
+        raise OptionError(
+            f'--teacher-cache-rec-topk {opt["teacher_cache_rec_topk"]}: give 0 (the rec '
+            'teacher\'s whole distribution, the default) or the number of items to keep'
+        )
