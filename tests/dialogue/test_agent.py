@@ -314,3 +314,21 @@ def _without_switch(model, decode_forced, encoder_states, ys):
         return decode_forced(model, encoder_states, ys)
     finally:
         model.real_steps = mask
+
+
+def test_weights_of_another_shape_are_refused_naming_the_weight_not_the_dictionary(
+    agent,
+):
+    """A model built with other shape options than its --init-model (a student started from its
+    teacher without the teacher's --truncate) is told which weight differs (a vocabulary-sized
+    mismatch still blames the .dict: tests/foundation/test_corrupt_files.py)."""
+    from parlai_conkd.errors import OptionError
+
+    state = {k: v.clone() for k, v in agent.model.state_dict().items()}
+    name = next(
+        n for n, v in state.items() if v.dim() == 2 and v.size(0) != len(agent.dict)
+    )
+    other = dict(state)
+    other[name] = torch.zeros(state[name].size(0) + 3, *state[name].shape[1:])
+    with pytest.raises(OptionError, match=f'{name} is .* there and .* here'):
+        agent.load_state_dict(other)

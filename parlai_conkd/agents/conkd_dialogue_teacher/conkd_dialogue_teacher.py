@@ -38,7 +38,7 @@ from parlai.agents.transformer.transformer import (
 from parlai.utils.torch import padded_tensor
 
 from parlai_conkd.distill import item_mass
-from parlai_conkd.errors import ModelFileError, remedy
+from parlai_conkd.errors import ModelFileError, OptionError, remedy
 from parlai_conkd.item_embeddings import freeze_rows
 from parlai_conkd.item_vocab import ItemVocab
 from parlai_conkd.items import GEN_TOKEN, ITEM_TOKEN_RE, REC_TOKEN, CatalogError
@@ -306,6 +306,20 @@ class ConkdDialogueTeacherAgent(
         except RuntimeError as exc:
             if 'size mismatch' not in str(exc):
                 raise
+            shapes = self._shape_mismatches(state_dict)
+            if shapes:
+                # not the vocabulary: the model was built with other shape options than the
+                # weights (e.g. --truncate, which sets the positions, when starting a student from
+                # its teacher with --init-model)
+                name, saved, here = shapes[0]
+                path = getattr(self, '_loading', None) or self.opt.get('init_model')
+                raise OptionError(
+                    f'{path or "the model file"}: its weights do not fit the shape options of this '
+                    f'run: {name} is {list(saved)} there and {list(here)} here'
+                    + (f' ({len(shapes) - 1} more differ)' if len(shapes) > 1 else '')
+                    + '; give the options it was trained with (its .opt: --truncate, '
+                    '--n-positions, --embedding-size, --ffn-size, --n-layers, --n-heads)'
+                ) from None
             # the embeddings are sized by the dictionary: a .dict cut at a line boundary, or another
             # model's, loads as a smaller or larger vocabulary than the weights were trained with
             dict_file = self.opt.get('dict_file') or ''
@@ -315,6 +329,23 @@ class ConkdDialogueTeacherAgent(
                 f'{model_file or "the model"} were trained with another number (the .dict is '
                 f'damaged or belongs to another model); {remedy(model_file or dict_file)}'
             ) from None
+
+    def _shape_mismatches(self, state_dict):
+        """``[(name, saved shape, this model's shape)]`` of the weights whose shapes differ for a
+        reason other than the vocabulary (tables whose rows are the dictionary, padded up to 8).
+        """
+        current = self._unwrapped_model().state_dict()
+        vocab = len(self.dict)
+        found = []
+        for name, saved in state_dict.items():
+            here = current.get(name)
+            if here is None or tuple(saved.shape) == tuple(here.shape):
+                continue
+            rows_only = saved.shape[1:] == here.shape[1:]
+            if rows_only and vocab <= here.shape[0] < vocab + 8:
+                continue
+            found.append((name, tuple(saved.shape), tuple(here.shape)))
+        return found
 
     def save(self, path=None):
         super().save(path)
